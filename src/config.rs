@@ -1,0 +1,165 @@
+//! Every setting is a flag and an environment variable; the flag wins (clap's `env`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use secrecy::SecretString;
+
+use crate::domain::Symbol;
+
+#[derive(Debug, Parser)]
+#[command(name = "candlewick", version, about = "Real-time candlestick dashboard over PostgreSQL tick data")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings for `serve`, also accepted without the subcommand.
+    #[command(flatten)]
+    pub serve: Settings,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the dashboard server (the default).
+    Serve(Settings),
+    /// Apply the database migrations and exit.
+    Migrate(DbSettings),
+    /// Bulk-load a `time,symbol,price,volume` CSV file (all or nothing).
+    Import(ImportArgs),
+}
+
+/// Where the database is: an external URL or the embedded cluster under the data dir.
+#[derive(Debug, Clone, Args)]
+pub struct DbSettings {
+    /// PostgreSQL URL; unset means an embedded cluster under the data dir.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<SecretString>,
+    /// Directory for the embedded cluster and generated secrets.
+    #[arg(long, env = "CANDLEWICK_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    #[command(flatten)]
+    pub db: DbSettings,
+    /// Address to listen on.
+    #[arg(long, env = "CANDLEWICK_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    /// Token for the admin pages and the write API; unset means generated once and kept in
+    /// `<data-dir>/admin-token`.
+    #[arg(long, env = "CANDLEWICK_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<SecretString>,
+    /// Run the synthetic demo feed (default: on with the embedded database, off with DATABASE_URL).
+    #[arg(long, overrides_with = "no_demo")]
+    pub demo: bool,
+    /// Do not run the demo feed.
+    #[arg(long, overrides_with = "demo")]
+    pub no_demo: bool,
+    /// `CANDLEWICK_DEMO=1|0`; read by hand so that `--demo`/`--no-demo` stay plain switches.
+    #[arg(skip)]
+    pub demo_env: Option<bool>,
+    /// The chart's default symbol.
+    #[arg(long, env = "CANDLEWICK_SYMBOL", default_value = "BTC/USD", value_parser = parse_symbol)]
+    pub symbol: Symbol,
+    /// How often the poller reads what changed (e.g. `1s`, `500ms`).
+    #[arg(long, env = "CANDLEWICK_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+    /// How much history the live chart holds (e.g. `7d`).
+    #[arg(long, env = "CANDLEWICK_WINDOW", default_value = "7d", value_parser = parse_duration)]
+    pub window: Duration,
+    /// Mark the session cookie `Secure` (set when serving behind TLS).
+    #[arg(long, env = "CANDLEWICK_SECURE_COOKIES")]
+    pub secure_cookies: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub db: DbSettings,
+    /// The CSV file (header `time,symbol,price,volume`); `-` reads standard input.
+    pub file: PathBuf,
+}
+
+impl Settings {
+    /// Whether the demo feed runs: the flags win over `CANDLEWICK_DEMO`, which wins over the default.
+    pub fn demo_enabled(&self) -> bool {
+        if self.demo {
+            return true;
+        }
+        if self.no_demo {
+            return false;
+        }
+        self.demo_env.unwrap_or(self.db.database_url.is_none())
+    }
+}
+
+impl Cli {
+    /// Parses the command line and the environment; a malformed value exits naming the flag.
+    pub fn load() -> Self {
+        let mut cli = Cli::parse();
+        let demo_env = match std::env::var("CANDLEWICK_DEMO") {
+            Ok(v) => match v.trim() {
+                "1" | "true" | "on" | "yes" => Some(true),
+                "0" | "false" | "off" | "no" | "" => Some(false),
+                other => {
+                    use clap::CommandFactory;
+                    Cli::command()
+                        .error(
+                            clap::error::ErrorKind::InvalidValue,
+                            format!("invalid value '{other}' for CANDLEWICK_DEMO (expected 1 or 0)"),
+                        )
+                        .exit()
+                }
+            },
+            Err(_) => None,
+        };
+        cli.serve.demo_env = demo_env;
+        if let Some(Command::Serve(s)) = &mut cli.command {
+            s.demo_env = demo_env;
+        }
+        cli
+    }
+}
+
+fn parse_symbol(s: &str) -> Result<Symbol, String> {
+    Symbol::parse(s).map_err(|e| e.to_string())
+}
+
+/// `1s`, `500ms`, `7d`; a bare number means seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let d = if let Ok(secs) = s.parse::<f64>() {
+        if !secs.is_finite() || secs < 0.0 {
+            return Err(format!("'{s}' is not a duration"));
+        }
+        Duration::from_secs_f64(secs)
+    } else {
+        humantime::parse_duration(s).map_err(|e| format!("'{s}' is not a duration ({e})"))?
+    };
+    if d.is_zero() {
+        return Err("the duration must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_units_and_bare_seconds() {
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn zero_and_garbage_durations_are_rejected() {
+        for bad in ["0s", "0", "-1", "soon", ""] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+}

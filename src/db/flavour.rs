@@ -1,0 +1,59 @@
+//! The one place that knows whether `one_min_candle` is a TimescaleDB continuous aggregate or a
+//! trigger-maintained table. Everything else reads the same names either way.
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    TimescaleDb,
+    Postgres,
+}
+
+impl Flavour {
+    pub async fn detect(pool: &PgPool) -> anyhow::Result<Self> {
+        let value: Option<String> = sqlx::query_scalar("SELECT value FROM candlewick_meta WHERE key = 'flavour'")
+            .fetch_optional(pool)
+            .await
+            .context("reading the storage flavour")?;
+        Ok(match value.as_deref() {
+            Some("timescaledb") => Self::TimescaleDb,
+            _ => Self::Postgres,
+        })
+    }
+
+    /// `timescaledb 2.27.2 on PostgreSQL 15.20` or `postgresql 15.20 (no timescaledb)`.
+    pub async fn describe(self, pool: &PgPool) -> anyhow::Result<String> {
+        let (server, ts): (String, Option<String>) = sqlx::query_as(
+            r#"
+            SELECT current_setting('server_version'),
+                   (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb')
+            "#,
+        )
+        .fetch_one(pool)
+        .await
+        .context("reading the server version")?;
+        let server = server.split_whitespace().next().unwrap_or_default().to_owned();
+        Ok(match (self, ts) {
+            (Self::TimescaleDb, Some(v)) => format!("timescaledb {v} (PostgreSQL {server})"),
+            _ => format!("postgresql {server} (no timescaledb)"),
+        })
+    }
+
+    /// After ticks in `[from, to)` changed: a continuous aggregate only shows edits to
+    /// already-materialized minutes once that range is refreshed; the plain table is already
+    /// exact. Runs outside any transaction (TimescaleDB refuses otherwise).
+    pub async fn after_changes(self, pool: &PgPool, from: DateTime<Utc>, to: DateTime<Utc>) -> anyhow::Result<()> {
+        if self == Self::Postgres {
+            return Ok(());
+        }
+        sqlx::query("CALL refresh_continuous_aggregate('one_min_candle', $1, $2)")
+            .bind(from)
+            .bind(to)
+            .execute(pool)
+            .await
+            .context("refreshing one_min_candle over changed minutes")?;
+        Ok(())
+    }
+}

@@ -1,0 +1,114 @@
+//! Errors become responses in one place: JSON `{"error": ...}` for the API, a page for HTML routes.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::ContentType;
+use actix_web::{HttpResponse, ResponseError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    NotFound(String),
+    /// Input that cannot be understood at all (malformed JSON, a bad query parameter).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Well-formed input that breaks a rule (a negative price, an unknown interval).
+    #[error("{0}")]
+    Validation(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    TooManyRequests(String),
+    #[error("the database is unavailable; try again shortly")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("something went wrong on our side; it has been logged")]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl AppError {
+    /// An infrastructure failure: `Unavailable` when the database cannot be reached.
+    pub fn from_infra(e: anyhow::Error) -> Self {
+        let unreachable = e.chain().any(|c| {
+            c.downcast_ref::<sqlx::Error>().is_some_and(|s| {
+                matches!(s, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed)
+            })
+        });
+        if unreachable { Self::Unavailable(e) } else { Self::Unexpected(e) }
+    }
+}
+
+impl From<crate::db::ticks::WriteError> for AppError {
+    fn from(e: crate::db::ticks::WriteError) -> Self {
+        match e {
+            crate::db::ticks::WriteError::Duplicate { .. } => Self::Conflict(e.to_string()),
+            crate::db::ticks::WriteError::Unexpected(e) => Self::from_infra(e),
+        }
+    }
+}
+
+impl ResponseError for AppError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            Self::Unexpected(e) | Self::Unavailable(e) => {
+                tracing::error!(error.cause_chain = ?e, "request failed");
+            }
+            _ => {}
+        }
+        let mut res = HttpResponse::build(self.status_code());
+        if matches!(self, Self::Unauthorized(_)) {
+            res.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        res.insert_header(ContentType::json())
+            .body(serde_json::json!({ "error": self.to_string() }).to_string())
+    }
+}
+
+/// Turns actix extractor failures (bad JSON, bad query, body too large) into JSON errors.
+pub fn json_config() -> actix_web::web::JsonConfig {
+    actix_web::web::JsonConfig::default()
+        .limit(crate::routes::api::MAX_BODY_BYTES)
+        .error_handler(|err, _req| {
+            use actix_web::error::JsonPayloadError as E;
+            let e = match &err {
+                E::OverflowKnownLength { .. } | E::Overflow { .. } => AppError::PayloadTooLarge(format!(
+                    "the body is larger than {} bytes",
+                    crate::routes::api::MAX_BODY_BYTES
+                )),
+                E::ContentType => AppError::BadRequest("expected Content-Type: application/json".into()),
+                E::Deserialize(d) => AppError::Validation(format!("invalid JSON body: {d}")),
+                other => AppError::BadRequest(format!("invalid JSON body: {other}")),
+            };
+            e.into()
+        })
+}
+
+pub fn query_config() -> actix_web::web::QueryConfig {
+    actix_web::web::QueryConfig::default()
+        .error_handler(|err, _req| AppError::BadRequest(format!("invalid query string: {err}")).into())
+}
+
+pub fn form_config() -> actix_web::web::FormConfig {
+    actix_web::web::FormConfig::default()
+        .limit(64 * 1024)
+        .error_handler(|err, _req| AppError::BadRequest(format!("invalid form: {err}")).into())
+}

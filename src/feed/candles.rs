@@ -1,0 +1,163 @@
+//! The in-memory window of 1m candles per symbol, and the roll-ups to wider intervals.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::domain::{Candle, Interval};
+
+/// 1m candles by bucket start, per symbol.
+#[derive(Debug, Default)]
+pub struct CandleWindow {
+    symbols: HashMap<String, BTreeMap<i64, Candle>>,
+}
+
+/// What changed at one interval of one symbol.
+#[derive(Debug, Default, PartialEq)]
+pub struct Delta {
+    pub candles: Vec<Candle>,
+    pub removed: Vec<i64>,
+}
+
+impl Delta {
+    pub fn is_empty(&self) -> bool {
+        self.candles.is_empty() && self.removed.is_empty()
+    }
+}
+
+impl CandleWindow {
+    pub fn from_candles(rows: impl IntoIterator<Item = (String, Candle)>) -> Self {
+        let mut w = Self::default();
+        for (symbol, c) in rows {
+            w.symbols.entry(symbol).or_default().insert(c.t, c);
+        }
+        w
+    }
+
+    pub fn symbols(&self) -> impl Iterator<Item = &str> {
+        self.symbols.keys().map(String::as_str)
+    }
+
+    pub fn candle_count(&self) -> usize {
+        self.symbols.values().map(BTreeMap::len).sum()
+    }
+
+    /// Sets (or, with `None`, removes) one minute. Returns whether anything changed.
+    pub fn apply(&mut self, symbol: &str, t: i64, candle: Option<Candle>) -> bool {
+        match candle {
+            Some(c) => {
+                let m = self.symbols.entry(symbol.to_owned()).or_default();
+                m.insert(t, c) != Some(c)
+            }
+            None => {
+                let Some(m) = self.symbols.get_mut(symbol) else { return false };
+                let had = m.remove(&t).is_some();
+                if m.is_empty() {
+                    self.symbols.remove(symbol);
+                }
+                had
+            }
+        }
+    }
+
+    /// Drops candles before `oldest` (the window slid past them).
+    pub fn trim(&mut self, oldest: i64) {
+        self.symbols.retain(|_, m| {
+            *m = m.split_off(&oldest);
+            !m.is_empty()
+        });
+    }
+
+    /// Every candle of `symbol` at `interval`, ascending.
+    pub fn series(&self, symbol: &str, interval: Interval) -> Vec<Candle> {
+        let Some(m) = self.symbols.get(symbol) else { return Vec::new() };
+        if interval == Interval::M1 {
+            return m.values().copied().collect();
+        }
+        let mut out: Vec<Candle> = Vec::with_capacity(m.len() * 60 / interval.seconds() as usize + 1);
+        for c in m.values() {
+            let b = interval.bucket_of(c.t);
+            match out.last_mut() {
+                Some(last) if last.t == b => last.merge(c),
+                _ => out.push(Candle { t: b, ..*c }),
+            }
+        }
+        out
+    }
+
+    /// The candle of the `interval` bucket starting at `b`, rolled up from 1m.
+    fn rolled(&self, symbol: &str, interval: Interval, b: i64) -> Option<Candle> {
+        let m = self.symbols.get(symbol)?;
+        let mut it = m.range(b..b + interval.seconds()).map(|(_, c)| c);
+        let first = it.next()?;
+        let mut acc = Candle { t: b, ..*first };
+        for c in it {
+            acc.merge(c);
+        }
+        Some(acc)
+    }
+
+    /// The delta at `interval` for the changed 1m buckets `minutes` (already applied).
+    pub fn delta(&self, symbol: &str, interval: Interval, minutes: &BTreeSet<i64>) -> Delta {
+        let buckets: BTreeSet<i64> = minutes.iter().map(|t| interval.bucket_of(*t)).collect();
+        let mut d = Delta::default();
+        for b in buckets {
+            match self.rolled(symbol, interval, b) {
+                Some(c) => d.candles.push(c),
+                None => d.removed.push(b),
+            }
+        }
+        d
+    }
+
+    /// All minutes of `symbol` (for diffing a reload against what viewers have).
+    pub fn minutes(&self, symbol: &str) -> Option<&BTreeMap<i64, Candle>> {
+        self.symbols.get(symbol)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(t: i64, o: f64, h: f64, l: f64, cl: f64, v: f64) -> Candle {
+        Candle { t, open: o, high: h, low: l, close: cl, volume: v }
+    }
+
+    #[test]
+    fn five_minute_candles_roll_up_from_one_minute_ones() {
+        let w = CandleWindow::from_candles([
+            ("A".to_owned(), c(0, 10.0, 12.0, 9.0, 11.0, 1.0)),
+            ("A".to_owned(), c(60, 11.0, 15.0, 10.0, 14.0, 2.0)),
+            ("A".to_owned(), c(300, 14.0, 14.0, 13.0, 13.5, 0.5)),
+        ]);
+        assert_eq!(
+            w.series("A", Interval::M5),
+            vec![c(0, 10.0, 15.0, 9.0, 14.0, 3.0), c(300, 14.0, 14.0, 13.0, 13.5, 0.5)]
+        );
+    }
+
+    #[test]
+    fn removing_the_last_minute_of_a_bucket_reports_it_removed() {
+        let mut w = CandleWindow::from_candles([("A".to_owned(), c(60, 1.0, 1.0, 1.0, 1.0, 1.0))]);
+        assert!(w.apply("A", 60, None));
+        let d = w.delta("A", Interval::M5, &BTreeSet::from([60]));
+        assert_eq!(d.removed, vec![0]);
+        assert!(d.candles.is_empty());
+    }
+
+    #[test]
+    fn an_unchanged_candle_is_not_a_change() {
+        let mut w = CandleWindow::default();
+        assert!(w.apply("A", 0, Some(c(0, 1.0, 1.0, 1.0, 1.0, 1.0))));
+        assert!(!w.apply("A", 0, Some(c(0, 1.0, 1.0, 1.0, 1.0, 1.0))));
+    }
+
+    #[test]
+    fn trimming_drops_only_old_minutes() {
+        let mut w = CandleWindow::from_candles([
+            ("A".to_owned(), c(0, 1.0, 1.0, 1.0, 1.0, 1.0)),
+            ("A".to_owned(), c(120, 1.0, 1.0, 1.0, 1.0, 1.0)),
+        ]);
+        w.trim(60);
+        assert_eq!(w.series("A", Interval::M1).len(), 1);
+    }
+}

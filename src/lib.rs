@@ -1,0 +1,13 @@
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod embedded;
+pub mod error;
+pub mod feed;
+pub mod format;
+pub mod render;
+pub mod routes;
+pub mod secrets;
+pub mod startup;
+pub mod telemetry;
+pub mod import;

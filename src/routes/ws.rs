@@ -1,0 +1,197 @@
+//! `GET /ws`: a snapshot, then updates, for one symbol and interval at a time.
+
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use actix_web::{HttpRequest, HttpResponse, get, rt, web};
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason};
+use bytestring::ByteString;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{Interval, Symbol};
+use crate::error::AppError;
+use crate::feed::{IsStaleMsg, Poller, ServerMsg, Subscribe, Subscription};
+use crate::startup::AppState;
+
+/// Ping cadence; keep ≤ a third of CLIENT_TIMEOUT.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// A peer silent (no pong, no message) this long is dropped.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
+/// A viewer that has not taken a frame for this long is closed.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Viewers only send small `subscribe` messages.
+const MAX_FRAME_BYTES: usize = 4 * 1024;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(ws_candles);
+}
+
+#[derive(Debug, Deserialize)]
+struct WsQuery {
+    symbol: Option<String>,
+    interval: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientMsg {
+    Subscribe { symbol: String, interval: Option<String> },
+}
+
+fn channel_of(symbol: Option<&str>, interval: Option<&str>, default: &Symbol) -> Result<(Symbol, Interval), String> {
+    let symbol = match symbol.filter(|s| !s.is_empty()) {
+        Some(s) => Symbol::parse(s).map_err(|e| format!("symbol: {e}"))?,
+        None => default.clone(),
+    };
+    let interval = match interval.filter(|s| !s.is_empty()) {
+        Some(i) => Interval::parse(i).map_err(|e| e.0)?,
+        None => Interval::M1,
+    };
+    Ok((symbol, interval))
+}
+
+#[get("/ws")]
+async fn ws_candles(
+    req: HttpRequest,
+    body: web::Payload,
+    q: web::Query<WsQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let (symbol, interval) = channel_of(q.symbol.as_deref(), q.interval.as_deref(), &state.default_symbol)
+        .map_err(AppError::BadRequest)?;
+    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let stream = stream.max_frame_size(MAX_FRAME_BYTES).aggregate_continuations().max_continuation_size(MAX_FRAME_BYTES);
+    let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let viewer = Viewer {
+        poller: state.poller.clone(),
+        default_symbol: state.default_symbol.clone(),
+        shutdown: state.shutdown.clone(),
+    };
+    // MessageStream is !Send: the session runs on this worker's local task set.
+    rt::spawn(async move {
+        let span = tracing::info_span!("viewer", %peer, %symbol, %interval);
+        let _enter = span.enter();
+        metrics::gauge!("candlewick_ws_sessions").increment(1.0);
+        let reason = viewer.run(session.clone(), stream, symbol, interval).await;
+        metrics::gauge!("candlewick_ws_sessions").decrement(1.0);
+        tracing::debug!(?reason, "viewer disconnected");
+        let _ = session.close(reason).await;
+    });
+    Ok(response)
+}
+
+struct Viewer {
+    poller: Addr<Poller>,
+    default_symbol: Symbol,
+    shutdown: CancellationToken,
+}
+
+impl Viewer {
+    async fn subscribe(&self, symbol: &Symbol, interval: Interval) -> Option<Subscription> {
+        self.poller
+            .send(Subscribe { symbol: symbol.to_string(), interval })
+            .await
+            .ok()
+    }
+
+    /// The session loop; returns why it ended.
+    async fn run(
+        &self,
+        mut session: actix_ws::Session,
+        mut stream: actix_ws::AggregatedMessageStream,
+        mut symbol: Symbol,
+        mut interval: Interval,
+    ) -> Option<CloseReason> {
+        let going_away = Some(CloseReason { code: CloseCode::Away, description: Some("server shutting down".into()) });
+        let Some(mut sub) = self.subscribe(&symbol, interval).await else { return going_away };
+        if !send(&mut session, sub.snapshot.clone()).await {
+            return None;
+        }
+        if self.poller.send(IsStaleMsg).await.unwrap_or(false) && !send(&mut session, stale_frame(true)).await {
+            return None;
+        }
+        let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut last_seen = Instant::now();
+        loop {
+            tokio::select! {
+                update = sub.updates.recv() => match update {
+                    Ok(frame) => {
+                        if !send(&mut session, frame).await {
+                            return None;
+                        }
+                    }
+                    Err(RecvError::Lagged(missed)) => {
+                        // Fell behind: a fresh snapshot instead of a backlog.
+                        tracing::debug!(missed, "viewer lagged; resending the snapshot");
+                        metrics::counter!("candlewick_viewer_resyncs_total").increment(1);
+                        let Some(fresh) = self.subscribe(&symbol, interval).await else { return going_away };
+                        sub = fresh;
+                        if !send(&mut session, sub.snapshot.clone()).await {
+                            return None;
+                        }
+                    }
+                    Err(RecvError::Closed) => return going_away,
+                },
+                _ = heartbeat.tick() => {
+                    if last_seen.elapsed() > CLIENT_TIMEOUT {
+                        return Some(CloseReason { code: CloseCode::Policy, description: Some("no heartbeat".into()) });
+                    }
+                    if session.ping(b"").await.is_err() {
+                        return None;
+                    }
+                }
+                msg = stream.next() => {
+                    let Some(Ok(msg)) = msg else { return None };
+                    last_seen = Instant::now();
+                    match msg {
+                        AggregatedMessage::Ping(bytes) => {
+                            if session.pong(&bytes).await.is_err() {
+                                return None;
+                            }
+                        }
+                        AggregatedMessage::Pong(_) | AggregatedMessage::Binary(_) => {}
+                        AggregatedMessage::Close(reason) => return reason,
+                        AggregatedMessage::Text(text) => {
+                            match parse_subscribe(&text, &self.default_symbol) {
+                                Ok((s, i)) => {
+                                    let Some(fresh) = self.subscribe(&s, i).await else { return going_away };
+                                    (symbol, interval, sub) = (s, i, fresh);
+                                    if !send(&mut session, sub.snapshot.clone()).await {
+                                        return None;
+                                    }
+                                }
+                                Err(e) => {
+                                    let frame = serde_json::json!({ "type": "error", "error": e }).to_string();
+                                    if !send(&mut session, frame.into()).await {
+                                        return None;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                _ = self.shutdown.cancelled() => return going_away,
+            }
+        }
+    }
+}
+
+fn parse_subscribe(text: &str, default: &Symbol) -> Result<(Symbol, Interval), String> {
+    let msg: ClientMsg = serde_json::from_str(text).map_err(|e| format!("expected {{\"type\":\"subscribe\",\"symbol\":..,\"interval\":..}}: {e}"))?;
+    match msg {
+        ClientMsg::Subscribe { symbol, interval } => channel_of(Some(&symbol), interval.as_deref(), default),
+    }
+}
+
+fn stale_frame(stale: bool) -> ByteString {
+    ServerMsg::Status { stale }.to_frame()
+}
+
+/// Sends one frame; false when the viewer is gone or has not read for SEND_TIMEOUT.
+async fn send(session: &mut actix_ws::Session, frame: ByteString) -> bool {
+    matches!(tokio::time::timeout(SEND_TIMEOUT, session.text(frame)).await, Ok(Ok(())))
+}
