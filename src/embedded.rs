@@ -35,6 +35,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Options {
     /// Trade durability for speed (tests): no fsync at initdb or at run time.
     pub unsafe_fast: bool,
+    /// Listen on this port instead of a free one (a restarted cluster keeps its URL).
+    pub port: Option<u16>,
 }
 
 /// A running cluster; stopped by [`EmbeddedPostgres::stop`] or, as a last resort, on drop.
@@ -68,7 +70,10 @@ impl EmbeddedPostgres {
         let mut last_err = None;
         // A free port can be taken between our probe and postgres' bind: try a few.
         for _ in 0..3 {
-            let port = free_port()?;
+            let port = match options.port {
+                Some(p) => p,
+                None => free_port()?,
+            };
             match Self::launch(&bin, &cluster_dir, &run_as, port, &log_path, options) {
                 Ok((pid, keeper, exited)) => {
                     let pg = Self {

@@ -1,0 +1,235 @@
+//! `spawn_app()`: a candlewick server on port 0 over a fresh database of the shared test cluster.
+#![allow(dead_code)] // each test module uses its own subset
+
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use candlewick::config::{Cli, Settings};
+use candlewick::db;
+use candlewick::embedded::{self, EmbeddedPostgres};
+use candlewick::startup::Application;
+use clap::Parser;
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::OnceCell;
+
+pub const TOKEN: &str = "test-admin-token";
+const TEMPLATE: &str = "candlewick_template";
+
+/// The run's cluster: started on first use, stopped when the test process exits (its keeper
+/// thread dies with the process and PostgreSQL gets a parent-death signal).
+fn cluster() -> &'static EmbeddedPostgres {
+    static CLUSTER: OnceLock<EmbeddedPostgres> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            candlewick::telemetry::init();
+        }
+        // A fixed place under target/, so later runs reuse the cluster instead of running initdb.
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-cluster");
+        std::fs::create_dir_all(&dir).expect("creating the test cluster dir");
+        let options = embedded::Options { unsafe_fast: true, port: None };
+        EmbeddedPostgres::start(&dir, &options).expect("starting the test PostgreSQL cluster")
+    })
+}
+
+async fn admin_connection() -> PgConnection {
+    let url = cluster().url("postgres");
+    PgConnection::connect_with(&db::connect_options(&url).expect("test URL"))
+        .await
+        .expect("connecting to the test cluster")
+}
+
+/// Creates (once per run) the migrated template database every test database is copied from.
+async fn template() {
+    static READY: OnceCell<()> = OnceCell::const_new();
+    READY
+        .get_or_init(|| async {
+            let mut conn = admin_connection().await;
+            // Leftovers of earlier runs.
+            let old: Vec<String> = sqlx::query_scalar(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'test\\_%' OR datname = $1",
+            )
+            .bind(TEMPLATE)
+            .fetch_all(&mut conn)
+            .await
+            .expect("listing old test databases");
+            for name in old {
+                sqlx::query(sqlx::AssertSqlSafe(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#)))
+                    .execute(&mut conn)
+                    .await
+                    .expect("dropping an old test database");
+            }
+            sqlx::query(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{TEMPLATE}""#)))
+                .execute(&mut conn)
+                .await
+                .expect("creating the template database");
+            let pool = PgPool::connect_with(db::connect_options(&cluster().url(TEMPLATE)).expect("URL"))
+                .await
+                .expect("connecting to the template");
+            db::migrate(&pool).await.expect("migrating the template");
+            pool.close().await;
+        })
+        .await;
+}
+
+/// A fresh, migrated database; returns its name and URL (with password).
+pub async fn fresh_database() -> (String, SecretString) {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    template().await;
+    let name = format!("test_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let mut conn = admin_connection().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}""#)))
+        .execute(&mut conn)
+        .await
+        .expect("creating a test database");
+    let url = cluster().url(&name);
+    (name, url)
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub pool: PgPool,
+    pub db_name: String,
+    pub db_url: SecretString,
+    /// No redirects, a cookie store: for asserting on 303 + Location and sessions.
+    pub client: reqwest::Client,
+    stop: Box<dyn Fn() -> futures_util::future::BoxFuture<'static, ()>>,
+}
+
+/// Settings as the command line would give them, plus test defaults (port 0, fast polls, no demo).
+pub fn test_settings(extra: &[&str]) -> Settings {
+    let mut args = vec![
+        "candlewick",
+        "--bind",
+        "127.0.0.1:0",
+        "--no-demo",
+        "--poll-interval",
+        "200ms",
+        "--admin-token",
+        TOKEN,
+    ];
+    args.extend_from_slice(extra);
+    Cli::try_parse_from(args).expect("test settings parse").serve
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Starts a server with extra command-line flags (e.g. `["--window", "1d"]`).
+pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
+    let (db_name, db_url) = fresh_database().await;
+    let pool = db::build_pool(db::connect_options(&db_url).expect("URL"));
+    let flavour = db::Flavour::detect(&pool).await.expect("detecting the flavour");
+    let settings = test_settings(extra);
+    let app = Application::build_with_pool(&settings, pool.clone(), flavour, TOKEN.to_owned().into())
+        .await
+        .expect("building the app");
+    let port = app.port();
+    let stop = app.stopper();
+    actix_web::rt::spawn(app.run_until_stopped());
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .build()
+        .expect("building the HTTP client");
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        pool,
+        db_name,
+        db_url,
+        client,
+        stop: Box::new(stop),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub fn ws_url(&self, query: &str) -> String {
+        format!("ws://127.0.0.1:{}/ws?{query}", self.port)
+    }
+
+    /// Stops the HTTP server (sessions end, the port closes).
+    pub async fn stop(&self) {
+        (self.stop)().await;
+    }
+
+    pub async fn post_ticks_json(&self, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/ticks"))
+            .bearer_auth(TOKEN)
+            .json(body)
+            .send()
+            .await
+            .expect("POST /api/ticks")
+    }
+
+    pub async fn post_ticks_raw(&self, content_type: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/ticks"))
+            .bearer_auth(TOKEN)
+            .header("Content-Type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("POST /api/ticks")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("GET")
+    }
+
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let r = self.get(path).await;
+        assert_eq!(r.status(), 200, "GET {path}");
+        r.json().await.expect("a JSON body")
+    }
+
+    /// Runs SQL through the real `psql` binary, as another program would; returns its output.
+    pub fn psql(&self, sql: &str) -> String {
+        psql(&self.db_url, sql)
+    }
+
+    pub async fn tick_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM ticks").fetch_one(&self.pool).await.expect("counting ticks")
+    }
+}
+
+/// `psql -X -q -At -v ON_ERROR_STOP=1` against `url` (password passed by environment).
+pub fn psql(url: &SecretString, sql: &str) -> String {
+    let parsed = url::Url::parse(url.expose_secret()).expect("URL");
+    let password = parsed.password().unwrap_or_default().to_owned();
+    let mut bare = parsed.clone();
+    let _ = bare.set_password(None);
+    let out = Command::new("psql")
+        .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", bare.as_str(), "-c", sql])
+        .env("PGPASSWORD", password)
+        .env("PGTZ", "UTC")
+        .output()
+        .expect("running psql (install postgresql-client)");
+    assert!(out.status.success(), "psql failed on {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,5 @@
+//! One test binary for everything that needs a database: one embedded cluster per run, a fresh
+//! database per test (copied from a migrated template).
+
+mod helpers;
+mod smoke;
