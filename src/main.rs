@@ -7,6 +7,7 @@ use secrecy::SecretString;
 
 fn main() -> std::process::ExitCode {
     candlewick::telemetry::init();
+    raise_open_file_limit();
     let cli = Cli::load();
     let result = actix_web::rt::System::new().block_on(async move {
         match cli.command {
@@ -69,6 +70,21 @@ fn admin_token(settings: &Settings) -> anyhow::Result<SecretString> {
         }
     }
     Ok(token)
+}
+
+/// Every viewer holds a socket: lift the open-file soft limit to the hard limit (often 1,024
+/// soft against many thousands hard), so one process can hold as many viewers as the box allows.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, soft, hard, "could not raise the open-file limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not read the open-file limit"),
+    }
 }
 
 async fn shutdown_signal() -> &'static str {

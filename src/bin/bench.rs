@@ -1,1 +1,79 @@
-fn main(){}
+//! `candlewick-bench`: the measurements behind BENCHMARKS.md.
+//!
+//! Every subcommand prints progress on stderr and one JSON document on stdout. It only ever
+//! talks to loopback addresses, and every loop in it is bounded in count and time.
+
+#[path = "bench/ingest.rs"]
+mod ingest;
+#[path = "bench/payload.rs"]
+mod payload;
+#[path = "bench/poll_cost.rs"]
+mod poll_cost;
+#[path = "bench/setup.rs"]
+mod setup;
+#[path = "bench/stats.rs"]
+mod stats;
+#[path = "bench/viewers.rs"]
+mod viewers;
+#[path = "bench/wsclient.rs"]
+mod wsclient;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "candlewick-bench", about = "Benchmarks for candlewick: fan-out, poll cost, ingest, payload")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Hold N WebSocket viewers on one or more servers; report fan-out spread, missed updates and memory.
+    Viewers(viewers::ViewersArgs),
+    /// Poll cost against the tutorial's query, and database queries per second by viewer count.
+    PollCost(poll_cost::PollCostArgs),
+    /// Ticks per second through single-row INSERTs, the JSON API and COPY, with and without triggers.
+    Ingest(ingest::IngestArgs),
+    /// Size of a week's snapshot and the time from page load to the first drawn candle.
+    Payload(payload::PayloadArgs),
+    /// Internal: one process of viewers, driven by `viewers` over stdin/stdout.
+    #[command(hide = true)]
+    ViewersWorker {
+        /// The worker's configuration, as JSON.
+        config: String,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    setup::init_logging();
+    setup::raise_open_file_limit();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::ViewersWorker { config } => viewers::worker_main(&config),
+        command => runtime().and_then(|rt| {
+            rt.block_on(async move {
+                let report = match command {
+                    Command::Viewers(args) => viewers::run_cli(args).await?,
+                    Command::PollCost(args) => poll_cost::run(args).await?,
+                    Command::Ingest(args) => ingest::run(args).await?,
+                    Command::Payload(args) => payload::run(args).await?,
+                    Command::ViewersWorker { .. } => unreachable!("handled above"),
+                };
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                Ok(())
+            })
+        }),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}

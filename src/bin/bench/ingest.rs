@@ -1,0 +1,262 @@
+//! `ingest`: ticks per second through the three write paths users have — one INSERT per row
+//! (the tutorial's `executemany`), our JSON API in batches, and the bulk path (COPY) — each with
+//! the change journal and candle maintenance on, with the journal only, and with no triggers.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use candlewick::db::ticks;
+use candlewick::domain::Tick;
+use chrono::Utc;
+use clap::Args;
+use futures_util::StreamExt;
+use secrecy::SecretString;
+use serde::Serialize;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use crate::say;
+use crate::setup::{self, Cluster, Server, Walk};
+use crate::stats::ratio;
+
+#[derive(Debug, Clone, Args)]
+pub struct IngestArgs {
+    /// Rows for the single-row INSERT path.
+    #[arg(long, default_value_t = 20_000)]
+    pub single_rows: usize,
+    /// Ticks for the JSON API path.
+    #[arg(long, default_value_t = 200_000)]
+    pub api_ticks: usize,
+    /// Ticks per POST /api/ticks.
+    #[arg(long, default_value_t = 5_000)]
+    pub api_batch: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 2)]
+    pub api_concurrency: usize,
+    /// Ticks for the COPY path.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub bulk_ticks: usize,
+    /// Ticks per COPY transaction.
+    #[arg(long, default_value_t = 200_000)]
+    pub bulk_batch: usize,
+    /// Time between consecutive ticks (10 ticks/s by default, as in poll-cost).
+    #[arg(long, default_value = "100ms", value_parser = candlewick::config::parse_duration)]
+    pub tick_gap: Duration,
+    /// Run on this (plain PostgreSQL) cluster instead of the embedded one.
+    #[arg(long, hide_env_values = true)]
+    pub database_url: Option<SecretString>,
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+}
+
+/// Which triggers run on `ticks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Triggers {
+    /// Journal and candle maintenance (what the product runs).
+    Full,
+    /// The change journal only (candle recomputation replaced by a no-op).
+    JournalOnly,
+    /// `ALTER TABLE ticks DISABLE TRIGGER USER`.
+    None,
+}
+
+#[derive(Debug, Serialize)]
+struct PathResult {
+    path: &'static str,
+    triggers: Triggers,
+    ticks: usize,
+    seconds: f64,
+    ticks_per_sec: f64,
+}
+
+pub async fn run(args: IngestArgs) -> anyhow::Result<Value> {
+    let work = args.work_dir.clone().unwrap_or_else(setup::default_work_dir);
+    std::fs::create_dir_all(&work)?;
+    let bin = match &args.server_bin {
+        Some(b) => b.clone(),
+        None => setup::default_server_bin()?,
+    };
+    let cluster = match &args.database_url {
+        Some(url) => Cluster::external(url.clone()),
+        None => Cluster::embedded(&work.join("cluster"), false).await?,
+    };
+    let name = "candlewick_bench_ingest";
+    let load_before = setup::load_average();
+    let result = async {
+        let (url, pool, flavour) = cluster.scratch(name).await?;
+        if flavour != candlewick::db::Flavour::Postgres {
+            bail!("ingest compares trigger costs on plain PostgreSQL; this cluster has TimescaleDB");
+        }
+        let storage = flavour.describe(&pool).await?;
+        let server = Server::spawn(&bin, &url, &work, "ingest-server", &[]).await?;
+        let mut results = Vec::new();
+        let runs = async {
+            // The order matters: the journal-only step replaces the candle function for good.
+            for triggers in [Triggers::Full, Triggers::None, Triggers::JournalOnly] {
+                set_triggers(&pool, triggers).await?;
+                results.push(single_rows(&pool, &args, triggers).await?);
+                results.push(api(&pool, &server, &args, triggers).await?);
+                results.push(bulk(&pool, &args, triggers).await?);
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        server.stop().await;
+        pool.close().await;
+        runs?;
+        anyhow::Ok((storage, results))
+    }
+    .await;
+    cluster.drop_database(name).await;
+    cluster.stop().await;
+    let (storage, results) = result?;
+
+    let rate = |path: &str, t: Triggers| results.iter().find(|r| r.path == path && r.triggers == t).map(|r| r.ticks_per_sec).unwrap_or(0.0);
+    let mut comparisons = Vec::new();
+    for path in ["single_row_insert", "json_api", "copy"] {
+        let full = rate(path, Triggers::Full);
+        comparisons.push(json!({
+            "path": path,
+            "ticks_per_sec": full,
+            "over_single_row_insert": ratio(full, rate("single_row_insert", Triggers::Full)),
+            "journal_and_candles_slowdown": ratio(rate(path, Triggers::None), full),
+            "journal_only_slowdown": ratio(rate(path, Triggers::None), rate(path, Triggers::JournalOnly)),
+        }));
+    }
+    Ok(json!({
+        "storage": storage,
+        "load_before": load_before,
+        "load_after": setup::load_average(),
+        "runs": results,
+        "comparisons": comparisons,
+    }))
+}
+
+async fn set_triggers(pool: &PgPool, triggers: Triggers) -> anyhow::Result<()> {
+    let sql = match triggers {
+        Triggers::Full => "ALTER TABLE ticks ENABLE TRIGGER USER",
+        Triggers::None => "ALTER TABLE ticks DISABLE TRIGGER USER",
+        Triggers::JournalOnly => {
+            sqlx::query(
+                r#"
+                CREATE OR REPLACE FUNCTION candlewick_recompute_minutes(symbols TEXT[], buckets TIMESTAMPTZ[])
+                RETURNS void LANGUAGE plpgsql AS $fn$ BEGIN END $fn$
+                "#,
+            )
+            .execute(pool)
+            .await
+            .context("turning candle maintenance off")?;
+            "ALTER TABLE ticks ENABLE TRIGGER USER"
+        }
+    };
+    sqlx::query(sql).execute(pool).await.context("switching triggers")?;
+    Ok(())
+}
+
+/// Empties the tables between runs.
+async fn reset(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::query("TRUNCATE ticks, candle_changes, one_min_candle, audit_log")
+        .execute(pool)
+        .await
+        .context("emptying the tables")?;
+    sqlx::query("VACUUM ANALYZE ticks").execute(pool).await.context("vacuuming")?;
+    Ok(())
+}
+
+/// Ticks ending now, `gap` apart.
+fn ticks_ending_now(n: usize, gap: Duration) -> Vec<Tick> {
+    let span = chrono::Duration::from_std(gap * n as u32).unwrap_or(chrono::Duration::days(1));
+    Walk::new(n as u64).ticks(Utc::now() - span, gap, n)
+}
+
+fn result(path: &'static str, triggers: Triggers, ticks: usize, elapsed: Duration) -> PathResult {
+    let seconds = elapsed.as_secs_f64();
+    say!("{path} ({triggers:?}): {ticks} ticks in {seconds:.2} s = {:.0} ticks/s", ticks as f64 / seconds);
+    PathResult { path, triggers, ticks, seconds, ticks_per_sec: ticks as f64 / seconds }
+}
+
+/// The tutorial's `executemany`: one INSERT statement (and round trip) per row, one commit.
+async fn single_rows(pool: &PgPool, args: &IngestArgs, triggers: Triggers) -> anyhow::Result<PathResult> {
+    reset(pool).await?;
+    let rows = ticks_ending_now(args.single_rows, args.tick_gap);
+    let started = Instant::now();
+    let mut tx = pool.begin().await?;
+    for t in &rows {
+        sqlx::query("INSERT INTO ticks (time, symbol, price, volume) VALUES ($1, $2, $3, $4)")
+            .bind(t.time)
+            .bind(t.symbol.as_str())
+            .bind(t.price.get())
+            .bind(t.volume.get())
+            .execute(&mut *tx)
+            .await
+            .context("a single-row INSERT")?;
+    }
+    tx.commit().await?;
+    Ok(result("single_row_insert", triggers, rows.len(), started.elapsed()))
+}
+
+/// POST /api/ticks with JSON arrays, `api_concurrency` requests in flight.
+async fn api(pool: &PgPool, server: &Server, args: &IngestArgs, triggers: Triggers) -> anyhow::Result<PathResult> {
+    reset(pool).await?;
+    let rows = ticks_ending_now(args.api_ticks, args.tick_gap);
+    // Bodies are built before the clock starts: the server's work is what is measured.
+    let bodies: Vec<Vec<u8>> = rows
+        .chunks(args.api_batch.max(1))
+        .map(|chunk| {
+            let arr: Vec<Value> = chunk
+                .iter()
+                .map(|t| {
+                    json!({
+                        "time": candlewick::format::rfc3339(t.time),
+                        "symbol": t.symbol.as_str(),
+                        "price": t.price.get(),
+                        "volume": t.volume.get(),
+                    })
+                })
+                .collect();
+            serde_json::to_vec(&arr)
+        })
+        .collect::<Result<_, _>>()?;
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/ticks", server.http());
+    let started = Instant::now();
+    let statuses: Vec<Result<reqwest::StatusCode, reqwest::Error>> = futures_util::stream::iter(bodies)
+        .map(|body| {
+            let req = client
+                .post(&url)
+                .bearer_auth(setup::TOKEN)
+                .header("Content-Type", "application/json")
+                .body(body)
+                .timeout(Duration::from_secs(120));
+            async move { req.send().await.map(|r| r.status()) }
+        })
+        .buffer_unordered(args.api_concurrency.max(1))
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    for s in statuses {
+        let s = s.context("POST /api/ticks")?;
+        if s != reqwest::StatusCode::CREATED {
+            bail!("POST /api/ticks answered {s}");
+        }
+    }
+    Ok(result("json_api", triggers, rows.len(), elapsed))
+}
+
+/// The bulk path (what `insert_ticks` does above 10,000 rows and `candlewick import` streams):
+/// COPY, one transaction per batch.
+async fn bulk(pool: &PgPool, args: &IngestArgs, triggers: Triggers) -> anyhow::Result<PathResult> {
+    reset(pool).await?;
+    let rows = ticks_ending_now(args.bulk_ticks, args.tick_gap);
+    let started = Instant::now();
+    for chunk in rows.chunks(args.bulk_batch.max(1)) {
+        let mut tx = pool.begin().await?;
+        ticks::copy_in(&mut tx, chunk).await.context("COPY")?;
+        tx.commit().await?;
+    }
+    Ok(result("copy", triggers, rows.len(), started.elapsed()))
+}

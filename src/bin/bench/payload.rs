@@ -1,0 +1,251 @@
+//! `payload`: the bytes of a week's snapshot (WebSocket frame raw and gzipped, and the same
+//! candles over HTTP with gzip), and the time from page load to the first drawn candle in
+//! headless Chromium, driven over the DevTools protocol.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chrono::Utc;
+use clap::Args;
+use futures_util::{SinkExt, StreamExt};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::say;
+use crate::setup::{self, Cluster, Server};
+use crate::stats::Summary;
+
+#[derive(Debug, Clone, Args)]
+pub struct PayloadArgs {
+    /// How much history the chart shows.
+    #[arg(long, default_value = "7d", value_parser = candlewick::config::parse_duration)]
+    pub history: Duration,
+    /// Ticks per second in that history (every minute gets a candle either way).
+    #[arg(long, default_value_t = 0.2)]
+    pub history_rate: f64,
+    /// Page loads to time in Chromium (0: skip).
+    #[arg(long, default_value_t = 5)]
+    pub chromium_runs: usize,
+    #[arg(long, default_value = "chromium")]
+    pub chromium: String,
+    #[arg(long, hide_env_values = true)]
+    pub database_url: Option<SecretString>,
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+}
+
+pub async fn run(args: PayloadArgs) -> anyhow::Result<Value> {
+    let work = args.work_dir.clone().unwrap_or_else(setup::default_work_dir);
+    std::fs::create_dir_all(&work)?;
+    let bin = match &args.server_bin {
+        Some(b) => b.clone(),
+        None => setup::default_server_bin()?,
+    };
+    let cluster = match &args.database_url {
+        Some(url) => Cluster::external(url.clone()),
+        None => Cluster::embedded(&work.join("cluster"), false).await?,
+    };
+    let name = "candlewick_bench_payload";
+    let result = async {
+        let (url, pool, _) = cluster.scratch(name).await?;
+        setup::load_history(&pool, Utc::now(), args.history, args.history_rate).await?;
+        pool.close().await;
+        let server = Server::spawn(&bin, &url, &work, "payload-server", &[]).await?;
+        let measured = measure(&server, &args).await;
+        server.stop().await;
+        measured
+    }
+    .await;
+    cluster.drop_database(name).await;
+    cluster.stop().await;
+    result
+}
+
+async fn measure(server: &Server, args: &PayloadArgs) -> anyhow::Result<Value> {
+    // The WebSocket snapshot, as a viewer gets it.
+    let (mut ws, _) = tokio_tungstenite::connect_async(server.ws("symbol=BTC/USD&interval=1m"))
+        .await
+        .context("connecting to /ws")?;
+    let snapshot = loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await.context("waiting for the snapshot")? {
+            Some(Ok(Message::Text(t))) => break t.to_string(),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e).context("reading the snapshot"),
+            None => bail!("closed before the snapshot"),
+        }
+    };
+    let _ = ws.close(None).await;
+    let parsed: Value = serde_json::from_str(&snapshot).context("parsing the snapshot")?;
+    let candles = parsed["candles"].as_array().map(Vec::len).unwrap_or(0);
+    let gzipped = gzip(snapshot.as_bytes())?;
+    say!("snapshot: {candles} candles, {} bytes, {} gzipped", snapshot.len(), gzipped);
+
+    // The same week over HTTP, as the server compresses it.
+    let from = candlewick::format::rfc3339(Utc::now() - chrono::Duration::from_std(args.history)?);
+    let candles_url = format!("{}/api/candles?symbol=BTC/USD&interval=1m&from={from}", server.http());
+    let client = reqwest::Client::new();
+    let plain = client.get(&candles_url).send().await?.bytes().await?.len();
+    let resp = client.get(&candles_url).header("Accept-Encoding", "gzip").send().await?;
+    let encoding = resp.headers().get("content-encoding").and_then(|v| v.to_str().ok()).unwrap_or("identity").to_owned();
+    let over_http = resp.bytes().await?.len();
+
+    let browser = if args.chromium_runs == 0 {
+        json!({ "skipped": "--chromium-runs 0" })
+    } else {
+        match first_candle(&args.chromium, &format!("{}/?symbol=BTC/USD", server.http()), args.chromium_runs).await {
+            Ok((times, cold)) => {
+                let s = Summary::of(&times);
+                say!("first candle drawn: cold {:.0} ms, warm p50 {:.0} ms", cold.as_secs_f64() * 1e3, s.p50_ms);
+                json!({ "cold_ms": cold.as_secs_f64() * 1e3, "warm": s })
+            }
+            Err(e) => {
+                say!("chromium: {e:#}");
+                json!({ "error": format!("{e:#}") })
+            }
+        }
+    };
+    Ok(json!({
+        "snapshot_candles": candles,
+        "snapshot_bytes": snapshot.len(),
+        "snapshot_gzip_bytes": gzipped,
+        "gzip_ratio": (snapshot.len() as f64 / gzipped.max(1) as f64 * 10.0).round() / 10.0,
+        "http_candles_bytes": plain,
+        "http_candles_transfer_bytes": over_http,
+        "http_candles_encoding": encoding,
+        "first_candle": browser,
+        "load": setup::load_average(),
+    }))
+}
+
+fn gzip(data: &[u8]) -> anyhow::Result<usize> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(data)?;
+    Ok(enc.finish()?.len())
+}
+
+/// Marks when the page has its snapshot on screen: the chart shows `data-state="live"` right
+/// after drawing the snapshot, and the candles are painted by the next animation frames.
+const PROBE: &str = r#"
+(() => {
+  const seen = () => document.querySelector('[data-state="live"]') && document.querySelector('canvas');
+  const mark = () => requestAnimationFrame(() => requestAnimationFrame(() => {
+    if (!window.__cwFirstCandle) window.__cwFirstCandle = performance.now();
+  }));
+  const obs = new MutationObserver(() => { if (seen()) { obs.disconnect(); mark(); } });
+  obs.observe(document, { subtree: true, childList: true, attributes: true, attributeFilter: ['data-state'] });
+})();
+"#;
+
+/// Times `runs` page loads to the first drawn candle; returns the warm runs and the first (cold) one.
+async fn first_candle(chromium: &str, page: &str, runs: usize) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    let port = setup::free_port()?;
+    let profile = std::env::temp_dir().join(format!("candlewick-bench-chromium-{}", std::process::id()));
+    std::fs::create_dir_all(&profile)?;
+    let mut child = tokio::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--window-size=1280,800",
+            "--remote-debugging-address=127.0.0.1",
+        ])
+        .arg(format!("--remote-debugging-port={port}"))
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("about:blank")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {chromium} (apt-get install -y chromium)"))?;
+    let result = async {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let ws_url = loop {
+            if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/json/list")).send().await {
+                if let Ok(targets) = r.json::<Vec<Value>>().await {
+                    if let Some(u) = targets.iter().find(|t| t["type"] == "page").and_then(|t| t["webSocketDebuggerUrl"].as_str()) {
+                        break u.to_owned();
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("chromium's DevTools endpoint did not come up");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let (mut cdp, _) = tokio_tungstenite::connect_async(ws_url.as_str()).await.context("connecting to DevTools")?;
+        let mut id = 0u64;
+        call(&mut cdp, &mut id, "Page.enable", json!({})).await?;
+        call(&mut cdp, &mut id, "Page.addScriptToEvaluateOnNewDocument", json!({ "source": PROBE })).await?;
+        let mut times = Vec::new();
+        for _ in 0..runs {
+            call(&mut cdp, &mut id, "Page.navigate", json!({ "url": page })).await?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let r = call(
+                    &mut cdp,
+                    &mut id,
+                    "Runtime.evaluate",
+                    json!({ "expression": "window.__cwFirstCandle || 0", "returnByValue": true }),
+                )
+                .await?;
+                let ms = r["result"]["value"].as_f64().unwrap_or(0.0);
+                if ms > 0.0 {
+                    times.push(Duration::from_secs_f64(ms / 1e3));
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("no candle drawn within 30 s of navigating to {page}");
+                }
+            }
+        }
+        anyhow::Ok(times)
+    }
+    .await;
+    let _ = child.kill().await;
+    let _ = std::fs::remove_dir_all(&profile);
+    let mut times = result?;
+    if times.is_empty() {
+        bail!("no page loads");
+    }
+    let cold = times.remove(0);
+    if times.is_empty() {
+        times.push(cold);
+    }
+    Ok((times, cold))
+}
+
+type Cdp = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One DevTools call; events in between are skipped.
+async fn call(cdp: &mut Cdp, id: &mut u64, method: &str, params: Value) -> anyhow::Result<Value> {
+    *id += 1;
+    let msg = json!({ "id": *id, "method": method, "params": params });
+    cdp.send(Message::Text(msg.to_string().into())).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let next = tokio::time::timeout_at(deadline.into(), cdp.next()).await.with_context(|| format!("{method}: no answer"))?;
+        let Some(frame) = next else { bail!("DevTools closed") };
+        if let Message::Text(t) = frame? {
+            let v: Value = serde_json::from_str(&t)?;
+            if v["id"].as_u64() == Some(*id) {
+                if let Some(e) = v.get("error") {
+                    bail!("{method}: {e}");
+                }
+                return Ok(v["result"].clone());
+            }
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! `poll-cost`: what one poll of the change journal costs with a week of ticks stored, against
+//! the tutorial's full-week candle query and against aggregating raw ticks on the fly; and how
+//! many database statements a running server issues per second with 0 … N viewers, against
+//! what per-viewer polling would issue.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use candlewick::db::journal;
+use candlewick::db::ticks::{self, Actor};
+use chrono::{DateTime, Utc};
+use clap::Args;
+use secrecy::SecretString;
+use serde::Serialize;
+use serde_json::{Value, json};
+use sqlx::{Connection, PgPool};
+
+use crate::say;
+use crate::setup::{self, Cluster, Server, Walk};
+use crate::stats::{Summary, ratio};
+use crate::viewers::{self, Plan};
+
+/// The tutorial's query, verbatim, run by every viewer every second.
+const TUTORIAL_QUERY: &str = "SELECT bucket, open, high, low, close FROM one_min_candle WHERE symbol = 'BTC/USD' AND bucket >= NOW() - INTERVAL '1 week' ORDER BY bucket DESC";
+/// Candles computed from raw ticks on each request (no candle table at all).
+const RAW_QUERY: &str = r#"
+SELECT date_bin('1 minute', time, 'epoch') AS bucket,
+       (array_agg(price ORDER BY time))[1] AS open,
+       max(price) AS high,
+       min(price) AS low,
+       (array_agg(price ORDER BY time DESC))[1] AS close,
+       sum(volume) AS volume
+FROM ticks
+WHERE symbol = 'BTC/USD' AND time >= NOW() - INTERVAL '1 week'
+GROUP BY bucket
+ORDER BY bucket DESC
+"#;
+/// The bench's own writes during the statement count: recognisable in pg_stat_statements.
+const FEED_INSERT: &str = "INSERT INTO ticks (time, symbol, price, volume) VALUES ($1, $2, $3, $4)";
+
+#[derive(Debug, Clone, Args)]
+pub struct PollCostArgs {
+    /// Also measure on this cluster (e.g. TimescaleDB); a scratch database is created there.
+    #[arg(long, hide_env_values = true)]
+    pub database_url: Option<SecretString>,
+    /// Ticks per second of stored history.
+    #[arg(long, default_value_t = 10.0)]
+    pub ticks_per_sec: f64,
+    /// How much history.
+    #[arg(long, default_value = "7d", value_parser = candlewick::config::parse_duration)]
+    pub span: Duration,
+    /// Polls to time (each after a second's worth of new ticks).
+    #[arg(long, default_value_t = 300)]
+    pub polls: usize,
+    /// Runs of the tutorial's query.
+    #[arg(long, default_value_t = 30)]
+    pub tutorial_runs: usize,
+    /// Runs of the raw aggregation.
+    #[arg(long, default_value_t = 5)]
+    pub raw_runs: usize,
+    /// Viewer counts at which to count the server's statements per second.
+    #[arg(long, value_delimiter = ',', default_value = "0,1000,10000")]
+    pub viewers: Vec<usize>,
+    /// How long to count at each viewer count.
+    #[arg(long, default_value = "20s", value_parser = candlewick::config::parse_duration)]
+    pub qps_window: Duration,
+    /// Connections per second while opening viewers.
+    #[arg(long, default_value_t = 500.0)]
+    pub rate: f64,
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Skip the embedded (plain PostgreSQL) cluster; measure only on --database-url.
+    #[arg(long)]
+    pub no_embedded: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct QueryCosts {
+    storage: String,
+    ticks: u64,
+    load_seconds: f64,
+    load_ticks_per_sec: f64,
+    candles_in_week: usize,
+    changed_minutes_per_poll: f64,
+    poll: Summary,
+    tutorial_query: Summary,
+    raw_aggregation: Summary,
+    /// tutorial p50 / poll p50, and the same at p99.
+    tutorial_over_poll_p50: f64,
+    tutorial_over_poll_p99: f64,
+    raw_over_poll_p50: f64,
+}
+
+pub async fn run(args: PollCostArgs) -> anyhow::Result<Value> {
+    let work = args.work_dir.clone().unwrap_or_else(setup::default_work_dir);
+    std::fs::create_dir_all(&work)?;
+    let mut report = serde_json::Map::new();
+    report.insert("load_before".into(), json!(setup::load_average()));
+    if !args.no_embedded {
+        let cluster = Cluster::embedded(&work.join("cluster"), true).await?;
+        let name = "candlewick_bench_poll";
+        let result = async {
+            let (url, pool, _) = cluster.scratch(name).await?;
+            let costs = query_costs(&pool, &args).await?;
+            let qps = statements_per_second(&cluster, name, &url, &pool, &args, &work).await?;
+            pool.close().await;
+            anyhow::Ok((costs, qps))
+        }
+        .await;
+        cluster.drop_database(name).await;
+        cluster.stop().await;
+        let (costs, qps) = result?;
+        report.insert("postgresql".into(), serde_json::to_value(costs)?);
+        report.insert("statements".into(), qps);
+    }
+    if let Some(url) = &args.database_url {
+        let cluster = Cluster::external(url.clone());
+        let name = "candlewick_bench_poll";
+        let result = async {
+            let (_, pool, _) = cluster.scratch(name).await?;
+            let costs = query_costs(&pool, &args).await;
+            pool.close().await;
+            costs
+        }
+        .await;
+        cluster.drop_database(name).await;
+        report.insert("external".into(), serde_json::to_value(result?)?);
+    }
+    report.insert("load_after".into(), json!(setup::load_average()));
+    Ok(Value::Object(report))
+}
+
+async fn query_costs(pool: &PgPool, args: &PollCostArgs) -> anyhow::Result<QueryCosts> {
+    let flavour = candlewick::db::Flavour::detect(pool).await?;
+    let storage = flavour.describe(pool).await?;
+    say!("{storage}: loading {:?} at {} ticks/s", args.span, args.ticks_per_sec);
+    let end = Utc::now();
+    let started = Instant::now();
+    let ticks = setup::load_history(pool, end, args.span, args.ticks_per_sec).await?;
+    if flavour == candlewick::db::Flavour::TimescaleDb {
+        sqlx::query("CALL refresh_continuous_aggregate('one_min_candle', NULL, NULL)")
+            .execute(pool)
+            .await
+            .context("materializing one_min_candle")?;
+    }
+    let load_seconds = started.elapsed().as_secs_f64();
+    say!("loaded {ticks} ticks in {load_seconds:.1} s");
+
+    // Our poll: a second of new ticks, then one poll_changes.
+    let (mut position, _) = journal::load_window(pool, end - chrono::Duration::minutes(1)).await?;
+    let per_poll = args.ticks_per_sec.round().max(1.0) as usize;
+    let gap = Duration::from_secs_f64(1.0 / args.ticks_per_sec);
+    let mut walk = Walk::new(11);
+    let mut next: DateTime<Utc> = end;
+    let mut polls = Vec::with_capacity(args.polls);
+    let mut changed = 0usize;
+    for _ in 0..args.polls {
+        let batch = walk.ticks(next, gap, per_poll);
+        next = batch.last().map(|t| t.time).unwrap_or(next) + chrono::Duration::from_std(gap)?;
+        ticks::insert_ticks(pool, &batch, Actor::ApiToken).await.map_err(|e| anyhow::anyhow!("writing ticks: {e}"))?;
+        let t = Instant::now();
+        let (p, changes) = journal::poll_changes(pool, &position).await?;
+        polls.push(t.elapsed());
+        if changes.minutes.is_empty() {
+            bail!("a poll after new ticks found no change");
+        }
+        changed += changes.minutes.len();
+        position = p;
+    }
+    let poll = Summary::of(&polls);
+    say!("poll: p50 {:.3} ms p99 {:.3} ms", poll.p50_ms, poll.p99_ms);
+
+    let mut candles = 0;
+    let mut tutorial = Vec::new();
+    for _ in 0..args.tutorial_runs {
+        let t = Instant::now();
+        let rows = sqlx::query(TUTORIAL_QUERY).fetch_all(pool).await.context("the tutorial's query")?;
+        tutorial.push(t.elapsed());
+        candles = rows.len();
+    }
+    let tutorial = Summary::of(&tutorial);
+    say!("tutorial query ({candles} candles): p50 {:.1} ms p99 {:.1} ms", tutorial.p50_ms, tutorial.p99_ms);
+    let mut raw = Vec::new();
+    for _ in 0..args.raw_runs {
+        let t = Instant::now();
+        sqlx::query(RAW_QUERY).fetch_all(pool).await.context("the raw aggregation")?;
+        raw.push(t.elapsed());
+    }
+    let raw = Summary::of(&raw);
+    say!("raw aggregation: p50 {:.1} ms p99 {:.1} ms", raw.p50_ms, raw.p99_ms);
+    Ok(QueryCosts {
+        storage,
+        ticks,
+        load_seconds,
+        load_ticks_per_sec: ticks as f64 / load_seconds,
+        candles_in_week: candles,
+        changed_minutes_per_poll: changed as f64 / args.polls.max(1) as f64,
+        tutorial_over_poll_p50: ratio(tutorial.p50_ms, poll.p50_ms),
+        tutorial_over_poll_p99: ratio(tutorial.p99_ms, poll.p99_ms),
+        raw_over_poll_p50: ratio(raw.p50_ms, poll.p50_ms),
+        poll,
+        tutorial_query: tutorial,
+        raw_aggregation: raw,
+    })
+}
+
+/// Counters of the scratch database, read from the maintenance database (so reading them is
+/// not counted): committed transactions, and statements by query when pg_stat_statements is on.
+async fn counters(cluster: &Cluster, db: &str, stat_statements: bool) -> anyhow::Result<(i64, Vec<(String, i64)>)> {
+    let mut conn = cluster.admin().await?;
+    let xacts: i64 = sqlx::query_scalar("SELECT xact_commit FROM pg_stat_database WHERE datname = $1")
+        .bind(db)
+        .fetch_one(&mut conn)
+        .await
+        .context("reading pg_stat_database")?;
+    let statements = if stat_statements {
+        sqlx::query_as(
+            r#"
+            SELECT s.query, s.calls
+            FROM pg_stat_statements s
+            JOIN pg_database d ON d.oid = s.dbid
+            WHERE d.datname = $1
+            "#,
+        )
+        .bind(db)
+        .fetch_all(&mut conn)
+        .await
+        .context("reading pg_stat_statements")?
+    } else {
+        Vec::new()
+    };
+    conn.close().await.ok();
+    Ok((xacts, statements))
+}
+
+async fn statements_per_second(
+    cluster: &Cluster,
+    db: &str,
+    url: &SecretString,
+    pool: &PgPool,
+    args: &PollCostArgs,
+    work: &std::path::Path,
+) -> anyhow::Result<Value> {
+    // pg_stat_statements must be created in the database whose statements it shows.
+    let stat_statements = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(pool).await.is_ok();
+    if !stat_statements {
+        say!("pg_stat_statements is not available: counting committed transactions only");
+    }
+    let bin = match &args.server_bin {
+        Some(b) => b.clone(),
+        None => setup::default_server_bin()?,
+    };
+    let server = Server::spawn(&bin, url, work, "poll-cost-server", &[]).await?;
+    let mut rows = Vec::new();
+    let result = async {
+        for &n in &args.viewers {
+            say!("statements per second with {n} viewers");
+            let window = args.qps_window;
+            let measure = |dur: Duration| count_during(cluster, db, url, stat_statements, dur);
+            let (counted, viewers_report) = if n == 0 {
+                (measure(window).await?, None)
+            } else {
+                let plan = Plan {
+                    urls: vec![server.ws("symbol=BTC/USD")],
+                    count: n,
+                    rate: args.rate,
+                    processes: 0,
+                    duration: window,
+                    source_ips: 0,
+                    server_pids: vec![server.pid],
+                    feed: None,
+                    feed_every: Duration::from_secs(1),
+                    rcvbuf: 32 * 1024,
+                };
+                let report = viewers::run(&plan, |dur| async move {
+                    match measure(dur).await {
+                        Ok(v) => serde_json::to_value(v).unwrap_or(Value::Null),
+                        Err(e) => json!({ "error": format!("{e:#}") }),
+                    }
+                })
+                .await?;
+                let counted: Counted = serde_json::from_value(report.during.clone())
+                    .map_err(|_| anyhow::anyhow!("counting statements failed: {}", report.during))?;
+                (counted, Some(report))
+            };
+            let per_viewer_tutorial = n as f64;
+            let per_viewer_grafana = n as f64 / 5.0;
+            rows.push(json!({
+                "viewers": n,
+                "viewers_held": viewers_report.as_ref().map(|r| r.held).unwrap_or(0),
+                "server_statements_per_sec": counted.server_statements_per_sec,
+                "server_transactions_per_sec": counted.server_transactions_per_sec,
+                "by_statement": counted.by_statement,
+                "tutorial_script_per_viewer_per_sec": per_viewer_tutorial,
+                "grafana_5s_panel_per_viewer_per_sec": per_viewer_grafana,
+                "tutorial_over_ours": ratio(per_viewer_tutorial, counted.server_statements_per_sec),
+                "grafana_over_ours": ratio(per_viewer_grafana, counted.server_statements_per_sec),
+                "updates_missed": viewers_report.as_ref().map(|r| r.missed_updates),
+            }));
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    server.stop().await;
+    result?;
+    Ok(json!({ "pg_stat_statements": stat_statements, "rows": rows }))
+}
+
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct Counted {
+    seconds: f64,
+    server_statements_per_sec: f64,
+    server_transactions_per_sec: f64,
+    feed_ticks: u64,
+    by_statement: Vec<(String, f64)>,
+}
+
+/// Writes a tick a second (so every poll has a change) and counts what the server ran meanwhile.
+async fn count_during(cluster: &Cluster, db: &str, url: &SecretString, stat_statements: bool, dur: Duration) -> anyhow::Result<Counted> {
+    let mut feed = sqlx::PgConnection::connect_with(&candlewick::db::connect_options(url)?).await?;
+    let (x0, s0) = counters(cluster, db, stat_statements).await?;
+    let started = Instant::now();
+    let mut walk = Walk::new(5);
+    let mut fed = 0u64;
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    while started.elapsed() < dur {
+        every.tick().await;
+        let t = walk.tick(Utc::now());
+        sqlx::query(FEED_INSERT)
+            .bind(t.time)
+            .bind(t.symbol.as_str())
+            .bind(t.price.get())
+            .bind(t.volume.get())
+            .execute(&mut feed)
+            .await
+            .context("the bench's feed")?;
+        fed += 1;
+    }
+    let (x1, s1) = counters(cluster, db, stat_statements).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    feed.close().await.ok();
+    let before: std::collections::HashMap<String, i64> = s0.into_iter().collect();
+    let mut by_statement: Vec<(String, f64)> = Vec::new();
+    let mut total = 0i64;
+    for (query, calls) in s1 {
+        let d = calls - before.get(&query).copied().unwrap_or(0);
+        let ours = query.starts_with(FEED_INSERT) || query.contains("pg_stat_statements");
+        if d > 0 && !ours {
+            total += d;
+            let short: String = query.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(90).collect();
+            by_statement.push((short, d as f64 / seconds));
+        }
+    }
+    by_statement.sort_by(|a, b| b.1.total_cmp(&a.1));
+    // The feed commits one transaction per tick.
+    let server_xacts = (x1 - x0 - fed as i64).max(0);
+    Ok(Counted {
+        seconds,
+        server_statements_per_sec: if stat_statements { total as f64 / seconds } else { server_xacts as f64 / seconds },
+        server_transactions_per_sec: server_xacts as f64 / seconds,
+        feed_ticks: fed,
+        by_statement,
+    })
+}

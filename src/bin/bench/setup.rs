@@ -1,0 +1,339 @@
+//! What the benches run against: an embedded cluster or a given one, scratch databases,
+//! candlewick server processes, and weeks of synthetic ticks.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use candlewick::db::ticks::{self, Actor};
+use candlewick::db::{self, Flavour};
+use candlewick::domain::{Price, Symbol, Tick, Volume};
+use candlewick::embedded::{self, EmbeddedPostgres};
+use chrono::{DateTime, Utc};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::{Connection, PgConnection, PgPool};
+
+/// The admin token the bench gives the servers it starts.
+pub const TOKEN: &str = "candlewick-bench-token";
+pub const SYMBOL: &str = "BTC/USD";
+
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Progress for the person running the bench (stdout carries the JSON report).
+#[macro_export]
+macro_rules! say {
+    ($($t:tt)*) => {{
+        eprintln!("[bench] {}", format!($($t)*));
+    }};
+}
+
+/// Lifts the open-file soft limit to the hard limit: each viewer is a socket.
+pub fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
+/// The open-file hard limit (what one process can hold).
+pub fn open_file_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit};
+    getrlimit(Resource::RLIMIT_NOFILE).map(|(_, hard)| hard).unwrap_or(1024)
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: one clock for every process on the box.
+pub fn now_ns() -> u64 {
+    use nix::time::{ClockId, clock_gettime};
+    clock_gettime(ClockId::CLOCK_MONOTONIC)
+        .map(|t| (t.tv_sec() as u64) * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+/// The 1-, 5- and 15-minute load averages.
+pub fn load_average() -> [f64; 3] {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut it = text.split_whitespace().map(|v| v.parse().unwrap_or(f64::NAN));
+    [it.next().unwrap_or(f64::NAN), it.next().unwrap_or(f64::NAN), it.next().unwrap_or(f64::NAN)]
+}
+
+/// VmRSS of `pid` in bytes.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The process listening on 127.0.0.1:`port` (via /proc/net/tcp and the processes' fds).
+pub fn pid_listening_on(port: u16) -> Option<u32> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let inode = table.lines().skip(1).find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let local = cols.get(1)?;
+        let (_, p) = local.split_once(':')?;
+        (u16::from_str_radix(p, 16).ok()? == port && cols.get(3) == Some(&"0A")).then(|| cols.get(9).map(|s| s.to_string()))?
+    })?;
+    let needle = format!("socket:[{inode}]");
+    for proc_entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = proc_entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fd")) else { continue };
+        for fd in fds.flatten() {
+            if std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == needle) {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
+/// Refuses anything but loopback: this tool generates load.
+pub fn require_loopback(host: &str) -> anyhow::Result<()> {
+    let ok = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if !ok {
+        bail!("{host} is not a loopback address: the bench only targets this machine (127.0.0.0/8, ::1)");
+    }
+    Ok(())
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+pub fn default_work_dir() -> PathBuf {
+    std::env::temp_dir().join("candlewick-bench")
+}
+
+/// The `candlewick` binary next to this one (both come from the same `cargo build`).
+pub fn default_server_bin() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe().context("locating candlewick-bench")?;
+    let bin = me.with_file_name("candlewick");
+    if !bin.exists() {
+        bail!("{} not found: build it (cargo build --release) or pass --server-bin", bin.display());
+    }
+    Ok(bin)
+}
+
+/// A PostgreSQL cluster to make scratch databases in: our embedded one, or one given by URL.
+pub struct Cluster {
+    pg: Option<EmbeddedPostgres>,
+    admin_url: SecretString,
+}
+
+impl Cluster {
+    /// The embedded cluster under `dir`; with `stat_statements`, restarted once with
+    /// pg_stat_statements preloaded so statements can be counted.
+    pub async fn embedded(dir: &Path, stat_statements: bool) -> anyhow::Result<Self> {
+        let dir = dir.to_path_buf();
+        let start = {
+            let dir = dir.clone();
+            move || EmbeddedPostgres::start(&dir, &embedded::Options::default())
+        };
+        let pg = tokio::task::spawn_blocking(start.clone()).await??;
+        let admin_url = pg.url("postgres");
+        let mut cluster = Self { pg: Some(pg), admin_url };
+        if stat_statements {
+            let mut conn = cluster.admin().await?;
+            let preload: String = sqlx::query_scalar("SHOW shared_preload_libraries").fetch_one(&mut conn).await?;
+            if !preload.contains("pg_stat_statements") {
+                let set = sqlx::query("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+                    .execute(&mut conn)
+                    .await;
+                conn.close().await.ok();
+                if set.is_ok() {
+                    if let Some(pg) = cluster.pg.take() {
+                        tokio::task::spawn_blocking(move || pg.stop()).await??;
+                    }
+                    let pg = tokio::task::spawn_blocking(start).await??;
+                    cluster.admin_url = pg.url("postgres");
+                    cluster.pg = Some(pg);
+                }
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// A cluster reached by `url` (whose user may create databases).
+    pub fn external(url: SecretString) -> Self {
+        Self { pg: None, admin_url: url }
+    }
+
+    pub async fn admin(&self) -> anyhow::Result<PgConnection> {
+        PgConnection::connect_with(&db::connect_options(&self.admin_url)?)
+            .await
+            .context("connecting to the cluster's maintenance database")
+    }
+
+    pub fn url_of(&self, database: &str) -> anyhow::Result<SecretString> {
+        let mut u = url::Url::parse(self.admin_url.expose_secret()).context("parsing the cluster URL")?;
+        u.set_path(&format!("/{database}"));
+        Ok(u.to_string().into())
+    }
+
+    /// Drops and re-creates `name`, migrates it; returns its URL, a pool and its flavour.
+    pub async fn scratch(&self, name: &str) -> anyhow::Result<(SecretString, PgPool, Flavour)> {
+        let mut conn = self.admin().await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#)))
+            .execute(&mut conn)
+            .await
+            .with_context(|| format!("dropping the scratch database {name}"))?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
+            .execute(&mut conn)
+            .await
+            .with_context(|| format!("creating the scratch database {name}"))?;
+        conn.close().await.ok();
+        let url = self.url_of(name)?;
+        let pool = db::build_pool(db::connect_options(&url)?);
+        let flavour = db::migrate(&pool).await?;
+        Ok((url, pool, flavour))
+    }
+
+    pub async fn drop_database(&self, name: &str) {
+        if let Ok(mut conn) = self.admin().await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#)))
+                .execute(&mut conn)
+                .await;
+            conn.close().await.ok();
+        }
+    }
+
+    pub async fn stop(self) {
+        if let Some(pg) = self.pg {
+            let _ = tokio::task::spawn_blocking(move || pg.stop()).await;
+        }
+    }
+}
+
+/// A `candlewick serve` process of ours.
+pub struct Server {
+    child: tokio::process::Child,
+    pub port: u16,
+    pub pid: u32,
+}
+
+impl Server {
+    /// Starts the server on a free port against `db_url` (no demo feed) and waits for /readyz.
+    pub async fn spawn(bin: &Path, db_url: &SecretString, work_dir: &Path, name: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let data_dir = work_dir.join(name);
+        std::fs::create_dir_all(&data_dir)?;
+        let log = std::fs::File::create(work_dir.join(format!("{name}.log")))?;
+        let child = tokio::process::Command::new(bin)
+            .arg("serve")
+            .args(["--bind", &format!("127.0.0.1:{port}"), "--no-demo", "--admin-token", TOKEN])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(extra)
+            .env("DATABASE_URL", db_url.expose_secret())
+            .env("CANDLEWICK_LOG_FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let pid = child.id().context("the server exited at once")?;
+        let server = Self { child, port, pid };
+        server.wait_ready().await.with_context(|| format!("waiting for {name}; see {}/{name}.log", work_dir.display()))?;
+        Ok(server)
+    }
+
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let ready = client.get(format!("{}/readyz", self.http())).send().await;
+            if ready.is_ok_and(|r| r.status() == 200) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the server was not ready within 180 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub fn http(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn ws(&self, query: &str) -> String {
+        format!("ws://127.0.0.1:{}/ws?{query}", self.port)
+    }
+
+    /// SIGTERM, then waits (killed after 15 s).
+    pub async fn stop(mut self) {
+        use nix::sys::signal::{Signal, kill};
+        let _ = kill(nix::unistd::Pid::from_raw(self.pid as i32), Signal::SIGTERM);
+        if tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await.is_err() {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// A geometric random walk of BTC/USD prices.
+pub struct Walk {
+    rng: SmallRng,
+    price: f64,
+    symbol: Symbol,
+}
+
+impl Walk {
+    pub fn new(seed: u64) -> Self {
+        Self { rng: SmallRng::seed_from_u64(seed), price: 61_000.0, symbol: Symbol::parse(SYMBOL).expect("a valid symbol") }
+    }
+
+    pub fn tick(&mut self, time: DateTime<Utc>) -> Tick {
+        let step: f64 = self.rng.random_range(-1.0..1.0);
+        self.price = (self.price * (1.0 + 0.0004 * step)).clamp(1_000.0, 1_000_000.0);
+        let volume: f64 = self.rng.random_range(0.001..0.5);
+        Tick {
+            time,
+            symbol: self.symbol.clone(),
+            price: Price::new((self.price * 100.0).round() / 100.0).expect("a positive finite price"),
+            volume: Volume::new((volume * 10_000.0).round() / 10_000.0).expect("a finite volume"),
+        }
+    }
+
+    /// `n` ticks `gap` apart from `start`.
+    pub fn ticks(&mut self, start: DateTime<Utc>, gap: Duration, n: usize) -> Vec<Tick> {
+        let gap = chrono::Duration::from_std(gap).unwrap_or(chrono::Duration::milliseconds(100));
+        (0..n).map(|i| self.tick(start + gap * i as i32)).collect()
+    }
+}
+
+/// Loads `span` of history ending just before `end` at `per_sec` ticks per second, through the
+/// bulk (COPY) path in chunks; returns the tick count.
+pub async fn load_history(pool: &PgPool, end: DateTime<Utc>, span: Duration, per_sec: f64) -> anyhow::Result<u64> {
+    const CHUNK: usize = 200_000;
+    let gap = Duration::from_secs_f64(1.0 / per_sec);
+    let total = (span.as_secs_f64() * per_sec).floor() as usize;
+    let start = end - chrono::Duration::from_std(gap * total as u32).context("history span")?;
+    let mut walk = Walk::new(7);
+    let started = Instant::now();
+    let mut done = 0usize;
+    while done < total {
+        let n = CHUNK.min(total - done);
+        let first = start + chrono::Duration::from_std(gap * done as u32).context("history offset")?;
+        let chunk = walk.ticks(first, gap, n);
+        ticks::insert_ticks(pool, &chunk, Actor::CliImport).await.map_err(|e| anyhow::anyhow!("loading history: {e}"))?;
+        done += n;
+        if done % 1_000_000 < CHUNK || done == total {
+            crate::say!("history: {done}/{total} ticks ({:.0}/s)", done as f64 / started.elapsed().as_secs_f64());
+        }
+    }
+    sqlx::query("VACUUM ANALYZE ticks").execute(pool).await.context("vacuuming ticks")?;
+    sqlx::query("ANALYZE").execute(pool).await.context("analyzing")?;
+    Ok(total as u64)
+}
