@@ -105,7 +105,7 @@ pub async fn run(args: PollCostArgs) -> anyhow::Result<Value> {
         let result = async {
             let (url, pool, _) = cluster.scratch(name).await?;
             let costs = query_costs(&pool, &args).await?;
-            let qps = statements_per_second(&cluster, name, &url, &pool, &args, &work).await?;
+            let qps = statements_per_second(&cluster, name, &url, &args, &work).await?;
             pool.close().await;
             anyhow::Ok((costs, qps))
         }
@@ -240,12 +240,13 @@ async fn statements_per_second(
     cluster: &Cluster,
     db: &str,
     url: &SecretString,
-    pool: &PgPool,
     args: &PollCostArgs,
     work: &std::path::Path,
 ) -> anyhow::Result<Value> {
-    // pg_stat_statements must be created in the database whose statements it shows.
-    let stat_statements = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(pool).await.is_ok();
+    // The view lives where we read it from (the maintenance database); it shows every database.
+    let mut admin = cluster.admin().await?;
+    let stat_statements = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(&mut admin).await.is_ok();
+    admin.close().await.ok();
     if !stat_statements {
         say!("pg_stat_statements is not available: counting committed transactions only");
     }
@@ -313,7 +314,9 @@ async fn statements_per_second(
 struct Counted {
     seconds: f64,
     server_statements_per_sec: f64,
-    server_transactions_per_sec: f64,
+    /// Only without pg_stat_statements: committed transactions, as PostgreSQL's cumulative
+    /// statistics show them (backends flush those at most once a second, idle ones within 10 s).
+    server_transactions_per_sec: Option<f64>,
     feed_ticks: u64,
     by_statement: Vec<(String, f64)>,
 }
@@ -360,7 +363,7 @@ async fn count_during(cluster: &Cluster, db: &str, url: &SecretString, stat_stat
     Ok(Counted {
         seconds,
         server_statements_per_sec: if stat_statements { total as f64 / seconds } else { server_xacts as f64 / seconds },
-        server_transactions_per_sec: server_xacts as f64 / seconds,
+        server_transactions_per_sec: (!stat_statements).then(|| server_xacts as f64 / seconds),
         feed_ticks: fed,
         by_statement,
     })

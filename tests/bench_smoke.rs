@@ -1,0 +1,133 @@
+//! Each `candlewick-bench` subcommand at a tiny size: it runs to the end against real servers
+//! and a real cluster and reports sane numbers. The speeds themselves are in BENCHMARKS.md.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Mutex;
+
+use serde_json::Value;
+
+/// The subcommands share one embedded cluster directory: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn bench(args: &[&str]) -> Value {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let work: PathBuf = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-smoke");
+    let out = Command::new(env!("CARGO_BIN_EXE_candlewick-bench"))
+        .args(args)
+        .arg("--server-bin")
+        .arg(env!("CARGO_BIN_EXE_candlewick"))
+        .arg("--work-dir")
+        .arg(&work)
+        .output()
+        .expect("running candlewick-bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "candlewick-bench {args:?} failed:\n{stderr}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?} printed no JSON report ({e}):\n{stderr}"))
+}
+
+fn num(v: &Value, path: &str) -> f64 {
+    v.pointer(path).and_then(Value::as_f64).unwrap_or_else(|| panic!("no number at {path} in {v:#}"))
+}
+
+fn assert_percentiles(v: &Value, at: &str) {
+    let (p50, p99, max) = (num(v, &format!("{at}/p50_ms")), num(v, &format!("{at}/p99_ms")), num(v, &format!("{at}/max_ms")));
+    assert!(p50 > 0.0, "{at}: p50 is {p50}");
+    assert!(p99 >= p50 && max >= p99, "{at}: p50 {p50} ≤ p99 {p99} ≤ max {max} does not hold");
+}
+
+#[test]
+fn twenty_viewers_are_held_and_get_every_update() {
+    let r = bench(&[
+        "viewers",
+        "--spawn-servers",
+        "1",
+        "--count",
+        "20",
+        "--rate",
+        "200",
+        "--duration",
+        "4s",
+        "--history",
+        "2h",
+        "--history-rate",
+        "1",
+    ]);
+    assert_eq!(num(&r, "/held"), 20.0, "{r:#}");
+    assert_eq!(num(&r, "/connect_failures"), 0.0, "{r:#}");
+    assert!(num(&r, "/frames_in_window") >= 1.0, "no update reached the viewers: {r:#}");
+    assert_eq!(num(&r, "/missed_updates"), 0.0, "{r:#}");
+    assert_eq!(num(&r, "/deliveries"), 20.0 * num(&r, "/frames_in_window"), "{r:#}");
+    let (p50, p99) = (num(&r, "/spread/p50_ms"), num(&r, "/spread/p99_ms"));
+    assert!(p50 >= 0.0 && p99 >= p50, "spread p50 {p50} p99 {p99}");
+    assert!(num(&r, "/server_rss_before_bytes") > 0.0, "the server's memory was not read: {r:#}");
+}
+
+#[test]
+fn poll_cost_times_all_three_queries_and_counts_statements() {
+    let r = bench(&[
+        "poll-cost",
+        "--span",
+        "1h",
+        "--ticks-per-sec",
+        "3",
+        "--polls",
+        "20",
+        "--tutorial-runs",
+        "5",
+        "--raw-runs",
+        "2",
+        "--viewers",
+        "0,20",
+        "--qps-window",
+        "3s",
+    ]);
+    assert_eq!(num(&r, "/postgresql/ticks"), 10_800.0);
+    for q in ["poll", "tutorial_query", "raw_aggregation"] {
+        assert_percentiles(&r, &format!("/postgresql/{q}"));
+    }
+    assert!(num(&r, "/postgresql/candles_in_week") >= 60.0, "{r:#}");
+    let rows = r.pointer("/statements/rows").and_then(Value::as_array).expect("statement rows");
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        let qps = num(row, "/server_statements_per_sec");
+        assert!(qps > 0.0 && qps < 10.0, "the server's statements per second are not sane: {row:#}");
+    }
+    assert_eq!(num(&rows[1], "/viewers_held"), 20.0, "{:#}", rows[1]);
+    assert_eq!(num(&rows[1], "/updates_missed"), 0.0, "{:#}", rows[1]);
+}
+
+#[test]
+fn ingest_measures_every_path_with_and_without_triggers() {
+    let r = bench(&[
+        "ingest",
+        "--single-rows",
+        "300",
+        "--api-ticks",
+        "6000",
+        "--api-batch",
+        "2000",
+        "--bulk-ticks",
+        "20000",
+        "--bulk-batch",
+        "10000",
+    ]);
+    let runs = r["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 9, "three paths × three trigger settings: {r:#}");
+    for run in runs {
+        assert!(num(run, "/ticks_per_sec") > 0.0, "{run:#}");
+    }
+    for c in r["comparisons"].as_array().expect("comparisons") {
+        assert!(num(c, "/journal_and_candles_slowdown") > 0.0, "{c:#}");
+    }
+}
+
+#[test]
+fn payload_sizes_a_snapshot_raw_and_gzipped() {
+    let r = bench(&["payload", "--history", "6h", "--history-rate", "0.2", "--chromium-runs", "0"]);
+    let candles = num(&r, "/snapshot_candles");
+    assert!(candles >= 300.0, "six hours of minutes should be on the chart: {r:#}");
+    let (raw, gz) = (num(&r, "/snapshot_bytes"), num(&r, "/snapshot_gzip_bytes"));
+    assert!(raw > candles * 20.0 && gz > 0.0 && gz < raw, "raw {raw} gzip {gz}");
+    assert_eq!(r["http_candles_encoding"], "gzip", "{r:#}");
+}
