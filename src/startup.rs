@@ -34,6 +34,8 @@ pub struct AppState {
     pub secure_cookies: bool,
     /// Cancelled when the server stops: long-lived sessions end themselves.
     pub shutdown: CancellationToken,
+    /// Sign-in rate limits and running CSV imports of the admin pages.
+    pub admin: Arc<crate::routes::admin::AdminState>,
 }
 
 /// The admin token, compared in constant time.
@@ -188,6 +190,7 @@ impl Application {
             metrics: metrics_handle(),
             secure_cookies: settings.secure_cookies,
             shutdown: shutdown.clone(),
+            admin: Arc::default(),
         };
         let server = HttpServer::new(move || {
             App::new()
@@ -199,6 +202,7 @@ impl Application {
                 .app_data(crate::error::query_config())
                 .app_data(crate::error::form_config())
                 .configure(crate::routes::configure)
+                .configure(crate::routes::admin::configure(&state))
                 .default_service(web::to(not_found))
         })
         .listen(listener)

@@ -442,3 +442,63 @@ fn copy_error(e: sqlx::Error) -> CopyError {
     }
     CopyError::Unexpected(anyhow::Error::new(e).context("copying ticks"))
 }
+
+/// A listed tick with the candle of its minute (`None`s when no candle row is there).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct TickWithCandle {
+    pub time: DateTime<Utc>,
+    pub symbol: String,
+    pub price: Option<f64>,
+    pub volume: Option<f64>,
+    pub candle_open: Option<f64>,
+    pub candle_high: Option<f64>,
+    pub candle_low: Option<f64>,
+    pub candle_close: Option<f64>,
+    pub candle_volume: Option<f64>,
+}
+
+/// [`list_ticks`] with each tick's one-minute candle, in one query.
+#[tracing::instrument(name = "List ticks with candles", skip(pool))]
+pub async fn list_ticks_with_candles(pool: &PgPool, f: &TickFilter) -> anyhow::Result<Vec<TickWithCandle>> {
+    let (before_time, before_symbol) = f.before.clone().unzip();
+    // LATERAL keeps the candle lookup a keyed probe per listed tick, also on a continuous aggregate.
+    sqlx::query_as(
+        r#"
+        WITH page AS (
+            SELECT time, symbol, price, volume
+            FROM ticks
+            WHERE ($1::text IS NULL OR symbol = $1)
+              AND ($2::timestamptz IS NULL OR time >= $2)
+              AND ($3::timestamptz IS NULL OR time < $3)
+              AND ($4::timestamptz IS NULL OR (time, symbol) < ($4, $5::text))
+            ORDER BY time DESC, symbol DESC
+            LIMIT $6
+        )
+        SELECT
+            p.time, p.symbol, p.price, p.volume,
+            c.open AS candle_open,
+            c.high AS candle_high,
+            c.low AS candle_low,
+            c.close AS candle_close,
+            c.volume AS candle_volume
+        FROM page p
+        LEFT JOIN LATERAL (
+            SELECT open, high, low, close, volume
+            FROM one_min_candle m
+            WHERE m.symbol = p.symbol
+              AND m.bucket = date_bin('1 minute', p.time, 'epoch')
+            LIMIT 1
+        ) c ON true
+        ORDER BY p.time DESC, p.symbol DESC
+        "#,
+    )
+    .bind(&f.symbol)
+    .bind(f.from)
+    .bind(f.to)
+    .bind(before_time)
+    .bind(before_symbol)
+    .bind(f.limit)
+    .fetch_all(pool)
+    .await
+    .context("listing ticks with their candles")
+}

@@ -1,5 +1,6 @@
 //! HTTP routes; each module registers its own.
 
+pub mod admin;
 pub mod api;
 pub mod assets;
 pub mod dashboard;

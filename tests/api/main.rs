@@ -3,3 +3,8 @@
 
 mod helpers;
 mod smoke;
+mod admin_import;
+mod admin_session;
+mod admin_support;
+mod admin_ticks;
+mod import;

@@ -1,0 +1,394 @@
+//! `/admin/import`: upload a CSV file (up to 100 MB). The upload is streamed to a temp file, then
+//! imported in the background exactly as `candlewick import` does; its page refreshes itself
+//! (no JavaScript) until the import is done.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_multipart::Multipart;
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use askama::Template;
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use rand::distr::{Alphanumeric, SampleString};
+use tokio::io::AsyncWriteExt;
+
+use crate::db::ticks::Actor;
+use crate::import::{ImportError, Progress};
+use crate::routes::admin::{Admin, AdminError, Chrome, FlashKind, Section, page, see_other};
+use crate::startup::AppState;
+
+/// The largest file the upload form takes.
+pub const MAX_UPLOAD_BYTES: u64 = 100 * 1024 * 1024;
+/// Imports running at once; more wait for the user to try again.
+const MAX_RUNNING: usize = 2;
+/// Finished imports stay listed this long.
+const KEEP_FINISHED: Duration = Duration::from_secs(6 * 3600);
+/// The progress page reloads itself this often while the import runs (seconds).
+const REFRESH_SECS: u32 = 1;
+
+/// Imports started from the admin pages of this server.
+#[derive(Default)]
+pub struct ImportRegistry {
+    jobs: Mutex<HashMap<String, Arc<ImportJob>>>,
+}
+
+impl ImportRegistry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ImportJob>>> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, id: &str) -> Option<Arc<ImportJob>> {
+        self.lock().get(id).cloned()
+    }
+
+    /// Newest first.
+    fn recent(&self) -> Vec<Arc<ImportJob>> {
+        let mut jobs: Vec<_> = self.lock().values().cloned().collect();
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.started_at));
+        jobs
+    }
+
+    /// Registers a job unless [`MAX_RUNNING`] are running already.
+    fn start(&self, job: Arc<ImportJob>) -> bool {
+        let mut jobs = self.lock();
+        jobs.retain(|_, j| j.finished_since().is_none_or(|d| d < KEEP_FINISHED));
+        if jobs.values().filter(|j| j.outcome().is_none()).count() >= MAX_RUNNING {
+            return false;
+        }
+        jobs.insert(job.id.clone(), job);
+        true
+    }
+}
+
+pub struct ImportJob {
+    id: String,
+    file_name: String,
+    started_at: DateTime<Utc>,
+    started: Instant,
+    progress: Arc<Progress>,
+    outcome: Mutex<Option<(Outcome, Instant)>>,
+}
+
+#[derive(Clone)]
+enum Outcome {
+    Done {
+        rows: u64,
+    },
+    Failed {
+        summary: String,
+        errors: Vec<String>,
+        unreported: u64,
+    },
+}
+
+impl ImportJob {
+    fn outcome(&self) -> Option<Outcome> {
+        self.outcome
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|(o, _)| o.clone())
+    }
+
+    fn finished_since(&self) -> Option<Duration> {
+        self.outcome
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|(_, at)| at.elapsed())
+    }
+
+    fn finish(&self, outcome: Outcome) {
+        *self
+            .outcome
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((outcome, Instant::now()));
+    }
+
+    fn view(&self) -> JobView {
+        let outcome = self
+            .outcome
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let end = outcome.as_ref().map_or_else(Instant::now, |(_, at)| *at);
+        let seconds = end.duration_since(self.started).as_secs_f64();
+        let p = &self.progress;
+        let (state, rows, summary, errors, unreported) = match outcome.map(|(o, _)| o) {
+            None => ("running", p.rows_read(), None, Vec::new(), 0),
+            Some(Outcome::Done { rows }) => ("done", rows, None, Vec::new(), 0),
+            Some(Outcome::Failed {
+                summary,
+                errors,
+                unreported,
+            }) => ("failed", p.rows_read(), Some(summary), errors, unreported),
+        };
+        JobView {
+            id: self.id.clone(),
+            file_name: self.file_name.clone(),
+            started_at: crate::format::rfc3339(self.started_at),
+            state,
+            percent: p.percent().unwrap_or(0),
+            megabytes_read: format!("{:.1}", p.bytes_read() as f64 / 1e6),
+            megabytes_total: format!("{:.1}", p.bytes_total().unwrap_or(0) as f64 / 1e6),
+            rows,
+            rows_written: p.rows_written(),
+            seconds: format!("{seconds:.1}"),
+            rate: if seconds > 0.0 {
+                format!("{:.0}", rows as f64 / seconds)
+            } else {
+                "—".into()
+            },
+            summary,
+            errors,
+            unreported,
+        }
+    }
+}
+
+/// What the pages show of a job.
+struct JobView {
+    id: String,
+    file_name: String,
+    started_at: String,
+    state: &'static str,
+    percent: u8,
+    megabytes_read: String,
+    megabytes_total: String,
+    rows: u64,
+    rows_written: u64,
+    seconds: String,
+    rate: String,
+    summary: Option<String>,
+    errors: Vec<String>,
+    unreported: u64,
+}
+
+#[derive(Template)]
+#[template(path = "admin/import/form.html")]
+struct ImportFormPage {
+    chrome: Chrome,
+    error: Option<String>,
+    jobs: Vec<JobView>,
+    max_megabytes: u64,
+}
+
+fn form_page(admin: &Admin, state: &AppState, error: Option<String>) -> ImportFormPage {
+    ImportFormPage {
+        chrome: admin.chrome(Section::Import),
+        error,
+        jobs: state
+            .admin
+            .imports
+            .recent()
+            .iter()
+            .map(|j| j.view())
+            .collect(),
+        max_megabytes: MAX_UPLOAD_BYTES / (1024 * 1024),
+    }
+}
+
+pub async fn import_form(
+    admin: Admin,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AdminError> {
+    page(StatusCode::OK, &form_page(&admin, &state, None))
+}
+
+/// `POST /admin/import` (multipart): `csrf_token` first, then `file`.
+#[tracing::instrument(name = "Admin CSV upload", skip_all)]
+pub async fn upload(
+    admin: Admin,
+    mut multipart: Multipart,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AdminError> {
+    let mut csrf_ok = false;
+    let mut spooled: Option<(tempfile::NamedTempFile, String, u64)> = None;
+    while let Some(field) = multipart.next().await {
+        let mut field = field
+            .map_err(|e| AdminError::BadRequest(format!("The upload could not be read: {e}.")))?;
+        match field.name() {
+            Some("csrf_token") => {
+                let token = read_small_field(&mut field).await?;
+                admin.check_csrf(Some(&token))?;
+                csrf_ok = true;
+            }
+            Some("file") => {
+                // Browsers send fields in form order; the token must come first so that nothing
+                // of a forged upload is ever stored.
+                if !csrf_ok {
+                    admin.check_csrf(None)?;
+                }
+                let name = field
+                    .content_disposition()
+                    .and_then(|cd| cd.get_filename())
+                    .unwrap_or("upload.csv")
+                    .chars()
+                    .take(200)
+                    .collect::<String>();
+                let (file, bytes) = spool(&mut field).await?;
+                spooled = Some((file, name, bytes));
+            }
+            _ => {
+                // Unknown fields are drained (bounded) and ignored.
+                read_small_field(&mut field).await?;
+            }
+        }
+    }
+    if !csrf_ok {
+        admin.check_csrf(None)?;
+    }
+    let Some((file, file_name, bytes)) = spooled.filter(|(_, _, bytes)| *bytes > 0) else {
+        let error = Some("Choose a CSV file to import (it must not be empty).".into());
+        return page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &form_page(&admin, &state, error),
+        );
+    };
+    let job = Arc::new(ImportJob {
+        id: Alphanumeric.sample_string(&mut rand::rng(), 16),
+        file_name,
+        started_at: Utc::now(),
+        started: Instant::now(),
+        progress: Arc::new(Progress::new(Some(bytes))),
+        outcome: Mutex::new(None),
+    });
+    if !state.admin.imports.start(job.clone()) {
+        let error = Some(format!(
+            "{MAX_RUNNING} imports are running already. Wait for one to finish, then upload again."
+        ));
+        return page(
+            StatusCode::TOO_MANY_REQUESTS,
+            &form_page(&admin, &state, error),
+        );
+    }
+    tracing::info!(import = %job.id, bytes, "import started");
+    let pool = state.pool.clone();
+    let running = job.clone();
+    actix_web::rt::spawn(async move {
+        let result = crate::import::import_path(
+            &pool,
+            file.path(),
+            Actor::AdminSession,
+            running.progress.clone(),
+        )
+        .await;
+        drop(file); // deletes the spooled upload
+        running.finish(match result {
+            Ok(rows) => {
+                metrics::counter!("candlewick_ticks_inserted_total", "via" => "admin import").increment(rows);
+                tracing::info!(import = %running.id, rows, "import done");
+                Outcome::Done { rows }
+            }
+            Err(ImportError::Invalid(invalid)) => Outcome::Failed {
+                summary: invalid.summary(),
+                unreported: invalid.unreported(),
+                errors: invalid.errors,
+            },
+            Err(ImportError::Duplicate(msg)) => Outcome::Failed {
+                summary: "The file holds a tick that already exists (or the same tick twice); nothing was written".into(),
+                errors: vec![msg],
+                unreported: 0,
+            },
+            Err(ImportError::Unexpected(e)) => {
+                tracing::error!(import = %running.id, error.cause_chain = ?e, "import failed");
+                Outcome::Failed {
+                    summary: "The import failed on our side and has been logged; nothing was written".into(),
+                    errors: Vec::new(),
+                    unreported: 0,
+                }
+            }
+        });
+    });
+    admin.flash(
+        FlashKind::Success,
+        format!("Upload received ({:.1} MB); importing.", bytes as f64 / 1e6),
+    );
+    Ok(see_other(&format!("/admin/import/{}", job.id)))
+}
+
+/// A form field other than the file: at most a few kilobytes.
+async fn read_small_field(field: &mut actix_multipart::Field) -> Result<String, AdminError> {
+    const LIMIT: usize = 4096;
+    let mut buf = Vec::new();
+    while let Some(chunk) = field.next().await {
+        let chunk = chunk
+            .map_err(|e| AdminError::BadRequest(format!("The upload could not be read: {e}.")))?;
+        if buf.len() + chunk.len() > LIMIT {
+            return Err(AdminError::BadRequest("A form field is too long.".into()));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    String::from_utf8(buf)
+        .map_err(|_| AdminError::BadRequest("A form field is not valid UTF-8.".into()))
+}
+
+/// Streams the file field to a temp file, refusing more than [`MAX_UPLOAD_BYTES`].
+async fn spool(
+    field: &mut actix_multipart::Field,
+) -> Result<(tempfile::NamedTempFile, u64), AdminError> {
+    use anyhow::Context;
+    let tmp = tempfile::Builder::new()
+        .prefix("candlewick-upload-")
+        .suffix(".csv")
+        .tempfile()
+        .context("creating a temp file for the upload")
+        .map_err(AdminError::infra)?;
+    let std_file = tmp
+        .reopen()
+        .context("opening the upload's temp file")
+        .map_err(AdminError::infra)?;
+    let mut out = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(std_file));
+    let mut bytes = 0u64;
+    while let Some(chunk) = field.next().await {
+        let chunk = chunk
+            .map_err(|e| AdminError::BadRequest(format!("The upload could not be read: {e}.")))?;
+        bytes += chunk.len() as u64;
+        if bytes > MAX_UPLOAD_BYTES {
+            return Err(AdminError::PayloadTooLarge(format!(
+                "The file is larger than {} MB; nothing was imported. Use `candlewick import FILE.csv` for larger files.",
+                MAX_UPLOAD_BYTES / (1024 * 1024)
+            )));
+        }
+        out.write_all(&chunk)
+            .await
+            .context("writing the upload to its temp file")
+            .map_err(AdminError::infra)?;
+    }
+    out.flush()
+        .await
+        .context("writing the upload to its temp file")
+        .map_err(AdminError::infra)?;
+    Ok((tmp, bytes))
+}
+
+#[derive(Template)]
+#[template(path = "admin/import/progress.html")]
+struct ImportStatusPage {
+    chrome: Chrome,
+    job: JobView,
+    refresh_secs: u32,
+}
+
+pub async fn import_status(
+    admin: Admin,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AdminError> {
+    let job = state.admin.imports.get(&id).ok_or_else(|| {
+        AdminError::NotFound(
+            "There is no such import (finished imports are kept for six hours).".into(),
+        )
+    })?;
+    let status = ImportStatusPage {
+        chrome: admin.chrome(Section::Import),
+        job: job.view(),
+        refresh_secs: REFRESH_SECS,
+    };
+    page(StatusCode::OK, &status)
+}

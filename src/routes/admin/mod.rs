@@ -1,0 +1,444 @@
+//! `/admin`: sign-in with the admin token, then tick forms, CSV import and the audit trail.
+//!
+//! Sessions live in an encrypted cookie (actix-session's cookie store, keyed from the admin
+//! token). Every form carries the session's CSRF token; every write goes through `db::ticks` and
+//! records itself in `audit_log` as `admin session`.
+
+pub mod audit;
+pub mod import;
+pub mod session;
+pub mod ticks;
+
+use std::future::{Ready, ready};
+
+use actix_session::config::{CookieContentSecurity, PersistentSession};
+use actix_session::{Session, SessionExt, SessionMiddleware, storage::CookieSessionStore};
+use actix_web::cookie::SameSite;
+use actix_web::dev::Payload;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, ContentType};
+use actix_web::middleware::DefaultHeaders;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
+use askama::Template;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use rand::distr::{Alphanumeric, SampleString};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use crate::error::AppError;
+use crate::startup::AppState;
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "candlewick_admin";
+/// A session ends this long after sign-in, however active (seconds).
+pub const SESSION_MAX_AGE_SECS: i64 = 12 * 3600;
+/// A session ends after this long without a request (seconds).
+pub const SESSION_IDLE_SECS: i64 = 3600;
+/// `last_seen` is rewritten (and the cookie re-sent) at most this often (seconds).
+const TOUCH_EVERY_SECS: i64 = 60;
+
+const KEY_SIGNED_IN_AT: &str = "signed_in_at";
+const KEY_LAST_SEEN: &str = "last_seen";
+const KEY_CSRF: &str = "csrf";
+const KEY_FLASH: &str = "flash";
+
+/// State of the admin pages shared by all workers of one server.
+#[derive(Default)]
+pub struct AdminState {
+    pub limiter: session::SignInLimiter,
+    pub imports: import::ImportRegistry,
+}
+
+/// Registers `/admin` and everything under it, behind the session middleware.
+pub fn configure(state: &AppState) -> impl FnOnce(&mut web::ServiceConfig) + use<> {
+    let sessions =
+        SessionMiddleware::builder(CookieSessionStore::default(), state.auth.cookie_key())
+            .cookie_name(SESSION_COOKIE.to_owned())
+            .cookie_path("/admin".to_owned())
+            .cookie_http_only(true)
+            .cookie_same_site(SameSite::Strict)
+            .cookie_secure(state.secure_cookies)
+            .cookie_content_security(CookieContentSecurity::Private)
+            // The cookie outlives the browser session up to the absolute limit; the limits
+            // themselves are checked against the timestamps inside it (see `Admin`).
+            .session_lifecycle(PersistentSession::default().session_ttl(
+                actix_web::cookie::time::Duration::seconds(SESSION_MAX_AGE_SECS),
+            ))
+            .build();
+    move |cfg| {
+        cfg.service(
+            web::scope("/admin")
+                .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
+                .wrap(sessions)
+                .route("", web::get().to(ticks::list::list_ticks))
+                .route("/", web::get().to(ticks::list::list_ticks))
+                .route("/sign-in", web::get().to(session::sign_in_form))
+                .route("/sign-in", web::post().to(session::sign_in))
+                .route("/sign-out", web::post().to(session::sign_out))
+                .route("/ticks/new", web::get().to(ticks::new::new_tick_form))
+                .route("/ticks/new", web::post().to(ticks::new::create_tick))
+                .route("/ticks/edit", web::get().to(ticks::edit::edit_tick_form))
+                .route("/ticks/edit", web::post().to(ticks::edit::update_tick))
+                .route(
+                    "/ticks/delete",
+                    web::get().to(ticks::delete::confirm_delete),
+                )
+                .route("/ticks/delete", web::post().to(ticks::delete::delete_tick))
+                .route("/import", web::get().to(import::import_form))
+                .route("/import", web::post().to(import::upload))
+                .route("/import/{id}", web::get().to(import::import_status))
+                .route("/audit", web::get().to(audit::list_audit))
+                .default_service(web::to(not_found)),
+        );
+    }
+}
+
+async fn not_found() -> Result<HttpResponse, AdminError> {
+    Err(AdminError::NotFound("There is no such admin page.".into()))
+}
+
+/// A signed-in admin: extracting it checks the session and its expiry.
+pub struct Admin {
+    session: Session,
+    csrf: String,
+}
+
+impl FromRequest for Admin {
+    type Error = AdminError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(Admin::from_session(
+            req.get_session(),
+            Utc::now().timestamp(),
+        ))
+    }
+}
+
+impl Admin {
+    fn from_session(session: Session, now: i64) -> Result<Self, AdminError> {
+        let signed_in_at: Option<i64> = session.get(KEY_SIGNED_IN_AT).ok().flatten();
+        let last_seen: Option<i64> = session.get(KEY_LAST_SEEN).ok().flatten();
+        let csrf: Option<String> = session.get(KEY_CSRF).ok().flatten();
+        let (Some(signed_in_at), Some(last_seen), Some(csrf)) = (signed_in_at, last_seen, csrf)
+        else {
+            return Err(AdminError::SignInRequired { expired: false });
+        };
+        let fresh = now - signed_in_at <= SESSION_MAX_AGE_SECS
+            && now - last_seen <= SESSION_IDLE_SECS
+            // Stamps from the future come from a clock jump; start over rather than trust them.
+            && signed_in_at <= now + TOUCH_EVERY_SECS
+            && csrf.len() >= 32;
+        if !fresh {
+            session.purge();
+            return Err(AdminError::SignInRequired { expired: true });
+        }
+        if now - last_seen >= TOUCH_EVERY_SECS {
+            let _ = session.insert(KEY_LAST_SEEN, now);
+        }
+        Ok(Self { session, csrf })
+    }
+
+    /// Starts a fresh session (new CSRF token) after a successful sign-in.
+    fn start(session: &Session, now: i64) -> anyhow::Result<()> {
+        session.renew();
+        session.insert(KEY_SIGNED_IN_AT, now)?;
+        session.insert(KEY_LAST_SEEN, now)?;
+        session.insert(KEY_CSRF, Alphanumeric.sample_string(&mut rand::rng(), 43))?;
+        Ok(())
+    }
+
+    /// Refuses a form whose CSRF token is missing or not this session's (403, nothing written).
+    pub fn check_csrf(&self, submitted: Option<&str>) -> Result<(), AdminError> {
+        let Some(submitted) = submitted.filter(|s| !s.is_empty()) else {
+            return Err(AdminError::Forbidden(
+                "The form was sent without its security token. Reload the page and try again."
+                    .into(),
+            ));
+        };
+        let expected = self.csrf.as_bytes();
+        if expected.len() == submitted.len() && bool::from(expected.ct_eq(submitted.as_bytes())) {
+            Ok(())
+        } else {
+            Err(AdminError::Forbidden(
+                "The form's security token does not match your session. Reload the page and try again.".into(),
+            ))
+        }
+    }
+
+    /// A message for the next page this session sees.
+    pub fn flash(&self, kind: FlashKind, message: impl Into<String>) {
+        let _ = self.session.insert(
+            KEY_FLASH,
+            Flash {
+                kind,
+                message: message.into(),
+            },
+        );
+    }
+
+    /// What every admin page needs: the CSRF token (sign-out form) and a pending flash message.
+    pub fn chrome(&self, section: Section) -> Chrome {
+        let flash = self
+            .session
+            .remove_as::<Flash>(KEY_FLASH)
+            .and_then(Result::ok);
+        Chrome {
+            csrf: self.csrf.clone(),
+            flash,
+            section,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlashKind {
+    Success,
+    Error,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Flash {
+    pub kind: FlashKind,
+    pub message: String,
+}
+
+impl Flash {
+    pub fn class(&self) -> &'static str {
+        match self.kind {
+            FlashKind::Success => "flash flash-success",
+            FlashKind::Error => "flash flash-error",
+        }
+    }
+}
+
+/// Which navigation entry is current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    Ticks,
+    NewTick,
+    Import,
+    Audit,
+}
+
+/// The parts of the layout every signed-in page shares.
+pub struct Chrome {
+    pub csrf: String,
+    pub flash: Option<Flash>,
+    pub section: Section,
+}
+
+impl Chrome {
+    pub fn current(&self, name: &str) -> bool {
+        let s = match self.section {
+            Section::Ticks => "ticks",
+            Section::NewTick => "new",
+            Section::Import => "import",
+            Section::Audit => "audit",
+        };
+        s == name
+    }
+}
+
+/// Why an admin page could not be shown; rendered as an HTML page (the API's errors are JSON).
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("sign-in required")]
+    SignInRequired { expired: bool },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after_secs: u64,
+    },
+    #[error(transparent)]
+    App(#[from] AppError),
+}
+
+impl AdminError {
+    /// An infrastructure failure (503 when the database is unreachable, else 500).
+    pub fn infra(e: anyhow::Error) -> Self {
+        Self::App(AppError::from_infra(e))
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin/error.html")]
+struct ErrorPage<'a> {
+    status: u16,
+    title: &'a str,
+    message: String,
+}
+
+impl ResponseError for AdminError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::SignInRequired { .. } => StatusCode::SEE_OTHER,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::App(e) => e.status_code(),
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let Self::SignInRequired { expired } = self {
+            let to = if *expired {
+                "/admin/sign-in?expired=1"
+            } else {
+                "/admin/sign-in"
+            };
+            return see_other(to);
+        }
+        let status = self.status_code();
+        let message = match self {
+            Self::App(e) => {
+                // Logs the cause chain once; the page shows only the generic sentence.
+                let _ = e.error_response();
+                e.to_string()
+            }
+            other => other.to_string(),
+        };
+        let page = ErrorPage {
+            status: status.as_u16(),
+            title: status.canonical_reason().unwrap_or("Error"),
+            message,
+        };
+        let mut res = HttpResponse::build(status);
+        if let Self::TooManyRequests {
+            retry_after_secs, ..
+        } = self
+        {
+            res.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+        }
+        match page.render() {
+            Ok(body) => res.insert_header(ContentType::html()).body(body),
+            Err(e) => {
+                tracing::error!(error = %e, "rendering the admin error page");
+                res.insert_header(ContentType::plaintext())
+                    .body(page.message)
+            }
+        }
+    }
+}
+
+/// 303 See Other to `location` (POST-redirect-GET).
+pub fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location))
+        .finish()
+}
+
+/// Renders `page` with `status`, as an admin error page when rendering fails.
+pub fn page<T: Template>(status: StatusCode, page: &T) -> Result<HttpResponse, AdminError> {
+    crate::render::render_with(status, page).map_err(AdminError::App)
+}
+
+/// A time typed into a form or a filter: RFC 3339 with an offset, or a `datetime-local` value
+/// (`2024-07-03T06:25`, seconds and fractions optional), which is taken as UTC.
+pub fn parse_form_time(value: &str) -> Result<DateTime<Utc>, String> {
+    let t = value.trim();
+    if t.is_empty() {
+        return Err("time is required".into());
+    }
+    if let Ok(d) = DateTime::parse_from_rfc3339(t) {
+        return Ok(d.with_timezone(&Utc));
+    }
+    // A `+02:00` offset that a query string turned into a space.
+    if let Some((head, tail)) = t.rsplit_once(' ')
+        && let Ok(d) = DateTime::parse_from_rfc3339(&format!("{head}+{tail}"))
+    {
+        return Ok(d.with_timezone(&Utc));
+    }
+    let local = t.replacen(' ', "T", 1);
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(&local, fmt) {
+            return Ok(naive.and_utc());
+        }
+    }
+    Err(format!(
+        "time must be a UTC date and time like 2024-07-03T06:25:00 or RFC 3339 like 2024-07-03T06:25:00Z; got {t:?}"
+    ))
+}
+
+/// The value for a `datetime-local` input (UTC, milliseconds only when present).
+pub fn datetime_local(t: DateTime<Utc>) -> String {
+    if t.timestamp_subsec_millis() == 0 && t.timestamp_subsec_nanos() == 0 {
+        t.format("%Y-%m-%dT%H:%M:%S").to_string()
+    } else {
+        t.format("%Y-%m-%dT%H:%M:%S%.3f").to_string()
+    }
+}
+
+/// A query string built from pairs, percent-encoded (templates escape it again for HTML).
+pub fn query(pairs: &[(&str, &str)]) -> String {
+    let mut s = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        if !v.is_empty() {
+            s.append_pair(k, v);
+        }
+    }
+    s.finish()
+}
+
+/// A number as the pages show it; `None` (NULL in the table) as a dash.
+pub fn number(v: Option<f64>) -> String {
+    v.map_or_else(|| "—".into(), |x| x.to_string())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_times_accept_rfc3339_and_datetime_local_as_utc() {
+        let want = DateTime::parse_from_rfc3339("2024-07-03T06:25:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        for ok in [
+            "2024-07-03T06:25:00Z",
+            "2024-07-03T08:25:00+02:00",
+            "2024-07-03T08:25:00 02:00",
+            "2024-07-03T06:25",
+            "2024-07-03T06:25:00",
+            "2024-07-03 06:25:00",
+            " 2024-07-03T06:25:00.000 ",
+        ] {
+            assert_eq!(parse_form_time(ok), Ok(want), "{ok:?}");
+        }
+        assert_eq!(
+            parse_form_time("2024-07-03T06:25:00.25").map(|t| t.timestamp_subsec_millis()),
+            Ok(250)
+        );
+        for bad in ["", "yesterday", "2024-13-03T06:25", "2024-07-03", "06:25"] {
+            assert!(parse_form_time(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn datetime_local_values_round_trip() {
+        for s in ["2024-07-03T06:25:00", "2024-07-03T06:25:00.125"] {
+            let t = parse_form_time(s).unwrap();
+            assert_eq!(datetime_local(t), s);
+        }
+    }
+
+    #[test]
+    fn query_strings_are_percent_encoded_and_skip_empty_values() {
+        assert_eq!(
+            query(&[("symbol", "<a&b>"), ("from", "")]),
+            "symbol=%3Ca%26b%3E"
+        );
+    }
+}

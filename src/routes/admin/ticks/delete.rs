@@ -1,0 +1,72 @@
+//! `GET /admin/ticks/delete` asks for confirmation; `POST` deletes.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use askama::Template;
+use serde::Deserialize;
+
+use super::{TickKeyQuery, key_query, no_such_tick, parse_key};
+use crate::db::ticks::Actor;
+use crate::format::rfc3339;
+use crate::routes::admin::{
+    Admin, AdminError, Chrome, FlashKind, Section, number, page, see_other,
+};
+use crate::startup::AppState;
+
+#[derive(Template)]
+#[template(path = "admin/ticks/delete.html")]
+struct ConfirmDeletePage {
+    chrome: Chrome,
+    time: String,
+    symbol: String,
+    price: String,
+    volume: String,
+    key: String,
+}
+
+pub async fn confirm_delete(
+    admin: Admin,
+    q: web::Query<TickKeyQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AdminError> {
+    let (time, symbol) = q.parse()?;
+    let tick = crate::db::ticks::fetch_tick(&state.pool, time, symbol.as_str())
+        .await
+        .map_err(AdminError::infra)?
+        .ok_or_else(|| no_such_tick(time, symbol.as_str()))?;
+    let confirm = ConfirmDeletePage {
+        chrome: admin.chrome(Section::Ticks),
+        time: rfc3339(time),
+        symbol: tick.symbol.clone(),
+        price: number(tick.price),
+        volume: number(tick.volume),
+        key: key_query(time, &tick.symbol),
+    };
+    page(StatusCode::OK, &confirm)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeleteTickForm {
+    csrf_token: Option<String>,
+    time: Option<String>,
+    symbol: Option<String>,
+}
+
+#[tracing::instrument(name = "Admin delete tick", skip_all, fields(symbol = ?form.symbol, time = ?form.time))]
+pub async fn delete_tick(
+    admin: Admin,
+    form: web::Form<DeleteTickForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AdminError> {
+    admin.check_csrf(form.csrf_token.as_deref())?;
+    let (time, symbol) = parse_key(form.time.as_deref(), form.symbol.as_deref())?;
+    crate::db::ticks::delete_tick(&state.pool, time, symbol.as_str(), Actor::AdminSession)
+        .await
+        .map_err(AdminError::infra)?
+        .ok_or_else(|| no_such_tick(time, symbol.as_str()))?;
+    admin.flash(
+        FlashKind::Success,
+        format!("Deleted the tick for {symbol} at {}.", rfc3339(time)),
+    );
+    Ok(see_other("/admin"))
+}

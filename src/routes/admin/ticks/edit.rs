@@ -1,0 +1,112 @@
+//! `GET/POST /admin/ticks/edit`: change a tick's price and volume (time and symbol are its key).
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use askama::Template;
+use serde::Deserialize;
+
+use super::{FieldErrors, TickKeyQuery, key_query, no_such_tick, parse_key};
+use crate::db::ticks::Actor;
+use crate::domain::{Price, Volume};
+use crate::format::rfc3339;
+use crate::routes::admin::{
+    Admin, AdminError, Chrome, FlashKind, Section, number, page, see_other,
+};
+use crate::startup::AppState;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct EditTickForm {
+    csrf_token: Option<String>,
+    time: Option<String>,
+    symbol: Option<String>,
+    #[serde(default)]
+    price: String,
+    #[serde(default)]
+    volume: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/ticks/edit.html")]
+struct EditTickPage {
+    chrome: Chrome,
+    /// RFC 3339, as sent back in the hidden key field.
+    time: String,
+    symbol: String,
+    price: String,
+    volume: String,
+    errors: FieldErrors,
+    key: String,
+}
+
+pub async fn edit_tick_form(
+    admin: Admin,
+    q: web::Query<TickKeyQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AdminError> {
+    let (time, symbol) = q.parse()?;
+    let tick = crate::db::ticks::fetch_tick(&state.pool, time, symbol.as_str())
+        .await
+        .map_err(AdminError::infra)?
+        .ok_or_else(|| no_such_tick(time, symbol.as_str()))?;
+    let edit = EditTickPage {
+        chrome: admin.chrome(Section::Ticks),
+        time: rfc3339(time),
+        symbol: tick.symbol.clone(),
+        price: tick.price.map(|p| p.to_string()).unwrap_or_default(),
+        volume: tick.volume.map(|v| v.to_string()).unwrap_or_default(),
+        errors: FieldErrors::default(),
+        key: key_query(time, &tick.symbol),
+    };
+    page(StatusCode::OK, &edit)
+}
+
+#[tracing::instrument(name = "Admin update tick", skip_all, fields(symbol = ?form.symbol, time = ?form.time))]
+pub async fn update_tick(
+    admin: Admin,
+    form: web::Form<EditTickForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AdminError> {
+    admin.check_csrf(form.csrf_token.as_deref())?;
+    let form = form.into_inner();
+    let (time, symbol) = parse_key(form.time.as_deref(), form.symbol.as_deref())?;
+    let mut errors = FieldErrors::default();
+    let price = Price::parse(&form.price)
+        .map_err(|e| errors.price = Some(e.0))
+        .ok();
+    let volume = Volume::parse(&form.volume)
+        .map_err(|e| errors.volume = Some(e.0))
+        .ok();
+    let (Some(price), Some(volume)) = (price, volume) else {
+        let reshown = EditTickPage {
+            chrome: admin.chrome(Section::Ticks),
+            time: rfc3339(time),
+            symbol: symbol.to_string(),
+            price: form.price,
+            volume: form.volume,
+            errors,
+            key: key_query(time, symbol.as_str()),
+        };
+        return page(StatusCode::UNPROCESSABLE_ENTITY, &reshown);
+    };
+    let updated = crate::db::ticks::update_tick(
+        &state.pool,
+        time,
+        symbol.as_str(),
+        price,
+        volume,
+        Actor::AdminSession,
+    )
+    .await
+    .map_err(AdminError::infra)?
+    .ok_or_else(|| no_such_tick(time, symbol.as_str()))?;
+    admin.flash(
+        FlashKind::Success,
+        format!(
+            "Updated the tick for {symbol} at {}: price {}, volume {}.",
+            rfc3339(time),
+            number(updated.price),
+            number(updated.volume)
+        ),
+    );
+    Ok(see_other("/admin"))
+}

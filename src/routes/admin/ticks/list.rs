@@ -1,0 +1,179 @@
+//! `GET /admin`: ticks newest first, filtered by symbol and time range, in keyset pages, each
+//! with the candle of its minute. Plain links and a GET form: no JavaScript needed.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use askama::Template;
+use serde::Deserialize;
+
+use super::key_query;
+use crate::db::ticks::{TickFilter, TickWithCandle};
+use crate::domain::Symbol;
+use crate::format::rfc3339;
+use crate::routes::admin::{
+    Admin, AdminError, Chrome, Section, number, page, parse_form_time, query,
+};
+use crate::startup::AppState;
+
+/// Ticks per page.
+pub const PAGE_SIZE: i64 = 50;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    symbol: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    before_time: Option<String>,
+    before_symbol: Option<String>,
+}
+
+#[derive(Default)]
+struct FilterErrors {
+    symbol: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    before: Option<String>,
+}
+
+impl FilterErrors {
+    fn any(&self) -> bool {
+        self.symbol.is_some() || self.from.is_some() || self.to.is_some() || self.before.is_some()
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin/ticks/list.html")]
+struct TickListPage {
+    chrome: Chrome,
+    symbol: String,
+    from: String,
+    to: String,
+    errors: FilterErrors,
+    symbols: Vec<String>,
+    rows: Vec<Row>,
+    /// Query string of the next (older) page, if there is one.
+    older: Option<String>,
+    /// Query string of the first page with the same filters, when not on it.
+    newest: Option<String>,
+}
+
+struct Row {
+    time: String,
+    symbol: String,
+    price: String,
+    volume: String,
+    candle: Option<[String; 5]>,
+    key: String,
+}
+
+impl From<&TickWithCandle> for Row {
+    fn from(t: &TickWithCandle) -> Self {
+        let candle = t.candle_high.map(|_| {
+            [
+                number(t.candle_open),
+                number(t.candle_high),
+                number(t.candle_low),
+                number(t.candle_close),
+                number(t.candle_volume),
+            ]
+        });
+        Self {
+            time: rfc3339(t.time),
+            symbol: t.symbol.clone(),
+            price: number(t.price),
+            volume: number(t.volume),
+            candle,
+            key: key_query(t.time, &t.symbol),
+        }
+    }
+}
+
+pub async fn list_ticks(
+    admin: Admin,
+    q: web::Query<ListQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AdminError> {
+    let q = q.into_inner();
+    let text = |v: &Option<String>| v.as_deref().unwrap_or_default().trim().to_owned();
+    let (symbol, from, to) = (text(&q.symbol), text(&q.from), text(&q.to));
+    let mut errors = FilterErrors::default();
+    let mut filter = TickFilter {
+        limit: PAGE_SIZE + 1,
+        ..TickFilter::default()
+    };
+    if !symbol.is_empty() {
+        match Symbol::parse(&symbol) {
+            Ok(s) => filter.symbol = Some(s.to_string()),
+            Err(e) => errors.symbol = Some(e.0),
+        }
+    }
+    if !from.is_empty() {
+        filter.from = parse_form_time(&from)
+            .map_err(|e| errors.from = Some(e))
+            .ok();
+    }
+    if !to.is_empty() {
+        filter.to = parse_form_time(&to).map_err(|e| errors.to = Some(e)).ok();
+    }
+    if let (Some(f), Some(t)) = (filter.from, filter.to)
+        && f >= t
+    {
+        errors.to = Some("“to” must be later than “from”".into());
+    }
+    let before = (text(&q.before_time), text(&q.before_symbol));
+    if !before.0.is_empty() || !before.1.is_empty() {
+        match (parse_form_time(&before.0), Symbol::parse(&before.1)) {
+            (Ok(t), Ok(s)) => filter.before = Some((t, s.to_string())),
+            _ => {
+                errors.before = Some(
+                    "The page link is broken; showing nothing. Start again from the newest ticks."
+                        .into(),
+                )
+            }
+        }
+    }
+    let symbols = crate::db::ticks::list_symbols(&state.pool)
+        .await
+        .map_err(AdminError::infra)?;
+    let status = if errors.any() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    let mut ticks = if errors.any() {
+        Vec::new()
+    } else {
+        crate::db::ticks::list_ticks_with_candles(&state.pool, &filter)
+            .await
+            .map_err(AdminError::infra)?
+    };
+    let more = ticks.len() as i64 > PAGE_SIZE;
+    ticks.truncate(PAGE_SIZE as usize);
+    let filters = [
+        ("symbol", symbol.as_str()),
+        ("from", from.as_str()),
+        ("to", to.as_str()),
+    ];
+    let older = ticks.last().filter(|_| more).map(|last| {
+        let time = rfc3339(last.time);
+        let mut pairs = filters.to_vec();
+        pairs.extend([
+            ("before_time", time.as_str()),
+            ("before_symbol", last.symbol.as_str()),
+        ]);
+        query(&pairs)
+    });
+    let newest = filter.before.is_some().then(|| query(&filters));
+    let page_data = TickListPage {
+        chrome: admin.chrome(Section::Ticks),
+        symbol,
+        from,
+        to,
+        errors,
+        symbols,
+        rows: ticks.iter().map(Row::from).collect(),
+        older,
+        newest,
+    };
+    page(status, &page_data)
+}

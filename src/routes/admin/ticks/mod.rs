@@ -1,0 +1,69 @@
+//! The tick pages: list, create, edit, delete. Time and symbol are a tick's key.
+
+pub mod delete;
+pub mod edit;
+pub mod list;
+pub mod new;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use super::{AdminError, parse_form_time, query};
+use crate::domain::Symbol;
+use crate::format::rfc3339;
+
+/// Messages next to the form fields; empty when the input is fine.
+#[derive(Debug, Default)]
+pub struct FieldErrors {
+    pub time: Option<String>,
+    pub symbol: Option<String>,
+    pub price: Option<String>,
+    pub volume: Option<String>,
+}
+
+impl FieldErrors {
+    pub fn any(&self) -> bool {
+        self.time.is_some()
+            || self.symbol.is_some()
+            || self.price.is_some()
+            || self.volume.is_some()
+    }
+}
+
+/// `?time=...&symbol=...` naming one tick (edit and delete pages).
+#[derive(Debug, Deserialize)]
+pub struct TickKeyQuery {
+    time: Option<String>,
+    symbol: Option<String>,
+}
+
+impl TickKeyQuery {
+    pub fn parse(&self) -> Result<(DateTime<Utc>, Symbol), AdminError> {
+        parse_key(self.time.as_deref(), self.symbol.as_deref())
+    }
+}
+
+/// A tick's key from a link or a hidden field: 400 when it cannot name a tick.
+pub fn parse_key(
+    time: Option<&str>,
+    symbol: Option<&str>,
+) -> Result<(DateTime<Utc>, Symbol), AdminError> {
+    let time = parse_form_time(time.unwrap_or_default())
+        .map_err(|e| AdminError::BadRequest(format!("This link names no tick: {e}.")))?;
+    let symbol = Symbol::parse(symbol.unwrap_or_default())
+        .map_err(|e| AdminError::BadRequest(format!("This link names no tick: {e}.")))?;
+    Ok((time, symbol))
+}
+
+/// The query string that names a tick, for edit and delete links.
+pub fn key_query(time: DateTime<Utc>, symbol: &str) -> String {
+    query(&[("time", &rfc3339(time)), ("symbol", symbol)])
+}
+
+/// `404` for a tick that is not (or no longer) there.
+pub fn no_such_tick(time: DateTime<Utc>, symbol: &str) -> AdminError {
+    AdminError::NotFound(format!(
+        "There is no tick for {symbol} at {}. It may have been deleted meanwhile.",
+        rfc3339(time)
+    ))
+}
