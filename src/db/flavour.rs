@@ -44,16 +44,21 @@ impl Flavour {
     /// After ticks in `[from, to)` changed: a continuous aggregate only shows edits to
     /// already-materialized minutes once that range is refreshed; the plain table is already
     /// exact. Runs outside any transaction (TimescaleDB refuses otherwise).
+    ///
+    /// The refresh starts at the beginning of time, not at `from`: a refresh moves the
+    /// aggregate's watermark to its end, and real-time aggregation only covers minutes after
+    /// the watermark, so refreshing `[from, to)` alone would hide every never-materialized
+    /// minute before `from` (history loaded before the policy's first run). Only invalidated
+    /// ranges are recomputed, so this costs what a run of the refresh policy costs.
     pub async fn after_changes(self, pool: &PgPool, from: DateTime<Utc>, to: DateTime<Utc>) -> anyhow::Result<()> {
         if self == Self::Postgres {
             return Ok(());
         }
-        sqlx::query("CALL refresh_continuous_aggregate('one_min_candle', $1, $2)")
-            .bind(from)
+        sqlx::query("CALL refresh_continuous_aggregate('one_min_candle', NULL, $1)")
             .bind(to)
             .execute(pool)
             .await
-            .context("refreshing one_min_candle over changed minutes")?;
+            .with_context(|| format!("refreshing one_min_candle after changes in [{from}, {to})"))?;
         Ok(())
     }
 }
