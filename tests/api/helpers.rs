@@ -122,6 +122,11 @@ pub async fn spawn_app() -> TestApp {
 /// Starts a server with extra command-line flags (e.g. `["--window", "1d"]`).
 pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
     let (db_name, db_url) = fresh_database().await;
+    spawn_app_on(db_name, db_url, extra).await
+}
+
+/// Starts a server over an existing, migrated database (e.g. one on a TimescaleDB server).
+pub async fn spawn_app_on(db_name: String, db_url: SecretString, extra: &[&str]) -> TestApp {
     let pool = db::build_pool(db::connect_options(&db_url).expect("URL"));
     let flavour = db::Flavour::detect(&pool).await.expect("detecting the flavour");
     let settings = test_settings(extra);

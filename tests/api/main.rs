@@ -3,6 +3,11 @@
 
 mod helpers;
 mod smoke;
+mod candles;
+mod journal;
+mod api_errors;
+mod tutorial;
+mod timescale;
 mod admin_import;
 mod admin_session;
 mod admin_support;
