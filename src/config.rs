@@ -10,7 +10,11 @@ use secrecy::SecretString;
 use crate::domain::Symbol;
 
 #[derive(Debug, Parser)]
-#[command(name = "candlewick", version, about = "Real-time candlestick dashboard over PostgreSQL tick data")]
+#[command(
+    name = "candlewick",
+    version,
+    about = "Real-time candlestick dashboard over PostgreSQL tick data"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -108,7 +112,9 @@ impl Cli {
                     Cli::command()
                         .error(
                             clap::error::ErrorKind::InvalidValue,
-                            format!("invalid value '{other}' for CANDLEWICK_DEMO (expected 1 or 0)"),
+                            format!(
+                                "invalid value '{other}' for CANDLEWICK_DEMO (expected 1 or 0)"
+                            ),
                         )
                         .exit()
                 }

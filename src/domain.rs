@@ -31,13 +31,17 @@ impl Symbol {
             return refuse("symbol must not be empty");
         }
         if s.chars().count() > SYMBOL_MAX_LEN {
-            return refuse(format!("symbol must be at most {SYMBOL_MAX_LEN} characters"));
+            return refuse(format!(
+                "symbol must be at most {SYMBOL_MAX_LEN} characters"
+            ));
         }
         if s.trim() != s {
             return refuse("symbol must not start or end with whitespace");
         }
         if let Some(c) = s.chars().find(|c| !Self::allowed(*c)) {
-            return refuse(format!("symbol contains the character {c:?}, which is not allowed"));
+            return refuse(format!(
+                "symbol contains the character {c:?}, which is not allowed"
+            ));
         }
         Ok(Self(s.to_owned()))
     }
@@ -129,7 +133,11 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, ParseError> {
     }
     DateTime::parse_from_rfc3339(t)
         .map(|d| d.with_timezone(&Utc))
-        .or_else(|_| refuse(format!("time must be RFC 3339 with an offset, like 2024-07-03T06:25:00Z; got {t:?}")))
+        .or_else(|_| {
+            refuse(format!(
+                "time must be RFC 3339 with an offset, like 2024-07-03T06:25:00Z; got {t:?}"
+            ))
+        })
 }
 
 /// A tick as stored in `ticks`.
@@ -165,7 +173,11 @@ impl Interval {
         Self::ALL
             .into_iter()
             .find(|i| i.as_str() == s)
-            .ok_or_else(|| ParseError(format!("interval must be one of 1m 5m 15m 1h 4h 1d; got {s:?}")))
+            .ok_or_else(|| {
+                ParseError(format!(
+                    "interval must be one of 1m 5m 15m 1h 4h 1d; got {s:?}"
+                ))
+            })
     }
 
     pub fn as_str(self) -> &'static str {
@@ -231,7 +243,15 @@ impl Candle {
 /// The wire form `[t, open, high, low, close, volume]`.
 impl Serialize for Candle {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (self.t, self.open, self.high, self.low, self.close, self.volume).serialize(s)
+        (
+            self.t,
+            self.open,
+            self.high,
+            self.low,
+            self.close,
+            self.volume,
+        )
+            .serialize(s)
     }
 }
 
@@ -262,10 +282,24 @@ mod tests {
 
     #[test]
     fn symbols_follow_the_documented_syntax() {
-        for ok in ["BTC/USD", "BTC", "eth-usd.P", "A", "<script>alert(1)</script>"] {
+        for ok in [
+            "BTC/USD",
+            "BTC",
+            "eth-usd.P",
+            "A",
+            "<script>alert(1)</script>",
+        ] {
             assert!(Symbol::parse(ok).is_ok(), "{ok:?}");
         }
-        for bad in ["", " BTC", "BTC ", "a\nb", "x\u{0}", &"A".repeat(33), "BTC€"] {
+        for bad in [
+            "",
+            " BTC",
+            "BTC ",
+            "a\nb",
+            "x\u{0}",
+            &"A".repeat(33),
+            "BTC€",
+        ] {
             assert!(Symbol::parse(bad).is_err(), "{bad:?}");
         }
     }
@@ -274,7 +308,12 @@ mod tests {
     fn times_need_an_offset() {
         assert!(parse_time("2024-07-03T06:25:00Z").is_ok());
         assert!(parse_time("2024-07-03T08:25:00+02:00").is_ok());
-        for bad in ["2024-07-03T06:25:00", "yesterday", "2024-13-45T99:00:00Z", ""] {
+        for bad in [
+            "2024-07-03T06:25:00",
+            "yesterday",
+            "2024-13-45T99:00:00Z",
+            "",
+        ] {
             assert!(parse_time(bad).is_err(), "{bad:?}");
         }
     }

@@ -55,7 +55,8 @@ impl EmbeddedPostgres {
     /// Blocking: call it from a blocking context.
     pub fn start(data_dir: &Path, options: &Options) -> anyhow::Result<Self> {
         let bin = find_bindir()?;
-        fs::create_dir_all(data_dir).with_context(|| format!("creating the data dir {}", data_dir.display()))?;
+        fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
         let data_dir = data_dir.canonicalize().context("resolving the data dir")?;
         let run_as = RunAs::current()?;
         let cluster_dir = cluster_dir(&data_dir, &run_as)?;
@@ -126,7 +127,14 @@ impl EmbeddedPostgres {
             .stdout(log.try_clone().context("duplicating the log handle")?)
             .stderr(log);
         if options.unsafe_fast {
-            cmd.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
+            cmd.args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]);
         }
         run_as.apply(&mut cmd);
         set_parent_death_signal(&mut cmd);
@@ -177,7 +185,15 @@ impl EmbeddedPostgres {
             }
             let up = if isready.exists() {
                 Command::new(&isready)
-                    .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string(), "-d", "postgres"])
+                    .args([
+                        "-q",
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        &self.port.to_string(),
+                        "-d",
+                        "postgres",
+                    ])
                     .status()
                     .map(|s| s.success())
                     .unwrap_or(false)
@@ -188,7 +204,10 @@ impl EmbeddedPostgres {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("the embedded PostgreSQL did not accept connections within {READY_TIMEOUT:?}; see {}", log_path.display());
+                bail!(
+                    "the embedded PostgreSQL did not accept connections within {READY_TIMEOUT:?}; see {}",
+                    log_path.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -223,7 +242,9 @@ impl EmbeddedPostgres {
     }
 
     fn stop_inner(&mut self) -> anyhow::Result<()> {
-        let Some(keeper) = self.keeper.take() else { return Ok(()) };
+        let Some(keeper) = self.keeper.take() else {
+            return Ok(());
+        };
         if !self.has_exited() {
             let _ = kill(self.pid, Signal::SIGINT);
         }
@@ -232,10 +253,14 @@ impl EmbeddedPostgres {
             std::thread::sleep(Duration::from_millis(50));
         }
         if !self.has_exited() {
-            tracing::warn!("the embedded PostgreSQL did not stop within {STOP_TIMEOUT:?}; killing it");
+            tracing::warn!(
+                "the embedded PostgreSQL did not stop within {STOP_TIMEOUT:?}; killing it"
+            );
             let _ = kill(self.pid, Signal::SIGKILL);
         }
-        keeper.join().map_err(|_| anyhow::anyhow!("the PostgreSQL keeper thread panicked"))
+        keeper
+            .join()
+            .map_err(|_| anyhow::anyhow!("the PostgreSQL keeper thread panicked"))
     }
 }
 
@@ -253,7 +278,9 @@ fn set_parent_death_signal(cmd: &mut Command) {
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent; the closure runs
     // after setuid, which would otherwise clear the death signal.
     unsafe {
-        cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGINT).map_err(std::io::Error::from));
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGINT).map_err(std::io::Error::from)
+        });
     }
 }
 
@@ -333,13 +360,16 @@ fn cluster_dir(data_dir: &Path, run_as: &RunAs) -> anyhow::Result<PathBuf> {
     }
     // Keep the data dir private: the cluster goes to a reachable place, linked from the data dir.
     let name = data_dir.to_string_lossy();
-    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     let target = Path::new(RELOCATED_ROOT).join(format!("{hash:016x}"));
     fs::create_dir_all(&target).with_context(|| format!("creating {}", target.display()))?;
     fs::set_permissions(Path::new(RELOCATED_ROOT), fs::Permissions::from_mode(0o755))?;
     run_as.chown(&target)?;
     fs::set_permissions(&target, fs::Permissions::from_mode(0o700))?;
-    std::os::unix::fs::symlink(&target, &link).with_context(|| format!("linking {}", link.display()))?;
+    std::os::unix::fs::symlink(&target, &link)
+        .with_context(|| format!("linking {}", link.display()))?;
     tracing::info!(
         "the postgres user cannot reach {}: the cluster lives in {} (linked from {})",
         data_dir.display(),
@@ -356,11 +386,18 @@ fn init_cluster(
     password: &SecretString,
     options: &Options,
 ) -> anyhow::Result<()> {
-    tracing::info!("creating the embedded PostgreSQL cluster in {}", cluster_dir.display());
+    tracing::info!(
+        "creating the embedded PostgreSQL cluster in {}",
+        cluster_dir.display()
+    );
     // initdb wants an empty directory; a half-made cluster from an interrupted start is removed.
     for entry in fs::read_dir(cluster_dir)? {
         let p = entry?.path();
-        if p.is_dir() { fs::remove_dir_all(&p)? } else { fs::remove_file(&p)? }
+        if p.is_dir() {
+            fs::remove_dir_all(&p)?
+        } else {
+            fs::remove_file(&p)?
+        }
     }
     // The password file must be readable by the postgres user: a private temp file it owns.
     let pwfile = std::env::temp_dir().join(format!("candlewick-pw-{}", std::process::id()));
@@ -378,13 +415,23 @@ fn init_cluster(
     let mut cmd = Command::new(bin.join("initdb"));
     cmd.arg("-D")
         .arg(cluster_dir)
-        .args(["-U", DB_USER, "-E", "UTF8", "--no-locale", "--auth=scram-sha-256", "--no-instructions"])
+        .args([
+            "-U",
+            DB_USER,
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "--auth=scram-sha-256",
+            "--no-instructions",
+        ])
         .arg(format!("--pwfile={}", pwfile.display()));
     if options.unsafe_fast {
         cmd.arg("--no-sync");
     }
     run_as.apply(&mut cmd);
-    let out = cmd.output().with_context(|| format!("running {}", bin.join("initdb").display()));
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {}", bin.join("initdb").display()));
     let _ = fs::remove_file(&pwfile);
     let out = out?;
     if !out.status.success() {
@@ -400,8 +447,14 @@ fn init_cluster(
 /// A cluster left running by a crashed server (or a stale `postmaster.pid`) must not block us.
 fn stop_leftover(cluster_dir: &Path) -> anyhow::Result<()> {
     let pid_file = cluster_dir.join("postmaster.pid");
-    let Ok(text) = fs::read_to_string(&pid_file) else { return Ok(()) };
-    let Some(pid) = text.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) else {
+    let Ok(text) = fs::read_to_string(&pid_file) else {
+        return Ok(());
+    };
+    let Some(pid) = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<i32>().ok())
+    else {
         return Ok(());
     };
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
@@ -412,7 +465,10 @@ fn stop_leftover(cluster_dir: &Path) -> anyhow::Result<()> {
         let _ = fs::remove_file(&pid_file);
         return Ok(());
     }
-    tracing::warn!(pid, "an earlier embedded PostgreSQL is still running; stopping it");
+    tracing::warn!(
+        pid,
+        "an earlier embedded PostgreSQL is still running; stopping it"
+    );
     let pid = Pid::from_raw(pid);
     let _ = kill(pid, Signal::SIGINT);
     let deadline = Instant::now() + STOP_TIMEOUT;

@@ -35,10 +35,17 @@ impl AppError {
     pub fn from_infra(e: anyhow::Error) -> Self {
         let unreachable = e.chain().any(|c| {
             c.downcast_ref::<sqlx::Error>().is_some_and(|s| {
-                matches!(s, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed)
+                matches!(
+                    s,
+                    sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
+                )
             })
         });
-        if unreachable { Self::Unavailable(e) } else { Self::Unexpected(e) }
+        if unreachable {
+            Self::Unavailable(e)
+        } else {
+            Self::Unexpected(e)
+        }
     }
 }
 
@@ -90,11 +97,15 @@ pub fn json_config() -> actix_web::web::JsonConfig {
         .error_handler(|err, _req| {
             use actix_web::error::JsonPayloadError as E;
             let e = match &err {
-                E::OverflowKnownLength { .. } | E::Overflow { .. } => AppError::PayloadTooLarge(format!(
-                    "the body is larger than {} bytes",
-                    crate::routes::api::MAX_BODY_BYTES
-                )),
-                E::ContentType => AppError::BadRequest("expected Content-Type: application/json".into()),
+                E::OverflowKnownLength { .. } | E::Overflow { .. } => {
+                    AppError::PayloadTooLarge(format!(
+                        "the body is larger than {} bytes",
+                        crate::routes::api::MAX_BODY_BYTES
+                    ))
+                }
+                E::ContentType => {
+                    AppError::BadRequest("expected Content-Type: application/json".into())
+                }
                 E::Deserialize(d) => AppError::Validation(format!("invalid JSON body: {d}")),
                 other => AppError::BadRequest(format!("invalid JSON body: {other}")),
             };
@@ -103,8 +114,9 @@ pub fn json_config() -> actix_web::web::JsonConfig {
 }
 
 pub fn query_config() -> actix_web::web::QueryConfig {
-    actix_web::web::QueryConfig::default()
-        .error_handler(|err, _req| AppError::BadRequest(format!("invalid query string: {err}")).into())
+    actix_web::web::QueryConfig::default().error_handler(|err, _req| {
+        AppError::BadRequest(format!("invalid query string: {err}")).into()
+    })
 }
 
 pub fn form_config() -> actix_web::web::FormConfig {

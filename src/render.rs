@@ -13,7 +13,12 @@ pub fn render<T: askama::Template>(page: &T) -> Result<HttpResponse, AppError> {
 }
 
 /// The rendered page with `status` (e.g. 422 for a form re-shown with its errors).
-pub fn render_with<T: askama::Template>(status: StatusCode, page: &T) -> Result<HttpResponse, AppError> {
+pub fn render_with<T: askama::Template>(
+    status: StatusCode,
+    page: &T,
+) -> Result<HttpResponse, AppError> {
     let body = page.render().context("rendering a page")?;
-    Ok(HttpResponse::build(status).insert_header(ContentType::html()).body(body))
+    Ok(HttpResponse::build(status)
+        .insert_header(ContentType::html())
+        .body(body))
 }

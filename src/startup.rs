@@ -57,7 +57,9 @@ impl Auth {
     /// Key material for the session cookie, derived from the token: rotating it signs everyone out.
     pub fn cookie_key(&self) -> actix_web::cookie::Key {
         let mut material = self.token.expose_secret().as_bytes().to_vec();
-        material.extend_from_slice(b"candlewick session cookie key, v1, padded to at least 64 bytes.......");
+        material.extend_from_slice(
+            b"candlewick session cookie key, v1, padded to at least 64 bytes.......",
+        );
         actix_web::cookie::Key::derive_from(&material)
     }
 }
@@ -88,8 +90,14 @@ pub fn metrics_handle() -> PrometheusHandle {
             let handle = PrometheusBuilder::new()
                 .install_recorder()
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle());
-            metrics::describe_counter!("candlewick_ticks_inserted_total", "Ticks written through candlewick");
-            metrics::describe_histogram!("candlewick_poll_seconds", "Duration of one poll of the change journal");
+            metrics::describe_counter!(
+                "candlewick_ticks_inserted_total",
+                "Ticks written through candlewick"
+            );
+            metrics::describe_histogram!(
+                "candlewick_poll_seconds",
+                "Duration of one poll of the change journal"
+            );
             metrics::describe_gauge!("candlewick_viewers", "Connected chart viewers");
             metrics::describe_gauge!("candlewick_ready", "1 while the last poll succeeded");
             metrics::gauge!("candlewick_ready").set(0.0);
@@ -113,11 +121,17 @@ impl Database {
             Some(url) => (url.clone(), db::display_url(url), None),
             None => {
                 let data_dir = settings.data_dir.clone();
-                let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&data_dir, &embedded::Options::default()))
-                    .await
-                    .context("starting the embedded PostgreSQL")??;
+                let pg = tokio::task::spawn_blocking(move || {
+                    EmbeddedPostgres::start(&data_dir, &embedded::Options::default())
+                })
+                .await
+                .context("starting the embedded PostgreSQL")??;
                 ensure_database(&pg).await?;
-                (pg.url(embedded::DB_NAME), pg.display_url(embedded::DB_NAME), Some(pg))
+                (
+                    pg.url(embedded::DB_NAME),
+                    pg.display_url(embedded::DB_NAME),
+                    Some(pg),
+                )
             }
         };
         tracing::info!("database: {display_url}");
@@ -125,7 +139,12 @@ impl Database {
         let flavour = db::migrate(&pool).await?;
         let described = flavour.describe(&pool).await?;
         tracing::info!("storage: {described}");
-        Ok(Self { pool, flavour, display_url, embedded })
+        Ok(Self {
+            pool,
+            flavour,
+            display_url,
+            embedded,
+        })
     }
 
     /// Closes the pool, then stops the embedded cluster (if any).
@@ -134,7 +153,9 @@ impl Database {
         if let Some(pg) = self.embedded {
             match tokio::task::spawn_blocking(move || pg.stop()).await {
                 Ok(Ok(())) => tracing::info!("embedded PostgreSQL stopped"),
-                Ok(Err(e)) => tracing::error!(error.cause_chain = ?e, "stopping the embedded PostgreSQL"),
+                Ok(Err(e)) => {
+                    tracing::error!(error.cause_chain = ?e, "stopping the embedded PostgreSQL")
+                }
                 Err(e) => tracing::error!(error = %e, "stopping the embedded PostgreSQL"),
             }
         }
@@ -147,11 +168,12 @@ pub async fn ensure_database(pg: &EmbeddedPostgres) -> anyhow::Result<()> {
     let mut conn = sqlx::PgConnection::connect_with(&db::connect_options(&pg.url("postgres"))?)
         .await
         .context("connecting to the embedded PostgreSQL")?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1)")
-        .bind(embedded::DB_NAME)
-        .fetch_one(&mut conn)
-        .await
-        .context("checking for the candlewick database")?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1)")
+            .bind(embedded::DB_NAME)
+            .fetch_one(&mut conn)
+            .await
+            .context("checking for the candlewick database")?;
     if !exists {
         sqlx::query(r#"CREATE DATABASE "candlewick""#)
             .execute(&mut conn)
@@ -172,11 +194,27 @@ pub struct Application {
 impl Application {
     /// Binds the listener, starts the poller (and the demo feed when asked). Needs an actix
     /// System (the `candlewick` main and `#[actix_web::test]` provide one).
-    pub async fn build_with_pool(settings: &Settings, pool: PgPool, flavour: Flavour, admin_token: SecretString) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(settings.bind).with_context(|| format!("binding {}", settings.bind))?;
-        let port = listener.local_addr().context("reading the bound address")?.port();
+    pub async fn build_with_pool(
+        settings: &Settings,
+        pool: PgPool,
+        flavour: Flavour,
+        admin_token: SecretString,
+    ) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(settings.bind)
+            .with_context(|| format!("binding {}", settings.bind))?;
+        let port = listener
+            .local_addr()
+            .context("reading the bound address")?
+            .port();
         let health = Arc::new(Health::default());
-        let poller = Poller::new(pool.clone(), flavour, settings.poll_interval, settings.window, health.clone()).start();
+        let poller = Poller::new(
+            pool.clone(),
+            flavour,
+            settings.poll_interval,
+            settings.window,
+            health.clone(),
+        )
+        .start();
         let shutdown = CancellationToken::new();
         let demo = settings
             .demo_enabled()
@@ -213,7 +251,12 @@ impl Application {
         .max_connections(50_000)
         .backlog(4096)
         .run();
-        Ok(Self { port, server, shutdown, demo })
+        Ok(Self {
+            port,
+            server,
+            shutdown,
+            demo,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -245,14 +288,19 @@ impl Application {
 /// Headers every response carries (pages, API and assets alike).
 fn security_headers() -> DefaultHeaders {
     DefaultHeaders::new()
-        .add((
-            "Content-Security-Policy",
-            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-             connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-        ))
+        .add(("Content-Security-Policy", content_security_policy()))
         .add(("X-Content-Type-Options", "nosniff"))
         .add(("X-Frame-Options", "DENY"))
         .add(("Referrer-Policy", "same-origin"))
+}
+
+/// Scripts and styles only from us, plus the one `<style>` the chart library injects (by hash).
+fn content_security_policy() -> String {
+    format!(
+        "default-src 'self'; script-src 'self'; style-src 'self' {}; img-src 'self' data:; \
+         connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        crate::routes::assets::LIBRARY_STYLE_HASH
+    )
 }
 
 async fn not_found() -> Result<actix_web::HttpResponse, crate::error::AppError> {

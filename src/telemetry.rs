@@ -14,8 +14,14 @@ pub fn init() {
         _ => false,
     };
     let ansi = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
-    let result = if json { builder.json().try_init() } else { builder.compact().try_init() };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
+    let result = if json {
+        builder.json().try_init()
+    } else {
+        builder.compact().try_init()
+    };
     // A second init (tests) keeps the first subscriber.
     drop(result);
 }

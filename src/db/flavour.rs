@@ -13,10 +13,11 @@ pub enum Flavour {
 
 impl Flavour {
     pub async fn detect(pool: &PgPool) -> anyhow::Result<Self> {
-        let value: Option<String> = sqlx::query_scalar("SELECT value FROM candlewick_meta WHERE key = 'flavour'")
-            .fetch_optional(pool)
-            .await
-            .context("reading the storage flavour")?;
+        let value: Option<String> =
+            sqlx::query_scalar("SELECT value FROM candlewick_meta WHERE key = 'flavour'")
+                .fetch_optional(pool)
+                .await
+                .context("reading the storage flavour")?;
         Ok(match value.as_deref() {
             Some("timescaledb") => Self::TimescaleDb,
             _ => Self::Postgres,
@@ -34,7 +35,11 @@ impl Flavour {
         .fetch_one(pool)
         .await
         .context("reading the server version")?;
-        let server = server.split_whitespace().next().unwrap_or_default().to_owned();
+        let server = server
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         Ok(match (self, ts) {
             (Self::TimescaleDb, Some(v)) => format!("timescaledb {v} (PostgreSQL {server})"),
             _ => format!("postgresql {server} (no timescaledb)"),
@@ -50,7 +55,12 @@ impl Flavour {
     /// the watermark, so refreshing `[from, to)` alone would hide every never-materialized
     /// minute before `from` (history loaded before the policy's first run). Only invalidated
     /// ranges are recomputed, so this costs what a run of the refresh policy costs.
-    pub async fn after_changes(self, pool: &PgPool, from: DateTime<Utc>, to: DateTime<Utc>) -> anyhow::Result<()> {
+    pub async fn after_changes(
+        self,
+        pool: &PgPool,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
         if self == Self::Postgres {
             return Ok(());
         }
@@ -58,7 +68,9 @@ impl Flavour {
             .bind(to)
             .execute(pool)
             .await
-            .with_context(|| format!("refreshing one_min_candle after changes in [{from}, {to})"))?;
+            .with_context(|| {
+                format!("refreshing one_min_candle after changes in [{from}, {to})")
+            })?;
         Ok(())
     }
 }

@@ -55,7 +55,10 @@ impl CandleRecord {
 
 /// Every 1m candle since `since` for every symbol, and the position to read changes from.
 #[tracing::instrument(name = "Load candle window", skip(pool))]
-pub async fn load_window(pool: &PgPool, since: DateTime<Utc>) -> anyhow::Result<(Position, Vec<(String, Candle)>)> {
+pub async fn load_window(
+    pool: &PgPool,
+    since: DateTime<Utc>,
+) -> anyhow::Result<(Position, Vec<(String, Candle)>)> {
     // One snapshot for both reads, so no change falls between them.
     let mut tx = pool.begin().await.context("starting the window read")?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -147,20 +150,36 @@ pub async fn poll_changes(pool: &PgPool, from: &Position) -> anyhow::Result<(Pos
     for row in rows {
         position = Position(row.position);
         changes.reload |= row.wholesale;
-        let (Some(symbol), Some(t)) = (row.symbol, row.t) else { continue };
-        let rec = CandleRecord { symbol, t, open: row.open, high: row.high, low: row.low, close: row.close, volume: row.volume };
+        let (Some(symbol), Some(t)) = (row.symbol, row.t) else {
+            continue;
+        };
+        let rec = CandleRecord {
+            symbol,
+            t,
+            open: row.open,
+            high: row.high,
+            low: row.low,
+            close: row.close,
+            volume: row.volume,
+        };
         let candle = rec.candle();
-        changes.minutes.push(MinuteChange { symbol: rec.symbol, t, candle });
+        changes.minutes.push(MinuteChange {
+            symbol: rec.symbol,
+            t,
+            candle,
+        });
     }
     Ok((position, changes))
 }
 
 /// Forgets journal entries older than `keep`; a poller away longer than that reloads its window.
 pub async fn prune(pool: &PgPool, keep: std::time::Duration) -> anyhow::Result<u64> {
-    let done = sqlx::query("DELETE FROM candle_changes WHERE changed_at < now() - make_interval(secs => $1)")
-        .bind(keep.as_secs_f64())
-        .execute(pool)
-        .await
-        .context("pruning the change journal")?;
+    let done = sqlx::query(
+        "DELETE FROM candle_changes WHERE changed_at < now() - make_interval(secs => $1)",
+    )
+    .bind(keep.as_secs_f64())
+    .execute(pool)
+    .await
+    .context("pruning the change journal")?;
     Ok(done.rows_affected())
 }

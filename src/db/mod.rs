@@ -40,7 +40,10 @@ pub fn build_pool(options: PgConnectOptions) -> PgPool {
 
 /// Applies the migrations (both storage flavours live in them) and reports the flavour.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<Flavour> {
-    MIGRATOR.run(pool).await.context("applying the database migrations")?;
+    MIGRATOR
+        .run(pool)
+        .await
+        .context("applying the database migrations")?;
     Flavour::detect(pool).await
 }
 

@@ -14,11 +14,17 @@ use crate::db::ticks::{self, Actor};
 use crate::domain::{Price, Symbol, Tick, Volume};
 
 /// (symbol, starting price, typical trade size).
-const MARKETS: [(&str, f64, f64); 3] = [("BTC/USD", 61_000.0, 0.05), ("ETH/USD", 3_400.0, 0.8), ("SOL/USD", 145.0, 12.0)];
+const MARKETS: [(&str, f64, f64); 3] = [
+    ("BTC/USD", 61_000.0, 0.05),
+    ("ETH/USD", 3_400.0, 0.8),
+    ("SOL/USD", 145.0, 12.0),
+];
 /// Per-tick volatility of the log price.
 const SIGMA: f64 = 0.000_25;
 /// Mean gap between live ticks (all symbols together): a few per second.
 const LIVE_GAP: Duration = Duration::from_millis(300);
+/// Share of live ticks that are BTC/USD (the rest split evenly).
+const BTC_SHARE: f64 = 0.6;
 /// Mean gap between backfilled ticks of one symbol.
 const BACKFILL_GAP_SECS: f64 = 6.0;
 const BACKFILL: TimeDelta = TimeDelta::days(7);
@@ -30,10 +36,12 @@ struct Walk {
 }
 
 impl Walk {
-    fn step(&mut self, rng: &mut impl Rng, time: DateTime<Utc>) -> Option<Tick> {
-        self.price *= (SIGMA * normal(rng)).exp();
+    /// The next trade at `time`; `scale` > 1 stands one tick in for that many live ones, so
+    /// sparse history moves and trades as much per minute as the live feed does.
+    fn step(&mut self, rng: &mut impl Rng, time: DateTime<Utc>, scale: f64) -> Option<Tick> {
+        self.price *= (SIGMA * scale.sqrt() * normal(rng)).exp();
         // Log-normal trade sizes: mostly small, sometimes large.
-        let volume = self.size * (0.9 * normal(rng)).exp();
+        let volume = scale * self.size * (0.9 * normal(rng)).exp();
         Some(Tick {
             time,
             symbol: self.symbol.clone(),
@@ -64,7 +72,10 @@ pub async fn run(pool: PgPool, stop: CancellationToken) {
             }
         }
     };
-    tracing::info!("demo feed: live ticks for {}", MARKETS.map(|m| m.0).join(", "));
+    tracing::info!(
+        "demo feed: live ticks for {}",
+        MARKETS.map(|m| m.0).join(", ")
+    );
     let mut rng = SmallRng::from_rng(&mut rand::rng());
     loop {
         let gap = LIVE_GAP.mul_f64(rng.random_range(0.3..1.7));
@@ -73,8 +84,14 @@ pub async fn run(pool: PgPool, stop: CancellationToken) {
             _ = tokio::time::sleep(gap) => {}
         }
         // BTC/USD trades most.
-        let i = if rng.random_bool(0.6) { 0 } else { rng.random_range(1..walks.len()) };
-        let Some(tick) = walks[i].step(&mut rng, Utc::now()) else { continue };
+        let i = if rng.random_bool(BTC_SHARE) {
+            0
+        } else {
+            rng.random_range(1..walks.len())
+        };
+        let Some(tick) = walks[i].step(&mut rng, Utc::now(), 1.0) else {
+            continue;
+        };
         if let Err(e) = ticks::insert_ticks(&pool, &[tick], Actor::DemoFeed).await {
             tracing::debug!(error = %e, "demo tick not written");
         }
@@ -89,15 +106,20 @@ async fn prepare(pool: &PgPool) -> anyhow::Result<Vec<Walk>> {
         .context("checking for existing ticks")?;
     let mut walks = Vec::new();
     for (symbol, start, size) in MARKETS {
-        let last: Option<f64> =
-            sqlx::query_scalar("SELECT price FROM ticks WHERE symbol = $1 AND price > 0 ORDER BY time DESC LIMIT 1")
-                .bind(symbol)
-                .fetch_optional(pool)
-                .await
-                .context("reading the last demo price")?
-                .flatten();
+        let last: Option<f64> = sqlx::query_scalar(
+            "SELECT price FROM ticks WHERE symbol = $1 AND price > 0 ORDER BY time DESC LIMIT 1",
+        )
+        .bind(symbol)
+        .fetch_optional(pool)
+        .await
+        .context("reading the last demo price")?
+        .flatten();
         let symbol = Symbol::parse(symbol).map_err(|e| anyhow::anyhow!(e))?;
-        walks.push(Walk { symbol, price: last.unwrap_or(start), size });
+        walks.push(Walk {
+            symbol,
+            price: last.unwrap_or(start),
+            size,
+        });
     }
     if empty {
         backfill(pool, &mut walks).await?;
@@ -116,7 +138,13 @@ async fn backfill(pool: &PgPool, walks: &mut [Walk]) -> anyhow::Result<()> {
         let from = end - BACKFILL + TimeDelta::days(day);
         let to = (from + TimeDelta::days(1)).min(end);
         let mut batch = Vec::new();
-        for w in walks.iter_mut() {
+        for (i, w) in walks.iter_mut().enumerate() {
+            let share = if i == 0 {
+                BTC_SHARE
+            } else {
+                (1.0 - BTC_SHARE) / (MARKETS.len() - 1) as f64
+            };
+            let scale = BACKFILL_GAP_SECS / (LIVE_GAP.as_secs_f64() / share);
             let mut t = from;
             loop {
                 let gap = -BACKFILL_GAP_SECS * rng.random_range(f64::EPSILON..1.0_f64).ln();
@@ -124,13 +152,18 @@ async fn backfill(pool: &PgPool, walks: &mut [Walk]) -> anyhow::Result<()> {
                 if t >= to {
                     break;
                 }
-                if let Some(tick) = w.step(&mut rng, t) {
+                if let Some(tick) = w.step(&mut rng, t, scale) {
                     batch.push(tick);
                 }
             }
         }
-        total += ticks::insert_ticks(pool, &batch, Actor::DemoFeed).await.map_err(|e| anyhow::anyhow!(e))?;
-        tracing::info!("demo feed: backfilled day {}/{days} ({total} ticks)", day + 1);
+        total += ticks::insert_ticks(pool, &batch, Actor::DemoFeed)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        tracing::info!(
+            "demo feed: backfilled day {}/{days} ({total} ticks)",
+            day + 1
+        );
     }
     tracing::info!(ticks = total, elapsed = ?started.elapsed(), "demo feed: backfill done");
     Ok(())

@@ -37,13 +37,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// Checks `Authorization: Bearer <admin token>` in constant time.
 pub fn require_bearer(req: &HttpRequest, state: &AppState) -> Result<(), AppError> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
-        return Err(AppError::Unauthorized("this endpoint needs Authorization: Bearer <admin token>".into()));
+        return Err(AppError::Unauthorized(
+            "this endpoint needs Authorization: Bearer <admin token>".into(),
+        ));
     };
     let token = value
         .to_str()
         .ok()
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| AppError::Unauthorized("expected Authorization: Bearer <admin token>".into()))?;
+        .ok_or_else(|| {
+            AppError::Unauthorized("expected Authorization: Bearer <admin token>".into())
+        })?;
     if state.auth.token_matches(token.trim()) {
         Ok(())
     } else {
@@ -53,7 +57,11 @@ pub fn require_bearer(req: &HttpRequest, state: &AppState) -> Result<(), AppErro
 
 /// `POST /api/ticks`: one tick, an array of ticks, or `text/csv`; all or nothing.
 #[post("/api/ticks")]
-async fn create_ticks(req: HttpRequest, body: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+async fn create_ticks(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
     require_bearer(&req, &state)?;
     let body = read_body(body, MAX_BODY_BYTES).await?;
     let is_csv = req
@@ -61,7 +69,11 @@ async fn create_ticks(req: HttpRequest, body: web::Payload, state: web::Data<App
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/csv"));
-    let ticks = if is_csv { parse_csv_body(&body)? } else { parse_json_body(&body)? };
+    let ticks = if is_csv {
+        parse_csv_body(&body)?
+    } else {
+        parse_json_body(&body)?
+    };
     if ticks.is_empty() {
         return Err(AppError::Validation("no ticks given".into()));
     }
@@ -75,9 +87,12 @@ async fn create_ticks(req: HttpRequest, body: web::Payload, state: web::Data<App
 pub async fn read_body(mut body: web::Payload, limit: usize) -> Result<web::BytesMut, AppError> {
     let mut buf = web::BytesMut::new();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| AppError::BadRequest(format!("reading the request body: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| AppError::BadRequest(format!("reading the request body: {e}")))?;
         if buf.len() + chunk.len() > limit {
-            return Err(AppError::PayloadTooLarge(format!("the body is larger than {limit} bytes")));
+            return Err(AppError::PayloadTooLarge(format!(
+                "the body is larger than {limit} bytes"
+            )));
         }
         buf.extend_from_slice(&chunk);
     }
@@ -85,12 +100,16 @@ pub async fn read_body(mut body: web::Payload, limit: usize) -> Result<web::Byte
 }
 
 fn parse_json_body(body: &[u8]) -> Result<Vec<Tick>, AppError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| AppError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| AppError::BadRequest(format!("the body is not valid JSON: {e}")))?;
     let (rows, single) = match value {
         Value::Array(rows) => (rows, false),
         v @ Value::Object(_) => (vec![v], true),
-        _ => return Err(AppError::Validation("expected a tick object or an array of tick objects".into())),
+        _ => {
+            return Err(AppError::Validation(
+                "expected a tick object or an array of tick objects".into(),
+            ));
+        }
     };
     let mut ticks = Vec::with_capacity(rows.len());
     let mut errors = RowErrors::default();
@@ -115,7 +134,10 @@ fn number_field(row: &serde_json::Map<String, Value>, name: &str) -> Result<Stri
     }
 }
 
-fn string_field<'a>(row: &'a serde_json::Map<String, Value>, name: &str) -> Result<&'a str, ParseError> {
+fn string_field<'a>(
+    row: &'a serde_json::Map<String, Value>,
+    name: &str,
+) -> Result<&'a str, ParseError> {
     match row.get(name) {
         Some(Value::String(s)) => Ok(s),
         None | Some(Value::Null) => Err(ParseError(format!("{name} is required"))),
@@ -125,10 +147,17 @@ fn string_field<'a>(row: &'a serde_json::Map<String, Value>, name: &str) -> Resu
 
 fn tick_from_json(row: &Value) -> Result<Tick, ParseError> {
     let Value::Object(row) = row else {
-        return Err(ParseError("expected an object with time, symbol, price and volume".into()));
+        return Err(ParseError(
+            "expected an object with time, symbol, price and volume".into(),
+        ));
     };
-    if let Some(extra) = row.keys().find(|k| !matches!(k.as_str(), "time" | "symbol" | "price" | "volume")) {
-        return Err(ParseError(format!("unknown field {extra:?} (expected time, symbol, price, volume)")));
+    if let Some(extra) = row
+        .keys()
+        .find(|k| !matches!(k.as_str(), "time" | "symbol" | "price" | "volume"))
+    {
+        return Err(ParseError(format!(
+            "unknown field {extra:?} (expected time, symbol, price, volume)"
+        )));
     }
     Ok(Tick {
         time: parse_time(string_field(row, "time")?)?,
@@ -171,15 +200,25 @@ impl RowErrors {
     }
 
     fn into_result(self, rows: usize) -> Result<(), AppError> {
-        if self.is_empty() { Ok(()) } else { Err(AppError::Validation(self.message(rows))) }
+        if self.is_empty() {
+            Ok(())
+        } else {
+            Err(AppError::Validation(self.message(rows)))
+        }
     }
 }
 
 /// Parses a `time,symbol,price,volume` CSV (columns in any order, header required).
 pub fn parse_csv_body(body: &[u8]) -> Result<Vec<Tick>, AppError> {
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(body);
-    let columns = CsvColumns::from_headers(reader.headers().map_err(|e| AppError::Validation(format!("reading the CSV header: {e}")))?)
-        .map_err(AppError::Validation)?;
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(body);
+    let columns = CsvColumns::from_headers(
+        reader
+            .headers()
+            .map_err(|e| AppError::Validation(format!("reading the CSV header: {e}")))?,
+    )
+    .map_err(AppError::Validation)?;
     let mut ticks = Vec::new();
     let mut errors = RowErrors::default();
     let mut rows = 0;
@@ -212,9 +251,20 @@ pub struct CsvColumns {
 
 impl CsvColumns {
     pub fn from_headers(h: &csv::StringRecord) -> Result<Self, String> {
-        let find = |name: &str| h.iter().position(|c| c.trim().trim_start_matches('\u{feff}').eq_ignore_ascii_case(name));
+        let find = |name: &str| {
+            h.iter().position(|c| {
+                c.trim()
+                    .trim_start_matches('\u{feff}')
+                    .eq_ignore_ascii_case(name)
+            })
+        };
         match (find("time"), find("symbol"), find("price"), find("volume")) {
-            (Some(time), Some(symbol), Some(price), Some(volume)) => Ok(Self { time, symbol, price, volume }),
+            (Some(time), Some(symbol), Some(price), Some(volume)) => Ok(Self {
+                time,
+                symbol,
+                price,
+                volume,
+            }),
             _ => Err(format!(
                 "the CSV header must be time,symbol,price,volume; got {:?}",
                 h.iter().collect::<Vec<_>>().join(",")
@@ -223,7 +273,10 @@ impl CsvColumns {
     }
 
     pub fn tick(&self, r: &csv::StringRecord) -> Result<Tick, ParseError> {
-        let field = |i: usize, name: &str| r.get(i).ok_or_else(|| ParseError(format!("{name} is missing")));
+        let field = |i: usize, name: &str| {
+            r.get(i)
+                .ok_or_else(|| ParseError(format!("{name} is missing")))
+        };
         Ok(Tick {
             time: parse_time(field(self.time, "time")?)?,
             symbol: Symbol::parse(field(self.symbol, "symbol")?)?,
@@ -253,12 +306,21 @@ fn check_no_repeats(ticks: &[Tick]) -> Result<(), AppError> {
 /// Query-string time: RFC 3339, forgiving a `+` offset that form-encoding turned into a space.
 pub fn query_time(name: &str, value: &str) -> Result<DateTime<Utc>, AppError> {
     parse_time(value)
-        .or_else(|e| if value.contains(' ') { parse_time(&value.replace(' ', "+")) } else { Err(e) })
+        .or_else(|e| {
+            if value.contains(' ') {
+                parse_time(&value.replace(' ', "+"))
+            } else {
+                Err(e)
+            }
+        })
         .map_err(|e| AppError::BadRequest(format!("{name}: {}", e.0)))
 }
 
 fn optional_time(name: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, AppError> {
-    value.filter(|v| !v.is_empty()).map(|v| query_time(name, v)).transpose()
+    value
+        .filter(|v| !v.is_empty())
+        .map(|v| query_time(name, v))
+        .transpose()
 }
 
 fn parse_limit(value: Option<&str>, default: i64, max: i64) -> Result<i64, AppError> {
@@ -266,7 +328,9 @@ fn parse_limit(value: Option<&str>, default: i64, max: i64) -> Result<i64, AppEr
         None => Ok(default),
         Some(v) => match v.parse::<i64>() {
             Ok(n) if (1..=max).contains(&n) => Ok(n),
-            _ => Err(AppError::BadRequest(format!("limit must be a whole number from 1 to {max}; got {v:?}"))),
+            _ => Err(AppError::BadRequest(format!(
+                "limit must be a whole number from 1 to {max}; got {v:?}"
+            ))),
         },
     }
 }
@@ -288,7 +352,10 @@ struct TickQuery {
 }
 
 #[get("/api/ticks")]
-async fn list_ticks(q: web::Query<TickQuery>, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+async fn list_ticks(
+    q: web::Query<TickQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
     let filter = TickFilter {
         symbol: query_symbol(q.symbol.as_deref())?.map(|s| s.to_string()),
         from: optional_time("from", q.from.as_deref())?,
@@ -296,7 +363,9 @@ async fn list_ticks(q: web::Query<TickQuery>, state: web::Data<AppState>) -> Res
         before: None,
         limit: parse_limit(q.limit.as_deref(), DEFAULT_TICK_LIMIT, MAX_TICK_LIMIT)?,
     };
-    let rows = db::ticks::list_ticks(&state.pool, &filter).await.map_err(AppError::from_infra)?;
+    let rows = db::ticks::list_ticks(&state.pool, &filter)
+        .await
+        .map_err(AppError::from_infra)?;
     Ok(HttpResponse::Ok().json(rows))
 }
 
@@ -308,8 +377,13 @@ struct TickKey {
 
 impl TickKey {
     fn parse(&self) -> Result<(DateTime<Utc>, Symbol), AppError> {
-        let time = self.time.as_deref().filter(|t| !t.is_empty()).ok_or_else(|| AppError::BadRequest("time is required".into()))?;
-        let symbol = query_symbol(self.symbol.as_deref())?.ok_or_else(|| AppError::BadRequest("symbol is required".into()))?;
+        let time = self
+            .time
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| AppError::BadRequest("time is required".into()))?;
+        let symbol = query_symbol(self.symbol.as_deref())?
+            .ok_or_else(|| AppError::BadRequest("symbol is required".into()))?;
         Ok((query_time("time", time)?, symbol))
     }
 }
@@ -324,27 +398,47 @@ async fn update_tick(
     require_bearer(&req, &state)?;
     let (time, symbol) = key.parse()?;
     let body = read_body(body, 64 * 1024).await?;
-    let value: Value =
-        serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| AppError::BadRequest(format!("the body is not valid JSON: {e}")))?;
     let Value::Object(fields) = value else {
-        return Err(AppError::Validation("expected an object {\"price\": .., \"volume\": ..}".into()));
+        return Err(AppError::Validation(
+            "expected an object {\"price\": .., \"volume\": ..}".into(),
+        ));
     };
-    if let Some(extra) = fields.keys().find(|k| !matches!(k.as_str(), "price" | "volume")) {
-        return Err(AppError::Validation(format!("unknown field {extra:?} (expected price, volume)")));
+    if let Some(extra) = fields
+        .keys()
+        .find(|k| !matches!(k.as_str(), "price" | "volume"))
+    {
+        return Err(AppError::Validation(format!(
+            "unknown field {extra:?} (expected price, volume)"
+        )));
     }
-    let price = Price::parse(&number_field(&fields, "price").map_err(|e| AppError::Validation(e.0))?)
-        .map_err(|e| AppError::Validation(e.0))?;
-    let volume = Volume::parse(&number_field(&fields, "volume").map_err(|e| AppError::Validation(e.0))?)
-        .map_err(|e| AppError::Validation(e.0))?;
-    let updated = db::ticks::update_tick(&state.pool, time, symbol.as_str(), price, volume, Actor::ApiToken)
-        .await
-        .map_err(AppError::from_infra)?
-        .ok_or_else(|| no_such_tick(time, &symbol))?;
+    let price =
+        Price::parse(&number_field(&fields, "price").map_err(|e| AppError::Validation(e.0))?)
+            .map_err(|e| AppError::Validation(e.0))?;
+    let volume =
+        Volume::parse(&number_field(&fields, "volume").map_err(|e| AppError::Validation(e.0))?)
+            .map_err(|e| AppError::Validation(e.0))?;
+    let updated = db::ticks::update_tick(
+        &state.pool,
+        time,
+        symbol.as_str(),
+        price,
+        volume,
+        Actor::ApiToken,
+    )
+    .await
+    .map_err(AppError::from_infra)?
+    .ok_or_else(|| no_such_tick(time, &symbol))?;
     Ok(HttpResponse::Ok().json(updated))
 }
 
 #[delete("/api/ticks")]
-async fn delete_tick(req: HttpRequest, key: web::Query<TickKey>, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+async fn delete_tick(
+    req: HttpRequest,
+    key: web::Query<TickKey>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
     require_bearer(&req, &state)?;
     let (time, symbol) = key.parse()?;
     let deleted = db::ticks::delete_tick(&state.pool, time, symbol.as_str(), Actor::ApiToken)
@@ -383,7 +477,10 @@ async fn candles(q: &CandleQuery, state: &AppState) -> Result<Vec<CandleRow>, Ap
 
 /// `[{"bucket": RFC 3339, "open", "high", "low", "close", "volume"}]`, newest first.
 #[get("/api/candles")]
-async fn list_candles(q: web::Query<CandleQuery>, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+async fn list_candles(
+    q: web::Query<CandleQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
     let rows = candles(&q, &state).await?;
     let out: Vec<Value> = rows
         .iter()
@@ -398,7 +495,10 @@ async fn list_candles(q: web::Query<CandleQuery>, state: web::Data<AppState>) ->
 }
 
 #[get("/api/candles.csv")]
-async fn list_candles_csv(q: web::Query<CandleQuery>, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+async fn list_candles_csv(
+    q: web::Query<CandleQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
     let rows = candles(&q, &state).await?;
     let mut out = String::with_capacity(64 * (rows.len() + 1));
     out.push_str("bucket,open,high,low,close,volume\n");
@@ -416,13 +516,18 @@ async fn list_candles_csv(q: web::Query<CandleQuery>, state: web::Data<AppState>
     }
     Ok(HttpResponse::Ok()
         .content_type("text/csv; charset=utf-8")
-        .insert_header((header::CONTENT_DISPOSITION, "inline; filename=\"candles.csv\""))
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            "inline; filename=\"candles.csv\"",
+        ))
         .body(out))
 }
 
 #[get("/api/symbols")]
 async fn list_symbols(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    let symbols = db::ticks::list_symbols(&state.pool).await.map_err(AppError::from_infra)?;
+    let symbols = db::ticks::list_symbols(&state.pool)
+        .await
+        .map_err(AppError::from_infra)?;
     Ok(HttpResponse::Ok().json(symbols))
 }
 
@@ -440,16 +545,19 @@ mod tests {
 
     #[test]
     fn csv_columns_may_come_in_any_order() {
-        let ticks = parse_csv_body(b"symbol,time,volume,price\nA,2024-07-03T06:25:00Z,1,2\n").unwrap();
+        let ticks =
+            parse_csv_body(b"symbol,time,volume,price\nA,2024-07-03T06:25:00Z,1,2\n").unwrap();
         assert_eq!(ticks[0].price.get(), 2.0);
         assert_eq!(ticks[0].volume.get(), 1.0);
     }
 
     #[test]
     fn csv_errors_carry_line_numbers() {
-        let err = parse_csv_body(b"time,symbol,price,volume\n2024-07-03T06:25:00Z,A,1,1\n2024-07-03T06:26:00Z,A,x,1\n")
-            .unwrap_err()
-            .to_string();
+        let err = parse_csv_body(
+            b"time,symbol,price,volume\n2024-07-03T06:25:00Z,A,1,1\n2024-07-03T06:26:00Z,A,x,1\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("line 3"), "{err}");
     }
 

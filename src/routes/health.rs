@@ -19,7 +19,11 @@ async fn healthz() -> HttpResponse {
 /// 200 while the database answers and the last poll succeeded.
 #[get("/readyz")]
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let db = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&state.pool)).await;
+    let db = tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query("SELECT 1").execute(&state.pool),
+    )
+    .await;
     let db_ok = matches!(db, Ok(Ok(_)));
     let poll_ok = state.health.last_poll_ok();
     let body = serde_json::json!({ "database": db_ok, "poller": poll_ok });
