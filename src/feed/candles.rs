@@ -48,7 +48,9 @@ impl CandleWindow {
                 m.insert(t, c) != Some(c)
             }
             None => {
-                let Some(m) = self.symbols.get_mut(symbol) else { return false };
+                let Some(m) = self.symbols.get_mut(symbol) else {
+                    return false;
+                };
                 let had = m.remove(&t).is_some();
                 if m.is_empty() {
                     self.symbols.remove(symbol);
@@ -68,11 +70,14 @@ impl CandleWindow {
 
     /// Every candle of `symbol` at `interval`, ascending.
     pub fn series(&self, symbol: &str, interval: Interval) -> Vec<Candle> {
-        let Some(m) = self.symbols.get(symbol) else { return Vec::new() };
+        let Some(m) = self.symbols.get(symbol) else {
+            return Vec::new();
+        };
         if interval == Interval::M1 {
             return m.values().copied().collect();
         }
-        let mut out: Vec<Candle> = Vec::with_capacity(m.len() * 60 / interval.seconds() as usize + 1);
+        let mut out: Vec<Candle> =
+            Vec::with_capacity(m.len() * 60 / interval.seconds() as usize + 1);
         for c in m.values() {
             let b = interval.bucket_of(c.t);
             match out.last_mut() {
@@ -119,7 +124,14 @@ mod tests {
     use super::*;
 
     fn c(t: i64, o: f64, h: f64, l: f64, cl: f64, v: f64) -> Candle {
-        Candle { t, open: o, high: h, low: l, close: cl, volume: v }
+        Candle {
+            t,
+            open: o,
+            high: h,
+            low: l,
+            close: cl,
+            volume: v,
+        }
     }
 
     #[test]
@@ -131,7 +143,10 @@ mod tests {
         ]);
         assert_eq!(
             w.series("A", Interval::M5),
-            vec![c(0, 10.0, 15.0, 9.0, 14.0, 3.0), c(300, 14.0, 14.0, 13.0, 13.5, 0.5)]
+            vec![
+                c(0, 10.0, 15.0, 9.0, 14.0, 3.0),
+                c(300, 14.0, 14.0, 13.0, 13.5, 0.5)
+            ]
         );
     }
 

@@ -15,9 +15,20 @@ pub const CHANNEL_CAPACITY: usize = 64;
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMsg<'a> {
-    Snapshot { symbol: &'a str, interval: Interval, candles: &'a [Candle] },
-    Update { symbol: &'a str, interval: Interval, candles: &'a [Candle], removed: &'a [i64] },
-    Status { stale: bool },
+    Snapshot {
+        symbol: &'a str,
+        interval: Interval,
+        candles: &'a [Candle],
+    },
+    Update {
+        symbol: &'a str,
+        interval: Interval,
+        candles: &'a [Candle],
+        removed: &'a [i64],
+    },
+    Status {
+        stale: bool,
+    },
 }
 
 impl ServerMsg<'_> {
@@ -25,7 +36,9 @@ impl ServerMsg<'_> {
     pub fn to_frame(&self) -> ByteString {
         // unwrap: these types always serialize (finite floats are checked at the edges; a
         // non-finite one becomes `null` in serde_json).
-        serde_json::to_string(self).map(ByteString::from).unwrap_or_else(|_| ByteString::from_static("{}"))
+        serde_json::to_string(self)
+            .map(ByteString::from)
+            .unwrap_or_else(|_| ByteString::from_static("{}"))
     }
 }
 
@@ -51,13 +64,24 @@ pub struct Hub {
 
 impl Hub {
     /// A receiver for the channel and its cached snapshot (built by `make_snapshot` when absent).
-    pub fn subscribe(&mut self, symbol: &str, interval: Interval, make_snapshot: impl FnOnce() -> ByteString) -> Subscription {
+    pub fn subscribe(
+        &mut self,
+        symbol: &str,
+        interval: Interval,
+        make_snapshot: impl FnOnce() -> ByteString,
+    ) -> Subscription {
         let ch = self
             .channels
             .entry((symbol.to_owned(), interval))
-            .or_insert_with(|| Channel { tx: broadcast::channel(CHANNEL_CAPACITY).0, snapshot: None });
+            .or_insert_with(|| Channel {
+                tx: broadcast::channel(CHANNEL_CAPACITY).0,
+                snapshot: None,
+            });
         let snapshot = ch.snapshot.get_or_insert_with(make_snapshot).clone();
-        Subscription { snapshot, updates: ch.tx.subscribe() }
+        Subscription {
+            snapshot,
+            updates: ch.tx.subscribe(),
+        }
     }
 
     /// Channels of `symbol` that someone listens to; drops the others' cached snapshots and

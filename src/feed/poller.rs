@@ -44,7 +44,13 @@ pub struct Poller {
 }
 
 impl Poller {
-    pub fn new(pool: PgPool, flavour: Flavour, interval: Duration, window: Duration, health: Arc<Health>) -> Self {
+    pub fn new(
+        pool: PgPool,
+        flavour: Flavour,
+        interval: Duration,
+        window: Duration,
+        health: Arc<Health>,
+    ) -> Self {
         Self {
             pool,
             flavour,
@@ -80,8 +86,12 @@ impl Poller {
         };
         let fut = async move {
             match reload_from {
-                Ok(since) => journal::load_window(&pool, since).await.map(|(p, rows)| (p, Work::Reload(rows))),
-                Err(from) => journal::poll_changes(&pool, &from).await.map(|(p, c)| (p, Work::Changes(c))),
+                Ok(since) => journal::load_window(&pool, since)
+                    .await
+                    .map(|(p, rows)| (p, Work::Reload(rows))),
+                Err(from) => journal::poll_changes(&pool, &from)
+                    .await
+                    .map(|(p, c)| (p, Work::Changes(c))),
             }
         };
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
@@ -95,7 +105,8 @@ impl Poller {
     }
 
     fn stale_too_long(&self) -> bool {
-        self.stale_since.is_some_and(|s| s.elapsed() > JOURNAL_RETENTION - Duration::from_secs(300))
+        self.stale_since
+            .is_some_and(|s| s.elapsed() > JOURNAL_RETENTION - Duration::from_secs(300))
     }
 
     fn on_success(&mut self, position: Position, work: Work, ctx: &mut Context<Self>) {
@@ -109,7 +120,8 @@ impl Poller {
         self.candles.trim(self.window_start().timestamp());
         if self.stale_since.take().is_some() {
             tracing::info!("database reachable again; viewers are up to date");
-            self.hub.send_all(&ServerMsg::Status { stale: false }.to_frame());
+            self.hub
+                .send_all(&ServerMsg::Status { stale: false }.to_frame());
         }
         self.health.set_poll_ok(true);
         metrics::gauge!("candlewick_viewers").set(self.hub.viewers() as f64);
@@ -138,7 +150,8 @@ impl Poller {
         if self.stale_since.is_none() {
             self.stale_since = Some(Instant::now());
             tracing::error!(error.cause_chain = ?e, "poll failed; viewers see stale data until the database is back");
-            self.hub.send_all(&ServerMsg::Status { stale: true }.to_frame());
+            self.hub
+                .send_all(&ServerMsg::Status { stale: true }.to_frame());
         } else {
             tracing::warn!(error = %e, retry_in = ?backoff, "poll failed again");
         }
@@ -148,12 +161,20 @@ impl Poller {
     fn reload(&mut self, rows: Vec<(String, Candle)>) {
         let fresh = CandleWindow::from_candles(rows);
         let mut changed: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
-        let symbols: BTreeSet<String> = self.candles.symbols().chain(fresh.symbols()).map(str::to_owned).collect();
+        let symbols: BTreeSet<String> = self
+            .candles
+            .symbols()
+            .chain(fresh.symbols())
+            .map(str::to_owned)
+            .collect();
         for s in &symbols {
             let old = self.candles.minutes(s).cloned().unwrap_or_default();
             let new = fresh.minutes(s).cloned().unwrap_or_default();
             let keys: BTreeSet<i64> = old.keys().chain(new.keys()).copied().collect();
-            let diff: BTreeSet<i64> = keys.into_iter().filter(|t| old.get(t) != new.get(t)).collect();
+            let diff: BTreeSet<i64> = keys
+                .into_iter()
+                .filter(|t| old.get(t) != new.get(t))
+                .collect();
             if !diff.is_empty() {
                 changed.insert(s.clone(), diff);
             }
@@ -174,7 +195,8 @@ impl Poller {
         let mut materialized: Option<(i64, i64)> = None;
         for m in changes.minutes {
             if m.t < now - MATERIALIZED_AFTER_SECS {
-                materialized = Some(materialized.map_or((m.t, m.t), |(a, b)| (a.min(m.t), b.max(m.t))));
+                materialized =
+                    Some(materialized.map_or((m.t, m.t), |(a, b)| (a.min(m.t), b.max(m.t))));
             }
             if m.t < oldest {
                 continue;
@@ -194,16 +216,23 @@ impl Poller {
         if self.flavour != Flavour::TimescaleDb {
             return;
         }
-        let (Some(from), Some(to)) = (chrono::DateTime::from_timestamp(from, 0), chrono::DateTime::from_timestamp(to, 0)) else {
+        let (Some(from), Some(to)) = (
+            chrono::DateTime::from_timestamp(from, 0),
+            chrono::DateTime::from_timestamp(to, 0),
+        ) else {
             return;
         };
         let pool = self.pool.clone();
         let flavour = self.flavour;
-        ctx.spawn(async move { flavour.after_changes(&pool, from, to).await }.into_actor(self).map(|res, _, _| {
-            if let Err(e) = res {
-                tracing::warn!(error.cause_chain = ?e, "refreshing one_min_candle");
-            }
-        }));
+        ctx.spawn(
+            async move { flavour.after_changes(&pool, from, to).await }
+                .into_actor(self)
+                .map(|res, _, _| {
+                    if let Err(e) = res {
+                        tracing::warn!(error.cause_chain = ?e, "refreshing one_min_candle");
+                    }
+                }),
+        );
     }
 
     /// One serialized update per watched (symbol, interval).
@@ -214,7 +243,13 @@ impl Poller {
                 if d.is_empty() {
                     continue;
                 }
-                let frame = ServerMsg::Update { symbol, interval, candles: &d.candles, removed: &d.removed }.to_frame();
+                let frame = ServerMsg::Update {
+                    symbol,
+                    interval,
+                    candles: &d.candles,
+                    removed: &d.removed,
+                }
+                .to_frame();
                 metrics::counter!("candlewick_updates_sent_total").increment(1);
                 self.hub.send(symbol, interval, frame);
             }
@@ -253,7 +288,12 @@ impl Handler<Subscribe> for Poller {
         let candles = &self.candles;
         let sub = self.hub.subscribe(&msg.symbol, msg.interval, || {
             let series = candles.series(&msg.symbol, msg.interval);
-            ServerMsg::Snapshot { symbol: &msg.symbol, interval: msg.interval, candles: &series }.to_frame()
+            ServerMsg::Snapshot {
+                symbol: &msg.symbol,
+                interval: msg.interval,
+                candles: &series,
+            }
+            .to_frame()
         });
         MessageResult(sub)
     }

@@ -38,10 +38,17 @@ struct WsQuery {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum ClientMsg {
-    Subscribe { symbol: String, interval: Option<String> },
+    Subscribe {
+        symbol: String,
+        interval: Option<String>,
+    },
 }
 
-fn channel_of(symbol: Option<&str>, interval: Option<&str>, default: &Symbol) -> Result<(Symbol, Interval), String> {
+fn channel_of(
+    symbol: Option<&str>,
+    interval: Option<&str>,
+    default: &Symbol,
+) -> Result<(Symbol, Interval), String> {
     let symbol = match symbol.filter(|s| !s.is_empty()) {
         Some(s) => Symbol::parse(s).map_err(|e| format!("symbol: {e}"))?,
         None => default.clone(),
@@ -60,10 +67,17 @@ async fn ws_candles(
     q: web::Query<WsQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let (symbol, interval) = channel_of(q.symbol.as_deref(), q.interval.as_deref(), &state.default_symbol)
-        .map_err(AppError::BadRequest)?;
+    let (symbol, interval) = channel_of(
+        q.symbol.as_deref(),
+        q.interval.as_deref(),
+        &state.default_symbol,
+    )
+    .map_err(AppError::BadRequest)?;
     let (response, session, stream) = actix_ws::handle(&req, body)?;
-    let stream = stream.max_frame_size(MAX_FRAME_BYTES).aggregate_continuations().max_continuation_size(MAX_FRAME_BYTES);
+    let stream = stream
+        .max_frame_size(MAX_FRAME_BYTES)
+        .aggregate_continuations()
+        .max_continuation_size(MAX_FRAME_BYTES);
     let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let viewer = Viewer {
         poller: state.poller.clone(),
@@ -92,7 +106,10 @@ struct Viewer {
 impl Viewer {
     async fn subscribe(&self, symbol: &Symbol, interval: Interval) -> Option<Subscription> {
         self.poller
-            .send(Subscribe { symbol: symbol.to_string(), interval })
+            .send(Subscribe {
+                symbol: symbol.to_string(),
+                interval,
+            })
             .await
             .ok()
     }
@@ -105,12 +122,19 @@ impl Viewer {
         mut symbol: Symbol,
         mut interval: Interval,
     ) -> Option<CloseReason> {
-        let going_away = Some(CloseReason { code: CloseCode::Away, description: Some("server shutting down".into()) });
-        let Some(mut sub) = self.subscribe(&symbol, interval).await else { return going_away };
+        let going_away = Some(CloseReason {
+            code: CloseCode::Away,
+            description: Some("server shutting down".into()),
+        });
+        let Some(mut sub) = self.subscribe(&symbol, interval).await else {
+            return going_away;
+        };
         if !send(&mut session, sub.snapshot.clone()).await {
             return None;
         }
-        if self.poller.send(IsStaleMsg).await.unwrap_or(false) && !send(&mut session, stale_frame(true)).await {
+        if self.poller.send(IsStaleMsg).await.unwrap_or(false)
+            && !send(&mut session, stale_frame(true)).await
+        {
             return None;
         }
         let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
@@ -181,9 +205,13 @@ impl Viewer {
 }
 
 fn parse_subscribe(text: &str, default: &Symbol) -> Result<(Symbol, Interval), String> {
-    let msg: ClientMsg = serde_json::from_str(text).map_err(|e| format!("expected {{\"type\":\"subscribe\",\"symbol\":..,\"interval\":..}}: {e}"))?;
+    let msg: ClientMsg = serde_json::from_str(text).map_err(|e| {
+        format!("expected {{\"type\":\"subscribe\",\"symbol\":..,\"interval\":..}}: {e}")
+    })?;
     match msg {
-        ClientMsg::Subscribe { symbol, interval } => channel_of(Some(&symbol), interval.as_deref(), default),
+        ClientMsg::Subscribe { symbol, interval } => {
+            channel_of(Some(&symbol), interval.as_deref(), default)
+        }
     }
 }
 
@@ -193,5 +221,8 @@ fn stale_frame(stale: bool) -> ByteString {
 
 /// Sends one frame; false when the viewer is gone or has not read for SEND_TIMEOUT.
 async fn send(session: &mut actix_ws::Session, frame: ByteString) -> bool {
-    matches!(tokio::time::timeout(SEND_TIMEOUT, session.text(frame)).await, Ok(Ok(())))
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, session.text(frame)).await,
+        Ok(Ok(()))
+    )
 }
