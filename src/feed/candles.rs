@@ -60,12 +60,17 @@ impl CandleWindow {
         }
     }
 
-    /// Drops candles before `oldest` (the window slid past them).
-    pub fn trim(&mut self, oldest: i64) {
-        self.symbols.retain(|_, m| {
-            *m = m.split_off(&oldest);
+    /// Drops candles before `oldest` (the window slid past them); returns the symbols that lost some.
+    pub fn trim(&mut self, oldest: i64) -> Vec<String> {
+        let mut trimmed = Vec::new();
+        self.symbols.retain(|symbol, m| {
+            if m.first_key_value().is_some_and(|(t, _)| *t < oldest) {
+                *m = m.split_off(&oldest);
+                trimmed.push(symbol.clone());
+            }
             !m.is_empty()
         });
+        trimmed
     }
 
     /// Every candle of `symbol` at `interval`, ascending.
@@ -172,7 +177,8 @@ mod tests {
             ("A".to_owned(), c(0, 1.0, 1.0, 1.0, 1.0, 1.0)),
             ("A".to_owned(), c(120, 1.0, 1.0, 1.0, 1.0, 1.0)),
         ]);
-        w.trim(60);
+        assert_eq!(w.trim(60), vec!["A".to_owned()]);
         assert_eq!(w.series("A", Interval::M1).len(), 1);
+        assert!(w.trim(60).is_empty(), "nothing left to trim");
     }
 }

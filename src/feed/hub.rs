@@ -84,6 +84,26 @@ impl Hub {
         }
     }
 
+    /// Forgets the cached snapshots of `symbol` (its candles changed without an update).
+    pub fn invalidate(&mut self, symbol: &str) {
+        for ((s, _), ch) in &mut self.channels {
+            if s == symbol {
+                ch.snapshot = None;
+            }
+        }
+    }
+
+    /// Drops the channels nobody listens to any more. Without this, viewers asking for
+    /// symbols that never change would leave a channel and its snapshot behind for good.
+    pub fn forget_unwatched(&mut self) {
+        self.channels.retain(|_, ch| ch.tx.receiver_count() > 0);
+    }
+
+    /// Open channels (for metrics and tests).
+    pub fn channel_count(&self) -> usize {
+        self.channels.len()
+    }
+
     /// Channels of `symbol` that someone listens to; drops the others' cached snapshots and
     /// forgets channels nobody has listened to since.
     pub fn watched_intervals(&mut self, symbol: &str) -> Vec<Interval> {
@@ -120,5 +140,41 @@ impl Hub {
     /// Viewers across all channels.
     pub fn viewers(&self) -> usize {
         self.channels.values().map(|c| c.tx.receiver_count()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_without_viewers_are_forgotten() {
+        let mut hub = Hub::default();
+        let kept = hub.subscribe("A", Interval::M1, || ByteString::from_static("a"));
+        let gone = hub.subscribe("NEVER/CHANGES", Interval::M5, || {
+            ByteString::from_static("b")
+        });
+        drop(gone);
+        hub.forget_unwatched();
+        assert_eq!(hub.channel_count(), 1);
+        assert_eq!(hub.viewers(), 1);
+        drop(kept);
+    }
+
+    #[test]
+    fn an_invalidated_snapshot_is_rebuilt() {
+        let mut hub = Hub::default();
+        let _a = hub.subscribe("A", Interval::M1, || ByteString::from_static("old"));
+        assert_eq!(
+            hub.subscribe("A", Interval::M1, || ByteString::from_static("new"))
+                .snapshot,
+            "old"
+        );
+        hub.invalidate("A");
+        assert_eq!(
+            hub.subscribe("A", Interval::M1, || ByteString::from_static("new"))
+                .snapshot,
+            "new"
+        );
     }
 }

@@ -117,7 +117,10 @@ impl Poller {
             Work::Reload(rows) => self.reload(rows),
             Work::Changes(changes) => self.apply(changes, ctx),
         }
-        self.candles.trim(self.window_start().timestamp());
+        for symbol in self.candles.trim(self.window_start().timestamp()) {
+            self.hub.invalidate(&symbol);
+        }
+        self.hub.forget_unwatched();
         if self.stale_since.take().is_some() {
             tracing::info!("database reachable again; viewers are up to date");
             self.hub
@@ -125,6 +128,7 @@ impl Poller {
         }
         self.health.set_poll_ok(true);
         metrics::gauge!("candlewick_viewers").set(self.hub.viewers() as f64);
+        metrics::gauge!("candlewick_ws_channels").set(self.hub.channel_count() as f64);
         metrics::gauge!("candlewick_window_candles").set(self.candles.candle_count() as f64);
         if self.last_prune.elapsed() > PRUNE_EVERY {
             self.last_prune = Instant::now();
