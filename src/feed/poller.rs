@@ -26,6 +26,9 @@ const PRUNE_EVERY: Duration = Duration::from_secs(300);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Changed minutes older than this may already be materialized by TimescaleDB.
 const MATERIALIZED_AFTER_SECS: i64 = 120;
+/// A poll that takes longer than this (a connection hanging on a dead network) counts as
+/// failed, so viewers learn the data is stale and the next poll can start.
+const POLL_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Poller {
     pool: PgPool,
@@ -41,6 +44,10 @@ pub struct Poller {
     next_attempt: Instant,
     stale_since: Option<Instant>,
     last_prune: Instant,
+    /// A TimescaleDB refresh is running; changed ranges wait in `refresh_pending`, so slow
+    /// refreshes never pile up.
+    refreshing: bool,
+    refresh_pending: Option<(i64, i64)>,
 }
 
 impl Poller {
@@ -65,6 +72,8 @@ impl Poller {
             next_attempt: Instant::now(),
             stale_since: None,
             last_prune: Instant::now(),
+            refreshing: false,
+            refresh_pending: None,
         }
     }
 
@@ -85,14 +94,23 @@ impl Poller {
             _ => Ok(self.window_start()),
         };
         let fut = async move {
-            match reload_from {
-                Ok(since) => journal::load_window(&pool, since)
-                    .await
-                    .map(|(p, rows)| (p, Work::Reload(rows))),
-                Err(from) => journal::poll_changes(&pool, &from)
-                    .await
-                    .map(|(p, c)| (p, Work::Changes(c))),
-            }
+            let read = async {
+                match reload_from {
+                    Ok(since) => journal::load_window(&pool, since)
+                        .await
+                        .map(|(p, rows)| (p, Work::Reload(rows))),
+                    Err(from) => journal::poll_changes(&pool, &from)
+                        .await
+                        .map(|(p, c)| (p, Work::Changes(c))),
+                }
+            };
+            tokio::time::timeout(POLL_TIMEOUT, read)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(anyhow::anyhow!(
+                        "the poll took longer than {POLL_TIMEOUT:?}"
+                    ))
+                })
         };
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             act.in_flight = false;
@@ -210,31 +228,43 @@ impl Poller {
             }
         }
         self.broadcast(&changed);
-        if let Some((from, to)) = materialized {
-            self.refresh_materialized(from, to + 60, ctx);
+        if let Some((from, to)) = materialized.filter(|_| self.flavour == Flavour::TimescaleDb) {
+            let (from, to) = match self.refresh_pending {
+                Some((a, b)) => (a.min(from), b.max(to + 60)),
+                None => (from, to + 60),
+            };
+            self.refresh_pending = Some((from, to));
+            self.refresh_materialized(ctx);
         }
     }
 
     /// On TimescaleDB, re-materializes edited old minutes so `one_min_candle` readers see them.
-    fn refresh_materialized(&self, from: i64, to: i64, ctx: &mut Context<Self>) {
-        if self.flavour != Flavour::TimescaleDb {
+    /// One refresh at a time; ranges changed meanwhile are merged and refreshed next.
+    fn refresh_materialized(&mut self, ctx: &mut Context<Self>) {
+        if self.refreshing {
             return;
         }
+        let Some((from, to)) = self.refresh_pending.take() else {
+            return;
+        };
         let (Some(from), Some(to)) = (
             chrono::DateTime::from_timestamp(from, 0),
             chrono::DateTime::from_timestamp(to, 0),
         ) else {
             return;
         };
+        self.refreshing = true;
         let pool = self.pool.clone();
         let flavour = self.flavour;
         ctx.spawn(
             async move { flavour.after_changes(&pool, from, to).await }
                 .into_actor(self)
-                .map(|res, _, _| {
+                .map(|res, act, ctx| {
+                    act.refreshing = false;
                     if let Err(e) = res {
                         tracing::warn!(error.cause_chain = ?e, "refreshing one_min_candle");
                     }
+                    act.refresh_materialized(ctx);
                 }),
         );
     }
