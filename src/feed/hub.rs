@@ -47,6 +47,8 @@ impl ServerMsg<'_> {
 pub struct Subscription {
     pub snapshot: ByteString,
     pub updates: broadcast::Receiver<ByteString>,
+    /// Whether the data is stale right now (the status frames before this were not seen).
+    pub stale: bool,
 }
 
 #[derive(Debug)]
@@ -81,6 +83,7 @@ impl Hub {
         Subscription {
             snapshot,
             updates: ch.tx.subscribe(),
+            stale: false,
         }
     }
 

@@ -6,4 +6,4 @@ pub mod hub;
 pub mod poller;
 
 pub use hub::{ServerMsg, Subscription};
-pub use poller::{IsStale as IsStaleMsg, Poller, Subscribe};
+pub use poller::{Poller, Subscribe};

@@ -320,7 +320,7 @@ impl Handler<Subscribe> for Poller {
 
     fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) -> Self::Result {
         let candles = &self.candles;
-        let sub = self.hub.subscribe(&msg.symbol, msg.interval, || {
+        let mut sub = self.hub.subscribe(&msg.symbol, msg.interval, || {
             let series = candles.series(&msg.symbol, msg.interval);
             ServerMsg::Snapshot {
                 symbol: &msg.symbol,
@@ -329,19 +329,9 @@ impl Handler<Subscribe> for Poller {
             }
             .to_frame()
         });
+        // Read together with the snapshot: a status sent before it is never missed, one sent
+        // after it is in `updates`.
+        sub.stale = self.stale_since.is_some();
         MessageResult(sub)
-    }
-}
-
-/// Whether viewers currently see stale data (sent to a viewer right after its snapshot).
-#[derive(Message)]
-#[rtype(result = "bool")]
-pub struct IsStale;
-
-impl Handler<IsStale> for Poller {
-    type Result = bool;
-
-    fn handle(&mut self, _: IsStale, _: &mut Self::Context) -> bool {
-        self.stale_since.is_some()
     }
 }

@@ -1,5 +1,6 @@
 //! `GET /ws`: a snapshot, then updates, for one symbol and interval at a time.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use actix::Addr;
@@ -10,10 +11,11 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::domain::{Interval, Symbol};
 use crate::error::AppError;
-use crate::feed::{IsStaleMsg, Poller, ServerMsg, Subscribe, Subscription};
+use crate::feed::{Poller, ServerMsg, Subscribe, Subscription};
 use crate::startup::AppState;
 
 /// Ping cadence; keep ≤ a third of CLIENT_TIMEOUT.
@@ -22,6 +24,8 @@ const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
 /// A viewer that has not taken a frame for this long is closed.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the close frame may wait for room in the queue of a viewer that stopped reading.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Viewers only send small `subscribe` messages.
 const MAX_FRAME_BYTES: usize = 4 * 1024;
 
@@ -84,16 +88,19 @@ async fn ws_candles(
         default_symbol: state.default_symbol.clone(),
         shutdown: state.shutdown.clone(),
     };
+    let span = tracing::info_span!("viewer", %peer, %symbol, %interval);
     // MessageStream is !Send: the session runs on this worker's local task set.
-    rt::spawn(async move {
-        let span = tracing::info_span!("viewer", %peer, %symbol, %interval);
-        let _enter = span.enter();
-        metrics::gauge!("candlewick_ws_sessions").increment(1.0);
-        let reason = viewer.run(session.clone(), stream, symbol, interval).await;
-        metrics::gauge!("candlewick_ws_sessions").decrement(1.0);
-        tracing::debug!(?reason, "viewer disconnected");
-        let _ = session.close(reason).await;
-    });
+    rt::spawn(
+        async move {
+            metrics::gauge!("candlewick_ws_sessions").increment(1.0);
+            let reason = viewer.run(session.clone(), stream, symbol, interval).await;
+            metrics::gauge!("candlewick_ws_sessions").decrement(1.0);
+            tracing::debug!(?reason, "viewer disconnected");
+            // A viewer that stopped reading has no room for the close frame: don't wait on it.
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.close(reason)).await;
+        }
+        .instrument(span),
+    );
     Ok(response)
 }
 
@@ -129,51 +136,24 @@ impl Viewer {
         let Some(mut sub) = self.subscribe(&symbol, interval).await else {
             return going_away;
         };
-        if !send(&mut session, sub.snapshot.clone()).await {
-            return None;
-        }
-        if self.poller.send(IsStaleMsg).await.unwrap_or(false)
-            && !send(&mut session, stale_frame(true)).await
-        {
+        if !send_snapshot(&mut session, &sub, false).await {
             return None;
         }
         let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut last_seen = Instant::now();
         loop {
+            // Biased: the peer's own messages (pings, subscribes) are taken before the silence
+            // check, also when the loop was held up sending to a slow reader.
             tokio::select! {
-                update = sub.updates.recv() => match update {
-                    Ok(frame) => {
-                        if !send(&mut session, frame).await {
-                            return None;
-                        }
-                    }
-                    Err(RecvError::Lagged(missed)) => {
-                        // Fell behind: a fresh snapshot instead of a backlog.
-                        tracing::debug!(missed, "viewer lagged; resending the snapshot");
-                        metrics::counter!("candlewick_viewer_resyncs_total").increment(1);
-                        let Some(fresh) = self.subscribe(&symbol, interval).await else { return going_away };
-                        sub = fresh;
-                        if !send(&mut session, sub.snapshot.clone()).await {
-                            return None;
-                        }
-                    }
-                    Err(RecvError::Closed) => return going_away,
-                },
-                _ = heartbeat.tick() => {
-                    if last_seen.elapsed() > CLIENT_TIMEOUT {
-                        return Some(CloseReason { code: CloseCode::Policy, description: Some("no heartbeat".into()) });
-                    }
-                    if session.ping(b"").await.is_err() {
-                        return None;
-                    }
-                }
+                biased;
+                _ = self.shutdown.cancelled() => return going_away,
                 msg = stream.next() => {
                     let Some(Ok(msg)) = msg else { return None };
                     last_seen = Instant::now();
                     match msg {
                         AggregatedMessage::Ping(bytes) => {
-                            if session.pong(&bytes).await.is_err() {
+                            if !within_send_timeout(session.pong(&bytes)).await {
                                 return None;
                             }
                         }
@@ -184,7 +164,7 @@ impl Viewer {
                                 Ok((s, i)) => {
                                     let Some(fresh) = self.subscribe(&s, i).await else { return going_away };
                                     (symbol, interval, sub) = (s, i, fresh);
-                                    if !send(&mut session, sub.snapshot.clone()).await {
+                                    if !send_snapshot(&mut session, &sub, false).await {
                                         return None;
                                     }
                                 }
@@ -198,7 +178,33 @@ impl Viewer {
                         }
                     }
                 }
-                _ = self.shutdown.cancelled() => return going_away,
+                update = sub.updates.recv() => match update {
+                    Ok(frame) => {
+                        if !send(&mut session, frame).await {
+                            return None;
+                        }
+                    }
+                    Err(RecvError::Lagged(missed)) => {
+                        // Fell behind: a fresh snapshot instead of a backlog.
+                        tracing::debug!(missed, "viewer lagged; resending the snapshot");
+                        metrics::counter!("candlewick_viewer_resyncs_total").increment(1);
+                        let Some(fresh) = self.subscribe(&symbol, interval).await else { return going_away };
+                        sub = fresh;
+                        // The skipped frames may have held a status change: restate it.
+                        if !send_snapshot(&mut session, &sub, true).await {
+                            return None;
+                        }
+                    }
+                    Err(RecvError::Closed) => return going_away,
+                },
+                _ = heartbeat.tick() => {
+                    if last_seen.elapsed() > CLIENT_TIMEOUT {
+                        return Some(CloseReason { code: CloseCode::Policy, description: Some("no heartbeat".into()) });
+                    }
+                    if !within_send_timeout(session.ping(b"")).await {
+                        return None;
+                    }
+                }
             }
         }
     }
@@ -221,8 +227,24 @@ fn stale_frame(stale: bool) -> ByteString {
 
 /// Sends one frame; false when the viewer is gone or has not read for SEND_TIMEOUT.
 async fn send(session: &mut actix_ws::Session, frame: ByteString) -> bool {
+    within_send_timeout(session.text(frame)).await
+}
+
+/// The snapshot, then the status when stale (or, with `always_status`, in any case).
+async fn send_snapshot(
+    session: &mut actix_ws::Session,
+    sub: &Subscription,
+    always_status: bool,
+) -> bool {
+    send(session, sub.snapshot.clone()).await
+        && (!(sub.stale || always_status) || send(session, stale_frame(sub.stale)).await)
+}
+
+/// Any frame, pings and pongs included: a viewer whose queue stays full for SEND_TIMEOUT has
+/// stopped reading, and waiting on it without a limit would keep its session alive for good.
+async fn within_send_timeout(sending: impl Future<Output = Result<(), actix_ws::Closed>>) -> bool {
     matches!(
-        tokio::time::timeout(SEND_TIMEOUT, session.text(frame)).await,
+        tokio::time::timeout(SEND_TIMEOUT, sending).await,
         Ok(Ok(()))
     )
 }
