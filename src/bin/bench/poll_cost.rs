@@ -139,8 +139,25 @@ async fn query_costs(pool: &PgPool, args: &PollCostArgs) -> anyhow::Result<Query
     say!("{storage}: loading {:?} at {} ticks/s", args.span, args.ticks_per_sec);
     let end = Utc::now();
     let started = Instant::now();
+    let timescale = flavour == candlewick::db::Flavour::TimescaleDb;
+    // TimescaleDB 2.27 logs no continuous-aggregate invalidation for a COPY into a hypertable
+    // that has a statement trigger with a transition table (our journal), so history loaded
+    // below the refresh policy's watermark would never be materialized. History needs no journal.
+    if timescale {
+        sqlx::query("DROP TRIGGER ticks_journal_insert ON ticks").execute(pool).await?;
+    }
     let ticks = setup::load_history(pool, end, args.span, args.ticks_per_sec).await?;
-    if flavour == candlewick::db::Flavour::TimescaleDb {
+    if timescale {
+        sqlx::query(
+            r#"
+            CREATE TRIGGER ticks_journal_insert AFTER INSERT ON ticks
+                REFERENCING NEW TABLE AS new_rows
+                FOR EACH STATEMENT EXECUTE FUNCTION candlewick_ticks_changed()
+            "#,
+        )
+        .execute(pool)
+        .await
+        .context("restoring the journal trigger")?;
         sqlx::query("CALL refresh_continuous_aggregate('one_min_candle', NULL, NULL)")
             .execute(pool)
             .await
