@@ -89,6 +89,11 @@ struct QueryCosts {
     tutorial_query: Summary,
     raw_aggregation: Summary,
     /// tutorial p50 / poll p50, and the same at p99.
+    /// Mean execution time inside PostgreSQL (pg_stat_statements; no planning, no round trip).
+    poll_exec_ms: Option<f64>,
+    tutorial_exec_ms: Option<f64>,
+    raw_exec_ms: Option<f64>,
+    tutorial_over_poll_exec: Option<f64>,
     tutorial_over_poll_p50: f64,
     tutorial_over_poll_p99: f64,
     raw_over_poll_p50: f64,
@@ -104,7 +109,7 @@ pub async fn run(args: PollCostArgs) -> anyhow::Result<Value> {
         let name = "candlewick_bench_poll";
         let result = async {
             let (url, pool, _) = cluster.scratch(name).await?;
-            let costs = query_costs(&pool, &args).await?;
+            let costs = query_costs(&pool, &args, Some((&cluster, name))).await?;
             let qps = statements_per_second(&cluster, name, &url, &args, &work).await?;
             pool.close().await;
             anyhow::Ok((costs, qps))
@@ -121,7 +126,7 @@ pub async fn run(args: PollCostArgs) -> anyhow::Result<Value> {
         let name = "candlewick_bench_poll";
         let result = async {
             let (_, pool, _) = cluster.scratch(name).await?;
-            let costs = query_costs(&pool, &args).await;
+            let costs = query_costs(&pool, &args, None).await;
             pool.close().await;
             costs
         }
@@ -133,7 +138,38 @@ pub async fn run(args: PollCostArgs) -> anyhow::Result<Value> {
     Ok(Value::Object(report))
 }
 
-async fn query_costs(pool: &PgPool, args: &PollCostArgs) -> anyhow::Result<QueryCosts> {
+/// Mean server-side execution time (ms) of the statements starting with each prefix, from
+/// pg_stat_statements (planning and the round trip excluded).
+async fn exec_times(cluster: &Cluster, db: &str, prefixes: &[&str]) -> anyhow::Result<Vec<Option<f64>>> {
+    let mut conn = cluster.admin().await?;
+    let rows: Vec<(String, f64)> = sqlx::query_as(
+        r#"
+        SELECT s.query, s.mean_exec_time
+        FROM pg_stat_statements s
+        JOIN pg_database d ON d.oid = s.dbid
+        WHERE d.datname = $1
+        "#,
+    )
+    .bind(db)
+    .fetch_all(&mut conn)
+    .await
+    .context("reading pg_stat_statements")?;
+    conn.close().await.ok();
+    Ok(prefixes
+        .iter()
+        .map(|p| rows.iter().find(|(q, _)| q.trim_start().starts_with(p)).map(|(_, t)| *t))
+        .collect())
+}
+
+async fn enable_stat_statements(cluster: &Cluster) -> bool {
+    let Ok(mut admin) = cluster.admin().await else { return false };
+    let ok = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(&mut admin).await.is_ok()
+        && sqlx::query("SELECT pg_stat_statements_reset()").execute(&mut admin).await.is_ok();
+    admin.close().await.ok();
+    ok
+}
+
+async fn query_costs(pool: &PgPool, args: &PollCostArgs, stats_of: Option<(&Cluster, &str)>) -> anyhow::Result<QueryCosts> {
     let flavour = candlewick::db::Flavour::detect(pool).await?;
     let storage = flavour.describe(pool).await?;
     say!("{storage}: loading {:?} at {} ticks/s", args.span, args.ticks_per_sec);
@@ -166,6 +202,10 @@ async fn query_costs(pool: &PgPool, args: &PollCostArgs) -> anyhow::Result<Query
     let load_seconds = started.elapsed().as_secs_f64();
     say!("loaded {ticks} ticks in {load_seconds:.1} s");
 
+    let stat_statements = match stats_of {
+        Some((cluster, _)) => enable_stat_statements(cluster).await,
+        None => false,
+    };
     // Our poll: a second of new ticks, then one poll_changes.
     let (mut position, _) = journal::load_window(pool, end - chrono::Duration::minutes(1)).await?;
     let per_poll = args.ticks_per_sec.round().max(1.0) as usize;
@@ -208,7 +248,15 @@ async fn query_costs(pool: &PgPool, args: &PollCostArgs) -> anyhow::Result<Query
     }
     let raw = Summary::of(&raw);
     say!("raw aggregation: p50 {:.1} ms p99 {:.1} ms", raw.p50_ms, raw.p99_ms);
+    let exec = match stats_of {
+        Some((cluster, db)) if stat_statements => exec_times(cluster, db, &["WITH prev AS", "SELECT bucket, open", "SELECT date_bin"]).await?,
+        _ => vec![None, None, None],
+    };
     Ok(QueryCosts {
+        poll_exec_ms: exec[0],
+        tutorial_exec_ms: exec[1],
+        raw_exec_ms: exec[2],
+        tutorial_over_poll_exec: exec[0].zip(exec[1]).map(|(p, t)| ratio(t, p)),
         storage,
         ticks,
         load_seconds,
@@ -261,9 +309,7 @@ async fn statements_per_second(
     work: &std::path::Path,
 ) -> anyhow::Result<Value> {
     // The view lives where we read it from (the maintenance database); it shows every database.
-    let mut admin = cluster.admin().await?;
-    let stat_statements = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(&mut admin).await.is_ok();
-    admin.close().await.ok();
+    let stat_statements = enable_stat_statements(cluster).await;
     if !stat_statements {
         say!("pg_stat_statements is not available: counting committed transactions only");
     }
