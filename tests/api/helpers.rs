@@ -27,7 +27,23 @@ fn cluster() -> &'static EmbeddedPostgres {
             candlewick::telemetry::init();
         }
         // A fixed place under target/, so later runs reuse the cluster instead of running initdb.
-        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-cluster");
+        // Runs at the same time (one target dir, several people) each lock a slot of their own:
+        // sharing one would stop the other's cluster and drop its databases mid-test.
+        let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let dir = (0..16)
+            .find_map(|slot| {
+                let dir = root.join(match slot {
+                    0 => "test-cluster".to_owned(),
+                    n => format!("test-cluster-{n}"),
+                });
+                let lock = std::fs::File::create(dir.with_extension("lock")).ok()?;
+                let held =
+                    nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+                        .ok()?;
+                std::mem::forget(held); // held until this process exits
+                Some(dir)
+            })
+            .expect("a free test cluster slot (16 runs at once?)");
         std::fs::create_dir_all(&dir).expect("creating the test cluster dir");
         let options = embedded::Options { unsafe_fast: true, port: None };
         EmbeddedPostgres::start(&dir, &options).expect("starting the test PostgreSQL cluster")
@@ -106,11 +122,12 @@ pub fn test_settings(extra: &[&str]) -> Settings {
         "--bind",
         "127.0.0.1:0",
         "--no-demo",
-        "--poll-interval",
-        "200ms",
         "--admin-token",
         TOKEN,
     ];
+    if !extra.contains(&"--poll-interval") {
+        args.extend(["--poll-interval", "200ms"]);
+    }
     args.extend_from_slice(extra);
     Cli::try_parse_from(args).expect("test settings parse").serve
 }
