@@ -4,6 +4,7 @@
 mod helpers;
 mod smoke;
 mod candles;
+mod ws;
 mod journal;
 mod api_errors;
 mod tutorial;

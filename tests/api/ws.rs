@@ -1,0 +1,996 @@
+//! `/ws` with a real WebSocket client: the snapshot, updates after API and psql writes, channel
+//! switches, a viewer that stops reading, and a database outage.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Generous limit for anything the server should do within a poll or two (tests poll every
+/// 200 ms); it only keeps a broken server from hanging the run.
+const WAIT: Duration = Duration::from_secs(10);
+/// A viewer that has not taken a frame for this long is closed by the server.
+const SERVER_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long "nothing more arrives" is watched for: several polls.
+const QUIET: Duration = Duration::from_millis(1000);
+
+/// A candle as the wire has it: `[t, open, high, low, close, volume]`.
+fn candle(t: i64, o: f64, h: f64, l: f64, c: f64, v: f64) -> Value {
+    json!([t, o, h, l, c, v])
+}
+
+fn rfc3339(t: i64) -> String {
+    DateTime::<Utc>::from_timestamp(t, 0)
+        .expect("a valid time")
+        .to_rfc3339()
+}
+
+fn tick(t: i64, symbol: &str, price: f64, volume: f64) -> Value {
+    json!({ "time": rfc3339(t), "symbol": symbol, "price": price, "volume": volume })
+}
+
+fn bucket_of(t: i64, width: i64) -> i64 {
+    t.div_euclid(width) * width
+}
+
+fn now() -> i64 {
+    Utc::now().timestamp()
+}
+
+async fn connect(app: &TestApp, query: &str) -> Ws {
+    let (ws, _) = tokio_tungstenite::connect_async(app.ws_url(query))
+        .await
+        .unwrap_or_else(|e| panic!("WebSocket handshake for /ws?{query}: {e}"));
+    ws
+}
+
+/// The next JSON text frame (pings and pongs skipped), or `None` when none comes `within`.
+async fn recv_within(ws: &mut Ws, within: Duration) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let frame = tokio::time::timeout_at(deadline, ws.next()).await.ok()?;
+        match frame
+            .expect("the server ended the connection")
+            .expect("a WebSocket frame")
+        {
+            Message::Text(text) => {
+                return Some(serde_json::from_str(&text).expect("a JSON text frame"));
+            }
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+async fn recv(ws: &mut Ws, what: &str) -> Value {
+    recv_within(ws, WAIT)
+        .await
+        .unwrap_or_else(|| panic!("no frame within {WAIT:?} while waiting for {what}"))
+}
+
+/// Asserts that no frame arrives for a while.
+async fn assert_quiet(ws: &mut Ws, why: &str) {
+    if let Some(frame) = recv_within(ws, QUIET).await {
+        panic!("{why}, yet this arrived: {frame}");
+    }
+}
+
+/// Connects until the snapshot has `n` candles (the poller may not have read the latest writes).
+async fn snapshot_with(app: &TestApp, query: &str, n: usize) -> (Ws, Value) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut ws = connect(app, query).await;
+        let snapshot = recv(&mut ws, "the snapshot").await;
+        assert_eq!(
+            snapshot["type"], "snapshot",
+            "the first frame is the snapshot: {snapshot}"
+        );
+        let got = snapshot["candles"].as_array().map_or(0, Vec::len);
+        if got == n {
+            return (ws, snapshot);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the {query} snapshot has {got} candles, not {n}: {snapshot}"
+        );
+        let _ = ws.close(None).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// OHLCV per `width`-second bucket, computed here from the ticks: the reference the server's
+/// candles are compared with. Ticks are `(t, price, volume)`, in any order.
+fn reference_candles(ticks: &[(i64, f64, f64)], width: i64) -> Vec<Value> {
+    let mut sorted = ticks.to_vec();
+    sorted.sort_by_key(|t| t.0);
+    let mut buckets: BTreeMap<i64, [f64; 5]> = BTreeMap::new();
+    for (t, p, v) in sorted {
+        buckets
+            .entry(bucket_of(t, width))
+            .and_modify(|c| {
+                c[1] = c[1].max(p);
+                c[2] = c[2].min(p);
+                c[3] = p;
+                c[4] += v;
+            })
+            .or_insert([p, p, p, p, v]);
+    }
+    buckets
+        .into_iter()
+        .map(|(b, [o, h, l, c, v])| candle(b, o, h, l, c, v))
+        .collect()
+}
+
+/// The frame is an update for `symbol`/`interval` with exactly these candles and removals.
+fn assert_update(frame: &Value, symbol: &str, interval: &str, candles: &[Value], removed: &[i64]) {
+    let expected = json!({ "type": "update", "symbol": symbol, "interval": interval, "candles": candles, "removed": removed });
+    assert_eq!(frame, &expected, "the update after the change");
+}
+
+#[actix_web::test]
+async fn the_snapshot_lists_every_candle_of_the_window_ascending_and_rolled_up() {
+    let app = spawn_app().await;
+    // Arrange: known ticks over six minutes an hour ago, out of order, plus another symbol.
+    let base = bucket_of(now() - 3600, 300);
+    let ticks = [
+        (base + 60 + 50, 101.0, 0.25),
+        (base, 100.0, 1.0),
+        (base + 30, 105.0, 0.5),
+        (base + 60 + 10, 95.0, 2.0),
+        (base + 240 + 5, 110.0, 1.0),
+        (base + 300 + 1, 90.0, 0.5),
+    ];
+    let mut body: Vec<Value> = ticks
+        .iter()
+        .map(|&(t, p, v)| tick(t, "BTC/USD", p, v))
+        .collect();
+    body.push(tick(base + 5, "ETH/USD", 3400.0, 1.0));
+    assert_eq!(app.post_ticks_json(&json!(body)).await.status(), 201);
+
+    // Act + Assert: every interval, each against candles computed here from the ticks.
+    for (interval, width) in [
+        ("1m", 60),
+        ("5m", 300),
+        ("15m", 900),
+        ("1h", 3600),
+        ("4h", 14_400),
+        ("1d", 86_400),
+    ] {
+        let expected = reference_candles(&ticks, width);
+        let (mut ws, snapshot) = snapshot_with(
+            &app,
+            &format!("symbol=BTC/USD&interval={interval}"),
+            expected.len(),
+        )
+        .await;
+        assert_eq!(snapshot["symbol"], "BTC/USD", "{snapshot}");
+        assert_eq!(snapshot["interval"], interval, "{snapshot}");
+        let candles = snapshot["candles"].as_array().expect("a candles array");
+        let mut previous = i64::MIN;
+        for c in candles {
+            let c = c.as_array().expect("a candle is an array");
+            assert_eq!(c.len(), 6, "[t, open, high, low, close, volume]: {c:?}");
+            let t = c[0].as_i64().expect("t is an integer");
+            assert!(
+                c[1..].iter().all(Value::is_f64),
+                "prices and volume are numbers: {c:?}"
+            );
+            assert_eq!(t % width, 0, "t={t} starts a {interval} bucket");
+            assert!(t > previous, "strictly ascending: {t} after {previous}");
+            previous = t;
+        }
+        assert_eq!(candles, &expected, "the {interval} snapshot");
+        if interval == "1m" {
+            // Only when something changed: nothing follows the snapshot while nothing is written.
+            assert_quiet(&mut ws, "nothing was written after the snapshot").await;
+        }
+    }
+    let (_, eth) = snapshot_with(&app, "symbol=ETH/USD", 1).await;
+    assert_eq!(
+        eth["candles"],
+        json!([candle(base, 3400.0, 3400.0, 3400.0, 3400.0, 1.0)])
+    );
+    // The default channel is the configured symbol at 1m.
+    let (_, default) = snapshot_with(&app, "", 4).await;
+    assert_eq!(
+        (&default["symbol"], &default["interval"]),
+        (&json!("BTC/USD"), &json!("1m"))
+    );
+}
+
+#[actix_web::test]
+async fn an_api_insert_reaches_viewers_as_one_update_per_interval() {
+    let app = spawn_app().await;
+    let (mut m1, _) = snapshot_with(&app, "symbol=BTC/USD&interval=1m", 0).await;
+    let (mut m5, _) = snapshot_with(&app, "symbol=BTC/USD&interval=5m", 0).await;
+    // The minute that just ended: both ticks below are in the past.
+    let minute = bucket_of(now(), 60) - 60;
+
+    assert_eq!(
+        app.post_ticks_json(&tick(minute + 40, "BTC/USD", 61_057.0, 0.5))
+            .await
+            .status(),
+        201
+    );
+    let one = candle(minute, 61_057.0, 61_057.0, 61_057.0, 61_057.0, 0.5);
+    assert_update(
+        &recv(&mut m1, "the 1m update").await,
+        "BTC/USD",
+        "1m",
+        &[one],
+        &[],
+    );
+    let five = candle(
+        bucket_of(minute, 300),
+        61_057.0,
+        61_057.0,
+        61_057.0,
+        61_057.0,
+        0.5,
+    );
+    assert_update(
+        &recv(&mut m5, "the 5m update").await,
+        "BTC/USD",
+        "5m",
+        &[five],
+        &[],
+    );
+
+    // A second tick in the same minute, earlier than the first: open changes, close does not.
+    assert_eq!(
+        app.post_ticks_json(&tick(minute + 20, "BTC/USD", 61_000.0, 0.25))
+            .await
+            .status(),
+        201
+    );
+    let merged = candle(minute, 61_000.0, 61_057.0, 61_000.0, 61_057.0, 0.75);
+    assert_update(
+        &recv(&mut m1, "the 1m update after the second tick").await,
+        "BTC/USD",
+        "1m",
+        &[merged],
+        &[],
+    );
+    assert_quiet(&mut m1, "one update per change").await;
+    // Another symbol's tick is not this channel's business.
+    assert_eq!(
+        app.post_ticks_json(&tick(minute + 30, "ETH/USD", 3_400.0, 1.0))
+            .await
+            .status(),
+        201
+    );
+    assert_quiet(&mut m1, "only ETH/USD changed").await;
+}
+
+/// Edits made by another program, straight in the database, to a minute three days old: the
+/// viewer gets the corrected candle, and `removed` once the minute's last tick is gone.
+async fn psql_edits_of_an_old_minute_reach_viewers(app: &TestApp) {
+    let minute = bucket_of(now() - 3 * 86_400, 60);
+    let hour = bucket_of(minute, 3600);
+    let (a, b) = (rfc3339(minute + 10), rfc3339(minute + 40));
+    app.psql(&format!(
+        "INSERT INTO ticks (time, symbol, price, volume) VALUES ('{a}', 'BTC/USD', 200, 1), ('{b}', 'BTC/USD', 210, 2)"
+    ));
+    let timescaledb = app
+        .psql("SELECT value FROM candlewick_meta WHERE key = 'flavour'")
+        .trim()
+        == "timescaledb";
+    if timescaledb {
+        // Materialize the minute, so the edits below change already-materialized data.
+        app.psql(&format!(
+            "CALL refresh_continuous_aggregate('one_min_candle', '{}', '{}')",
+            rfc3339(hour),
+            rfc3339(hour + 3600)
+        ));
+    }
+    let (mut m1, snapshot) = snapshot_with(app, "symbol=BTC/USD&interval=1m", 1).await;
+    assert_eq!(
+        snapshot["candles"],
+        json!([candle(minute, 200.0, 210.0, 200.0, 210.0, 3.0)])
+    );
+    let (mut h1, _) = snapshot_with(app, "symbol=BTC/USD&interval=1h", 1).await;
+
+    app.psql(&format!(
+        "UPDATE ticks SET price = 190 WHERE symbol = 'BTC/USD' AND time = '{b}'"
+    ));
+    let corrected = candle(minute, 200.0, 200.0, 190.0, 190.0, 3.0);
+    assert_update(
+        &recv(&mut m1, "the corrected candle").await,
+        "BTC/USD",
+        "1m",
+        &[corrected],
+        &[],
+    );
+    let corrected_hour = candle(hour, 200.0, 200.0, 190.0, 190.0, 3.0);
+    assert_update(
+        &recv(&mut h1, "the corrected hour").await,
+        "BTC/USD",
+        "1h",
+        &[corrected_hour],
+        &[],
+    );
+    // Readers of `one_min_candle` (the tutorial's SQL) see the correction too.
+    let row = format!(
+        "SELECT concat_ws(',', open, high, low, close, volume) FROM one_min_candle WHERE bucket = '{}'",
+        rfc3339(minute)
+    );
+    crate::helpers::eventually(WAIT, "the corrected one_min_candle row", || async {
+        (app.psql(&row).trim() == "200,200,190,190,3").then_some(())
+    })
+    .await;
+
+    app.psql(&format!(
+        "DELETE FROM ticks WHERE symbol = 'BTC/USD' AND time = '{a}'"
+    ));
+    let rest = candle(minute, 190.0, 190.0, 190.0, 190.0, 2.0);
+    assert_update(
+        &recv(&mut m1, "the candle without the deleted tick").await,
+        "BTC/USD",
+        "1m",
+        &[rest],
+        &[],
+    );
+    recv(&mut h1, "the hour without the deleted tick").await;
+
+    app.psql(&format!(
+        "DELETE FROM ticks WHERE symbol = 'BTC/USD' AND time = '{b}'"
+    ));
+    assert_update(
+        &recv(&mut m1, "the removal").await,
+        "BTC/USD",
+        "1m",
+        &[],
+        &[minute],
+    );
+    assert_update(
+        &recv(&mut h1, "the hour's removal").await,
+        "BTC/USD",
+        "1h",
+        &[],
+        &[hour],
+    );
+
+    // A new viewer's snapshot agrees, and so does `one_min_candle`.
+    let (_, after) = snapshot_with(app, "symbol=BTC/USD&interval=1m", 0).await;
+    assert_eq!(after["candles"], json!([]));
+    crate::helpers::eventually(
+        WAIT,
+        "no one_min_candle row for the emptied minute",
+        || async { app.psql(&row).trim().is_empty().then_some(()) },
+    )
+    .await;
+}
+
+#[actix_web::test]
+async fn psql_edits_of_an_old_minute_reach_viewers_on_postgresql() {
+    let app = spawn_app().await;
+    psql_edits_of_an_old_minute_reach_viewers(&app).await;
+}
+
+#[actix_web::test]
+async fn psql_edits_of_an_old_minute_reach_viewers_on_timescaledb() {
+    let Some(app) = timescaledb_app().await else {
+        eprintln!("skipped: set CANDLEWICK_TEST_TIMESCALEDB_URL to run this test on TimescaleDB");
+        return;
+    };
+    assert_eq!(
+        app.psql("SELECT value FROM candlewick_meta WHERE key = 'flavour'")
+            .trim(),
+        "timescaledb"
+    );
+    psql_edits_of_an_old_minute_reach_viewers(&app).await;
+    app.stop().await;
+    app.pool.close().await;
+    drop_timescaledb_database(&app.db_name).await;
+}
+
+async fn timescaledb_admin() -> Option<(secrecy::SecretString, sqlx::PgConnection)> {
+    use sqlx::Connection;
+    let server: secrecy::SecretString = std::env::var("CANDLEWICK_TEST_TIMESCALEDB_URL")
+        .ok()?
+        .into();
+    let options =
+        candlewick::db::connect_options(&server).expect("CANDLEWICK_TEST_TIMESCALEDB_URL parses");
+    let admin = sqlx::PgConnection::connect_with(&options)
+        .await
+        .expect("connecting to the TimescaleDB server");
+    Some((server, admin))
+}
+
+/// A server over a fresh database on the TimescaleDB server named by
+/// `CANDLEWICK_TEST_TIMESCALEDB_URL`, or `None` when that is not set.
+async fn timescaledb_app() -> Option<TestApp> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (server, mut admin) = timescaledb_admin().await?;
+    let name = format!(
+        "ws_test_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
+        .execute(&mut admin)
+        .await
+        .expect("creating a test database on the TimescaleDB server");
+    let mut url = url::Url::parse(secrecy::ExposeSecret::expose_secret(&server)).expect("a URL");
+    url.set_path(&name);
+    let url: secrecy::SecretString = url.to_string().into();
+    let pool = sqlx::PgPool::connect_with(candlewick::db::connect_options(&url).expect("URL"))
+        .await
+        .expect("connecting");
+    candlewick::db::migrate(&pool)
+        .await
+        .expect("migrating the TimescaleDB test database");
+    pool.close().await;
+    Some(crate::helpers::spawn_app_on(name, url, &[]).await)
+}
+
+async fn drop_timescaledb_database(name: &str) {
+    if let Some((_, mut admin)) = timescaledb_admin().await {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#
+        )))
+        .execute(&mut admin)
+        .await
+        .expect("dropping the TimescaleDB test database");
+    }
+}
+
+#[actix_web::test]
+async fn subscribing_switches_the_channel_and_the_old_one_falls_silent() {
+    let app = spawn_app().await;
+    let minute = bucket_of(now(), 60) - 600;
+    let body = json!([
+        tick(minute + 1, "BTC/USD", 61_000.0, 1.0),
+        tick(minute + 2, "ETH/USD", 3_400.0, 2.0)
+    ]);
+    assert_eq!(app.post_ticks_json(&body).await.status(), 201);
+    let (mut ws, _) = snapshot_with(&app, "symbol=BTC/USD&interval=1m", 1).await;
+
+    ws.send(Message::text(
+        r#"{"type":"subscribe","symbol":"ETH/USD","interval":"5m"}"#,
+    ))
+    .await
+    .expect("sending");
+    let snapshot = recv(&mut ws, "the ETH/USD 5m snapshot").await;
+    let eth = candle(
+        bucket_of(minute, 300),
+        3_400.0,
+        3_400.0,
+        3_400.0,
+        3_400.0,
+        2.0,
+    );
+    assert_eq!(
+        snapshot,
+        json!({ "type": "snapshot", "symbol": "ETH/USD", "interval": "5m", "candles": [eth] })
+    );
+
+    // BTC/USD first, then ETH/USD: only the ETH/USD update may arrive.
+    assert_eq!(
+        app.post_ticks_json(&tick(minute + 10, "BTC/USD", 62_000.0, 1.0))
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        app.post_ticks_json(&tick(minute + 20, "ETH/USD", 3_500.0, 1.0))
+            .await
+            .status(),
+        201
+    );
+    let eth = candle(
+        bucket_of(minute, 300),
+        3_400.0,
+        3_500.0,
+        3_400.0,
+        3_500.0,
+        3.0,
+    );
+    assert_update(
+        &recv(&mut ws, "the ETH/USD update").await,
+        "ETH/USD",
+        "5m",
+        &[eth],
+        &[],
+    );
+    assert_quiet(&mut ws, "the BTC/USD channel was left").await;
+
+    // Subscribing without an interval means 1m.
+    ws.send(Message::text(r#"{"type":"subscribe","symbol":"BTC/USD"}"#))
+        .await
+        .expect("sending");
+    let snapshot = recv(&mut ws, "the BTC/USD 1m snapshot").await;
+    assert_eq!(
+        (
+            &snapshot["type"],
+            &snapshot["symbol"],
+            &snapshot["interval"]
+        ),
+        (&json!("snapshot"), &json!("BTC/USD"), &json!("1m"))
+    );
+    assert_eq!(
+        snapshot["candles"],
+        json!([candle(minute, 61_000.0, 62_000.0, 61_000.0, 62_000.0, 2.0)])
+    );
+}
+
+#[actix_web::test]
+async fn an_invalid_channel_is_refused_with_400_before_the_upgrade() {
+    let app = spawn_app().await;
+    let cases = [
+        ("interval=7m", "an unknown interval"),
+        ("interval=1M", "a wrongly cased interval"),
+        ("symbol=BTC%00USD", "a control character in the symbol"),
+        ("symbol=%20BTC", "a symbol with leading whitespace"),
+        (
+            "symbol=ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
+            "a symbol longer than 32 characters",
+        ),
+        (
+            "symbol=BTC%2FUSD&interval=",
+            "an empty interval is fine: default 1m",
+        ),
+    ];
+    for (query, why) in cases {
+        let res = tokio_tungstenite::connect_async(app.ws_url(query)).await;
+        if why.ends_with("default 1m") {
+            assert!(res.is_ok(), "{why}: /ws?{query} was refused");
+            continue;
+        }
+        match res {
+            Err(tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 400, "{why}: /ws?{query}");
+                let body: Value =
+                    serde_json::from_slice(response.body().as_deref().unwrap_or_default())
+                        .unwrap_or_else(|e| panic!("{why}: the 400 body is not JSON: {e}"));
+                assert!(
+                    body["error"].as_str().is_some_and(|e| !e.is_empty()),
+                    "{why}: {body}"
+                );
+            }
+            Ok(_) => panic!("{why}: /ws?{query} was upgraded"),
+            Err(e) => panic!("{why}: /ws?{query} failed with {e}"),
+        }
+    }
+}
+
+#[actix_web::test]
+async fn an_invalid_client_message_gets_an_error_frame_and_the_connection_stays_usable() {
+    let app = spawn_app().await;
+    let (mut ws, _) = snapshot_with(&app, "symbol=BTC/USD", 0).await;
+    let cases = [
+        ("hello", "not JSON"),
+        ("[1,2,3]", "not an object"),
+        (r#"{"type":"unsubscribe"}"#, "an unknown type"),
+        (r#"{"type":"subscribe"}"#, "no symbol"),
+        (
+            r#"{"type":"subscribe","symbol":"BTC/USD","interval":"7m"}"#,
+            "an unknown interval",
+        ),
+        (
+            r#"{"type":"subscribe","symbol":"BTC\u0007USD"}"#,
+            "a control character in the symbol",
+        ),
+        (
+            r#"{"type":"subscribe","symbol":42}"#,
+            "a number for a symbol",
+        ),
+    ];
+    for (text, why) in cases {
+        ws.send(Message::text(text)).await.expect("sending");
+        let frame = recv(&mut ws, why).await;
+        assert_eq!(frame["type"], "error", "{why}: {frame}");
+        assert!(
+            frame["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{why}: {frame}"
+        );
+    }
+    // Still usable: ping/pong, then a valid subscribe.
+    ws.send(Message::Ping("are you there".into()))
+        .await
+        .expect("sending a ping");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("a pong in time")
+        {
+            Some(Ok(Message::Pong(payload))) => {
+                assert_eq!(&payload[..], b"are you there");
+                break;
+            }
+            Some(Ok(Message::Ping(_))) => continue,
+            other => panic!("expected a pong, got {other:?}"),
+        }
+    }
+    ws.send(Message::text(
+        r#"{"type":"subscribe","symbol":"SOL/USD","interval":"1h"}"#,
+    ))
+    .await
+    .expect("sending");
+    let snapshot = recv(&mut ws, "the SOL/USD snapshot").await;
+    assert_eq!(
+        snapshot,
+        json!({ "type": "snapshot", "symbol": "SOL/USD", "interval": "1h", "candles": [] })
+    );
+
+    // A frame far beyond any subscribe message ends the connection instead of being buffered.
+    ws.send(Message::text("x".repeat(64 * 1024)))
+        .await
+        .expect("sending a large frame");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("the server to close in time")
+        {
+            None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(other)) => panic!("expected the connection to end, got {other:?}"),
+        }
+    }
+}
+
+/// Applies snapshot and update frames to a map of candles by `t`, as a chart would.
+#[derive(Default)]
+struct Chart {
+    candles: BTreeMap<i64, Value>,
+    snapshots: usize,
+    updates: usize,
+}
+
+impl Chart {
+    fn apply(&mut self, frame: &Value) {
+        let t_of = |c: &Value| c[0].as_i64().expect("t is an integer");
+        match frame["type"].as_str() {
+            Some("snapshot") => {
+                self.snapshots += 1;
+                self.candles = frame["candles"]
+                    .as_array()
+                    .expect("candles")
+                    .iter()
+                    .map(|c| (t_of(c), c.clone()))
+                    .collect();
+            }
+            Some("update") => {
+                self.updates += 1;
+                for c in frame["candles"].as_array().expect("candles") {
+                    self.candles.insert(t_of(c), c.clone());
+                }
+                for t in frame["removed"].as_array().expect("removed") {
+                    self.candles.remove(&t.as_i64().expect("a removed t"));
+                }
+            }
+            Some("status") => assert_eq!(frame["stale"], false, "the database is up: {frame}"),
+            _ => panic!("unexpected frame {frame}"),
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_viewer_that_stops_reading_is_resynced_while_another_gets_every_update() {
+    // Polls 50 ms apart: overflowing a viewer's queue takes more polls with changes than it holds.
+    let app = spawn_app_with(&["--poll-interval", "50ms"]).await;
+    // Arrange: a long history, so the snapshot alone overfills the slow viewer's socket buffers.
+    app.psql(
+        "INSERT INTO ticks (time, symbol, price, volume) \
+         SELECT g, 'BTC/USD', 61000 + (extract(epoch FROM g)::bigint / 60) % 997, 1 \
+         FROM generate_series(date_trunc('minute', now()) - interval '6 days', \
+                              date_trunc('minute', now()) - interval '3 hours', interval '1 minute') AS g",
+    );
+    let history: usize = app
+        .psql("SELECT count(*) FROM one_min_candle")
+        .trim()
+        .parse()
+        .expect("a count");
+    let (mut healthy, snapshot) = snapshot_with(&app, "symbol=BTC/USD", history).await;
+    let mut healthy_chart = Chart::default();
+    healthy_chart.apply(&snapshot);
+
+    // The slow viewer: a small receive buffer, and it never reads. It keeps pinging, as a live
+    // but stuck client would, so it is not dropped for silence.
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .set_recv_buffer_size(4096)
+        .expect("a small receive buffer");
+    let stream = socket
+        .connect(([127, 0, 0, 1], app.port).into())
+        .await
+        .expect("connecting");
+    let (slow, _) = tokio_tungstenite::client_async(app.ws_url("symbol=BTC/USD"), stream)
+        .await
+        .expect("handshake");
+    let (mut slow_tx, mut slow_rx) = slow.split();
+    let stuck_since = std::time::Instant::now();
+    let pinger = actix_web::rt::spawn(async move {
+        while slow_tx
+            .send(Message::Ping("still here".into()))
+            .await
+            .is_ok()
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+
+    // Act: first changes to the whole history, each an update as large as the snapshot: the
+    // socket buffers (a few megabytes on loopback) fill at once, then the session's queue.
+    const BULK: usize = 12;
+    for k in 1..=BULK {
+        app.psql("UPDATE ticks SET volume = volume + 1 WHERE time < date_trunc('minute', now()) - interval '150 minutes'");
+        let frame = recv(&mut healthy, &format!("whole-history update {k}")).await;
+        let candles = frame["candles"].as_array().expect("candles");
+        assert_eq!(candles.len(), history, "whole-history update {k}");
+        assert!(
+            candles.iter().all(|c| c[5] == json!(1.0 + k as f64)),
+            "whole-history update {k}: volumes"
+        );
+        healthy_chart.apply(&frame);
+    }
+    // Then inserts one poll apart, more than the per-viewer queue holds. The healthy viewer gets
+    // each one as its own update, in order, while the slow one is stuck.
+    const INSERTS: i64 = 100;
+    let base = bucket_of(now() - 2 * 3600, 60);
+    for i in 0..INSERTS {
+        let (t, price) = (base + i * 60, 1000.0 + i as f64);
+        assert_eq!(
+            app.post_ticks_json(&tick(t + 7, "BTC/USD", price, 1.0))
+                .await
+                .status(),
+            201
+        );
+        let frame = recv(&mut healthy, &format!("the update for insert {i}")).await;
+        assert_update(
+            &frame,
+            "BTC/USD",
+            "1m",
+            &[candle(t, price, price, price, price, 1.0)],
+            &[],
+        );
+        healthy_chart.apply(&frame);
+    }
+    let expected = (1, BULK + INSERTS as usize);
+    assert_eq!(
+        (healthy_chart.snapshots, healthy_chart.updates),
+        expected,
+        "the healthy viewer was never resynced"
+    );
+    assert_quiet(&mut healthy, "every insert has been seen").await;
+
+    // Assert: once the slow viewer reads again, it is brought up to date by a fresh snapshot
+    // rather than the whole backlog. Only if it was stuck for longer than the server's send
+    // timeout (a heavily loaded machine) may it have been dropped instead.
+    let stuck_for = stuck_since.elapsed();
+    let mut slow_chart = Chart::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut dropped = false;
+    while slow_chart.snapshots < 2 || slow_chart.candles != healthy_chart.candles {
+        let frame = tokio::time::timeout_at(deadline, slow_rx.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the slow viewer did not catch up ({} snapshots, {} updates, {} candles of {})",
+                    slow_chart.snapshots,
+                    slow_chart.updates,
+                    slow_chart.candles.len(),
+                    healthy_chart.candles.len()
+                )
+            });
+        match frame {
+            Some(Ok(Message::Text(text))) => {
+                slow_chart.apply(&serde_json::from_str(&text).expect("JSON"))
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            None | Some(Ok(Message::Close(_))) | Some(Err(_)) => {
+                dropped = true;
+                break;
+            }
+            Some(Ok(other)) => panic!("unexpected frame {other:?}"),
+        }
+    }
+    if dropped {
+        assert!(
+            stuck_for > SERVER_SEND_TIMEOUT,
+            "the slow viewer was dropped after only {stuck_for:?} instead of resynced"
+        );
+        eprintln!("the slow viewer was stuck for {stuck_for:?} and dropped (machine under load)");
+    } else {
+        assert!(
+            slow_chart.updates < expected.1,
+            "the slow viewer got {} updates: no backlog was skipped",
+            slow_chart.updates
+        );
+    }
+    pinger.abort();
+}
+
+/// A cluster of this test's own, so it can be stopped and started.
+struct OwnCluster {
+    dir: tempfile::TempDir,
+    pg: Option<candlewick::embedded::EmbeddedPostgres>,
+}
+
+impl OwnCluster {
+    async fn start(dir: tempfile::TempDir, port: u16) -> Self {
+        let path = dir.path().to_owned();
+        let options = candlewick::embedded::Options {
+            unsafe_fast: true,
+            port: Some(port),
+        };
+        let pg = tokio::task::spawn_blocking(move || {
+            candlewick::embedded::EmbeddedPostgres::start(&path, &options)
+        })
+        .await
+        .expect("the start-up task")
+        .expect("starting the test's own PostgreSQL cluster");
+        Self { dir, pg: Some(pg) }
+    }
+
+    fn url(&self) -> secrecy::SecretString {
+        self.pg
+            .as_ref()
+            .expect("a running cluster")
+            .url(candlewick::embedded::DB_NAME)
+    }
+
+    async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(pg) = self.pg.take() {
+            tokio::task::spawn_blocking(move || pg.stop())
+                .await
+                .expect("the stop task")
+                .expect("stopping the test's own cluster");
+        }
+        self.dir
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
+
+#[actix_web::test]
+async fn a_database_outage_marks_viewers_stale_and_the_missed_changes_arrive_afterwards() {
+    use std::os::unix::fs::PermissionsExt;
+    // Arrange: a dedicated cluster (the postgres user must reach the dir: the test runs as root).
+    let dir = tempfile::tempdir().expect("a temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod 0755");
+    let port = free_port();
+    let cluster = OwnCluster::start(dir, port).await;
+    candlewick::startup::ensure_database(cluster.pg.as_ref().expect("running"))
+        .await
+        .expect("creating the database");
+    let url = cluster.url();
+    let pool = sqlx::PgPool::connect_with(candlewick::db::connect_options(&url).expect("URL"))
+        .await
+        .expect("connecting");
+    candlewick::db::migrate(&pool).await.expect("migrating");
+    pool.close().await;
+    let app =
+        crate::helpers::spawn_app_on(candlewick::embedded::DB_NAME.to_owned(), url.clone(), &[])
+            .await;
+
+    let minute = bucket_of(now(), 60) - 600;
+    let (a, b, c) = (minute, minute + 60, minute + 120);
+    let body = json!([
+        tick(a + 5, "BTC/USD", 100.0, 1.0),
+        tick(b + 5, "BTC/USD", 200.0, 1.0)
+    ]);
+    assert_eq!(app.post_ticks_json(&body).await.status(), 201);
+    let (mut ws, _) = snapshot_with(&app, "symbol=BTC/USD", 2).await;
+    eventually_status(&app, "/readyz", 200).await;
+
+    // Act 1: the database goes away.
+    let dir = cluster.stop().await;
+    assert_eq!(
+        recv(&mut ws, "the stale status").await,
+        json!({ "type": "status", "stale": true })
+    );
+    eventually_status(&app, "/readyz", 503).await;
+    // The server keeps serving: liveness, and the chart from memory, marked stale.
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    let (mut late, snapshot) = snapshot_with(&app, "symbol=BTC/USD", 2).await;
+    assert_eq!(
+        snapshot["candles"][0],
+        candle(a, 100.0, 100.0, 100.0, 100.0, 1.0)
+    );
+    assert_eq!(
+        recv(&mut late, "the late viewer's status").await,
+        json!({ "type": "status", "stale": true })
+    );
+    // Once is enough: retries don't repeat it.
+    assert_quiet(&mut ws, "stale was already said").await;
+
+    // The database comes back, first where only this test reaches it: changes are written that
+    // the poller cannot read yet (its pool points at the usual port).
+    let cluster = OwnCluster::start(dir, free_port()).await;
+    let direct = cluster.url();
+    crate::helpers::psql(
+        &direct,
+        &format!(
+            "UPDATE ticks SET price = 90 WHERE time = '{}'",
+            rfc3339(a + 5)
+        ),
+    );
+    crate::helpers::psql(
+        &direct,
+        &format!("DELETE FROM ticks WHERE time = '{}'", rfc3339(b + 5)),
+    );
+    crate::helpers::psql(
+        &direct,
+        &format!(
+            "INSERT INTO ticks (time, symbol, price, volume) VALUES ('{}', 'BTC/USD', 300, 2)",
+            rfc3339(c + 5)
+        ),
+    );
+    assert_eq!(
+        app.get("/readyz").await.status(),
+        503,
+        "the poller still cannot read"
+    );
+    let dir = cluster.stop().await;
+
+    // Act 2: back at its own port.
+    let cluster = OwnCluster::start(dir, port).await;
+
+    // Assert: the missed changes in one update, then the all-clear; the same for both viewers.
+    for viewer in [&mut ws, &mut late] {
+        let expected = [
+            candle(a, 90.0, 90.0, 90.0, 90.0, 1.0),
+            candle(c, 300.0, 300.0, 300.0, 300.0, 2.0),
+        ];
+        assert_update(
+            &recv(viewer, "the missed changes").await,
+            "BTC/USD",
+            "1m",
+            &expected,
+            &[b],
+        );
+        assert_eq!(
+            recv(viewer, "the fresh status").await,
+            json!({ "type": "status", "stale": false })
+        );
+    }
+    eventually_status(&app, "/readyz", 200).await;
+    // And it stays live.
+    assert_eq!(
+        app.post_ticks_json(&tick(c + 6, "BTC/USD", 310.0, 1.0))
+            .await
+            .status(),
+        201
+    );
+    let updated = candle(c, 300.0, 310.0, 300.0, 310.0, 3.0);
+    assert_update(
+        &recv(&mut ws, "a live update").await,
+        "BTC/USD",
+        "1m",
+        &[updated],
+        &[],
+    );
+
+    app.stop().await;
+    app.pool.close().await;
+    cluster.stop().await;
+}
+
+async fn eventually_status(app: &TestApp, path: &str, status: u16) {
+    crate::helpers::eventually(
+        Duration::from_secs(20),
+        &format!("{path} to answer {status}"),
+        || async { (app.get(path).await.status() == status).then_some(()) },
+    )
+    .await;
+}
