@@ -1,9 +1,15 @@
 //! The one place that knows whether `one_min_candle` is a TimescaleDB continuous aggregate or a
 //! trigger-maintained table. Everything else reads the same names either way.
 
+use std::time::Duration;
+
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
+
+/// How often a refresh refused for a concurrent one (the policy's job, another server) is
+/// retried; the waits grow by 100 ms per attempt, up to 1 s.
+const REFRESH_RETRIES: u32 = 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavour {
@@ -55,6 +61,9 @@ impl Flavour {
     /// the watermark, so refreshing `[from, to)` alone would hide every never-materialized
     /// minute before `from` (history loaded before the policy's first run). Only invalidated
     /// ranges are recomputed, so this costs what a run of the refresh policy costs.
+    ///
+    /// TimescaleDB refuses (55P03) rather than waits for a refresh whose window overlaps one
+    /// in progress; such a refresh is retried until the other one is done.
     pub async fn after_changes(
         self,
         pool: &PgPool,
@@ -64,13 +73,27 @@ impl Flavour {
         if self == Self::Postgres {
             return Ok(());
         }
-        sqlx::query("CALL refresh_continuous_aggregate('one_min_candle', NULL, $1)")
-            .bind(to)
-            .execute(pool)
-            .await
-            .with_context(|| {
-                format!("refreshing one_min_candle after changes in [{from}, {to})")
-            })?;
-        Ok(())
+        let mut attempt = 0;
+        loop {
+            let done = sqlx::query("CALL refresh_continuous_aggregate('one_min_candle', NULL, $1)")
+                .bind(to)
+                .execute(pool)
+                .await;
+            match done {
+                Err(sqlx::Error::Database(e))
+                    if e.code().as_deref() == Some("55P03") && attempt < REFRESH_RETRIES =>
+                {
+                    attempt += 1;
+                    let wait = 100 * u64::from(attempt.min(10));
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                }
+                done => {
+                    done.with_context(|| {
+                        format!("refreshing one_min_candle after changes in [{from}, {to})")
+                    })?;
+                    return Ok(());
+                }
+            }
+        }
     }
 }
