@@ -661,3 +661,74 @@ async fn script_symbols_render_inert_on_every_admin_page() {
         );
     }
 }
+
+#[actix_web::test]
+async fn admin_edits_and_deletes_reach_chart_viewers() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let app = spawn_app().await;
+    let t = chrono::Utc::now().timestamp() / 60 * 60 - 120;
+    let time = chrono::DateTime::from_timestamp(t, 0)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    api_tick(&app, &time, "LIVE", 10.0).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(app.ws_url("symbol=LIVE&interval=1m"))
+        .await
+        .expect("WebSocket");
+    // Frames until `pred` holds (pings skipped); panics after a generous timeout.
+    async fn frame_where(
+        ws: &mut (impl StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin),
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let frame = tokio::time::timeout_at(deadline, ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("no frame with {what}"));
+            if let Some(Ok(Message::Text(text))) = frame {
+                let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                if pred(&v) {
+                    return;
+                }
+            }
+        }
+    }
+    frame_where(&mut ws, "the snapshot", |v| v["type"] == "snapshot").await;
+
+    let client = admin(&app).await;
+    let token = csrf(&app, client).await;
+    let r = post_form(
+        &app,
+        client,
+        "/admin/ticks/edit",
+        &[
+            ("csrf_token", &token),
+            ("time", &time),
+            ("symbol", "LIVE"),
+            ("price", "12.5"),
+            ("volume", "3"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    frame_where(&mut ws, "the edited candle", |v| {
+        v["type"] == "update"
+            && v["candles"][0] == serde_json::json!([t, 12.5, 12.5, 12.5, 12.5, 3.0])
+    })
+    .await;
+
+    let r = post_form(
+        &app,
+        client,
+        "/admin/ticks/delete",
+        &[("csrf_token", &token), ("time", &time), ("symbol", "LIVE")],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    frame_where(&mut ws, "the removed bucket", |v| {
+        v["type"] == "update" && v["removed"] == serde_json::json!([t])
+    })
+    .await;
+}

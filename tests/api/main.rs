@@ -14,3 +14,4 @@ mod admin_session;
 mod admin_support;
 mod admin_ticks;
 mod import;
+mod admin_audit;
