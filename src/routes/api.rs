@@ -44,7 +44,9 @@ pub fn require_bearer(req: &HttpRequest, state: &AppState) -> Result<(), AppErro
     let token = value
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
+        // The scheme is case-insensitive (RFC 9110 §11.1).
+        .and_then(|v| v.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")))
+        .map(|(_, token)| token)
         .ok_or_else(|| {
             AppError::Unauthorized("expected Authorization: Bearer <admin token>".into())
         })?;
