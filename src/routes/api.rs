@@ -45,7 +45,10 @@ pub fn require_bearer(req: &HttpRequest, state: &AppState) -> Result<(), AppErro
         .to_str()
         .ok()
         // The scheme is case-insensitive (RFC 9110 §11.1).
-        .and_then(|v| v.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")))
+        .and_then(|v| {
+            v.split_once(' ')
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        })
         .map(|(_, token)| token)
         .ok_or_else(|| {
             AppError::Unauthorized("expected Authorization: Bearer <admin token>".into())
