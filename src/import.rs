@@ -135,11 +135,42 @@ pub enum ImportError {
 }
 
 /// `candlewick import FILE.csv`: opens the database like `serve` does, imports with a progress bar.
-pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: ImportArgs) -> anyhow::Result<()> {
+    if args.db.database_url.is_none()
+        && let Some(url) = running_embedded_url(&args.db.data_dir)
+    {
+        // Starting the embedded cluster again would stop the one a running server uses.
+        tracing::info!(
+            "the embedded PostgreSQL under {} is running: importing into it",
+            args.db.data_dir.display()
+        );
+        args.db.database_url = Some(url);
+    }
     let database = Database::open(&args.db).await?;
     let result = import_with_progress_bar(&database.pool, &args.file).await;
     database.close().await;
     result
+}
+
+/// The URL of the embedded cluster under `data_dir` when a server already runs it: its
+/// `postmaster.pid` names a live postgres process and the port (4th line) it listens on.
+fn running_embedded_url(data_dir: &Path) -> Option<secrecy::SecretString> {
+    let pid_file =
+        std::fs::read_to_string(data_dir.join("postgres").join("postmaster.pid")).ok()?;
+    let mut lines = pid_file.lines();
+    let pid: u32 = lines.next()?.trim().parse().ok()?;
+    let port: u16 = lines.nth(2)?.trim().parse().ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    if !String::from_utf8_lossy(&cmdline).contains("postgres") {
+        return None;
+    }
+    let password = std::fs::read_to_string(data_dir.join("db-password")).ok()?;
+    let mut url = url::Url::parse("postgres://127.0.0.1/").ok()?;
+    url.set_username(crate::embedded::DB_USER).ok()?;
+    url.set_password(Some(password.trim())).ok()?;
+    url.set_port(Some(port)).ok()?;
+    url.set_path(crate::embedded::DB_NAME);
+    Some(url.to_string().into())
 }
 
 async fn import_with_progress_bar(pool: &PgPool, path: &Path) -> anyhow::Result<()> {
