@@ -535,7 +535,8 @@ struct WorkerResult {
 struct Log {
     server: u16,
     connected: bool,
-    dropped: bool,
+    /// Why the connection ended before the bench closed it.
+    dropped: Option<String>,
     failed: Option<String>,
     snapshots: usize,
     /// (hash, receipt) of update frames received since the recording started.
@@ -660,13 +661,16 @@ async fn worker(cfg: WorkerConfig) -> anyhow::Result<()> {
     for log in &logs {
         if let Some(e) = &log.failed {
             result.failed += 1;
-            if result.errors.len() < 5 {
+            if result.errors.len() < 10 && !result.errors.contains(e) {
                 result.errors.push(e.clone());
             }
             continue;
         }
-        if log.dropped {
+        if let Some(why) = &log.dropped {
             result.dropped += 1;
+            if result.errors.len() < 10 && !result.errors.contains(why) {
+                result.errors.push(why.clone());
+            }
         } else if log.connected {
             result.held += 1;
         }
@@ -745,8 +749,12 @@ async fn viewer(target: Arc<Target>, server: u16, source: Ipv4Addr, rcvbuf: u32,
                         _ => {}
                     }
                 }
-                Ok(None) | Err(_) => {
-                    log.dropped = true;
+                Ok(None) => {
+                    log.dropped = Some("the connection ended without a close frame".into());
+                    return log;
+                }
+                Err(e) => {
+                    log.dropped = Some(format!("{e:#}"));
                     return log;
                 }
             },

@@ -117,7 +117,8 @@ impl Viewer {
         Ok(())
     }
 
-    /// The next complete message; `None` when the server closed the connection.
+    /// The next complete message; `None` when the connection ended without a close frame, an
+    /// error naming the code and reason when the server closed it.
     /// Cancel-safe: a partly read message stays in the viewer's state.
     pub async fn next(&mut self) -> anyhow::Result<Option<Message>> {
         loop {
@@ -125,9 +126,11 @@ impl Viewer {
                 match step {
                     Step::Message(m) => return Ok(Some(m)),
                     Step::Ping(payload) => self.send_control(0xA, &payload).await?,
-                    Step::Close => {
+                    Step::Close(payload) => {
                         let _ = self.send_control(0x8, &[]).await;
-                        return Ok(None);
+                        let code = payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]])).unwrap_or(1005);
+                        let reason = String::from_utf8_lossy(payload.get(2..).unwrap_or_default()).into_owned();
+                        bail!("closed by the server: {code} {reason}");
                     }
                 }
             }
@@ -188,7 +191,7 @@ impl Viewer {
 enum Step {
     Message(Message),
     Ping(Vec<u8>),
-    Close,
+    Close(Vec<u8>),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -290,7 +293,7 @@ impl Assembler {
         self.frame = None;
         match frame.control {
             Some(0x9) => Some(Step::Ping(std::mem::take(&mut self.control))),
-            Some(0x8) => Some(Step::Close),
+            Some(0x8) => Some(Step::Close(std::mem::take(&mut self.control))),
             Some(_) => None,
             None if frame.fin => {
                 self.in_message = false;
