@@ -144,9 +144,17 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
 
 /// Starts a server over an existing, migrated database (e.g. one on a TimescaleDB server).
 pub async fn spawn_app_on(db_name: String, db_url: SecretString, extra: &[&str]) -> TestApp {
+    spawn_app_with_settings(db_name, db_url, test_settings(extra)).await
+}
+
+/// Starts a server with these exact settings over an existing, migrated database.
+pub async fn spawn_app_with_settings(
+    db_name: String,
+    db_url: SecretString,
+    settings: Settings,
+) -> TestApp {
     let pool = db::build_pool(db::connect_options(&db_url).expect("URL"));
     let flavour = db::Flavour::detect(&pool).await.expect("detecting the flavour");
-    let settings = test_settings(extra);
     let app = Application::build_with_pool(&settings, pool.clone(), flavour, TOKEN.to_owned().into())
         .await
         .expect("building the app");
@@ -181,6 +189,14 @@ impl TestApp {
     /// Stops the HTTP server (sessions end, the port closes).
     pub async fn stop(&self) {
         (self.stop)().await;
+    }
+
+    /// A new server on this one's port over the same database (after `stop`): a restarted
+    /// process, as open pages see it.
+    pub async fn restart(&self) -> TestApp {
+        let mut settings = test_settings(&[]);
+        settings.bind = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        spawn_app_with_settings(self.db_name.clone(), self.db_url.clone(), settings).await
     }
 
     pub async fn post_ticks_json(&self, body: &serde_json::Value) -> reqwest::Response {

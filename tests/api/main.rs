@@ -3,6 +3,7 @@
 
 mod helpers;
 mod smoke;
+mod browser;
 mod candles;
 mod ws;
 mod journal;
