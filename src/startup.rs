@@ -243,6 +243,7 @@ impl Application {
                 .configure(crate::routes::admin::configure(&state))
                 .default_service(web::to(not_found))
         })
+        .on_connect(crate::routes::ws::on_connect)
         .listen(listener)
         .context("listening")?
         // Viewers hold long-lived sockets; sessions end themselves on `shutdown`.

@@ -26,11 +26,29 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the close frame may wait for room in the queue of a viewer that stopped reading.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long sent data may stay unacknowledged (the peer's receive window shut) before the
+/// kernel drops the connection. Ending the session alone leaves a stuck peer's socket, with
+/// megabytes in its buffers, open for as long as the peer likes.
+const STALLED_WRITE_TIMEOUT: Duration = SEND_TIMEOUT;
 /// Viewers only send small `subscribe` messages.
 const MAX_FRAME_BYTES: usize = 4 * 1024;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(ws_candles);
+}
+
+/// For `HttpServer::on_connect`: every accepted socket gets TCP_USER_TIMEOUT, so a peer that
+/// stops reading (a stuck viewer, or any client of a large response) is closed by the kernel.
+#[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
+pub fn on_connect(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
+    #[cfg(target_os = "linux")]
+    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        use nix::sys::socket::{setsockopt, sockopt::TcpUserTimeout};
+        let ms = u32::try_from(STALLED_WRITE_TIMEOUT.as_millis()).unwrap_or(u32::MAX);
+        if let Err(e) = setsockopt(tcp, TcpUserTimeout, &ms) {
+            tracing::debug!(error = %e, "setting TCP_USER_TIMEOUT");
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
