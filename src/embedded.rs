@@ -48,6 +48,8 @@ pub struct EmbeddedPostgres {
     keeper: Option<JoinHandle<()>>,
     exited: Arc<Mutex<bool>>,
     cluster_dir: PathBuf,
+    /// Held while the cluster runs: a second server on the same data dir is refused.
+    _lock: fs::File,
 }
 
 impl EmbeddedPostgres {
@@ -59,6 +61,7 @@ impl EmbeddedPostgres {
             .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
         let data_dir = data_dir.canonicalize().context("resolving the data dir")?;
         let run_as = RunAs::current()?;
+        let lock = lock_data_dir(&data_dir)?;
         let cluster_dir = cluster_dir(&data_dir, &run_as)?;
         let password = crate::secrets::load_or_create(&data_dir.join("db-password"), 32)?;
 
@@ -84,6 +87,7 @@ impl EmbeddedPostgres {
                         keeper: Some(keeper),
                         exited,
                         cluster_dir: cluster_dir.clone(),
+                        _lock: lock.try_clone().context("sharing the data dir lock")?,
                     };
                     match pg.wait_ready(&bin, &log_path) {
                         Ok(()) => return Ok(pg),
@@ -445,31 +449,20 @@ fn init_cluster(
 }
 
 /// A cluster left running by a crashed server (or a stale `postmaster.pid`) must not block us.
+/// Stops a cluster left running by a server that died. Only called while holding the data
+/// dir's lock, so any postmaster found here has no live owner.
 fn stop_leftover(cluster_dir: &Path) -> anyhow::Result<()> {
     let pid_file = cluster_dir.join("postmaster.pid");
-    let Ok(text) = fs::read_to_string(&pid_file) else {
+    let Some(pid) = running_postmaster(cluster_dir) else {
+        if pid_file.exists() {
+            // Nobody (or an unrelated process that reused the pid): postgres would refuse to start.
+            tracing::info!("removing the stale {}", pid_file.display());
+            let _ = fs::remove_file(&pid_file);
+        }
         return Ok(());
     };
-    let Some(pid) = text
-        .lines()
-        .next()
-        .and_then(|l| l.trim().parse::<i32>().ok())
-    else {
-        return Ok(());
-    };
-    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let ours = String::from_utf8_lossy(&cmdline).contains("postgres");
-    if !ours {
-        // Nobody (or an unrelated process that reused the pid): postgres would refuse to start.
-        tracing::info!("removing the stale {}", pid_file.display());
-        let _ = fs::remove_file(&pid_file);
-        return Ok(());
-    }
-    tracing::warn!(
-        pid,
-        "an earlier embedded PostgreSQL is still running; stopping it"
-    );
-    let pid = Pid::from_raw(pid);
+    // Its keeper thread died with the old server and sent SIGINT; sending it again is harmless.
+    tracing::warn!(%pid, "an earlier embedded PostgreSQL is still running; stopping it");
     let _ = kill(pid, Signal::SIGINT);
     let deadline = Instant::now() + STOP_TIMEOUT;
     while kill(pid, None).is_ok() && Instant::now() < deadline {
@@ -480,6 +473,39 @@ fn stop_leftover(cluster_dir: &Path) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(500));
     }
     Ok(())
+}
+
+/// Takes `<data-dir>/postgres.lock` for as long as the returned file lives; the kernel releases
+/// it when the process dies, however it dies.
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<fs::File> {
+    let path = data_dir.join("postgres.lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => bail!(
+            "the embedded PostgreSQL in {} is in use by another candlewick process; \
+             stop it first, or use another --data-dir",
+            data_dir.display()
+        ),
+        Err(fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
+/// The live postmaster of `cluster_dir`, from its `postmaster.pid`.
+pub fn running_postmaster(cluster_dir: &Path) -> Option<Pid> {
+    let text = fs::read_to_string(cluster_dir.join("postmaster.pid")).ok()?;
+    let pid = text.lines().next()?.trim().parse::<i32>().ok()?;
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    String::from_utf8_lossy(&cmdline)
+        .contains("postgres")
+        .then(|| Pid::from_raw(pid))
 }
 
 /// The PostgreSQL server binaries: `pg_config --bindir`, the newest `/usr/lib/postgresql/*/bin`,

@@ -52,7 +52,10 @@ pub const UNNEST_MAX_ROWS: usize = 10_000;
 /// Inserts `ticks` in one transaction: all or nothing.
 #[tracing::instrument(name = "Insert ticks", skip_all, fields(rows = ticks.len(), actor = actor.as_str()))]
 pub async fn insert_ticks(pool: &PgPool, ticks: &[Tick], actor: Actor) -> Result<u64, WriteError> {
-    let mut tx = pool.begin().await.context("starting a transaction to insert ticks")?;
+    let mut tx = pool
+        .begin()
+        .await
+        .context("starting a transaction to insert ticks")?;
     let inserted = if ticks.len() <= UNNEST_MAX_ROWS {
         insert_unnest(&mut tx, ticks).await
     } else {
@@ -141,13 +144,24 @@ async fn find_duplicate(pool: &PgPool, ticks: &[Tick]) -> WriteError {
     .fetch_optional(pool)
     .await;
     match found {
-        Ok(Some((time, symbol))) => WriteError::Duplicate { symbol, time: crate::format::rfc3339(time) },
+        Ok(Some((time, symbol))) => WriteError::Duplicate {
+            symbol,
+            time: crate::format::rfc3339(time),
+        },
         // Another writer's row that has since gone away: still a conflict, named generically.
         Ok(None) => WriteError::Duplicate {
-            symbol: ticks.first().map(|t| t.symbol.to_string()).unwrap_or_default(),
-            time: ticks.first().map(|t| crate::format::rfc3339(t.time)).unwrap_or_default(),
+            symbol: ticks
+                .first()
+                .map(|t| t.symbol.to_string())
+                .unwrap_or_default(),
+            time: ticks
+                .first()
+                .map(|t| crate::format::rfc3339(t.time))
+                .unwrap_or_default(),
         },
-        Err(e) => WriteError::Unexpected(anyhow::Error::new(e).context("looking up a duplicate tick")),
+        Err(e) => {
+            WriteError::Unexpected(anyhow::Error::new(e).context("looking up a duplicate tick"))
+        }
     }
 }
 
@@ -156,7 +170,17 @@ async fn audit_insert(conn: &mut PgConnection, ticks: &[Tick], actor: Actor) -> 
     const DETAILED: usize = 100;
     if ticks.len() == 1 {
         let t = &ticks[0];
-        record(conn, actor, "insert", Some(t.symbol.as_str()), Some(t.time), 1, None, Some(tick_json(t))).await
+        record(
+            conn,
+            actor,
+            "insert",
+            Some(t.symbol.as_str()),
+            Some(t.time),
+            1,
+            None,
+            Some(tick_json(t)),
+        )
+        .await
     } else {
         let after = if ticks.len() <= DETAILED {
             serde_json::Value::Array(ticks.iter().map(tick_json).collect())
@@ -169,8 +193,21 @@ async fn audit_insert(conn: &mut PgConnection, ticks: &[Tick], actor: Actor) -> 
             symbols.truncate(20);
             serde_json::json!({ "rows": ticks.len(), "first": first, "last": last, "symbols": symbols })
         };
-        let symbol = ticks.first().map(|t| t.symbol.as_str()).filter(|s| ticks.iter().all(|t| t.symbol.as_str() == *s));
-        record(conn, actor, "insert", symbol, None, ticks.len() as i64, None, Some(after)).await
+        let symbol = ticks
+            .first()
+            .map(|t| t.symbol.as_str())
+            .filter(|s| ticks.iter().all(|t| t.symbol.as_str() == *s));
+        record(
+            conn,
+            actor,
+            "insert",
+            symbol,
+            None,
+            ticks.len() as i64,
+            None,
+            Some(after),
+        )
+        .await
     }
 }
 
@@ -218,8 +255,13 @@ pub async fn update_tick(
     volume: Volume,
     actor: Actor,
 ) -> anyhow::Result<Option<TickRow>> {
-    let mut tx = pool.begin().await.context("starting a transaction to update a tick")?;
-    let Some(before) = lock_tick(&mut tx, time, symbol).await? else { return Ok(None) };
+    let mut tx = pool
+        .begin()
+        .await
+        .context("starting a transaction to update a tick")?;
+    let Some(before) = lock_tick(&mut tx, time, symbol).await? else {
+        return Ok(None);
+    };
     let after: TickRow = sqlx::query_as(
         r#"
         UPDATE ticks
@@ -252,9 +294,19 @@ pub async fn update_tick(
 
 /// Deletes one tick; `None` when there is no such tick.
 #[tracing::instrument(name = "Delete tick", skip(pool))]
-pub async fn delete_tick(pool: &PgPool, time: DateTime<Utc>, symbol: &str, actor: Actor) -> anyhow::Result<Option<TickRow>> {
-    let mut tx = pool.begin().await.context("starting a transaction to delete a tick")?;
-    let Some(before) = lock_tick(&mut tx, time, symbol).await? else { return Ok(None) };
+pub async fn delete_tick(
+    pool: &PgPool,
+    time: DateTime<Utc>,
+    symbol: &str,
+    actor: Actor,
+) -> anyhow::Result<Option<TickRow>> {
+    let mut tx = pool
+        .begin()
+        .await
+        .context("starting a transaction to delete a tick")?;
+    let Some(before) = lock_tick(&mut tx, time, symbol).await? else {
+        return Ok(None);
+    };
     sqlx::query("DELETE FROM ticks WHERE time = $1 AND symbol = $2")
         .bind(time)
         .bind(symbol)
@@ -276,7 +328,11 @@ pub async fn delete_tick(pool: &PgPool, time: DateTime<Utc>, symbol: &str, actor
     Ok(Some(before))
 }
 
-async fn lock_tick(tx: &mut Transaction<'_, Postgres>, time: DateTime<Utc>, symbol: &str) -> anyhow::Result<Option<TickRow>> {
+async fn lock_tick(
+    tx: &mut Transaction<'_, Postgres>,
+    time: DateTime<Utc>,
+    symbol: &str,
+) -> anyhow::Result<Option<TickRow>> {
     sqlx::query_as(
         r#"
         SELECT time, symbol, price, volume
@@ -292,7 +348,11 @@ async fn lock_tick(tx: &mut Transaction<'_, Postgres>, time: DateTime<Utc>, symb
     .context("reading the tick to change")
 }
 
-pub async fn fetch_tick(pool: &PgPool, time: DateTime<Utc>, symbol: &str) -> anyhow::Result<Option<TickRow>> {
+pub async fn fetch_tick(
+    pool: &PgPool,
+    time: DateTime<Utc>,
+    symbol: &str,
+) -> anyhow::Result<Option<TickRow>> {
     sqlx::query_as("SELECT time, symbol, price, volume FROM ticks WHERE time = $1 AND symbol = $2")
         .bind(time)
         .bind(symbol)
@@ -360,11 +420,19 @@ pub async fn list_symbols(pool: &PgPool) -> anyhow::Result<Vec<String>> {
 
 /// Streams ticks into the database through COPY in one transaction (all or nothing);
 /// `on_progress` gets the running row count.
-pub async fn copy_stream<S>(pool: &PgPool, mut rows: S, actor: Actor, mut on_progress: impl FnMut(u64)) -> Result<u64, CopyError>
+pub async fn copy_stream<S>(
+    pool: &PgPool,
+    mut rows: S,
+    actor: Actor,
+    mut on_progress: impl FnMut(u64),
+) -> Result<u64, CopyError>
 where
     S: futures_util::Stream<Item = Result<Tick, CopyError>> + Unpin,
 {
-    let mut tx = pool.begin().await.context("starting the import transaction")?;
+    let mut tx = pool
+        .begin()
+        .await
+        .context("starting the import transaction")?;
     let mut n = 0u64;
     let mut first: Option<DateTime<Utc>> = None;
     let mut last: Option<DateTime<Utc>> = None;
@@ -459,7 +527,10 @@ pub struct TickWithCandle {
 
 /// [`list_ticks`] with each tick's one-minute candle, in one query.
 #[tracing::instrument(name = "List ticks with candles", skip(pool))]
-pub async fn list_ticks_with_candles(pool: &PgPool, f: &TickFilter) -> anyhow::Result<Vec<TickWithCandle>> {
+pub async fn list_ticks_with_candles(
+    pool: &PgPool,
+    f: &TickFilter,
+) -> anyhow::Result<Vec<TickWithCandle>> {
     let (before_time, before_symbol) = f.before.clone().unzip();
     // LATERAL keeps the candle lookup a keyed probe per listed tick, also on a continuous aggregate.
     sqlx::query_as(

@@ -19,8 +19,11 @@ const MARKETS: [(&str, f64, f64); 3] = [
     ("ETH/USD", 3_400.0, 0.8),
     ("SOL/USD", 145.0, 12.0),
 ];
-/// Per-tick volatility of the log price.
-const SIGMA: f64 = 0.000_25;
+/// Per-tick volatility of the log price (about 2 % a day for BTC/USD at two ticks a second).
+const SIGMA: f64 = 0.000_05;
+/// Per-tick pull of the log price back toward the market's starting price, so a week of
+/// history stays around it instead of drifting away.
+const REVERSION: f64 = 0.000_001;
 /// Mean gap between live ticks (all symbols together): a few per second.
 const LIVE_GAP: Duration = Duration::from_millis(300);
 /// Share of live ticks that are BTC/USD (the rest split evenly).
@@ -32,6 +35,8 @@ const BACKFILL: TimeDelta = TimeDelta::days(7);
 struct Walk {
     symbol: Symbol,
     price: f64,
+    /// The price the walk reverts to.
+    anchor: f64,
     size: f64,
 }
 
@@ -39,7 +44,8 @@ impl Walk {
     /// The next trade at `time`; `scale` > 1 stands one tick in for that many live ones, so
     /// sparse history moves and trades as much per minute as the live feed does.
     fn step(&mut self, rng: &mut impl Rng, time: DateTime<Utc>, scale: f64) -> Option<Tick> {
-        self.price *= (SIGMA * scale.sqrt() * normal(rng)).exp();
+        let pull = -REVERSION * scale * (self.price / self.anchor).ln();
+        self.price *= (pull + SIGMA * scale.sqrt() * normal(rng)).exp();
         // Log-normal trade sizes: mostly small, sometimes large.
         let volume = scale * self.size * (0.9 * normal(rng)).exp();
         Some(Tick {
@@ -118,6 +124,7 @@ async fn prepare(pool: &PgPool) -> anyhow::Result<Vec<Walk>> {
         walks.push(Walk {
             symbol,
             price: last.unwrap_or(start),
+            anchor: start,
             size,
         });
     }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use chrono::Utc;
 use sqlx::PgPool;
+use tokio::sync::oneshot;
 
 use super::candles::CandleWindow;
 use super::hub::{Hub, ServerMsg, Subscription};
@@ -48,6 +49,10 @@ pub struct Poller {
     /// refreshes never pile up.
     refreshing: bool,
     refresh_pending: Option<(i64, i64)>,
+    /// The window has been read once (or the database was unreachable trying).
+    loaded: bool,
+    /// Viewers that came before the window was read: a snapshot must hold the whole window.
+    waiting: Vec<(Subscribe, oneshot::Sender<Subscription>)>,
 }
 
 impl Poller {
@@ -74,6 +79,8 @@ impl Poller {
             last_prune: Instant::now(),
             refreshing: false,
             refresh_pending: None,
+            loaded: false,
+            waiting: Vec::new(),
         }
     }
 
@@ -132,12 +139,21 @@ impl Poller {
         self.failures = 0;
         self.next_attempt = Instant::now();
         match work {
-            Work::Reload(rows) => self.reload(rows),
+            Work::Reload(rows) => {
+                self.reload(rows);
+                if self.flavour == Flavour::TimescaleDb {
+                    // Edits made while no poller watched (before start, or a TRUNCATE) may sit in
+                    // materialized minutes: bring the aggregate up to date once.
+                    self.refresh_pending = Some((0, Utc::now().timestamp()));
+                    self.refresh_materialized(ctx);
+                }
+            }
             Work::Changes(changes) => self.apply(changes, ctx),
         }
         for symbol in self.candles.trim(self.window_start().timestamp()) {
             self.hub.invalidate(&symbol);
         }
+        self.answer_waiting();
         self.hub.forget_unwatched();
         if self.stale_since.take().is_some() {
             tracing::info!("database reachable again; viewers are up to date");
@@ -163,6 +179,31 @@ impl Poller {
         }
     }
 
+    /// Answers the viewers that waited for the first read of the window.
+    fn answer_waiting(&mut self) {
+        self.loaded = true;
+        for (msg, reply) in std::mem::take(&mut self.waiting) {
+            let _ = reply.send(self.subscribe(msg));
+        }
+    }
+
+    fn subscribe(&mut self, msg: Subscribe) -> Subscription {
+        let candles = &self.candles;
+        let mut sub = self.hub.subscribe(&msg.symbol, msg.interval, || {
+            let series = candles.series(&msg.symbol, msg.interval);
+            ServerMsg::Snapshot {
+                symbol: &msg.symbol,
+                interval: msg.interval,
+                candles: &series,
+            }
+            .to_frame()
+        });
+        // Read together with the snapshot: a status sent before it is never missed, one sent
+        // after it is in `updates`.
+        sub.stale = self.stale_since.is_some();
+        sub
+    }
+
     fn on_failure(&mut self, e: anyhow::Error) {
         self.failures += 1;
         let backoff = (self.interval * 2u32.saturating_pow(self.failures.min(8))).min(MAX_BACKOFF);
@@ -177,6 +218,8 @@ impl Poller {
         } else {
             tracing::warn!(error = %e, retry_in = ?backoff, "poll failed again");
         }
+        // Without a database, waiting viewers get what we have, marked stale.
+        self.answer_waiting();
     }
 
     /// Replaces the window, telling viewers whatever differs from what they have.
@@ -309,29 +352,22 @@ impl Actor for Poller {
 
 /// A viewer asks for a symbol and interval: it gets the snapshot and the updates after it.
 #[derive(Message)]
-#[rtype(result = "Subscription")]
+#[rtype(result = "Option<Subscription>")]
 pub struct Subscribe {
     pub symbol: String,
     pub interval: Interval,
 }
 
 impl Handler<Subscribe> for Poller {
-    type Result = MessageResult<Subscribe>;
+    type Result = ResponseFuture<Option<Subscription>>;
 
     fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) -> Self::Result {
-        let candles = &self.candles;
-        let mut sub = self.hub.subscribe(&msg.symbol, msg.interval, || {
-            let series = candles.series(&msg.symbol, msg.interval);
-            ServerMsg::Snapshot {
-                symbol: &msg.symbol,
-                interval: msg.interval,
-                candles: &series,
-            }
-            .to_frame()
-        });
-        // Read together with the snapshot: a status sent before it is never missed, one sent
-        // after it is in `updates`.
-        sub.stale = self.stale_since.is_some();
-        MessageResult(sub)
+        if self.loaded {
+            let sub = self.subscribe(msg);
+            return Box::pin(std::future::ready(Some(sub)));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.waiting.push((msg, reply));
+        Box::pin(async move { answer.await.ok() })
     }
 }

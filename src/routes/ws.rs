@@ -137,6 +137,7 @@ impl Viewer {
             })
             .await
             .ok()
+            .flatten()
     }
 
     /// The session loop; returns why it ended.

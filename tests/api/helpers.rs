@@ -45,7 +45,10 @@ fn cluster() -> &'static EmbeddedPostgres {
             })
             .expect("a free test cluster slot (16 runs at once?)");
         std::fs::create_dir_all(&dir).expect("creating the test cluster dir");
-        let options = embedded::Options { unsafe_fast: true, port: None };
+        let options = embedded::Options {
+            unsafe_fast: true,
+            port: None,
+        };
         EmbeddedPostgres::start(&dir, &options).expect("starting the test PostgreSQL cluster")
     })
 }
@@ -72,18 +75,23 @@ async fn template() {
             .await
             .expect("listing old test databases");
             for name in old {
-                sqlx::query(sqlx::AssertSqlSafe(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#)))
-                    .execute(&mut conn)
-                    .await
-                    .expect("dropping an old test database");
-            }
-            sqlx::query(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{TEMPLATE}""#)))
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#
+                )))
                 .execute(&mut conn)
                 .await
-                .expect("creating the template database");
-            let pool = PgPool::connect_with(db::connect_options(&cluster().url(TEMPLATE)).expect("URL"))
-                .await
-                .expect("connecting to the template");
+                .expect("dropping an old test database");
+            }
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                r#"CREATE DATABASE "{TEMPLATE}""#
+            )))
+            .execute(&mut conn)
+            .await
+            .expect("creating the template database");
+            let pool =
+                PgPool::connect_with(db::connect_options(&cluster().url(TEMPLATE)).expect("URL"))
+                    .await
+                    .expect("connecting to the template");
             db::migrate(&pool).await.expect("migrating the template");
             pool.close().await;
         })
@@ -94,12 +102,18 @@ async fn template() {
 pub async fn fresh_database() -> (String, SecretString) {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     template().await;
-    let name = format!("test_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let name = format!(
+        "test_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
     let mut conn = admin_connection().await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}""#)))
-        .execute(&mut conn)
-        .await
-        .expect("creating a test database");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        r#"CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}""#
+    )))
+    .execute(&mut conn)
+    .await
+    .expect("creating a test database");
     let url = cluster().url(&name);
     (name, url)
 }
@@ -129,7 +143,9 @@ pub fn test_settings(extra: &[&str]) -> Settings {
         args.extend(["--poll-interval", "200ms"]);
     }
     args.extend_from_slice(extra);
-    Cli::try_parse_from(args).expect("test settings parse").serve
+    Cli::try_parse_from(args)
+        .expect("test settings parse")
+        .serve
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -154,10 +170,13 @@ pub async fn spawn_app_with_settings(
     settings: Settings,
 ) -> TestApp {
     let pool = db::build_pool(db::connect_options(&db_url).expect("URL"));
-    let flavour = db::Flavour::detect(&pool).await.expect("detecting the flavour");
-    let app = Application::build_with_pool(&settings, pool.clone(), flavour, TOKEN.to_owned().into())
+    let flavour = db::Flavour::detect(&pool)
         .await
-        .expect("building the app");
+        .expect("detecting the flavour");
+    let app =
+        Application::build_with_pool(&settings, pool.clone(), flavour, TOKEN.to_owned().into())
+            .await
+            .expect("building the app");
     let port = app.port();
     let stop = app.stopper();
     actix_web::rt::spawn(app.run_until_stopped());
@@ -209,7 +228,11 @@ impl TestApp {
             .expect("POST /api/ticks")
     }
 
-    pub async fn post_ticks_raw(&self, content_type: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    pub async fn post_ticks_raw(
+        &self,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
         self.client
             .post(self.url("/api/ticks"))
             .bearer_auth(TOKEN)
@@ -236,7 +259,10 @@ impl TestApp {
     }
 
     pub async fn tick_count(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM ticks").fetch_one(&self.pool).await.expect("counting ticks")
+        sqlx::query_scalar("SELECT count(*) FROM ticks")
+            .fetch_one(&self.pool)
+            .await
+            .expect("counting ticks")
     }
 }
 
@@ -247,12 +273,26 @@ pub fn psql(url: &SecretString, sql: &str) -> String {
     let mut bare = parsed.clone();
     let _ = bare.set_password(None);
     let out = Command::new("psql")
-        .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", bare.as_str(), "-c", sql])
+        .args([
+            "-X",
+            "-q",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            bare.as_str(),
+            "-c",
+            sql,
+        ])
         .env("PGPASSWORD", password)
         .env("PGTZ", "UTC")
         .output()
         .expect("running psql (install postgresql-client)");
-    assert!(out.status.success(), "psql failed on {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "psql failed on {sql:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
