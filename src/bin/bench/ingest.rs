@@ -74,7 +74,10 @@ struct PathResult {
 }
 
 pub async fn run(args: IngestArgs) -> anyhow::Result<Value> {
-    let work = args.work_dir.clone().unwrap_or_else(setup::default_work_dir);
+    let work = args
+        .work_dir
+        .clone()
+        .unwrap_or_else(setup::default_work_dir);
     std::fs::create_dir_all(&work)?;
     let bin = match &args.server_bin {
         Some(b) => b.clone(),
@@ -89,7 +92,9 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<Value> {
     let result = async {
         let (url, pool, flavour) = cluster.scratch(name).await?;
         if flavour != candlewick::db::Flavour::Postgres {
-            bail!("ingest compares trigger costs on plain PostgreSQL; this cluster has TimescaleDB");
+            bail!(
+                "ingest compares trigger costs on plain PostgreSQL; this cluster has TimescaleDB"
+            );
         }
         let storage = flavour.describe(&pool).await?;
         let server = Server::spawn(&bin, &url, &work, "ingest-server", &[]).await?;
@@ -115,7 +120,13 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<Value> {
     cluster.stop().await;
     let (storage, results) = result?;
 
-    let rate = |path: &str, t: Triggers| results.iter().find(|r| r.path == path && r.triggers == t).map(|r| r.ticks_per_sec).unwrap_or(0.0);
+    let rate = |path: &str, t: Triggers| {
+        results
+            .iter()
+            .find(|r| r.path == path && r.triggers == t)
+            .map(|r| r.ticks_per_sec)
+            .unwrap_or(0.0)
+    };
     let mut comparisons = Vec::new();
     for path in ["single_row_insert", "json_api", "copy"] {
         let full = rate(path, Triggers::Full);
@@ -153,17 +164,33 @@ async fn set_triggers(pool: &PgPool, triggers: Triggers) -> anyhow::Result<()> {
             "ALTER TABLE ticks ENABLE TRIGGER USER"
         }
     };
-    sqlx::query(sql).execute(pool).await.context("switching triggers")?;
+    sqlx::query(sql)
+        .execute(pool)
+        .await
+        .context("switching triggers")?;
     Ok(())
 }
 
-/// Empties the tables between runs.
+/// Empties the tables between runs. The server's poller reads them meanwhile, so the
+/// TRUNCATE can lose a deadlock to it: then it is tried again.
 async fn reset(pool: &PgPool) -> anyhow::Result<()> {
-    sqlx::query("TRUNCATE ticks, candle_changes, one_min_candle, audit_log")
+    let mut attempt = 0;
+    loop {
+        let done = sqlx::query("TRUNCATE ticks, candle_changes, one_min_candle, audit_log").execute(pool).await;
+        match done {
+            Ok(_) => break,
+            Err(e) if attempt < 5 => {
+                attempt += 1;
+                say!("emptying the tables: {e}; again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e).context("emptying the tables"),
+        }
+    }
+    sqlx::query("VACUUM ANALYZE ticks")
         .execute(pool)
         .await
-        .context("emptying the tables")?;
-    sqlx::query("VACUUM ANALYZE ticks").execute(pool).await.context("vacuuming")?;
+        .context("vacuuming")?;
     Ok(())
 }
 
@@ -175,12 +202,25 @@ fn ticks_ending_now(n: usize, gap: Duration) -> Vec<Tick> {
 
 fn result(path: &'static str, triggers: Triggers, ticks: usize, elapsed: Duration) -> PathResult {
     let seconds = elapsed.as_secs_f64();
-    say!("{path} ({triggers:?}): {ticks} ticks in {seconds:.2} s = {:.0} ticks/s", ticks as f64 / seconds);
-    PathResult { path, triggers, ticks, seconds, ticks_per_sec: ticks as f64 / seconds }
+    say!(
+        "{path} ({triggers:?}): {ticks} ticks in {seconds:.2} s = {:.0} ticks/s",
+        ticks as f64 / seconds
+    );
+    PathResult {
+        path,
+        triggers,
+        ticks,
+        seconds,
+        ticks_per_sec: ticks as f64 / seconds,
+    }
 }
 
 /// The tutorial's `executemany`: one INSERT statement (and round trip) per row, one commit.
-async fn single_rows(pool: &PgPool, args: &IngestArgs, triggers: Triggers) -> anyhow::Result<PathResult> {
+async fn single_rows(
+    pool: &PgPool,
+    args: &IngestArgs,
+    triggers: Triggers,
+) -> anyhow::Result<PathResult> {
     reset(pool).await?;
     let rows = ticks_ending_now(args.single_rows, args.tick_gap);
     let started = Instant::now();
@@ -196,11 +236,21 @@ async fn single_rows(pool: &PgPool, args: &IngestArgs, triggers: Triggers) -> an
             .context("a single-row INSERT")?;
     }
     tx.commit().await?;
-    Ok(result("single_row_insert", triggers, rows.len(), started.elapsed()))
+    Ok(result(
+        "single_row_insert",
+        triggers,
+        rows.len(),
+        started.elapsed(),
+    ))
 }
 
 /// POST /api/ticks with JSON arrays, `api_concurrency` requests in flight.
-async fn api(pool: &PgPool, server: &Server, args: &IngestArgs, triggers: Triggers) -> anyhow::Result<PathResult> {
+async fn api(
+    pool: &PgPool,
+    server: &Server,
+    args: &IngestArgs,
+    triggers: Triggers,
+) -> anyhow::Result<PathResult> {
     reset(pool).await?;
     let rows = ticks_ending_now(args.api_ticks, args.tick_gap);
     // Bodies are built before the clock starts: the server's work is what is measured.
@@ -224,19 +274,20 @@ async fn api(pool: &PgPool, server: &Server, args: &IngestArgs, triggers: Trigge
     let client = reqwest::Client::new();
     let url = format!("{}/api/ticks", server.http());
     let started = Instant::now();
-    let statuses: Vec<Result<reqwest::StatusCode, reqwest::Error>> = futures_util::stream::iter(bodies)
-        .map(|body| {
-            let req = client
-                .post(&url)
-                .bearer_auth(setup::TOKEN)
-                .header("Content-Type", "application/json")
-                .body(body)
-                .timeout(Duration::from_secs(120));
-            async move { req.send().await.map(|r| r.status()) }
-        })
-        .buffer_unordered(args.api_concurrency.max(1))
-        .collect()
-        .await;
+    let statuses: Vec<Result<reqwest::StatusCode, reqwest::Error>> =
+        futures_util::stream::iter(bodies)
+            .map(|body| {
+                let req = client
+                    .post(&url)
+                    .bearer_auth(setup::TOKEN)
+                    .header("Content-Type", "application/json")
+                    .body(body)
+                    .timeout(Duration::from_secs(120));
+                async move { req.send().await.map(|r| r.status()) }
+            })
+            .buffer_unordered(args.api_concurrency.max(1))
+            .collect()
+            .await;
     let elapsed = started.elapsed();
     for s in statuses {
         let s = s.context("POST /api/ticks")?;

@@ -41,7 +41,10 @@ pub struct PayloadArgs {
 }
 
 pub async fn run(args: PayloadArgs) -> anyhow::Result<Value> {
-    let work = args.work_dir.clone().unwrap_or_else(setup::default_work_dir);
+    let work = args
+        .work_dir
+        .clone()
+        .unwrap_or_else(setup::default_work_dir);
     std::fs::create_dir_all(&work)?;
     let bin = match &args.server_bin {
         Some(b) => b.clone(),
@@ -73,7 +76,10 @@ async fn measure(server: &Server, args: &PayloadArgs) -> anyhow::Result<Value> {
         .await
         .context("connecting to /ws")?;
     let snapshot = loop {
-        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await.context("waiting for the snapshot")? {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .context("waiting for the snapshot")?
+        {
             Some(Ok(Message::Text(t))) => break t.to_string(),
             Some(Ok(_)) => {}
             Some(Err(e)) => return Err(e).context("reading the snapshot"),
@@ -84,24 +90,50 @@ async fn measure(server: &Server, args: &PayloadArgs) -> anyhow::Result<Value> {
     let parsed: Value = serde_json::from_str(&snapshot).context("parsing the snapshot")?;
     let candles = parsed["candles"].as_array().map(Vec::len).unwrap_or(0);
     let gzipped = gzip(snapshot.as_bytes())?;
-    say!("snapshot: {candles} candles, {} bytes, {} gzipped", snapshot.len(), gzipped);
+    say!(
+        "snapshot: {candles} candles, {} bytes, {} gzipped",
+        snapshot.len(),
+        gzipped
+    );
 
     // The same week over HTTP, as the server compresses it.
     let from = candlewick::format::rfc3339(Utc::now() - chrono::Duration::from_std(args.history)?);
-    let candles_url = format!("{}/api/candles?symbol=BTC/USD&interval=1m&from={from}", server.http());
+    let candles_url = format!(
+        "{}/api/candles?symbol=BTC/USD&interval=1m&from={from}",
+        server.http()
+    );
     let client = reqwest::Client::new();
     let plain = client.get(&candles_url).send().await?.bytes().await?.len();
-    let resp = client.get(&candles_url).header("Accept-Encoding", "gzip").send().await?;
-    let encoding = resp.headers().get("content-encoding").and_then(|v| v.to_str().ok()).unwrap_or("identity").to_owned();
+    let resp = client
+        .get(&candles_url)
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await?;
+    let encoding = resp
+        .headers()
+        .get("content-encoding")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity")
+        .to_owned();
     let over_http = resp.bytes().await?.len();
 
     let browser = if args.chromium_runs == 0 {
         json!({ "skipped": "--chromium-runs 0" })
     } else {
-        match first_candle(&args.chromium, &format!("{}/?symbol=BTC/USD", server.http()), args.chromium_runs).await {
+        match first_candle(
+            &args.chromium,
+            &format!("{}/?symbol=BTC/USD", server.http()),
+            args.chromium_runs,
+        )
+        .await
+        {
             Ok((times, cold)) => {
                 let s = Summary::of(&times);
-                say!("first candle drawn: cold {:.0} ms, warm p50 {:.0} ms", cold.as_secs_f64() * 1e3, s.p50_ms);
+                say!(
+                    "first candle drawn: cold {:.0} ms, warm p50 {:.0} ms",
+                    cold.as_secs_f64() * 1e3,
+                    s.p50_ms
+                );
                 json!({ "cold_ms": cold.as_secs_f64() * 1e3, "warm": s })
             }
             Err(e) => {
@@ -143,9 +175,14 @@ const PROBE: &str = r#"
 "#;
 
 /// Times `runs` page loads to the first drawn candle; returns the warm runs and the first (cold) one.
-async fn first_candle(chromium: &str, page: &str, runs: usize) -> anyhow::Result<(Vec<Duration>, Duration)> {
+async fn first_candle(
+    chromium: &str,
+    page: &str,
+    runs: usize,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
     let port = setup::free_port()?;
-    let profile = std::env::temp_dir().join(format!("candlewick-bench-chromium-{}", std::process::id()));
+    let profile =
+        std::env::temp_dir().join(format!("candlewick-bench-chromium-{}", std::process::id()));
     std::fs::create_dir_all(&profile)?;
     let mut child = tokio::process::Command::new(chromium)
         .args([
@@ -172,9 +209,17 @@ async fn first_candle(chromium: &str, page: &str, runs: usize) -> anyhow::Result
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         let ws_url = loop {
-            if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/json/list")).send().await {
+            if let Ok(r) = client
+                .get(format!("http://127.0.0.1:{port}/json/list"))
+                .send()
+                .await
+            {
                 if let Ok(targets) = r.json::<Vec<Value>>().await {
-                    if let Some(u) = targets.iter().find(|t| t["type"] == "page").and_then(|t| t["webSocketDebuggerUrl"].as_str()) {
+                    if let Some(u) = targets
+                        .iter()
+                        .find(|t| t["type"] == "page")
+                        .and_then(|t| t["webSocketDebuggerUrl"].as_str())
+                    {
                         break u.to_owned();
                     }
                 }
@@ -184,10 +229,18 @@ async fn first_candle(chromium: &str, page: &str, runs: usize) -> anyhow::Result
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
-        let (mut cdp, _) = tokio_tungstenite::connect_async(ws_url.as_str()).await.context("connecting to DevTools")?;
+        let (mut cdp, _) = tokio_tungstenite::connect_async(ws_url.as_str())
+            .await
+            .context("connecting to DevTools")?;
         let mut id = 0u64;
         call(&mut cdp, &mut id, "Page.enable", json!({})).await?;
-        call(&mut cdp, &mut id, "Page.addScriptToEvaluateOnNewDocument", json!({ "source": PROBE })).await?;
+        call(
+            &mut cdp,
+            &mut id,
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({ "source": PROBE }),
+        )
+        .await?;
         let mut times = Vec::new();
         for _ in 0..runs {
             call(&mut cdp, &mut id, "Page.navigate", json!({ "url": page })).await?;
@@ -227,7 +280,8 @@ async fn first_candle(chromium: &str, page: &str, runs: usize) -> anyhow::Result
     Ok((times, cold))
 }
 
-type Cdp = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Cdp =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// One DevTools call; events in between are skipped.
 async fn call(cdp: &mut Cdp, id: &mut u64, method: &str, params: Value) -> anyhow::Result<Value> {
@@ -236,8 +290,12 @@ async fn call(cdp: &mut Cdp, id: &mut u64, method: &str, params: Value) -> anyho
     cdp.send(Message::Text(msg.to_string().into())).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let next = tokio::time::timeout_at(deadline.into(), cdp.next()).await.with_context(|| format!("{method}: no answer"))?;
-        let Some(frame) = next else { bail!("DevTools closed") };
+        let next = tokio::time::timeout_at(deadline.into(), cdp.next())
+            .await
+            .with_context(|| format!("{method}: no answer"))?;
+        let Some(frame) = next else {
+            bail!("DevTools closed")
+        };
         if let Message::Text(t) = frame? {
             let v: Value = serde_json::from_str(&t)?;
             if v["id"].as_u64() == Some(*id) {

@@ -100,7 +100,10 @@ struct QueryCosts {
 }
 
 pub async fn run(args: PollCostArgs) -> anyhow::Result<Value> {
-    let work = args.work_dir.clone().unwrap_or_else(setup::default_work_dir);
+    let work = args
+        .work_dir
+        .clone()
+        .unwrap_or_else(setup::default_work_dir);
     std::fs::create_dir_all(&work)?;
     let mut report = serde_json::Map::new();
     report.insert("load_before".into(), json!(setup::load_average()));
@@ -140,7 +143,11 @@ pub async fn run(args: PollCostArgs) -> anyhow::Result<Value> {
 
 /// Mean server-side execution time (ms) of the statements starting with each prefix, from
 /// pg_stat_statements (planning and the round trip excluded).
-async fn exec_times(cluster: &Cluster, db: &str, prefixes: &[&str]) -> anyhow::Result<Vec<Option<f64>>> {
+async fn exec_times(
+    cluster: &Cluster,
+    db: &str,
+    prefixes: &[&str],
+) -> anyhow::Result<Vec<Option<f64>>> {
     let mut conn = cluster.admin().await?;
     let rows: Vec<(String, f64)> = sqlx::query_as(
         r#"
@@ -157,22 +164,42 @@ async fn exec_times(cluster: &Cluster, db: &str, prefixes: &[&str]) -> anyhow::R
     conn.close().await.ok();
     Ok(prefixes
         .iter()
-        .map(|p| rows.iter().find(|(q, _)| q.trim_start().starts_with(p)).map(|(_, t)| *t))
+        .map(|p| {
+            rows.iter()
+                .find(|(q, _)| q.trim_start().starts_with(p))
+                .map(|(_, t)| *t)
+        })
         .collect())
 }
 
 async fn enable_stat_statements(cluster: &Cluster) -> bool {
-    let Ok(mut admin) = cluster.admin().await else { return false };
-    let ok = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(&mut admin).await.is_ok()
-        && sqlx::query("SELECT pg_stat_statements_reset()").execute(&mut admin).await.is_ok();
+    let Ok(mut admin) = cluster.admin().await else {
+        return false;
+    };
+    let ok = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(&mut admin)
+        .await
+        .is_ok()
+        && sqlx::query("SELECT pg_stat_statements_reset()")
+            .execute(&mut admin)
+            .await
+            .is_ok();
     admin.close().await.ok();
     ok
 }
 
-async fn query_costs(pool: &PgPool, args: &PollCostArgs, stats_of: Option<(&Cluster, &str)>) -> anyhow::Result<QueryCosts> {
+async fn query_costs(
+    pool: &PgPool,
+    args: &PollCostArgs,
+    stats_of: Option<(&Cluster, &str)>,
+) -> anyhow::Result<QueryCosts> {
     let flavour = candlewick::db::Flavour::detect(pool).await?;
     let storage = flavour.describe(pool).await?;
-    say!("{storage}: loading {:?} at {} ticks/s", args.span, args.ticks_per_sec);
+    say!(
+        "{storage}: loading {:?} at {} ticks/s",
+        args.span,
+        args.ticks_per_sec
+    );
     let end = Utc::now();
     let started = Instant::now();
     let timescale = flavour == candlewick::db::Flavour::TimescaleDb;
@@ -180,7 +207,9 @@ async fn query_costs(pool: &PgPool, args: &PollCostArgs, stats_of: Option<(&Clus
     // that has a statement trigger with a transition table (our journal), so history loaded
     // below the refresh policy's watermark would never be materialized. History needs no journal.
     if timescale {
-        sqlx::query("DROP TRIGGER ticks_journal_insert ON ticks").execute(pool).await?;
+        sqlx::query("DROP TRIGGER ticks_journal_insert ON ticks")
+            .execute(pool)
+            .await?;
     }
     let ticks = setup::load_history(pool, end, args.span, args.ticks_per_sec).await?;
     if timescale {
@@ -217,7 +246,9 @@ async fn query_costs(pool: &PgPool, args: &PollCostArgs, stats_of: Option<(&Clus
     for _ in 0..args.polls {
         let batch = walk.ticks(next, gap, per_poll);
         next = batch.last().map(|t| t.time).unwrap_or(next) + chrono::Duration::from_std(gap)?;
-        ticks::insert_ticks(pool, &batch, Actor::ApiToken).await.map_err(|e| anyhow::anyhow!("writing ticks: {e}"))?;
+        ticks::insert_ticks(pool, &batch, Actor::ApiToken)
+            .await
+            .map_err(|e| anyhow::anyhow!("writing ticks: {e}"))?;
         let t = Instant::now();
         let (p, changes) = journal::poll_changes(pool, &position).await?;
         polls.push(t.elapsed());
@@ -234,22 +265,43 @@ async fn query_costs(pool: &PgPool, args: &PollCostArgs, stats_of: Option<(&Clus
     let mut tutorial = Vec::new();
     for _ in 0..args.tutorial_runs {
         let t = Instant::now();
-        let rows = sqlx::query(TUTORIAL_QUERY).fetch_all(pool).await.context("the tutorial's query")?;
+        let rows = sqlx::query(TUTORIAL_QUERY)
+            .fetch_all(pool)
+            .await
+            .context("the tutorial's query")?;
         tutorial.push(t.elapsed());
         candles = rows.len();
     }
     let tutorial = Summary::of(&tutorial);
-    say!("tutorial query ({candles} candles): p50 {:.1} ms p99 {:.1} ms", tutorial.p50_ms, tutorial.p99_ms);
+    say!(
+        "tutorial query ({candles} candles): p50 {:.1} ms p99 {:.1} ms",
+        tutorial.p50_ms,
+        tutorial.p99_ms
+    );
     let mut raw = Vec::new();
     for _ in 0..args.raw_runs {
         let t = Instant::now();
-        sqlx::query(RAW_QUERY).fetch_all(pool).await.context("the raw aggregation")?;
+        sqlx::query(RAW_QUERY)
+            .fetch_all(pool)
+            .await
+            .context("the raw aggregation")?;
         raw.push(t.elapsed());
     }
     let raw = Summary::of(&raw);
-    say!("raw aggregation: p50 {:.1} ms p99 {:.1} ms", raw.p50_ms, raw.p99_ms);
+    say!(
+        "raw aggregation: p50 {:.1} ms p99 {:.1} ms",
+        raw.p50_ms,
+        raw.p99_ms
+    );
     let exec = match stats_of {
-        Some((cluster, db)) if stat_statements => exec_times(cluster, db, &["WITH prev AS", "SELECT bucket, open", "SELECT date_bin"]).await?,
+        Some((cluster, db)) if stat_statements => {
+            exec_times(
+                cluster,
+                db,
+                &["WITH prev AS", "SELECT bucket, open", "SELECT date_bin"],
+            )
+            .await?
+        }
         _ => vec![None, None, None],
     };
     Ok(QueryCosts {
@@ -274,13 +326,18 @@ async fn query_costs(pool: &PgPool, args: &PollCostArgs, stats_of: Option<(&Clus
 
 /// Counters of the scratch database, read from the maintenance database (so reading them is
 /// not counted): committed transactions, and statements by query when pg_stat_statements is on.
-async fn counters(cluster: &Cluster, db: &str, stat_statements: bool) -> anyhow::Result<(i64, Vec<(String, i64)>)> {
+async fn counters(
+    cluster: &Cluster,
+    db: &str,
+    stat_statements: bool,
+) -> anyhow::Result<(i64, Vec<(String, i64)>)> {
     let mut conn = cluster.admin().await?;
-    let xacts: i64 = sqlx::query_scalar("SELECT xact_commit FROM pg_stat_database WHERE datname = $1")
-        .bind(db)
-        .fetch_one(&mut conn)
-        .await
-        .context("reading pg_stat_database")?;
+    let xacts: i64 =
+        sqlx::query_scalar("SELECT xact_commit FROM pg_stat_database WHERE datname = $1")
+            .bind(db)
+            .fetch_one(&mut conn)
+            .await
+            .context("reading pg_stat_database")?;
     let statements = if stat_statements {
         sqlx::query_as(
             r#"
@@ -346,8 +403,10 @@ async fn statements_per_second(
                     }
                 })
                 .await?;
-                let counted: Counted = serde_json::from_value(report.during.clone())
-                    .map_err(|_| anyhow::anyhow!("counting statements failed: {}", report.during))?;
+                let counted: Counted =
+                    serde_json::from_value(report.during.clone()).map_err(|_| {
+                        anyhow::anyhow!("counting statements failed: {}", report.during)
+                    })?;
                 (counted, Some(report))
             };
             let per_viewer_tutorial = n as f64;
@@ -385,7 +444,13 @@ struct Counted {
 }
 
 /// Writes a tick a second (so every poll has a change) and counts what the server ran meanwhile.
-async fn count_during(cluster: &Cluster, db: &str, url: &SecretString, stat_statements: bool, dur: Duration) -> anyhow::Result<Counted> {
+async fn count_during(
+    cluster: &Cluster,
+    db: &str,
+    url: &SecretString,
+    stat_statements: bool,
+    dur: Duration,
+) -> anyhow::Result<Counted> {
     let mut feed = sqlx::PgConnection::connect_with(&candlewick::db::connect_options(url)?).await?;
     let (x0, s0) = counters(cluster, db, stat_statements).await?;
     let started = Instant::now();
@@ -416,7 +481,13 @@ async fn count_during(cluster: &Cluster, db: &str, url: &SecretString, stat_stat
         let ours = query.starts_with(FEED_INSERT) || query.contains("pg_stat_statements");
         if d > 0 && !ours {
             total += d;
-            let short: String = query.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(90).collect();
+            let short: String = query
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .chars()
+                .take(90)
+                .collect();
             by_statement.push((short, d as f64 / seconds));
         }
     }
@@ -425,7 +496,11 @@ async fn count_during(cluster: &Cluster, db: &str, url: &SecretString, stat_stat
     let server_xacts = (x1 - x0 - fed as i64).max(0);
     Ok(Counted {
         seconds,
-        server_statements_per_sec: if stat_statements { total as f64 / seconds } else { server_xacts as f64 / seconds },
+        server_statements_per_sec: if stat_statements {
+            total as f64 / seconds
+        } else {
+            server_xacts as f64 / seconds
+        },
         server_transactions_per_sec: (!stat_statements).then(|| server_xacts as f64 / seconds),
         feed_ticks: fed,
         by_statement,

@@ -24,7 +24,10 @@ pub const SYMBOL: &str = "BTC/USD";
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Progress for the person running the bench (stdout carries the JSON report).
@@ -48,7 +51,9 @@ pub fn raise_open_file_limit() {
 /// The open-file hard limit (what one process can hold).
 pub fn open_file_limit() -> u64 {
     use nix::sys::resource::{Resource, getrlimit};
-    getrlimit(Resource::RLIMIT_NOFILE).map(|(_, hard)| hard).unwrap_or(1024)
+    getrlimit(Resource::RLIMIT_NOFILE)
+        .map(|(_, hard)| hard)
+        .unwrap_or(1024)
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: one clock for every process on the box.
@@ -62,8 +67,14 @@ pub fn now_ns() -> u64 {
 /// The 1-, 5- and 15-minute load averages.
 pub fn load_average() -> [f64; 3] {
     let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let mut it = text.split_whitespace().map(|v| v.parse().unwrap_or(f64::NAN));
-    [it.next().unwrap_or(f64::NAN), it.next().unwrap_or(f64::NAN), it.next().unwrap_or(f64::NAN)]
+    let mut it = text
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(f64::NAN));
+    [
+        it.next().unwrap_or(f64::NAN),
+        it.next().unwrap_or(f64::NAN),
+        it.next().unwrap_or(f64::NAN),
+    ]
 }
 
 /// VmRSS of `pid` in bytes.
@@ -74,6 +85,20 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// User plus system CPU time `pid` has used, in seconds (from /proc/<pid>/stat).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: fields are counted after its closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    Some(ticks as f64 / hz)
+}
+
 /// The process listening on 127.0.0.1:`port` (via /proc/net/tcp and the processes' fds).
 pub fn pid_listening_on(port: u16) -> Option<u32> {
     let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
@@ -81,12 +106,21 @@ pub fn pid_listening_on(port: u16) -> Option<u32> {
         let cols: Vec<&str> = line.split_whitespace().collect();
         let local = cols.get(1)?;
         let (_, p) = local.split_once(':')?;
-        (u16::from_str_radix(p, 16).ok()? == port && cols.get(3) == Some(&"0A")).then(|| cols.get(9).map(|s| s.to_string()))?
+        (u16::from_str_radix(p, 16).ok()? == port && cols.get(3) == Some(&"0A"))
+            .then(|| cols.get(9).map(|s| s.to_string()))?
     })?;
     let needle = format!("socket:[{inode}]");
     for proc_entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = proc_entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fd")) else { continue };
+        let Some(pid) = proc_entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fd")) else {
+            continue;
+        };
         for fd in fds.flatten() {
             if std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == needle) {
                 return Some(pid);
@@ -100,7 +134,9 @@ pub fn pid_listening_on(port: u16) -> Option<u32> {
 pub fn require_loopback(host: &str) -> anyhow::Result<()> {
     let ok = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
     if !ok {
-        bail!("{host} is not a loopback address: the bench only targets this machine (127.0.0.0/8, ::1)");
+        bail!(
+            "{host} is not a loopback address: the bench only targets this machine (127.0.0.0/8, ::1)"
+        );
     }
     Ok(())
 }
@@ -120,7 +156,10 @@ pub fn default_server_bin() -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe().context("locating candlewick-bench")?;
     let bin = me.with_file_name("candlewick");
     if !bin.exists() {
-        bail!("{} not found: build it (cargo build --release) or pass --server-bin", bin.display());
+        bail!(
+            "{} not found: build it (cargo build --release) or pass --server-bin",
+            bin.display()
+        );
     }
     Ok(bin)
 }
@@ -142,14 +181,20 @@ impl Cluster {
         };
         let pg = tokio::task::spawn_blocking(start.clone()).await??;
         let admin_url = pg.url("postgres");
-        let mut cluster = Self { pg: Some(pg), admin_url };
+        let mut cluster = Self {
+            pg: Some(pg),
+            admin_url,
+        };
         if stat_statements {
             let mut conn = cluster.admin().await?;
-            let preload: String = sqlx::query_scalar("SHOW shared_preload_libraries").fetch_one(&mut conn).await?;
+            let preload: String = sqlx::query_scalar("SHOW shared_preload_libraries")
+                .fetch_one(&mut conn)
+                .await?;
             if !preload.contains("pg_stat_statements") {
-                let set = sqlx::query("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
-                    .execute(&mut conn)
-                    .await;
+                let set =
+                    sqlx::query("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+                        .execute(&mut conn)
+                        .await;
                 conn.close().await.ok();
                 if set.is_ok() {
                     if let Some(pg) = cluster.pg.take() {
@@ -166,7 +211,10 @@ impl Cluster {
 
     /// A cluster reached by `url` (whose user may create databases).
     pub fn external(url: SecretString) -> Self {
-        Self { pg: None, admin_url: url }
+        Self {
+            pg: None,
+            admin_url: url,
+        }
     }
 
     pub async fn admin(&self) -> anyhow::Result<PgConnection> {
@@ -176,7 +224,8 @@ impl Cluster {
     }
 
     pub fn url_of(&self, database: &str) -> anyhow::Result<SecretString> {
-        let mut u = url::Url::parse(self.admin_url.expose_secret()).context("parsing the cluster URL")?;
+        let mut u =
+            url::Url::parse(self.admin_url.expose_secret()).context("parsing the cluster URL")?;
         u.set_path(&format!("/{database}"));
         Ok(u.to_string().into())
     }
@@ -184,10 +233,12 @@ impl Cluster {
     /// Drops and re-creates `name`, migrates it; returns its URL, a pool and its flavour.
     pub async fn scratch(&self, name: &str) -> anyhow::Result<(SecretString, PgPool, Flavour)> {
         let mut conn = self.admin().await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#)))
-            .execute(&mut conn)
-            .await
-            .with_context(|| format!("dropping the scratch database {name}"))?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#
+        )))
+        .execute(&mut conn)
+        .await
+        .with_context(|| format!("dropping the scratch database {name}"))?;
         sqlx::query(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
             .execute(&mut conn)
             .await
@@ -201,9 +252,11 @@ impl Cluster {
 
     pub async fn drop_database(&self, name: &str) {
         if let Ok(mut conn) = self.admin().await {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#)))
-                .execute(&mut conn)
-                .await;
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#
+            )))
+            .execute(&mut conn)
+            .await;
             conn.close().await.ok();
         }
     }
@@ -224,14 +277,26 @@ pub struct Server {
 
 impl Server {
     /// Starts the server on a free port against `db_url` (no demo feed) and waits for /readyz.
-    pub async fn spawn(bin: &Path, db_url: &SecretString, work_dir: &Path, name: &str, extra: &[&str]) -> anyhow::Result<Self> {
+    pub async fn spawn(
+        bin: &Path,
+        db_url: &SecretString,
+        work_dir: &Path,
+        name: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let port = free_port()?;
         let data_dir = work_dir.join(name);
         std::fs::create_dir_all(&data_dir)?;
         let log = std::fs::File::create(work_dir.join(format!("{name}.log")))?;
         let child = tokio::process::Command::new(bin)
             .arg("serve")
-            .args(["--bind", &format!("127.0.0.1:{port}"), "--no-demo", "--admin-token", TOKEN])
+            .args([
+                "--bind",
+                &format!("127.0.0.1:{port}"),
+                "--no-demo",
+                "--admin-token",
+                TOKEN,
+            ])
             .arg("--data-dir")
             .arg(&data_dir)
             .args(extra)
@@ -245,7 +310,9 @@ impl Server {
             .with_context(|| format!("starting {}", bin.display()))?;
         let pid = child.id().context("the server exited at once")?;
         let server = Self { child, port, pid };
-        server.wait_ready().await.with_context(|| format!("waiting for {name}; see {}/{name}.log", work_dir.display()))?;
+        server.wait_ready().await.with_context(|| {
+            format!("waiting for {name}; see {}/{name}.log", work_dir.display())
+        })?;
         Ok(server)
     }
 
@@ -276,7 +343,10 @@ impl Server {
     pub async fn stop(mut self) {
         use nix::sys::signal::{Signal, kill};
         let _ = kill(nix::unistd::Pid::from_raw(self.pid as i32), Signal::SIGTERM);
-        if tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .is_err()
+        {
             let _ = self.child.kill().await;
         }
     }
@@ -291,7 +361,11 @@ pub struct Walk {
 
 impl Walk {
     pub fn new(seed: u64) -> Self {
-        Self { rng: SmallRng::seed_from_u64(seed), price: 61_000.0, symbol: Symbol::parse(SYMBOL).expect("a valid symbol") }
+        Self {
+            rng: SmallRng::seed_from_u64(seed),
+            price: 61_000.0,
+            symbol: Symbol::parse(SYMBOL).expect("a valid symbol"),
+        }
     }
 
     pub fn tick(&mut self, time: DateTime<Utc>) -> Tick {
@@ -301,7 +375,8 @@ impl Walk {
         Tick {
             time,
             symbol: self.symbol.clone(),
-            price: Price::new((self.price * 100.0).round() / 100.0).expect("a positive finite price"),
+            price: Price::new((self.price * 100.0).round() / 100.0)
+                .expect("a positive finite price"),
             volume: Volume::new((volume * 10_000.0).round() / 10_000.0).expect("a finite volume"),
         }
     }
@@ -315,7 +390,12 @@ impl Walk {
 
 /// Loads `span` of history ending just before `end` at `per_sec` ticks per second, through the
 /// bulk (COPY) path in chunks; returns the tick count.
-pub async fn load_history(pool: &PgPool, end: DateTime<Utc>, span: Duration, per_sec: f64) -> anyhow::Result<u64> {
+pub async fn load_history(
+    pool: &PgPool,
+    end: DateTime<Utc>,
+    span: Duration,
+    per_sec: f64,
+) -> anyhow::Result<u64> {
     const CHUNK: usize = 200_000;
     let gap = Duration::from_secs_f64(1.0 / per_sec);
     let total = (span.as_secs_f64() * per_sec).floor() as usize;
@@ -325,15 +405,27 @@ pub async fn load_history(pool: &PgPool, end: DateTime<Utc>, span: Duration, per
     let mut done = 0usize;
     while done < total {
         let n = CHUNK.min(total - done);
-        let first = start + chrono::Duration::from_std(gap * done as u32).context("history offset")?;
+        let first =
+            start + chrono::Duration::from_std(gap * done as u32).context("history offset")?;
         let chunk = walk.ticks(first, gap, n);
-        ticks::insert_ticks(pool, &chunk, Actor::CliImport).await.map_err(|e| anyhow::anyhow!("loading history: {e}"))?;
+        ticks::insert_ticks(pool, &chunk, Actor::CliImport)
+            .await
+            .map_err(|e| anyhow::anyhow!("loading history: {e}"))?;
         done += n;
         if done % 1_000_000 < CHUNK || done == total {
-            crate::say!("history: {done}/{total} ticks ({:.0}/s)", done as f64 / started.elapsed().as_secs_f64());
+            crate::say!(
+                "history: {done}/{total} ticks ({:.0}/s)",
+                done as f64 / started.elapsed().as_secs_f64()
+            );
         }
     }
-    sqlx::query("VACUUM ANALYZE ticks").execute(pool).await.context("vacuuming ticks")?;
-    sqlx::query("ANALYZE").execute(pool).await.context("analyzing")?;
+    sqlx::query("VACUUM ANALYZE ticks")
+        .execute(pool)
+        .await
+        .context("vacuuming ticks")?;
+    sqlx::query("ANALYZE")
+        .execute(pool)
+        .await
+        .context("analyzing")?;
     Ok(total as u64)
 }

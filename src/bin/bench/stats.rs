@@ -89,7 +89,9 @@ mod tests {
 
     #[test]
     fn the_slope_of_a_line_is_its_gradient() {
-        let pts: Vec<(f64, f64)> = (0..10).map(|x| (f64::from(x), 3.0 * f64::from(x) + 1.0)).collect();
+        let pts: Vec<(f64, f64)> = (0..10)
+            .map(|x| (f64::from(x), 3.0 * f64::from(x) + 1.0))
+            .collect();
         assert!((slope(&pts).unwrap_or_default() - 3.0).abs() < 1e-9);
     }
 }

@@ -35,6 +35,9 @@ const FD_MARGIN: u64 = 100;
 const PER_SOURCE_IP: usize = 20_000;
 /// After the window closes, how long late deliveries are still recorded.
 const GRACE: Duration = Duration::from_secs(3);
+/// Tries per viewer, and the pause before the n-th retry (n × this).
+const CONNECT_ATTEMPTS: u32 = 3;
+const RETRY_PAUSE: Duration = Duration::from_secs(2);
 /// How long a connect plus handshake plus snapshot may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -101,7 +104,10 @@ pub struct ViewersReport {
     pub source_ips: usize,
     /// Viewers connected (snapshot received) and still connected at the end of the window.
     pub held: usize,
+    /// Viewers that never got a snapshot, after CONNECT_ATTEMPTS tries each.
     pub connect_failures: usize,
+    /// Attempts after a refused or timed-out one (as a browser reconnects).
+    pub connect_retries: u64,
     pub dropped: usize,
     /// Snapshots sent again after a lag.
     pub resyncs: usize,
@@ -122,6 +128,12 @@ pub struct ViewersReport {
     pub rss_per_viewer_bytes: f64,
     /// Least-squares slope of RSS over connected viewers, sampled while connecting.
     pub rss_slope_bytes_per_viewer: Option<f64>,
+    /// CPU used during the window by the servers and by the viewer processes (all updates,
+    /// pings and the feed included), and per update delivered.
+    pub server_cpu_seconds: f64,
+    pub client_cpu_seconds: f64,
+    pub server_cpu_us_per_delivery: f64,
+    pub client_cpu_us_per_delivery: f64,
     pub feed_ticks_posted: u64,
     pub errors: Vec<String>,
     pub load_before: [f64; 3],
@@ -172,7 +184,10 @@ pub async fn run_cli(args: ViewersArgs) -> anyhow::Result<serde_json::Value> {
         return Ok(serde_json::to_value(report)?);
     }
 
-    let work = args.work_dir.clone().unwrap_or_else(setup::default_work_dir);
+    let work = args
+        .work_dir
+        .clone()
+        .unwrap_or_else(setup::default_work_dir);
     std::fs::create_dir_all(&work)?;
     let bin = match &args.server_bin {
         Some(b) => b.clone(),
@@ -184,7 +199,11 @@ pub async fn run_cli(args: ViewersArgs) -> anyhow::Result<serde_json::Value> {
     };
     let db_name = "candlewick_bench_viewers";
     let (db_url, pool, _) = cluster.scratch(db_name).await?;
-    say!("loading {:?} of history at {}/s", args.history, args.history_rate);
+    say!(
+        "loading {:?} of history at {}/s",
+        args.history,
+        args.history_rate
+    );
     setup::load_history(&pool, Utc::now(), args.history, args.history_rate).await?;
     pool.close().await;
     let mut servers = Vec::new();
@@ -210,7 +229,11 @@ where
     F: FnOnce(Duration) -> Fut,
     Fut: std::future::Future<Output = serde_json::Value>,
 {
-    let targets: Vec<Target> = plan.urls.iter().map(|u| Target::parse(u)).collect::<Result<_, _>>()?;
+    let targets: Vec<Target> = plan
+        .urls
+        .iter()
+        .map(|u| Target::parse(u))
+        .collect::<Result<_, _>>()?;
     if plan.count == 0 {
         bail!("--count must be at least 1");
     }
@@ -221,23 +244,35 @@ where
     }
     .clamp(1, plan.count);
     if plan.count.div_ceil(processes) > per_process {
-        bail!("{} viewers in {processes} processes exceed {per_process} sockets per process: use more --processes", plan.count);
+        bail!(
+            "{} viewers in {processes} processes exceed {per_process} sockets per process: use more --processes",
+            plan.count
+        );
     }
     let source_ips = match plan.source_ips {
         0 => plan.count.div_ceil(PER_SOURCE_IP).max(1),
         n => n,
     }
     .min(250);
-    let sources: Vec<Ipv4Addr> = (0..source_ips).map(|i| Ipv4Addr::new(127, 0, 0, 2 + i as u8)).collect();
+    let sources: Vec<Ipv4Addr> = (0..source_ips)
+        .map(|i| Ipv4Addr::new(127, 0, 0, 2 + i as u8))
+        .collect();
     let pids: Vec<u32> = if plan.server_pids.is_empty() {
-        targets.iter().filter_map(|t| setup::pid_listening_on(t.addr.port())).collect()
+        targets
+            .iter()
+            .filter_map(|t| setup::pid_listening_on(t.addr.port()))
+            .collect()
     } else {
         plan.server_pids.clone()
     };
     if pids.is_empty() {
         say!("no server pid found: memory is not measured (pass --server-pid)");
     }
-    let rss = || pids.iter().filter_map(|p| setup::rss_bytes(*p)).sum::<u64>();
+    let rss = || {
+        pids.iter()
+            .filter_map(|p| setup::rss_bytes(*p))
+            .sum::<u64>()
+    };
     let load_before = setup::load_average();
     let rss_before = rss();
     say!(
@@ -262,7 +297,8 @@ where
             rate: plan.rate / processes as f64,
             sources: sources.clone(),
             rcvbuf: plan.rcvbuf,
-            max_seconds: (plan.count as f64 / plan.rate + plan.duration.as_secs_f64() + 300.0) as u64,
+            max_seconds: (plan.count as f64 / plan.rate + plan.duration.as_secs_f64() + 300.0)
+                as u64,
         };
         offset += count;
         let mut child = tokio::process::Command::new(&exe)
@@ -297,7 +333,13 @@ where
     let feed_stop = CancellationToken::new();
     let feed_posted = Arc::new(AtomicU64::new(0));
     let feed_task = plan.feed.clone().map(|(base, token)| {
-        tokio::spawn(feed(base, token, plan.feed_every, feed_stop.clone(), feed_posted.clone()))
+        tokio::spawn(feed(
+            base,
+            token,
+            plan.feed_every,
+            feed_stop.clone(),
+            feed_posted.clone(),
+        ))
     });
 
     // Connecting: sample RSS against connected viewers.
@@ -306,7 +348,8 @@ where
     let mut ready = vec![false; processes];
     let mut samples: Vec<(f64, f64)> = vec![(0.0, rss_before as f64)];
     let mut sample_every = tokio::time::interval(Duration::from_millis(500));
-    let ramp_deadline = ramp_started + Duration::from_secs_f64(plan.count as f64 / plan.rate) + CONNECT_TIMEOUT * 2;
+    let ramp_deadline =
+        ramp_started + Duration::from_secs_f64(plan.count as f64 / plan.rate) + CONNECT_TIMEOUT * 2;
     let mut last_said = Instant::now();
     while !ready.iter().all(|r| *r) {
         tokio::select! {
@@ -343,6 +386,13 @@ where
     // The window.
     let start = now_ns() + 500_000_000;
     let end = start + plan.duration.as_nanos() as u64;
+    let worker_pids: Vec<u32> = children.iter().filter_map(|c| c.id()).collect();
+    let cpu = |pids: &[u32]| {
+        pids.iter()
+            .filter_map(|p| setup::cpu_seconds(*p))
+            .sum::<f64>()
+    };
+    let (server_cpu0, client_cpu0) = (cpu(&pids), cpu(&worker_pids));
     for stdin in &mut stdins {
         send_line(stdin, &ToWorker::Window { start, end }).await?;
     }
@@ -353,6 +403,7 @@ where
         tokio::time::sleep(Duration::from_nanos(end - now)).await;
     }
     let rss_end = rss();
+    let (server_cpu, client_cpu) = (cpu(&pids) - server_cpu0, cpu(&worker_pids) - client_cpu0);
     let load_after = setup::load_average();
 
     // First receipts over all workers.
@@ -372,10 +423,19 @@ where
         }
     }
     feed_stop.cancel();
-    let judged: Vec<(u16, u64, u64)> =
-        first.iter().filter(|(_, t)| **t >= start && **t <= end).map(|((s, h), t)| (*s, *h, *t)).collect();
+    let judged: Vec<(u16, u64, u64)> = first
+        .iter()
+        .filter(|(_, t)| **t >= start && **t <= end)
+        .map(|((s, h), t)| (*s, *h, *t))
+        .collect();
     for stdin in &mut stdins {
-        send_line(stdin, &ToWorker::Judge { frames: judged.clone() }).await?;
+        send_line(
+            stdin,
+            &ToWorker::Judge {
+                frames: judged.clone(),
+            },
+        )
+        .await?;
     }
     let mut results = Vec::new();
     while results.len() < processes {
@@ -400,6 +460,7 @@ where
         }
     }
     let held: usize = results.iter().map(|r| r.held).sum();
+    let deliveries: u64 = results.iter().map(|r| r.deliveries).sum();
     let report = ViewersReport {
         requested: plan.count,
         servers: targets.len(),
@@ -407,12 +468,13 @@ where
         source_ips,
         held,
         connect_failures: results.iter().map(|r| r.failed).sum(),
+        connect_retries: results.iter().map(|r| r.retries).sum(),
         dropped: results.iter().map(|r| r.dropped).sum(),
         resyncs: results.iter().map(|r| r.resyncs).sum(),
         connect_seconds,
         window_seconds: plan.duration.as_secs_f64(),
         frames_in_window: judged.len(),
-        deliveries: results.iter().map(|r| r.deliveries).sum(),
+        deliveries,
         missed_updates: results.iter().map(|r| r.missed).sum(),
         viewers_missing_updates: results.iter().map(|r| r.viewers_missing).sum(),
         max_missed_per_viewer: results.iter().map(|r| r.max_missed).max().unwrap_or(0),
@@ -420,10 +482,30 @@ where
         server_rss_before_bytes: rss_before,
         server_rss_held_bytes: rss_held,
         server_rss_end_bytes: rss_end,
-        rss_per_viewer_bytes: if held > 0 { (rss_end as f64 - rss_before as f64) / held as f64 } else { 0.0 },
+        rss_per_viewer_bytes: if held > 0 {
+            (rss_end as f64 - rss_before as f64) / held as f64
+        } else {
+            0.0
+        },
         rss_slope_bytes_per_viewer: stats::slope(&samples),
+        server_cpu_seconds: server_cpu,
+        client_cpu_seconds: client_cpu,
+        server_cpu_us_per_delivery: if deliveries > 0 {
+            server_cpu * 1e6 / deliveries as f64
+        } else {
+            0.0
+        },
+        client_cpu_us_per_delivery: if deliveries > 0 {
+            client_cpu * 1e6 / deliveries as f64
+        } else {
+            0.0
+        },
         feed_ticks_posted: feed_posted.load(Ordering::Relaxed),
-        errors: results.iter().flat_map(|r| r.errors.iter().cloned()).take(10).collect(),
+        errors: results
+            .iter()
+            .flat_map(|r| r.errors.iter().cloned())
+            .take(10)
+            .collect(),
         load_before,
         load_after,
         during: during_value,
@@ -444,7 +526,13 @@ where
 }
 
 /// Posts one tick to `{base}/api/ticks` every `every` until `stop`.
-async fn feed(base: String, token: String, every: Duration, stop: CancellationToken, posted: Arc<AtomicU64>) {
+async fn feed(
+    base: String,
+    token: String,
+    every: Duration,
+    stop: CancellationToken,
+    posted: Arc<AtomicU64>,
+) {
     let client = reqwest::Client::new();
     let mut walk = setup::Walk::new(now_ns());
     let mut tick = tokio::time::interval(every);
@@ -461,7 +549,12 @@ async fn feed(base: String, token: String, every: Duration, stop: CancellationTo
             "price": t.price.get(),
             "volume": t.volume.get(),
         });
-        let sent = client.post(format!("{base}/api/ticks")).bearer_auth(&token).json(&body).send().await;
+        let sent = client
+            .post(format!("{base}/api/ticks"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await;
         match sent {
             Ok(r) if r.status().is_success() => {
                 posted.fetch_add(1, Ordering::Relaxed);
@@ -472,10 +565,16 @@ async fn feed(base: String, token: String, every: Duration, stop: CancellationTo
     }
 }
 
-async fn send_line<T: Serialize>(stdin: &mut tokio::process::ChildStdin, msg: &T) -> anyhow::Result<()> {
+async fn send_line<T: Serialize>(
+    stdin: &mut tokio::process::ChildStdin,
+    msg: &T,
+) -> anyhow::Result<()> {
     let mut line = serde_json::to_vec(msg)?;
     line.push(b'\n');
-    stdin.write_all(&line).await.context("writing to a worker")?;
+    stdin
+        .write_all(&line)
+        .await
+        .context("writing to a worker")?;
     stdin.flush().await?;
     Ok(())
 }
@@ -500,25 +599,39 @@ struct WorkerConfig {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "k", rename_all = "snake_case")]
 enum FromWorker {
-    Progress { connected: usize, failed: usize },
-    Ready { connected: usize, failed: usize },
+    Progress {
+        connected: usize,
+        failed: usize,
+    },
+    Ready {
+        connected: usize,
+        failed: usize,
+    },
     /// (server, hash, first receipt in this worker).
-    Frames { frames: Vec<(u16, u64, u64)> },
+    Frames {
+        frames: Vec<(u16, u64, u64)>,
+    },
     Result(WorkerResult),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "k", rename_all = "snake_case")]
 enum ToWorker {
-    Window { start: u64, end: u64 },
+    Window {
+        start: u64,
+        end: u64,
+    },
     /// (server, hash, first receipt over all workers) of the frames to judge.
-    Judge { frames: Vec<(u16, u64, u64)> },
+    Judge {
+        frames: Vec<(u16, u64, u64)>,
+    },
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct WorkerResult {
     held: usize,
     failed: usize,
+    retries: u64,
     dropped: usize,
     resyncs: usize,
     deliveries: u64,
@@ -538,6 +651,9 @@ struct Log {
     /// Why the connection ended before the bench closed it.
     dropped: Option<String>,
     failed: Option<String>,
+    /// Connection attempts after the first, and why the last one before them failed.
+    retries: u32,
+    retry_reason: Option<String>,
     snapshots: usize,
     /// (hash, receipt) of update frames received since the recording started.
     frames: Vec<(u64, u64)>,
@@ -561,8 +677,11 @@ fn emit(msg: &FromWorker) {
 
 /// The `viewers-worker` process.
 pub fn worker_main(config: &str) -> anyhow::Result<()> {
-    let cfg: WorkerConfig = serde_json::from_str(config).context("reading the worker configuration")?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let cfg: WorkerConfig =
+        serde_json::from_str(config).context("reading the worker configuration")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let max = Duration::from_secs(cfg.max_seconds);
     rt.block_on(async move {
         match tokio::time::timeout(max, worker(cfg)).await {
@@ -573,8 +692,11 @@ pub fn worker_main(config: &str) -> anyhow::Result<()> {
 }
 
 async fn worker(cfg: WorkerConfig) -> anyhow::Result<()> {
-    let targets: Vec<Arc<Target>> =
-        cfg.urls.iter().map(|u| Target::parse(u).map(Arc::new)).collect::<Result<_, _>>()?;
+    let targets: Vec<Arc<Target>> = cfg
+        .urls
+        .iter()
+        .map(|u| Target::parse(u).map(Arc::new))
+        .collect::<Result<_, _>>()?;
     let shared = Arc::new(Shared {
         connected: AtomicUsize::new(0),
         failed: AtomicUsize::new(0),
@@ -602,7 +724,13 @@ async fn worker(cfg: WorkerConfig) -> anyhow::Result<()> {
         let g = cfg.offset + i;
         let server = g % targets.len();
         let source = cfg.sources[(g / targets.len()) % cfg.sources.len()];
-        handles.push(tokio::spawn(viewer(targets[server].clone(), server as u16, source, cfg.rcvbuf, shared.clone())));
+        handles.push(tokio::spawn(viewer(
+            targets[server].clone(),
+            server as u16,
+            source,
+            cfg.rcvbuf,
+            shared.clone(),
+        )));
         if last_report.elapsed() > Duration::from_millis(500) {
             last_report = Instant::now();
             emit(&FromWorker::Progress {
@@ -612,19 +740,30 @@ async fn worker(cfg: WorkerConfig) -> anyhow::Result<()> {
         }
     }
     loop {
-        let (c, f) = (shared.connected.load(Ordering::Relaxed), shared.failed.load(Ordering::Relaxed));
+        let (c, f) = (
+            shared.connected.load(Ordering::Relaxed),
+            shared.failed.load(Ordering::Relaxed),
+        );
         if c + f >= cfg.count {
-            emit(&FromWorker::Ready { connected: c, failed: f });
+            emit(&FromWorker::Ready {
+                connected: c,
+                failed: f,
+            });
             break;
         }
-        emit(&FromWorker::Progress { connected: c, failed: f });
+        emit(&FromWorker::Progress {
+            connected: c,
+            failed: f,
+        });
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
     let Some(ToWorker::Window { start, end }) = next_msg(&mut lines).await? else {
         bail!("expected the window");
     };
-    shared.record_from.store(start.saturating_sub(1_000_000_000), Ordering::Relaxed);
+    shared
+        .record_from
+        .store(start.saturating_sub(1_000_000_000), Ordering::Relaxed);
     let stop_at = end + GRACE.as_nanos() as u64;
     let now = now_ns();
     if stop_at > now {
@@ -645,7 +784,9 @@ async fn worker(cfg: WorkerConfig) -> anyhow::Result<()> {
             *e = (*e).min(*t);
         }
     }
-    emit(&FromWorker::Frames { frames: first.into_iter().map(|((s, h), t)| (s, h, t)).collect() });
+    emit(&FromWorker::Frames {
+        frames: first.into_iter().map(|((s, h), t)| (s, h, t)).collect(),
+    });
 
     let Some(ToWorker::Judge { frames }) = next_msg(&mut lines).await? else {
         bail!("expected the frames to judge");
@@ -659,6 +800,12 @@ async fn worker(cfg: WorkerConfig) -> anyhow::Result<()> {
     let mut result = WorkerResult::default();
     let mut hist = new_hist();
     for log in &logs {
+        result.retries += u64::from(log.retries);
+        if let Some(why) = log.retry_reason.as_ref().map(|w| format!("(retried) {w}")) {
+            if result.errors.len() < 10 && !result.errors.contains(&why) {
+                result.errors.push(why);
+            }
+        }
         if let Some(e) = &log.failed {
             result.failed += 1;
             if result.errors.len() < 10 && !result.errors.contains(e) {
@@ -684,29 +831,47 @@ async fn worker(cfg: WorkerConfig) -> anyhow::Result<()> {
             }
         }
         result.deliveries += seen.len() as u64;
-        let missed = per_server.get(&log.server).copied().unwrap_or(0).saturating_sub(seen.len() as u64);
+        let missed = per_server
+            .get(&log.server)
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(seen.len() as u64);
         result.missed += missed;
         result.max_missed = result.max_missed.max(missed);
         if missed > 0 {
             result.viewers_missing += 1;
         }
     }
-    result.spread_us = hist.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect();
+    result.spread_us = hist
+        .iter_recorded()
+        .map(|v| (v.value_iterated_to(), v.count_at_value()))
+        .collect();
     emit(&FromWorker::Result(result));
     Ok(())
 }
 
 async fn next_msg(lines: &mut mpsc::Receiver<String>) -> anyhow::Result<Option<ToWorker>> {
     match lines.recv().await {
-        Some(l) => Ok(Some(serde_json::from_str(&l).context("reading a message from the parent")?)),
+        Some(l) => Ok(Some(
+            serde_json::from_str(&l).context("reading a message from the parent")?,
+        )),
         None => Ok(None),
     }
 }
 
 /// One viewer: connect, take the snapshot, then record updates until told to stop.
-async fn viewer(target: Arc<Target>, server: u16, source: Ipv4Addr, rcvbuf: u32, shared: Arc<Shared>) -> Log {
-    let mut log = Log { server, ..Log::default() };
-    let connecting = async {
+async fn viewer(
+    target: Arc<Target>,
+    server: u16,
+    source: Ipv4Addr,
+    rcvbuf: u32,
+    shared: Arc<Shared>,
+) -> Log {
+    let mut log = Log {
+        server,
+        ..Log::default()
+    };
+    let connect_once = || async {
         let mut v = Viewer::connect(&target, source, rcvbuf).await?;
         loop {
             match v.next().await? {
@@ -716,23 +881,33 @@ async fn viewer(target: Arc<Target>, server: u16, source: Ipv4Addr, rcvbuf: u32,
             }
         }
     };
-    let mut v = tokio::select! {
-        r = tokio::time::timeout(CONNECT_TIMEOUT, connecting) => match r {
-            Ok(Ok(v)) => v,
-            Ok(Err(e)) => {
-                log.failed = Some(format!("{e:#}"));
+    // Like the chart page, a refused or timed-out viewer tries again after a pause.
+    let mut attempt = 0;
+    let mut v = loop {
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(CONNECT_TIMEOUT, connect_once()) => match r {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => Err(format!("{e:#}")),
+                Err(_) => Err("timed out connecting".to_owned()),
+            },
+            _ = shared.stop.cancelled() => {
+                log.failed = Some("still connecting at the end".into());
+                return log;
+            }
+        };
+        match outcome {
+            Ok(v) => break v,
+            Err(e) if attempt < CONNECT_ATTEMPTS - 1 => {
+                attempt += 1;
+                log.retries += 1;
+                log.retry_reason = Some(e);
+                tokio::time::sleep(RETRY_PAUSE * attempt).await;
+            }
+            Err(e) => {
+                log.failed = Some(e);
                 shared.failed.fetch_add(1, Ordering::Relaxed);
                 return log;
             }
-            Err(_) => {
-                log.failed = Some("timed out connecting".into());
-                shared.failed.fetch_add(1, Ordering::Relaxed);
-                return log;
-            }
-        },
-        _ = shared.stop.cancelled() => {
-            log.failed = Some("still connecting at the end".into());
-            return log;
         }
     };
     log.connected = true;

@@ -35,12 +35,20 @@ impl Target {
         let host = u.host_str().context("the URL has no host")?.to_owned();
         crate::setup::require_loopback(&host)?;
         let port = u.port().unwrap_or(80);
-        let ip: std::net::IpAddr = if host == "localhost" { Ipv4Addr::LOCALHOST.into() } else { host.parse()? };
+        let ip: std::net::IpAddr = if host == "localhost" {
+            Ipv4Addr::LOCALHOST.into()
+        } else {
+            host.parse()?
+        };
         let path = match u.query() {
             Some(q) => format!("{}?{q}", u.path()),
             None => u.path().to_owned(),
         };
-        Ok(Self { addr: SocketAddr::new(ip, port), host: format!("{host}:{port}"), path })
+        Ok(Self {
+            addr: SocketAddr::new(ip, port),
+            host: format!("{host}:{port}"),
+            path,
+        })
     }
 }
 
@@ -71,14 +79,24 @@ pub struct Viewer {
 impl Viewer {
     /// Connects from `source` (port chosen by the kernel) with a small receive buffer.
     pub async fn connect(target: &Target, source: Ipv4Addr, rcvbuf: u32) -> anyhow::Result<Self> {
-        let SocketAddr::V4(_) = target.addr else { bail!("IPv6 targets are not supported") };
+        let SocketAddr::V4(_) = target.addr else {
+            bail!("IPv6 targets are not supported")
+        };
         let socket = TcpSocket::new_v4()?;
         socket.set_recv_buffer_size(rcvbuf)?;
         socket.set_send_buffer_size(8192)?;
-        socket.bind(SocketAddr::V4(SocketAddrV4::new(source, 0))).context("binding the source address")?;
+        socket
+            .bind(SocketAddr::V4(SocketAddrV4::new(source, 0)))
+            .context("binding the source address")?;
         let stream = socket.connect(target.addr).await.context("connecting")?;
         stream.set_nodelay(true)?;
-        let mut v = Self { stream, buf: vec![0u8; BUF].into_boxed_slice(), start: 0, end: 0, msg: Assembler::default() };
+        let mut v = Self {
+            stream,
+            buf: vec![0u8; BUF].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            msg: Assembler::default(),
+        };
         v.handshake(target).await?;
         Ok(v)
     }
@@ -90,9 +108,15 @@ impl Viewer {
              Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
             target.path, target.host
         );
-        self.stream.write_all(request.as_bytes()).await.context("sending the upgrade request")?;
+        self.stream
+            .write_all(request.as_bytes())
+            .await
+            .context("sending the upgrade request")?;
         let head_end = loop {
-            if let Some(i) = self.buf[..self.end].windows(4).position(|w| w == b"\r\n\r\n") {
+            if let Some(i) = self.buf[..self.end]
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+            {
                 break i + 4;
             }
             if self.end == self.buf.len() {
@@ -110,7 +134,10 @@ impl Viewer {
             bail!("upgrade refused: {status}");
         }
         let accept = tungstenite::handshake::derive_accept_key(key.as_bytes()).to_ascii_lowercase();
-        if !head.lines().any(|l| l.starts_with("sec-websocket-accept:") && l.trim_end().ends_with(&accept)) {
+        if !head
+            .lines()
+            .any(|l| l.starts_with("sec-websocket-accept:") && l.trim_end().ends_with(&accept))
+        {
             bail!("the upgrade response has a wrong Sec-WebSocket-Accept");
         }
         self.start = head_end;
@@ -128,8 +155,12 @@ impl Viewer {
                     Step::Ping(payload) => self.send_control(0xA, &payload).await?,
                     Step::Close(payload) => {
                         let _ = self.send_control(0x8, &[]).await;
-                        let code = payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]])).unwrap_or(1005);
-                        let reason = String::from_utf8_lossy(payload.get(2..).unwrap_or_default()).into_owned();
+                        let code = payload
+                            .get(..2)
+                            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                            .unwrap_or(1005);
+                        let reason = String::from_utf8_lossy(payload.get(2..).unwrap_or_default())
+                            .into_owned();
                         bail!("closed by the server: {code} {reason}");
                     }
                 }
@@ -152,13 +183,17 @@ impl Viewer {
         loop {
             match self.msg.frame {
                 None => {
-                    let Some(h) = parse_header(&self.buf[self.start..self.end])? else { return Ok(None) };
+                    let Some(h) = parse_header(&self.buf[self.start..self.end])? else {
+                        return Ok(None);
+                    };
                     self.start += h.header_len;
                     self.msg.begin_frame(h)?;
                 }
                 Some(frame) => {
                     let avail = self.end - self.start;
-                    let take = usize::try_from(frame.remaining).unwrap_or(usize::MAX).min(avail);
+                    let take = usize::try_from(frame.remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(avail);
                     let (from, to) = (self.start, self.start + take);
                     self.start = to;
                     if let Some(step) = self.msg.feed(&self.buf[from..to]) {
@@ -180,7 +215,12 @@ impl Viewer {
         out.push(0x80 | opcode);
         out.push(0x80 | len as u8);
         out.extend_from_slice(&mask);
-        out.extend(payload[..len].iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out.extend(
+            payload[..len]
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ mask[i % 4]),
+        );
         tokio::time::timeout(Duration::from_secs(10), self.stream.write_all(&out))
             .await
             .context("the server did not take a control frame")??;
@@ -220,7 +260,12 @@ fn parse_header(b: &[u8]) -> anyhow::Result<Option<Header>> {
         126 | 127 => return Ok(None),
         n => (2, u64::from(n)),
     };
-    Ok(Some(Header { header_len, fin: b[0] & 0x80 != 0, opcode: b[0] & 0x0f, len }))
+    Ok(Some(Header {
+        header_len,
+        fin: b[0] & 0x80 != 0,
+        opcode: b[0] & 0x0f,
+        len,
+    }))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -264,7 +309,11 @@ impl Assembler {
                 }
             }
         }
-        self.frame = Some(Frame { remaining: h.len, fin: h.fin, control });
+        self.frame = Some(Frame {
+            remaining: h.len,
+            fin: h.fin,
+            control,
+        });
         Ok(())
     }
 
@@ -280,7 +329,9 @@ impl Assembler {
             self.prefix_len += keep;
             self.len += data.len() as u64;
             // Snapshots are large and never compared: only other messages are hashed.
-            if !self.prefix[..self.prefix_len].starts_with(b"{\"type\":\"snapshot\"") || self.prefix_len < 18 {
+            if !self.prefix[..self.prefix_len].starts_with(b"{\"type\":\"snapshot\"")
+                || self.prefix_len < 18
+            {
                 for &b in data {
                     self.hash = (self.hash ^ u64::from(b)).wrapping_mul(FNV_PRIME);
                 }
@@ -307,7 +358,10 @@ impl Assembler {
                 } else {
                     Kind::Other
                 };
-                Some(Step::Message(Message { kind, hash: self.hash }))
+                Some(Step::Message(Message {
+                    kind,
+                    hash: self.hash,
+                }))
             }
             None => None,
         }
@@ -373,7 +427,10 @@ mod tests {
 
     #[test]
     fn messages_are_told_apart_and_hashed_the_same_however_they_arrive() {
-        let big = format!("{{\"type\":\"snapshot\",\"candles\":[{}]}}", "[1,2,3,4,5,6],".repeat(20_000));
+        let big = format!(
+            "{{\"type\":\"snapshot\",\"candles\":[{}]}}",
+            "[1,2,3,4,5,6],".repeat(20_000)
+        );
         let upd = br#"{"type":"update","symbol":"BTC/USD","interval":"1m","candles":[[60,1,2,0.5,1.5,3]],"removed":[]}"#;
         let mut wire = frame(0x1, true, big.as_bytes());
         wire.extend(frame(0x9, true, b"hi"));
@@ -387,8 +444,14 @@ mod tests {
         assert_eq!(a[0].2, big.len() as u64);
         assert_eq!(a[1].0, Kind::Update);
         assert_eq!(a[2].0, Kind::Status);
-        assert_eq!(a[1].1, b[1].1, "the hash does not depend on how the bytes arrive");
+        assert_eq!(
+            a[1].1, b[1].1,
+            "the hash does not depend on how the bytes arrive"
+        );
         let whole = messages(&frame(0x1, true, upd), 3);
-        assert_eq!(whole[0].1, a[1].1, "a fragmented message hashes like a whole one");
+        assert_eq!(
+            whole[0].1, a[1].1,
+            "a fragmented message hashes like a whole one"
+        );
     }
 }
