@@ -29,11 +29,7 @@ pub async fn confirm_delete(
     q: web::Query<TickKeyQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AdminError> {
-    let (time, symbol) = q.parse()?;
-    let tick = crate::db::ticks::fetch_tick(&state.pool, time, symbol.as_str())
-        .await
-        .map_err(AdminError::infra)?
-        .ok_or_else(|| no_such_tick(time, symbol.as_str()))?;
+    let (time, tick) = q.fetch(&state.pool).await?;
     let confirm = ConfirmDeletePage {
         chrome: admin.chrome(Section::Ticks),
         time: rfc3339(time),

@@ -43,11 +43,7 @@ pub async fn edit_tick_form(
     q: web::Query<TickKeyQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AdminError> {
-    let (time, symbol) = q.parse()?;
-    let tick = crate::db::ticks::fetch_tick(&state.pool, time, symbol.as_str())
-        .await
-        .map_err(AdminError::infra)?
-        .ok_or_else(|| no_such_tick(time, symbol.as_str()))?;
+    let (time, tick) = q.fetch(&state.pool).await?;
     let edit = EditTickPage {
         chrome: admin.chrome(Section::Ticks),
         time: rfc3339(time),

@@ -7,8 +7,10 @@ pub mod new;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use sqlx::PgPool;
 
 use super::{AdminError, parse_form_time, query};
+use crate::db::ticks::TickRow;
 use crate::domain::Symbol;
 use crate::format::rfc3339;
 
@@ -40,6 +42,17 @@ pub struct TickKeyQuery {
 impl TickKeyQuery {
     pub fn parse(&self) -> Result<(DateTime<Utc>, Symbol), AdminError> {
         parse_key(self.time.as_deref(), self.symbol.as_deref())
+    }
+
+    /// The tick the link names, with the time as parsed: 400 when it names none, 404 when
+    /// that tick is not there.
+    pub async fn fetch(&self, pool: &PgPool) -> Result<(DateTime<Utc>, TickRow), AdminError> {
+        let (time, symbol) = self.parse()?;
+        let tick = crate::db::ticks::fetch_tick(pool, time, symbol.as_str())
+            .await
+            .map_err(AdminError::infra)?
+            .ok_or_else(|| no_such_tick(time, symbol.as_str()))?;
+        Ok((time, tick))
     }
 }
 
