@@ -7,7 +7,6 @@ use serde::Deserialize;
 
 use super::{FieldErrors, TickKeyQuery, key_query, no_such_tick, parse_key};
 use crate::db::ticks::Actor;
-use crate::domain::{Price, Volume};
 use crate::format::rfc3339;
 use crate::routes::admin::{
     Admin, AdminError, Chrome, FlashKind, Section, number, page, see_other,
@@ -66,12 +65,8 @@ pub async fn update_tick(
     let form = form.into_inner();
     let (time, symbol) = parse_key(form.time.as_deref(), form.symbol.as_deref())?;
     let mut errors = FieldErrors::default();
-    let price = Price::parse(&form.price)
-        .map_err(|e| errors.price = Some(e.0))
-        .ok();
-    let volume = Volume::parse(&form.volume)
-        .map_err(|e| errors.volume = Some(e.0))
-        .ok();
+    let price = errors.price(&form.price);
+    let volume = errors.volume(&form.volume);
     let (Some(price), Some(volume)) = (price, volume) else {
         let reshown = EditTickPage {
             chrome: admin.chrome(Section::Ticks),

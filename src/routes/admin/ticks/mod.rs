@@ -11,7 +11,7 @@ use sqlx::PgPool;
 
 use super::{AdminError, parse_form_time, query};
 use crate::db::ticks::TickRow;
-use crate::domain::Symbol;
+use crate::domain::{Price, Symbol, Volume};
 use crate::format::rfc3339;
 
 /// Messages next to the form fields; empty when the input is fine.
@@ -29,6 +29,18 @@ impl FieldErrors {
             || self.symbol.is_some()
             || self.price.is_some()
             || self.volume.is_some()
+    }
+
+    /// The price field parsed, or `None` with its message noted.
+    pub fn price(&mut self, input: &str) -> Option<Price> {
+        Price::parse(input).map_err(|e| self.price = Some(e.0)).ok()
+    }
+
+    /// The volume field parsed, or `None` with its message noted.
+    pub fn volume(&mut self, input: &str) -> Option<Volume> {
+        Volume::parse(input)
+            .map_err(|e| self.volume = Some(e.0))
+            .ok()
     }
 }
 

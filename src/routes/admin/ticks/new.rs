@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::FieldErrors;
 use crate::db::ticks::{Actor, WriteError};
-use crate::domain::{Price, Symbol, Tick, Volume};
+use crate::domain::{Symbol, Tick};
 use crate::format::rfc3339;
 use crate::routes::admin::{
     Admin, AdminError, Chrome, FlashKind, Section, page, parse_form_time, see_other,
@@ -68,12 +68,8 @@ pub async fn create_tick(
     let symbol = Symbol::parse(form.symbol.trim())
         .map_err(|e| errors.symbol = Some(e.0))
         .ok();
-    let price = Price::parse(&form.price)
-        .map_err(|e| errors.price = Some(e.0))
-        .ok();
-    let volume = Volume::parse(&form.volume)
-        .map_err(|e| errors.volume = Some(e.0))
-        .ok();
+    let price = errors.price(&form.price);
+    let volume = errors.volume(&form.volume);
     let (Some(time), Some(symbol), Some(price), Some(volume)) = (time, symbol, price, volume)
     else {
         let reshown = NewTickPage {
