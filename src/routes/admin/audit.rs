@@ -1,6 +1,5 @@
 //! `GET /admin/audit`: every write made through candlewick, newest first, with filters.
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use anyhow::Context;
 use askama::Template;
@@ -9,9 +8,9 @@ use serde::Deserialize;
 use sqlx::PgPool;
 
 use crate::db::ticks::Actor;
-use crate::domain::Symbol;
 use crate::format::rfc3339;
-use crate::routes::admin::{Admin, AdminError, Chrome, Section, page, parse_form_time, query};
+use crate::routes::admin::listing::{self, text};
+use crate::routes::admin::{Admin, AdminError, Chrome, Section, page, query};
 use crate::startup::AppState;
 
 pub const PAGE_SIZE: i64 = 50;
@@ -119,26 +118,22 @@ pub async fn list_audit(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AdminError> {
     let q = q.into_inner();
-    let text = |v: &Option<String>| v.as_deref().unwrap_or_default().trim().to_owned();
     let (symbol, actor, action, from, to, before) = (
-        text(&q.symbol),
-        text(&q.actor),
-        text(&q.action),
-        text(&q.from),
-        text(&q.to),
-        text(&q.before),
+        text(q.symbol),
+        text(q.actor),
+        text(q.action),
+        text(q.from),
+        text(q.to),
+        text(q.before),
     );
     let mut errors = AuditErrors::default();
     let mut filter = AuditFilter {
+        symbol: listing::symbol(&symbol, &mut errors.symbol),
+        from: listing::time(&from, &mut errors.from),
+        to: listing::time(&to, &mut errors.to),
         limit: PAGE_SIZE + 1,
         ..AuditFilter::default()
     };
-    if !symbol.is_empty() {
-        match Symbol::parse(&symbol) {
-            Ok(s) => filter.symbol = Some(s.to_string()),
-            Err(e) => errors.symbol = Some(e.0),
-        }
-    }
     if !actor.is_empty() {
         match ACTORS.iter().find(|a| a.as_str() == actor) {
             Some(a) => filter.actor = Some(a.as_str()),
@@ -151,34 +146,14 @@ pub async fn list_audit(
             None => errors.action = Some("choose one of the listed actions".into()),
         }
     }
-    if !from.is_empty() {
-        filter.from = parse_form_time(&from)
-            .map_err(|e| errors.from = Some(e))
-            .ok();
-    }
-    if !to.is_empty() {
-        filter.to = parse_form_time(&to).map_err(|e| errors.to = Some(e)).ok();
-    }
     if !before.is_empty() {
         filter.before = before
             .parse::<i64>()
             .map_err(|_| errors.before = Some("The page link is broken.".into()))
             .ok();
     }
-    let status = if errors.any() {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
-    };
-    let mut entries = if errors.any() {
-        Vec::new()
-    } else {
-        list_entries(&state.pool, &filter)
-            .await
-            .map_err(AdminError::infra)?
-    };
-    let more = entries.len() as i64 > PAGE_SIZE;
-    entries.truncate(PAGE_SIZE as usize);
+    let entries =
+        listing::fetch_page(errors.any(), PAGE_SIZE, list_entries(&state.pool, &filter)).await?;
     let filters = [
         ("symbol", symbol.as_str()),
         ("actor", actor.as_str()),
@@ -186,11 +161,9 @@ pub async fn list_audit(
         ("from", from.as_str()),
         ("to", to.as_str()),
     ];
-    let older = entries.last().filter(|_| more).map(|last| {
+    let older = entries.rows.last().filter(|_| entries.more).map(|last| {
         let id = last.id.to_string();
-        let mut pairs = filters.to_vec();
-        pairs.push(("before", id.as_str()));
-        query(&pairs)
+        listing::older(&filters, &[("before", id.as_str())])
     });
     let newest = filter.before.is_some().then(|| query(&filters));
     let audit = AuditPage {
@@ -213,11 +186,11 @@ pub async fn list_audit(
         from,
         to,
         errors,
-        rows: entries.into_iter().map(AuditRow::from).collect(),
+        rows: entries.rows.into_iter().map(AuditRow::from).collect(),
         older,
         newest,
     };
-    page(status, &audit)
+    page(entries.status, &audit)
 }
 
 #[derive(Debug, Default)]

@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod import;
+mod listing;
 pub mod session;
 pub mod ticks;
 

@@ -1,7 +1,6 @@
 //! `GET /admin`: ticks newest first, filtered by symbol and time range, in keyset pages, each
 //! with the candle of its minute. Plain links and a GET form: no JavaScript needed.
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
@@ -10,6 +9,7 @@ use super::key_query;
 use crate::db::ticks::{TickFilter, TickWithCandle};
 use crate::domain::Symbol;
 use crate::format::rfc3339;
+use crate::routes::admin::listing::{self, text};
 use crate::routes::admin::{
     Admin, AdminError, Chrome, Section, number, page, parse_form_time, query,
 };
@@ -94,33 +94,21 @@ pub async fn list_ticks(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AdminError> {
     let q = q.into_inner();
-    let text = |v: &Option<String>| v.as_deref().unwrap_or_default().trim().to_owned();
-    let (symbol, from, to) = (text(&q.symbol), text(&q.from), text(&q.to));
+    let (symbol, from, to) = (text(q.symbol), text(q.from), text(q.to));
     let mut errors = FilterErrors::default();
     let mut filter = TickFilter {
+        symbol: listing::symbol(&symbol, &mut errors.symbol),
+        from: listing::time(&from, &mut errors.from),
+        to: listing::time(&to, &mut errors.to),
         limit: PAGE_SIZE + 1,
         ..TickFilter::default()
     };
-    if !symbol.is_empty() {
-        match Symbol::parse(&symbol) {
-            Ok(s) => filter.symbol = Some(s.to_string()),
-            Err(e) => errors.symbol = Some(e.0),
-        }
-    }
-    if !from.is_empty() {
-        filter.from = parse_form_time(&from)
-            .map_err(|e| errors.from = Some(e))
-            .ok();
-    }
-    if !to.is_empty() {
-        filter.to = parse_form_time(&to).map_err(|e| errors.to = Some(e)).ok();
-    }
     if let (Some(f), Some(t)) = (filter.from, filter.to)
         && f >= t
     {
         errors.to = Some("“to” must be later than “from”".into());
     }
-    let before = (text(&q.before_time), text(&q.before_symbol));
+    let before = (text(q.before_time), text(q.before_symbol));
     if !before.0.is_empty() || !before.1.is_empty() {
         match (parse_form_time(&before.0), Symbol::parse(&before.1)) {
             (Ok(t), Ok(s)) => filter.before = Some((t, s.to_string())),
@@ -135,33 +123,26 @@ pub async fn list_ticks(
     let symbols = crate::db::ticks::list_symbols(&state.pool)
         .await
         .map_err(AdminError::infra)?;
-    let status = if errors.any() {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
-    };
-    let mut ticks = if errors.any() {
-        Vec::new()
-    } else {
-        crate::db::ticks::list_ticks_with_candles(&state.pool, &filter)
-            .await
-            .map_err(AdminError::infra)?
-    };
-    let more = ticks.len() as i64 > PAGE_SIZE;
-    ticks.truncate(PAGE_SIZE as usize);
+    let ticks = listing::fetch_page(
+        errors.any(),
+        PAGE_SIZE,
+        crate::db::ticks::list_ticks_with_candles(&state.pool, &filter),
+    )
+    .await?;
     let filters = [
         ("symbol", symbol.as_str()),
         ("from", from.as_str()),
         ("to", to.as_str()),
     ];
-    let older = ticks.last().filter(|_| more).map(|last| {
+    let older = ticks.rows.last().filter(|_| ticks.more).map(|last| {
         let time = rfc3339(last.time);
-        let mut pairs = filters.to_vec();
-        pairs.extend([
-            ("before_time", time.as_str()),
-            ("before_symbol", last.symbol.as_str()),
-        ]);
-        query(&pairs)
+        listing::older(
+            &filters,
+            &[
+                ("before_time", time.as_str()),
+                ("before_symbol", last.symbol.as_str()),
+            ],
+        )
     });
     let newest = filter.before.is_some().then(|| query(&filters));
     let page_data = TickListPage {
@@ -171,9 +152,9 @@ pub async fn list_ticks(
         to,
         errors,
         symbols,
-        rows: ticks.iter().map(Row::from).collect(),
+        rows: ticks.rows.iter().map(Row::from).collect(),
         older,
         newest,
     };
-    page(status, &page_data)
+    page(ticks.status, &page_data)
 }

@@ -1,0 +1,72 @@
+//! What the tick list and the audit trail share: optional filters typed into a GET form, and
+//! newest-first keyset pages with links to the next older page and back to the newest.
+
+use actix_web::http::StatusCode;
+use chrono::{DateTime, Utc};
+
+use super::{AdminError, parse_form_time, query};
+use crate::domain::Symbol;
+
+/// A filter from the query string, trimmed; empty when absent.
+pub fn text(value: Option<String>) -> String {
+    value.as_deref().unwrap_or_default().trim().to_owned()
+}
+
+/// An optional symbol filter: `None` when empty, or when it does not parse (noted in `error`).
+pub fn symbol(input: &str, error: &mut Option<String>) -> Option<String> {
+    if input.is_empty() {
+        return None;
+    }
+    Symbol::parse(input)
+        .map(|s| s.to_string())
+        .map_err(|e| *error = Some(e.0))
+        .ok()
+}
+
+/// An optional time filter: `None` when empty, or when it does not parse (noted in `error`).
+pub fn time(input: &str, error: &mut Option<String>) -> Option<DateTime<Utc>> {
+    if input.is_empty() {
+        return None;
+    }
+    parse_form_time(input).map_err(|e| *error = Some(e)).ok()
+}
+
+/// One page of rows, newest first.
+pub struct Page<T> {
+    /// 400 when a filter was refused (and nothing fetched).
+    pub status: StatusCode,
+    pub rows: Vec<T>,
+    /// Whether older rows follow this page.
+    pub more: bool,
+}
+
+/// Runs `fetch` (asked for `size + 1` rows: the extra one tells whether an older page exists)
+/// unless a filter was refused, then keeps `size` rows.
+pub async fn fetch_page<T>(
+    refused: bool,
+    size: i64,
+    fetch: impl Future<Output = anyhow::Result<Vec<T>>>,
+) -> Result<Page<T>, AdminError> {
+    if refused {
+        return Ok(Page {
+            status: StatusCode::BAD_REQUEST,
+            rows: Vec::new(),
+            more: false,
+        });
+    }
+    let mut rows = fetch.await.map_err(AdminError::infra)?;
+    let more = rows.len() as i64 > size;
+    rows.truncate(size as usize);
+    Ok(Page {
+        status: StatusCode::OK,
+        rows,
+        more,
+    })
+}
+
+/// The query string of the next older page: the same filters and the last row's cursor.
+pub fn older(filters: &[(&str, &str)], cursor: &[(&str, &str)]) -> String {
+    let mut pairs = filters.to_vec();
+    pairs.extend_from_slice(cursor);
+    query(&pairs)
+}
