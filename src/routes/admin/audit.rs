@@ -24,8 +24,9 @@ const ACTIONS: [&str; 4] = ["insert", "update", "delete", "import"];
 /// Longer before/after values are cut on the page.
 const MAX_SHOWN_JSON: usize = 600;
 
+/// One text per filter: the query's values as typed, or the messages for the ones refused.
 #[derive(Debug, Default, Deserialize)]
-pub struct AuditQuery {
+pub struct AuditFields {
     symbol: Option<String>,
     actor: Option<String>,
     action: Option<String>,
@@ -34,17 +35,7 @@ pub struct AuditQuery {
     before: Option<String>,
 }
 
-#[derive(Default)]
-struct AuditErrors {
-    symbol: Option<String>,
-    actor: Option<String>,
-    action: Option<String>,
-    from: Option<String>,
-    to: Option<String>,
-    before: Option<String>,
-}
-
-impl AuditErrors {
+impl AuditFields {
     fn any(&self) -> bool {
         self.symbol.is_some()
             || self.actor.is_some()
@@ -69,7 +60,7 @@ struct AuditPage {
     to: String,
     actors: Vec<Choice>,
     actions: Vec<Choice>,
-    errors: AuditErrors,
+    errors: AuditFields,
     rows: Vec<AuditRow>,
     older: Option<String>,
     newest: Option<String>,
@@ -114,7 +105,7 @@ impl From<AuditEntry> for AuditRow {
 
 pub async fn list_audit(
     admin: Admin,
-    q: web::Query<AuditQuery>,
+    q: web::Query<AuditFields>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AdminError> {
     let q = q.into_inner();
@@ -126,7 +117,7 @@ pub async fn list_audit(
         text(q.to),
         text(q.before),
     );
-    let mut errors = AuditErrors::default();
+    let mut errors = AuditFields::default();
     let mut filter = AuditFilter {
         symbol: listing::symbol(&symbol, &mut errors.symbol),
         from: listing::time(&from, &mut errors.from),
