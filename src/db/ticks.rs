@@ -4,6 +4,8 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use serde::Serialize;
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryAs;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use crate::domain::{Price, Tick, Volume};
@@ -372,10 +374,9 @@ pub struct TickFilter {
     pub limit: i64,
 }
 
-#[tracing::instrument(name = "List ticks", skip(pool))]
-pub async fn list_ticks(pool: &PgPool, f: &TickFilter) -> anyhow::Result<Vec<TickRow>> {
-    let (before_time, before_symbol) = f.before.clone().unzip();
-    sqlx::query_as(
+/// The page of ticks a [`TickFilter`] selects, newest first; [`bind_filter`] binds $1 to $6.
+macro_rules! filtered_ticks_sql {
+    () => {
         r#"
         SELECT time, symbol, price, volume
         FROM ticks
@@ -385,17 +386,31 @@ pub async fn list_ticks(pool: &PgPool, f: &TickFilter) -> anyhow::Result<Vec<Tic
           AND ($4::timestamptz IS NULL OR (time, symbol) < ($4, $5::text))
         ORDER BY time DESC, symbol DESC
         LIMIT $6
-        "#,
-    )
-    .bind(&f.symbol)
-    .bind(f.from)
-    .bind(f.to)
-    .bind(before_time)
-    .bind(before_symbol)
-    .bind(f.limit)
-    .fetch_all(pool)
-    .await
-    .context("listing ticks")
+        "#
+    };
+}
+
+/// Binds the parameters of [`filtered_ticks_sql`].
+fn bind_filter<'q, O>(
+    query: QueryAs<'q, Postgres, O, PgArguments>,
+    f: &'q TickFilter,
+) -> QueryAs<'q, Postgres, O, PgArguments> {
+    let (before_time, before_symbol) = f.before.clone().unzip();
+    query
+        .bind(&f.symbol)
+        .bind(f.from)
+        .bind(f.to)
+        .bind(before_time)
+        .bind(before_symbol)
+        .bind(f.limit)
+}
+
+#[tracing::instrument(name = "List ticks", skip(pool))]
+pub async fn list_ticks(pool: &PgPool, f: &TickFilter) -> anyhow::Result<Vec<TickRow>> {
+    bind_filter(sqlx::query_as(filtered_ticks_sql!()), f)
+        .fetch_all(pool)
+        .await
+        .context("listing ticks")
 }
 
 /// Symbols that have ticks, alphabetically.
@@ -531,20 +546,11 @@ pub async fn list_ticks_with_candles(
     pool: &PgPool,
     f: &TickFilter,
 ) -> anyhow::Result<Vec<TickWithCandle>> {
-    let (before_time, before_symbol) = f.before.clone().unzip();
     // LATERAL keeps the candle lookup a keyed probe per listed tick, also on a continuous aggregate.
-    sqlx::query_as(
-        r#"
-        WITH page AS (
-            SELECT time, symbol, price, volume
-            FROM ticks
-            WHERE ($1::text IS NULL OR symbol = $1)
-              AND ($2::timestamptz IS NULL OR time >= $2)
-              AND ($3::timestamptz IS NULL OR time < $3)
-              AND ($4::timestamptz IS NULL OR (time, symbol) < ($4, $5::text))
-            ORDER BY time DESC, symbol DESC
-            LIMIT $6
-        )
+    let sql = concat!(
+        "WITH page AS (",
+        filtered_ticks_sql!(),
+        r#")
         SELECT
             p.time, p.symbol, p.price, p.volume,
             c.open AS candle_open,
@@ -561,15 +567,10 @@ pub async fn list_ticks_with_candles(
             LIMIT 1
         ) c ON true
         ORDER BY p.time DESC, p.symbol DESC
-        "#,
-    )
-    .bind(&f.symbol)
-    .bind(f.from)
-    .bind(f.to)
-    .bind(before_time)
-    .bind(before_symbol)
-    .bind(f.limit)
-    .fetch_all(pool)
-    .await
-    .context("listing ticks with their candles")
+        "#
+    );
+    bind_filter(sqlx::query_as(sql), f)
+        .fetch_all(pool)
+        .await
+        .context("listing ticks with their candles")
 }
