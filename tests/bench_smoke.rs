@@ -22,18 +22,31 @@ fn bench(args: &[&str]) -> Value {
         .output()
         .expect("running candlewick-bench");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "candlewick-bench {args:?} failed:\n{stderr}");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?} printed no JSON report ({e}):\n{stderr}"))
+    assert!(
+        out.status.success(),
+        "candlewick-bench {args:?} failed:\n{stderr}"
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?} printed no JSON report ({e}):\n{stderr}"))
 }
 
 fn num(v: &Value, path: &str) -> f64 {
-    v.pointer(path).and_then(Value::as_f64).unwrap_or_else(|| panic!("no number at {path} in {v:#}"))
+    v.pointer(path)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("no number at {path} in {v:#}"))
 }
 
 fn assert_percentiles(v: &Value, at: &str) {
-    let (p50, p99, max) = (num(v, &format!("{at}/p50_ms")), num(v, &format!("{at}/p99_ms")), num(v, &format!("{at}/max_ms")));
+    let (p50, p99, max) = (
+        num(v, &format!("{at}/p50_ms")),
+        num(v, &format!("{at}/p99_ms")),
+        num(v, &format!("{at}/max_ms")),
+    );
     assert!(p50 > 0.0, "{at}: p50 is {p50}");
-    assert!(p99 >= p50 && max >= p99, "{at}: p50 {p50} ≤ p99 {p99} ≤ max {max} does not hold");
+    assert!(
+        p99 >= p50 && max >= p99,
+        "{at}: p50 {p50} ≤ p99 {p99} ≤ max {max} does not hold"
+    );
 }
 
 #[test]
@@ -55,12 +68,22 @@ fn twenty_viewers_are_held_and_get_every_update() {
     ]);
     assert_eq!(num(&r, "/held"), 20.0, "{r:#}");
     assert_eq!(num(&r, "/connect_failures"), 0.0, "{r:#}");
-    assert!(num(&r, "/frames_in_window") >= 1.0, "no update reached the viewers: {r:#}");
+    assert!(
+        num(&r, "/frames_in_window") >= 1.0,
+        "no update reached the viewers: {r:#}"
+    );
     assert_eq!(num(&r, "/missed_updates"), 0.0, "{r:#}");
-    assert_eq!(num(&r, "/deliveries"), 20.0 * num(&r, "/frames_in_window"), "{r:#}");
+    assert_eq!(
+        num(&r, "/deliveries"),
+        20.0 * num(&r, "/frames_in_window"),
+        "{r:#}"
+    );
     let (p50, p99) = (num(&r, "/spread/p50_ms"), num(&r, "/spread/p99_ms"));
     assert!(p50 >= 0.0 && p99 >= p50, "spread p50 {p50} p99 {p99}");
-    assert!(num(&r, "/server_rss_before_bytes") > 0.0, "the server's memory was not read: {r:#}");
+    assert!(
+        num(&r, "/server_rss_before_bytes") > 0.0,
+        "the server's memory was not read: {r:#}"
+    );
 }
 
 #[test]
@@ -87,11 +110,17 @@ fn poll_cost_times_all_three_queries_and_counts_statements() {
         assert_percentiles(&r, &format!("/postgresql/{q}"));
     }
     assert!(num(&r, "/postgresql/candles_in_week") >= 60.0, "{r:#}");
-    let rows = r.pointer("/statements/rows").and_then(Value::as_array).expect("statement rows");
+    let rows = r
+        .pointer("/statements/rows")
+        .and_then(Value::as_array)
+        .expect("statement rows");
     assert_eq!(rows.len(), 2);
     for row in rows {
         let qps = num(row, "/server_statements_per_sec");
-        assert!(qps > 0.0 && qps < 10.0, "the server's statements per second are not sane: {row:#}");
+        assert!(
+            qps > 0.0 && qps < 10.0,
+            "the server's statements per second are not sane: {row:#}"
+        );
     }
     assert_eq!(num(&rows[1], "/viewers_held"), 20.0, "{:#}", rows[1]);
     assert_eq!(num(&rows[1], "/updates_missed"), 0.0, "{:#}", rows[1]);
@@ -124,10 +153,24 @@ fn ingest_measures_every_path_with_and_without_triggers() {
 
 #[test]
 fn payload_sizes_a_snapshot_raw_and_gzipped() {
-    let r = bench(&["payload", "--history", "6h", "--history-rate", "0.2", "--chromium-runs", "0"]);
+    let r = bench(&[
+        "payload",
+        "--history",
+        "6h",
+        "--history-rate",
+        "0.2",
+        "--chromium-runs",
+        "0",
+    ]);
     let candles = num(&r, "/snapshot_candles");
-    assert!(candles >= 300.0, "six hours of minutes should be on the chart: {r:#}");
+    assert!(
+        candles >= 300.0,
+        "six hours of minutes should be on the chart: {r:#}"
+    );
     let (raw, gz) = (num(&r, "/snapshot_bytes"), num(&r, "/snapshot_gzip_bytes"));
-    assert!(raw > candles * 20.0 && gz > 0.0 && gz < raw, "raw {raw} gzip {gz}");
+    assert!(
+        raw > candles * 20.0 && gz > 0.0 && gz < raw,
+        "raw {raw} gzip {gz}"
+    );
     assert_eq!(r["http_candles_encoding"], "gzip", "{r:#}");
 }

@@ -21,7 +21,10 @@ mod wsclient;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "candlewick-bench", about = "Benchmarks for candlewick: fan-out, poll cost, ingest, payload")]
+#[command(
+    name = "candlewick-bench",
+    about = "Benchmarks for candlewick: fan-out, poll cost, ingest, payload"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -75,5 +78,8 @@ fn main() -> std::process::ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
 }

@@ -176,7 +176,9 @@ async fn set_triggers(pool: &PgPool, triggers: Triggers) -> anyhow::Result<()> {
 async fn reset(pool: &PgPool) -> anyhow::Result<()> {
     let mut attempt = 0;
     loop {
-        let done = sqlx::query("TRUNCATE ticks, candle_changes, one_min_candle, audit_log").execute(pool).await;
+        let done = sqlx::query("TRUNCATE ticks, candle_changes, one_min_candle, audit_log")
+            .execute(pool)
+            .await;
         match done {
             Ok(_) => break,
             Err(e) if attempt < 5 => {
