@@ -19,6 +19,37 @@ async fn api_tick(app: &TestApp, time: &str, symbol: &str, price: f64) {
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
 }
 
+/// POSTs the new or edit tick form at `path` with the session's `token` and the fields
+/// `[time, symbol, price, volume]`.
+async fn post_tick(
+    app: &TestApp,
+    client: &reqwest::Client,
+    path: &str,
+    token: &str,
+    [time, symbol, price, volume]: [&str; 4],
+) -> reqwest::Response {
+    let fields = [
+        ("csrf_token", token),
+        ("time", time),
+        ("symbol", symbol),
+        ("price", price),
+        ("volume", volume),
+    ];
+    post_form(app, client, path, &fields).await
+}
+
+/// POSTs the delete form for the tick (`time`, `symbol`) with the session's `token`.
+async fn post_delete(
+    app: &TestApp,
+    client: &reqwest::Client,
+    token: &str,
+    time: &str,
+    symbol: &str,
+) -> reqwest::Response {
+    let fields = [("csrf_token", token), ("time", time), ("symbol", symbol)];
+    post_form(app, client, "/admin/ticks/delete", &fields).await
+}
+
 fn price_of(app: &TestApp, time: &str, symbol: &str) -> String {
     app.psql(&format!(
         "SELECT price FROM ticks WHERE time = '{time}' AND symbol = '{symbol}'"
@@ -32,17 +63,12 @@ async fn a_tick_created_through_the_form_is_listed_with_a_flash_and_audited() {
     let app = spawn_app().await;
     let client = admin(&app).await;
     let token = csrf(&app, client).await;
-    let r = post_form(
+    let r = post_tick(
         &app,
         client,
         "/admin/ticks/new",
-        &[
-            ("csrf_token", &token),
-            ("time", T),
-            ("symbol", "BTC/USD"),
-            ("price", "61057.5"),
-            ("volume", "0.25"),
-        ],
+        &token,
+        [T, "BTC/USD", "61057.5", "0.25"],
     )
     .await;
     assert_eq!(r.status(), 303);
@@ -75,17 +101,12 @@ async fn a_datetime_local_time_is_taken_as_utc() {
         ("2024-07-03T06:25", "2024-07-03 06:25:00+00"),
         ("2024-07-03T06:26:30.5", "2024-07-03 06:26:30.5+00"),
     ] {
-        let r = post_form(
+        let r = post_tick(
             &app,
             client,
             "/admin/ticks/new",
-            &[
-                ("csrf_token", &token),
-                ("time", typed),
-                ("symbol", "A"),
-                ("price", "1"),
-                ("volume", "1"),
-            ],
+            &token,
+            [typed, "A", "1", "1"],
         )
         .await;
         assert_eq!(r.status(), 303, "{typed}");
@@ -203,17 +224,12 @@ async fn invalid_input_reshows_the_form_with_the_message_next_to_the_field_and_w
         assert!(body.contains("Nothing was written"), "{what}");
     }
     // Several bad fields get a message each.
-    let r = post_form(
+    let r = post_tick(
         &app,
         client,
         "/admin/ticks/new",
-        &[
-            ("csrf_token", &token),
-            ("time", "x"),
-            ("symbol", "A"),
-            ("price", "x"),
-            ("volume", "x"),
-        ],
+        &token,
+        ["x", "A", "x", "x"],
     )
     .await;
     assert_eq!(r.status(), 422);
@@ -235,17 +251,12 @@ async fn a_duplicate_tick_is_named_and_nothing_is_written() {
     api_tick(&app, T, "ETH/USD", 3000.0).await;
     let client = admin(&app).await;
     let token = csrf(&app, client).await;
-    let r = post_form(
+    let r = post_tick(
         &app,
         client,
         "/admin/ticks/new",
-        &[
-            ("csrf_token", &token),
-            ("time", T),
-            ("symbol", "ETH/USD"),
-            ("price", "1"),
-            ("volume", "1"),
-        ],
+        &token,
+        [T, "ETH/USD", "1", "1"],
     )
     .await;
     assert_eq!(r.status(), 409);
@@ -344,17 +355,12 @@ async fn editing_a_tick_changes_it_its_candle_and_the_audit_trail() {
     let token = csrf_of(&form);
 
     // Invalid: re-shown, nothing changed.
-    let r = post_form(
+    let r = post_tick(
         &app,
         client,
         "/admin/ticks/edit",
-        &[
-            ("csrf_token", &token),
-            ("time", T),
-            ("symbol", "BTC/USD"),
-            ("price", "abc"),
-            ("volume", "1"),
-        ],
+        &token,
+        [T, "BTC/USD", "abc", "1"],
     )
     .await;
     assert_eq!(r.status(), 422);
@@ -365,17 +371,12 @@ async fn editing_a_tick_changes_it_its_candle_and_the_audit_trail() {
     );
     assert_eq!(price_of(&app, T, "BTC/USD"), "100");
 
-    let r = post_form(
+    let r = post_tick(
         &app,
         client,
         "/admin/ticks/edit",
-        &[
-            ("csrf_token", &token),
-            ("time", T),
-            ("symbol", "BTC/USD"),
-            ("price", "150.5"),
-            ("volume", "2"),
-        ],
+        &token,
+        [T, "BTC/USD", "150.5", "2"],
     )
     .await;
     assert_eq!(r.status(), 303);
@@ -401,17 +402,12 @@ async fn editing_a_tick_changes_it_its_candle_and_the_audit_trail() {
     assert_eq!(audit.trim(), "admin session|update|100.0|150.5");
 
     // A tick that is not there.
-    let r = post_form(
+    let r = post_tick(
         &app,
         client,
         "/admin/ticks/edit",
-        &[
-            ("csrf_token", &token),
-            ("time", "2020-01-01T00:00:00Z"),
-            ("symbol", "BTC/USD"),
-            ("price", "1"),
-            ("volume", "1"),
-        ],
+        &token,
+        ["2020-01-01T00:00:00Z", "BTC/USD", "1", "1"],
     )
     .await;
     assert_eq!(r.status(), 404);
@@ -451,13 +447,7 @@ async fn deleting_asks_for_confirmation_first() {
         "the confirmation page deletes nothing"
     );
     let token = csrf_of(&confirm);
-    let r = post_form(
-        &app,
-        client,
-        "/admin/ticks/delete",
-        &[("csrf_token", &token), ("time", T), ("symbol", "A")],
-    )
-    .await;
+    let r = post_delete(&app, client, &token, T, "A").await;
     assert_eq!(r.status(), 303);
     assert_eq!(app.tick_count().await, 0);
     assert!(
@@ -469,13 +459,7 @@ async fn deleting_asks_for_confirmation_first() {
         audit_rows(&app),
         ["api token|insert|A|1", "admin session|delete|A|1"]
     );
-    let r = post_form(
-        &app,
-        client,
-        "/admin/ticks/delete",
-        &[("csrf_token", &token), ("time", T), ("symbol", "A")],
-    )
-    .await;
+    let r = post_delete(&app, client, &token, T, "A").await;
     assert_eq!(r.status(), 404, "deleting twice");
     page(
         &app,
@@ -584,17 +568,12 @@ async fn script_symbols_render_inert_on_every_admin_page() {
     let client = admin(&app).await;
     let token = csrf(&app, client).await;
     // Through the form too: the flash message repeats the symbol.
-    let r = post_form(
+    let r = post_tick(
         &app,
         client,
         "/admin/ticks/new",
-        &[
-            ("csrf_token", &token),
-            ("time", "2024-07-03T06:26:00Z"),
-            ("symbol", payloads[0]),
-            ("price", "2"),
-            ("volume", "1"),
-        ],
+        &token,
+        ["2024-07-03T06:26:00Z", payloads[0], "2", "1"],
     )
     .await;
     assert_eq!(r.status(), 303);
@@ -699,17 +678,12 @@ async fn admin_edits_and_deletes_reach_chart_viewers() {
 
     let client = admin(&app).await;
     let token = csrf(&app, client).await;
-    let r = post_form(
+    let r = post_tick(
         &app,
         client,
         "/admin/ticks/edit",
-        &[
-            ("csrf_token", &token),
-            ("time", &time),
-            ("symbol", "LIVE"),
-            ("price", "12.5"),
-            ("volume", "3"),
-        ],
+        &token,
+        [&time, "LIVE", "12.5", "3"],
     )
     .await;
     assert_eq!(r.status(), 303);
@@ -719,13 +693,7 @@ async fn admin_edits_and_deletes_reach_chart_viewers() {
     })
     .await;
 
-    let r = post_form(
-        &app,
-        client,
-        "/admin/ticks/delete",
-        &[("csrf_token", &token), ("time", &time), ("symbol", "LIVE")],
-    )
-    .await;
+    let r = post_delete(&app, client, &token, &time, "LIVE").await;
     assert_eq!(r.status(), 303);
     frame_where(&mut ws, "the removed bucket", |v| {
         v["type"] == "update" && v["removed"] == serde_json::json!([t])
