@@ -12,7 +12,8 @@ const LIBRARY: &str =
 fn main() {
     println!("cargo:rerun-if-changed=package.json");
     println!("cargo:rerun-if-changed=package-lock.json");
-    println!("cargo:rerun-if-changed={LIBRARY}");
+    // Not the library file itself: this script creates it, and a file newer than the script's
+    // last run would make every following build run the script and recompile the crate again.
     // rust-embed and askama only track files that already exist; new ones must trigger a rebuild too.
     println!("cargo:rerun-if-changed=static");
     println!("cargo:rerun-if-changed=templates");
