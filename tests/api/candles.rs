@@ -993,6 +993,42 @@ async fn a_writer_waits_for_the_minute_lock(pool: &PgPool) {
     .await;
 }
 
+/// Commits T1, which holds its minutes, then waits for T2. On plain PostgreSQL T2 must be
+/// waiting for T1's minute lock until then (`held` names what T1 holds).
+async fn commit_t1_then_t2(
+    pool: &PgPool,
+    flavour: Flavour,
+    t1: sqlx::Transaction<'_, sqlx::Postgres>,
+    t2: tokio::task::JoinHandle<()>,
+    held: &str,
+) {
+    if flavour == Flavour::Postgres {
+        a_writer_waits_for_the_minute_lock(pool).await;
+        assert!(!t2.is_finished(), "T2 finished while T1 still held {held}");
+    }
+    t1.commit().await.expect("COMMIT T1");
+    tokio::time::timeout(Duration::from_secs(30), t2)
+        .await
+        .expect("T2 to finish")
+        .expect("T2 task");
+}
+
+/// Asserts the stored candle of `symbol` for the minute starting at `minute`.
+fn assert_stored(
+    got: &BTreeMap<Key, Stored>,
+    symbol: &str,
+    minute: &str,
+    ohlcv: Ohlcv,
+    trades: i64,
+    context: &str,
+) {
+    assert_eq!(
+        got.get(&(symbol.to_owned(), at(minute).timestamp())),
+        Some(&Stored { ohlcv, trades }),
+        "{context}"
+    );
+}
+
 /// T1 writes minute M and holds its transaction open; T2 writes the same minute (on plain
 /// PostgreSQL it waits for T1's lock); T1 commits, then T2. The candle counts both.
 pub async fn concurrent_writers_of_one_minute(pool: &PgPool, flavour: Flavour) {
@@ -1007,18 +1043,7 @@ pub async fn concurrent_writers_of_one_minute(pool: &PgPool, flavour: Flavour) {
         insert_tick(&mut t2, "2024-07-03T06:25:10Z", S, 20.0, 2.0).await;
         t2.commit().await.expect("COMMIT T2");
     });
-    if flavour == Flavour::Postgres {
-        a_writer_waits_for_the_minute_lock(pool).await;
-        assert!(
-            !t2.is_finished(),
-            "T2 finished while T1 still held the minute"
-        );
-    }
-    t1.commit().await.expect("COMMIT T1");
-    tokio::time::timeout(Duration::from_secs(30), t2)
-        .await
-        .expect("T2 to finish")
-        .expect("T2 task");
+    commit_t1_then_t2(pool, flavour, t1, t2, "the minute").await;
 
     let want = Ohlcv {
         open: 20.0,
@@ -1028,13 +1053,13 @@ pub async fn concurrent_writers_of_one_minute(pool: &PgPool, flavour: Flavour) {
         volume: 3.0,
     };
     let got = stored_candles(pool).await;
-    assert_eq!(
-        got.get(&(S.to_owned(), at("2024-07-03T06:25:00Z").timestamp())),
-        Some(&Stored {
-            ohlcv: want,
-            trades: 2
-        }),
-        "after T1 then T2 committed"
+    assert_stored(
+        &got,
+        S,
+        "2024-07-03T06:25:00Z",
+        want,
+        2,
+        "after T1 then T2 committed",
     );
     assert_candles_match_ticks(pool, "after T1 then T2 committed").await;
 
@@ -1066,49 +1091,36 @@ pub async fn concurrent_writers_of_one_minute(pool: &PgPool, flavour: Flavour) {
         .expect("INSERT in T2");
         t2.commit().await.expect("COMMIT T2");
     });
-    if flavour == Flavour::Postgres {
-        a_writer_waits_for_the_minute_lock(pool).await;
-        assert!(
-            !t2.is_finished(),
-            "T2 finished while T1 still held its minutes"
-        );
-    }
-    t1.commit().await.expect("COMMIT T1");
-    tokio::time::timeout(Duration::from_secs(30), t2)
-        .await
-        .expect("T2 to finish")
-        .expect("T2 task");
+    commit_t1_then_t2(pool, flavour, t1, t2, "its minutes").await;
 
     let got = stored_candles(pool).await;
-    let m25 = (S.to_owned(), at("2024-07-03T06:25:00Z").timestamp());
-    let m26 = (S.to_owned(), at("2024-07-03T06:26:00Z").timestamp());
-    assert_eq!(
-        got.get(&m25),
-        Some(&Stored {
-            ohlcv: Ohlcv {
-                open: 11.5,
-                high: 11.5,
-                low: 9.0,
-                close: 9.0,
-                volume: 1.75
-            },
-            trades: 2
-        }),
-        "minute 06:25 after round two"
+    assert_stored(
+        &got,
+        S,
+        "2024-07-03T06:25:00Z",
+        Ohlcv {
+            open: 11.5,
+            high: 11.5,
+            low: 9.0,
+            close: 9.0,
+            volume: 1.75,
+        },
+        2,
+        "minute 06:25 after round two",
     );
-    assert_eq!(
-        got.get(&m26),
-        Some(&Stored {
-            ohlcv: Ohlcv {
-                open: 31.0,
-                high: 31.0,
-                low: 30.0,
-                close: 30.0,
-                volume: 0.75
-            },
-            trades: 2
-        }),
-        "minute 06:26 after round two"
+    assert_stored(
+        &got,
+        S,
+        "2024-07-03T06:26:00Z",
+        Ohlcv {
+            open: 31.0,
+            high: 31.0,
+            low: 30.0,
+            close: 30.0,
+            volume: 0.75,
+        },
+        2,
+        "minute 06:26 after round two",
     );
     assert_candles_match_ticks(pool, "after round two").await;
 }
