@@ -34,6 +34,25 @@ async fn upload(app: &TestApp, client: &reqwest::Client, parts: &[Part<'_>]) -> 
         .expect("POST /admin/import")
 }
 
+/// Uploads `content` as the form would: the session's `token`, then the file `name`.
+async fn upload_file(
+    app: &TestApp,
+    client: &reqwest::Client,
+    token: &str,
+    name: &str,
+    content: &[u8],
+) -> reqwest::Response {
+    upload(
+        app,
+        client,
+        &[
+            ("csrf_token", None, token.as_bytes()),
+            ("file", Some(name), content),
+        ],
+    )
+    .await
+}
+
 /// Follows the progress page until the import is no longer running; returns the last page.
 async fn finished(app: &TestApp, client: &reqwest::Client, progress_url: &str) -> String {
     eventually(Duration::from_secs(60), "the import to finish", || async {
@@ -48,13 +67,12 @@ async fn an_uploaded_csv_is_imported_in_the_background_with_a_progress_page() {
     let app = spawn_app().await;
     let client = admin(&app).await;
     let token = csrf(&app, client).await;
-    let r = upload(
+    let r = upload_file(
         &app,
         client,
-        &[
-            ("csrf_token", None, token.as_bytes()),
-            ("file", Some("ticks.csv"), csv_rows(5_000, "IMP").as_bytes()),
-        ],
+        &token,
+        "ticks.csv",
+        csv_rows(5_000, "IMP").as_bytes(),
     )
     .await;
     assert_eq!(r.status(), 303);
@@ -89,15 +107,7 @@ async fn a_csv_with_bad_lines_writes_nothing_and_names_the_lines() {
             .replace("2024-07-03", "2024-07-05"),
     );
     csv.push_str("not a time,BAD,1,1\n"); // line 3014
-    let r = upload(
-        &app,
-        client,
-        &[
-            ("csrf_token", None, token.as_bytes()),
-            ("file", Some("bad.csv"), csv.as_bytes()),
-        ],
-    )
-    .await;
+    let r = upload_file(&app, client, &token, "bad.csv", csv.as_bytes()).await;
     assert_eq!(r.status(), 303);
     let html = finished(&app, client, &location(&r)).await;
     assert!(
@@ -121,13 +131,12 @@ async fn a_csv_repeating_an_existing_tick_writes_nothing() {
     assert_eq!(r.status(), 201);
     let client = admin(&app).await;
     let token = csrf(&app, client).await;
-    let r = upload(
+    let r = upload_file(
         &app,
         client,
-        &[
-            ("csrf_token", None, token.as_bytes()),
-            ("file", Some("dup.csv"), csv_rows(100, "DUP").as_bytes()),
-        ],
+        &token,
+        "dup.csv",
+        csv_rows(100, "DUP").as_bytes(),
     )
     .await;
     let html = finished(&app, client, &location(&r)).await;
@@ -171,15 +180,7 @@ async fn uploads_without_the_csrf_token_first_are_refused_and_stored_nowhere() {
     let r = upload(&app, client, &[("csrf_token", None, token.as_bytes())]).await;
     assert_eq!(r.status(), 422);
     assert!(r.text().await.unwrap().contains("Choose a CSV file"));
-    let r = upload(
-        &app,
-        client,
-        &[
-            ("csrf_token", None, token.as_bytes()),
-            ("file", Some("empty.csv"), b""),
-        ],
-    )
-    .await;
+    let r = upload_file(&app, client, &token, "empty.csv", b"").await;
     assert_eq!(r.status(), 422);
     assert_eq!(app.tick_count().await, 0);
 }
@@ -191,15 +192,7 @@ async fn uploads_over_100_mb_are_refused() {
     let token = csrf(&app, client).await;
     let mut big = csv_rows(1, "BIG").into_bytes();
     big.resize(100 * 1024 * 1024 + 1, b'\n');
-    let r = upload(
-        &app,
-        client,
-        &[
-            ("csrf_token", None, token.as_bytes()),
-            ("file", Some("big.csv"), &big),
-        ],
-    )
-    .await;
+    let r = upload_file(&app, client, &token, "big.csv", &big).await;
     assert_eq!(r.status(), 413);
     assert!(r.text().await.unwrap().contains("larger than 100 MB"));
     assert_eq!(app.tick_count().await, 0);
