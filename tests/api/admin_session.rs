@@ -8,6 +8,15 @@ use crate::admin_support::{
 };
 use crate::helpers::{TOKEN, spawn_app, spawn_app_with};
 
+/// The response's `Set-Cookie` header ("" when there is none).
+fn set_cookie(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 #[actix_web::test]
 async fn without_a_session_admin_pages_redirect_to_the_sign_in_form() {
     let app = spawn_app().await;
@@ -68,12 +77,7 @@ async fn the_right_token_gives_a_strict_http_only_session_cookie() {
     let r = post_form(&app, &app.client, "/admin/sign-in", &[("token", TOKEN)]).await;
     assert_eq!(r.status(), 303);
     assert_eq!(location(&r), "/admin");
-    let cookie = r
-        .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let cookie = set_cookie(&r);
     assert!(cookie.starts_with("candlewick_admin="), "{cookie}");
     assert!(cookie.contains("HttpOnly"), "{cookie}");
     assert!(cookie.contains("SameSite=Strict"), "{cookie}");
@@ -95,12 +99,7 @@ async fn with_secure_cookies_the_session_cookie_is_secure() {
     let app = spawn_app_with(&["--secure-cookies"]).await;
     let r = post_form(&app, &app.client, "/admin/sign-in", &[("token", TOKEN)]).await;
     assert_eq!(r.status(), 303);
-    let cookie = r
-        .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let cookie = set_cookie(&r);
     assert!(cookie.contains("Secure"), "{cookie}");
 }
 
@@ -163,12 +162,7 @@ async fn old_and_idle_sessions_expire_and_forged_cookies_are_ignored() {
         let r = get_with(crafted_session_cookie(signed_in_at, last_seen, &csrf)).await;
         assert_eq!(r.status(), 303, "{what}");
         assert_eq!(location(&r), "/admin/sign-in?expired=1", "{what}");
-        let removal = r
-            .headers()
-            .get("set-cookie")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        let removal = set_cookie(&r);
         assert!(
             removal.contains("Max-Age=0") || removal.contains("expires="),
             "{what}: the cookie is removed: {removal}"
