@@ -63,6 +63,7 @@ impl EmbeddedPostgres {
         let run_as = RunAs::current()?;
         let lock = lock_data_dir(&data_dir)?;
         let cluster_dir = cluster_dir(&data_dir, &run_as)?;
+        run_as.fix_ownership(&cluster_dir)?;
         let password = crate::secrets::load_or_create(&data_dir.join("db-password"), 32)?;
 
         if !cluster_dir.join("PG_VERSION").exists() {
@@ -320,6 +321,36 @@ impl RunAs {
         if let Some(u) = &self.user {
             std::os::unix::fs::chown(path, Some(u.uid.as_raw()), Some(u.gid.as_raw()))
                 .with_context(|| format!("giving {} to {}", path.display(), u.name))?;
+        }
+        Ok(())
+    }
+
+    /// Gives `dir` and everything in it to this user when it belongs to someone else (a cluster
+    /// copied or restored by root, or created by an earlier run as another user).
+    fn fix_ownership(&self, dir: &Path) -> anyhow::Result<()> {
+        let Some(u) = &self.user else { return Ok(()) };
+        // The directory itself may have just been given over; its contents tell.
+        let owned = [
+            dir.to_path_buf(),
+            dir.join("PG_VERSION"),
+            dir.join("global"),
+        ]
+        .iter()
+        .filter_map(|p| fs::symlink_metadata(p).ok())
+        .all(|m| m.uid() == u.uid.as_raw());
+        if owned {
+            return Ok(());
+        }
+        tracing::info!("giving {} to {}", dir.display(), u.name);
+        let mut pending = vec![dir.to_path_buf()];
+        while let Some(p) = pending.pop() {
+            std::os::unix::fs::lchown(&p, Some(u.uid.as_raw()), Some(u.gid.as_raw()))
+                .with_context(|| format!("giving {} to {}", p.display(), u.name))?;
+            if fs::symlink_metadata(&p)?.is_dir() {
+                for entry in fs::read_dir(&p)? {
+                    pending.push(entry?.path());
+                }
+            }
         }
         Ok(())
     }
