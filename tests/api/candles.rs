@@ -917,7 +917,7 @@ pub async fn random_writes_keep_candles_exact(app: &TestApp, flavour: Flavour, o
     let mut candles = 0;
     while world.op < ops {
         world.step().await;
-        if world.op % 100 == 0 {
+        if world.op.is_multiple_of(100) {
             candles = world.check(flavour).await;
             checks += 1;
         }
