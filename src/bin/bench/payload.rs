@@ -213,17 +213,14 @@ async fn first_candle(
                 .get(format!("http://127.0.0.1:{port}/json/list"))
                 .send()
                 .await
-            {
-                if let Ok(targets) = r.json::<Vec<Value>>().await {
-                    if let Some(u) = targets
+                && let Ok(targets) = r.json::<Vec<Value>>().await
+                    && let Some(u) = targets
                         .iter()
                         .find(|t| t["type"] == "page")
                         .and_then(|t| t["webSocketDebuggerUrl"].as_str())
                     {
                         break u.to_owned();
                     }
-                }
-            }
             if Instant::now() > deadline {
                 bail!("chromium's DevTools endpoint did not come up");
             }
