@@ -214,13 +214,13 @@ async fn first_candle(
                 .send()
                 .await
                 && let Ok(targets) = r.json::<Vec<Value>>().await
-                    && let Some(u) = targets
-                        .iter()
-                        .find(|t| t["type"] == "page")
-                        .and_then(|t| t["webSocketDebuggerUrl"].as_str())
-                    {
-                        break u.to_owned();
-                    }
+                && let Some(u) = targets
+                    .iter()
+                    .find(|t| t["type"] == "page")
+                    .and_then(|t| t["webSocketDebuggerUrl"].as_str())
+            {
+                break u.to_owned();
+            }
             if Instant::now() > deadline {
                 bail!("chromium's DevTools endpoint did not come up");
             }

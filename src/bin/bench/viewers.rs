@@ -802,9 +802,11 @@ async fn worker(cfg: WorkerConfig) -> anyhow::Result<()> {
     for log in &logs {
         result.retries += u64::from(log.retries);
         if let Some(why) = log.retry_reason.as_ref().map(|w| format!("(retried) {w}"))
-            && result.errors.len() < 10 && !result.errors.contains(&why) {
-                result.errors.push(why);
-            }
+            && result.errors.len() < 10
+            && !result.errors.contains(&why)
+        {
+            result.errors.push(why);
+        }
         if let Some(e) = &log.failed {
             result.failed += 1;
             if result.errors.len() < 10 && !result.errors.contains(e) {
@@ -824,9 +826,10 @@ async fn worker(cfg: WorkerConfig) -> anyhow::Result<()> {
         let mut seen = std::collections::HashSet::new();
         for (hash, t) in &log.frames {
             if let Some(first) = judged.get(&(log.server, *hash))
-                && seen.insert(*hash) {
-                    hist.record(t.saturating_sub(*first) / 1_000).ok();
-                }
+                && seen.insert(*hash)
+            {
+                hist.record(t.saturating_sub(*first) / 1_000).ok();
+            }
         }
         result.deliveries += seen.len() as u64;
         let missed = per_server
