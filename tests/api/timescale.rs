@@ -335,3 +335,44 @@ async fn on_timescaledb_the_tutorials_sql_gives_the_tutorials_candles() {
     crate::tutorial::tutorial_sql_gives_the_tutorial_candles(&app, Flavour::TimescaleDb).await;
     ts.drop(Some(app)).await;
 }
+
+#[actix_web::test]
+async fn on_timescaledb_a_copy_into_a_materialized_minute_shows_after_a_refresh() {
+    let Some(server) = server_url() else { return };
+    let ts = TsDatabase::create(&server).await;
+    let pool = &ts.pool;
+    crate::helpers::psql(
+        &ts.url,
+        "INSERT INTO ticks VALUES ('2024-07-03 06:25:10+00', 'CPY/USD', 100, 1)",
+    );
+    Flavour::TimescaleDb
+        .after_changes(pool, at("2024-07-03T06:25:00Z"), chrono::Utc::now())
+        .await
+        .expect("materializing");
+
+    // COPY into the materialized minute, as a bulk loader (or `psql \copy`) would.
+    let mut conn = pool.acquire().await.expect("a connection");
+    let mut copy = conn
+        .copy_in_raw("COPY ticks (time, symbol, price, volume) FROM STDIN WITH (FORMAT csv)")
+        .await
+        .expect("COPY");
+    copy.send(b"2024-07-03T06:25:40Z,CPY/USD,150,2\n".as_slice())
+        .await
+        .expect("sending a row");
+    copy.finish().await.expect("finishing COPY");
+    drop(conn);
+
+    Flavour::TimescaleDb
+        .after_changes(pool, at("2024-07-03T06:25:00Z"), at("2024-07-03T06:26:00Z"))
+        .await
+        .expect("refreshing the changed minute");
+    let key = ("CPY/USD".to_owned(), at("2024-07-03T06:25:00Z").timestamp());
+    let stored = stored_candles(pool).await;
+    assert_eq!(
+        stored.get(&key).map(|s| (s.ohlcv.high, s.ohlcv.close)),
+        Some((150.0, 150.0)),
+        "one_min_candle after a COPY into a materialized minute and a refresh"
+    );
+    crate::candles::assert_candles_match_ticks(pool, "after the COPY").await;
+    ts.drop(None).await;
+}
