@@ -80,6 +80,11 @@ fn twenty_viewers_are_held_and_get_every_update() {
     );
     let (p50, p99) = (num(&r, "/spread/p50_ms"), num(&r, "/spread/p99_ms"));
     assert!(p50 >= 0.0 && p99 >= p50, "spread p50 {p50} p99 {p99}");
+    let polls = num(&r, "/during/polls_per_server_per_sec");
+    assert!(
+        polls > 0.3 && polls < 2.5,
+        "the server should poll about once a second: {r:#}"
+    );
     assert!(
         num(&r, "/server_rss_before_bytes") > 0.0,
         "the server's memory was not read: {r:#}"

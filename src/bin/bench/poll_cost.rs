@@ -172,22 +172,6 @@ async fn exec_times(
         .collect())
 }
 
-async fn enable_stat_statements(cluster: &Cluster) -> bool {
-    let Ok(mut admin) = cluster.admin().await else {
-        return false;
-    };
-    let ok = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        .execute(&mut admin)
-        .await
-        .is_ok()
-        && sqlx::query("SELECT pg_stat_statements_reset()")
-            .execute(&mut admin)
-            .await
-            .is_ok();
-    admin.close().await.ok();
-    ok
-}
-
 async fn query_costs(
     pool: &PgPool,
     args: &PollCostArgs,
@@ -232,7 +216,7 @@ async fn query_costs(
     say!("loaded {ticks} ticks in {load_seconds:.1} s");
 
     let stat_statements = match stats_of {
-        Some((cluster, _)) => enable_stat_statements(cluster).await,
+        Some((cluster, _)) => setup::enable_stat_statements(cluster).await,
         None => false,
     };
     // Our poll: a second of new ticks, then one poll_changes.
@@ -366,7 +350,7 @@ async fn statements_per_second(
     work: &std::path::Path,
 ) -> anyhow::Result<Value> {
     // The view lives where we read it from (the maintenance database); it shows every database.
-    let stat_statements = enable_stat_statements(cluster).await;
+    let stat_statements = setup::enable_stat_statements(cluster).await;
     if !stat_statements {
         say!("pg_stat_statements is not available: counting committed transactions only");
     }

@@ -268,6 +268,43 @@ impl Cluster {
     }
 }
 
+/// Creates pg_stat_statements where it is read (the maintenance database; it shows every
+/// database) and zeroes it; false when the cluster does not preload it.
+pub async fn enable_stat_statements(cluster: &Cluster) -> bool {
+    let Ok(mut admin) = cluster.admin().await else {
+        return false;
+    };
+    let ok = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(&mut admin)
+        .await
+        .is_ok()
+        && sqlx::query("SELECT pg_stat_statements_reset()")
+            .execute(&mut admin)
+            .await
+            .is_ok();
+    admin.close().await.ok();
+    ok
+}
+
+/// Calls so far of each normalized statement run in database `db`.
+pub async fn statement_calls(cluster: &Cluster, db: &str) -> anyhow::Result<Vec<(String, i64)>> {
+    let mut conn = cluster.admin().await?;
+    let rows = sqlx::query_as(
+        r#"
+        SELECT s.query, s.calls
+        FROM pg_stat_statements s
+        JOIN pg_database d ON d.oid = s.dbid
+        WHERE d.datname = $1
+        "#,
+    )
+    .bind(db)
+    .fetch_all(&mut conn)
+    .await
+    .context("reading pg_stat_statements")?;
+    conn.close().await.ok();
+    Ok(rows)
+}
+
 /// A `candlewick serve` process of ours.
 pub struct Server {
     child: tokio::process::Child,

@@ -195,7 +195,8 @@ pub async fn run_cli(args: ViewersArgs) -> anyhow::Result<serde_json::Value> {
     };
     let cluster = match &args.database_url {
         Some(url) => Cluster::external(url.clone()),
-        None => Cluster::embedded(&work.join("cluster"), false).await?,
+        // pg_stat_statements preloaded: the servers' statements are counted during the window.
+        None => Cluster::embedded(&work.join("cluster"), true).await?,
     };
     let db_name = "candlewick_bench_viewers";
     let (db_url, pool, _) = cluster.scratch(db_name).await?;
@@ -214,13 +215,72 @@ pub async fn run_cli(args: ViewersArgs) -> anyhow::Result<serde_json::Value> {
     plan.urls = servers.iter().map(|s| s.ws("symbol=BTC/USD")).collect();
     plan.server_pids = servers.iter().map(|s| s.pid).collect();
     plan.feed = Some((servers[0].http(), setup::TOKEN.to_owned()));
-    let report = run(&plan, |_| async { serde_json::Value::Null }).await;
+    let counting = setup::enable_stat_statements(&cluster).await;
+    let servers_n = servers.len();
+    let cluster_ref = &cluster;
+    let report = run(&plan, |dur| async move {
+        if !counting {
+            return serde_json::Value::Null;
+        }
+        count_statements(cluster_ref, db_name, servers_n, dur)
+            .await
+            .unwrap_or_else(|e| serde_json::json!({ "error": format!("{e:#}") }))
+    })
+    .await;
     for s in servers {
         s.stop().await;
     }
     cluster.drop_database(db_name).await;
     cluster.stop().await;
     Ok(serde_json::to_value(report?)?)
+}
+
+/// What the servers ran in the database during `dur`: every statement, the polls among them,
+/// and the writes (the bench's feed of one tick per second through the API).
+async fn count_statements(
+    cluster: &Cluster,
+    db: &str,
+    servers: usize,
+    dur: Duration,
+) -> anyhow::Result<serde_json::Value> {
+    let before: HashMap<String, i64> = setup::statement_calls(cluster, db)
+        .await?
+        .into_iter()
+        .collect();
+    let started = Instant::now();
+    tokio::time::sleep(dur).await;
+    let after = setup::statement_calls(cluster, db).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let (mut total, mut polls) = (0i64, 0i64);
+    let mut by_statement = Vec::new();
+    for (query, calls) in after {
+        let d = calls - before.get(&query).copied().unwrap_or(0);
+        if d <= 0 || query.contains("pg_stat_statements") {
+            continue;
+        }
+        total += d;
+        if query.trim_start().starts_with("WITH prev AS") {
+            polls += d;
+        }
+        let short: String = query
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .chars()
+            .take(70)
+            .collect();
+        by_statement.push((short, d as f64 / seconds));
+    }
+    by_statement.sort_by(|a, b| b.1.total_cmp(&a.1));
+    by_statement.truncate(8);
+    Ok(serde_json::json!({
+        "seconds": seconds,
+        "statements_per_sec": total as f64 / seconds,
+        "polls_per_sec": polls as f64 / seconds,
+        "polls_per_server_per_sec": polls as f64 / seconds / servers.max(1) as f64,
+        "other_statements_per_sec": (total - polls) as f64 / seconds,
+        "by_statement": by_statement,
+    }))
 }
 
 /// Runs the viewers; `during(window)` runs while the window is open and its value is reported.
