@@ -55,7 +55,8 @@ pub struct Settings {
     /// `<data-dir>/admin-token`.
     #[arg(long, env = "CANDLEWICK_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<SecretString>,
-    /// Run the synthetic demo feed (default: on with the embedded database, off with DATABASE_URL).
+    /// Run the synthetic demo feed [env: CANDLEWICK_DEMO=1|0] (default: on with the embedded
+    /// database, off with DATABASE_URL).
     #[arg(long, overrides_with = "no_demo")]
     pub demo: bool,
     /// Do not run the demo feed.
