@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::say;
-use crate::setup::{self, Cluster, Server, Walk};
+use crate::setup::{self, Server, Walk};
 use crate::stats::ratio;
 
 #[derive(Debug, Clone, Args)]
@@ -74,19 +74,13 @@ struct PathResult {
 }
 
 pub async fn run(args: IngestArgs) -> anyhow::Result<Value> {
-    let work = args
-        .work_dir
-        .clone()
-        .unwrap_or_else(setup::default_work_dir);
-    std::fs::create_dir_all(&work)?;
-    let bin = match &args.server_bin {
-        Some(b) => b.clone(),
-        None => setup::default_server_bin()?,
-    };
-    let cluster = match &args.database_url {
-        Some(url) => Cluster::external(url.clone()),
-        None => Cluster::embedded(&work.join("cluster"), false).await?,
-    };
+    let (work, bin, cluster) = setup::workspace(
+        args.work_dir.as_deref(),
+        args.server_bin.as_deref(),
+        args.database_url.as_ref(),
+        false,
+    )
+    .await?;
     let name = "candlewick_bench_ingest";
     let load_before = setup::load_average();
     let result = async {

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::say;
-use crate::setup::{self, Cluster, Server};
+use crate::setup::{self, Server};
 use crate::stats::Summary;
 
 #[derive(Debug, Clone, Args)]
@@ -41,19 +41,13 @@ pub struct PayloadArgs {
 }
 
 pub async fn run(args: PayloadArgs) -> anyhow::Result<Value> {
-    let work = args
-        .work_dir
-        .clone()
-        .unwrap_or_else(setup::default_work_dir);
-    std::fs::create_dir_all(&work)?;
-    let bin = match &args.server_bin {
-        Some(b) => b.clone(),
-        None => setup::default_server_bin()?,
-    };
-    let cluster = match &args.database_url {
-        Some(url) => Cluster::external(url.clone()),
-        None => Cluster::embedded(&work.join("cluster"), false).await?,
-    };
+    let (work, bin, cluster) = setup::workspace(
+        args.work_dir.as_deref(),
+        args.server_bin.as_deref(),
+        args.database_url.as_ref(),
+        false,
+    )
+    .await?;
     let name = "candlewick_bench_payload";
     let result = async {
         let (url, pool, _) = cluster.scratch(name).await?;

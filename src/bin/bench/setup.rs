@@ -164,6 +164,27 @@ pub fn default_server_bin() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// Where a bench run works: its directory, the server binary, and the database (the given URL,
+/// or an embedded cluster in the work dir, with `pg_stat_statements` preloaded when asked).
+pub async fn workspace(
+    work_dir: Option<&Path>,
+    server_bin: Option<&Path>,
+    database_url: Option<&SecretString>,
+    stat_statements: bool,
+) -> anyhow::Result<(PathBuf, PathBuf, Cluster)> {
+    let work = work_dir.map_or_else(default_work_dir, Path::to_path_buf);
+    std::fs::create_dir_all(&work)?;
+    let bin = match server_bin {
+        Some(b) => b.to_path_buf(),
+        None => default_server_bin()?,
+    };
+    let cluster = match database_url {
+        Some(url) => Cluster::external(url.clone()),
+        None => Cluster::embedded(&work.join("cluster"), stat_statements).await?,
+    };
+    Ok((work, bin, cluster))
+}
+
 /// A PostgreSQL cluster to make scratch databases in: our embedded one, or one given by URL.
 pub struct Cluster {
     pg: Option<EmbeddedPostgres>,

@@ -184,20 +184,14 @@ pub async fn run_cli(args: ViewersArgs) -> anyhow::Result<serde_json::Value> {
         return Ok(serde_json::to_value(report)?);
     }
 
-    let work = args
-        .work_dir
-        .clone()
-        .unwrap_or_else(setup::default_work_dir);
-    std::fs::create_dir_all(&work)?;
-    let bin = match &args.server_bin {
-        Some(b) => b.clone(),
-        None => setup::default_server_bin()?,
-    };
-    let cluster = match &args.database_url {
-        Some(url) => Cluster::external(url.clone()),
-        // pg_stat_statements preloaded: the servers' statements are counted during the window.
-        None => Cluster::embedded(&work.join("cluster"), true).await?,
-    };
+    // pg_stat_statements preloaded: the servers' statements are counted during the window.
+    let (work, bin, cluster) = setup::workspace(
+        args.work_dir.as_deref(),
+        args.server_bin.as_deref(),
+        args.database_url.as_ref(),
+        true,
+    )
+    .await?;
     let db_name = "candlewick_bench_viewers";
     let (db_url, pool, _) = cluster.scratch(db_name).await?;
     say!(
