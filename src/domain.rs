@@ -68,7 +68,11 @@ impl<'de> Deserialize<'de> for Symbol {
     }
 }
 
-/// A trade price: finite and greater than zero.
+/// The largest price or volume accepted: far above any market, far below where a minute's sum
+/// of volumes could overflow a double.
+pub const MAX_AMOUNT: f64 = 1e15;
+
+/// A trade price: finite, greater than zero, at most [`MAX_AMOUNT`].
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize)]
 #[serde(transparent)]
 pub struct Price(f64);
@@ -81,6 +85,9 @@ impl Price {
         if v <= 0.0 {
             return refuse("price must be greater than 0");
         }
+        if v > MAX_AMOUNT {
+            return refuse("price must be at most 1e15");
+        }
         Ok(Self(v))
     }
     pub fn parse(s: &str) -> Result<Self, ParseError> {
@@ -91,7 +98,7 @@ impl Price {
     }
 }
 
-/// A traded volume: finite and not negative.
+/// A traded volume: finite, not negative, at most [`MAX_AMOUNT`].
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize)]
 #[serde(transparent)]
 pub struct Volume(f64);
@@ -103,6 +110,9 @@ impl Volume {
         }
         if v < 0.0 {
             return refuse("volume must not be negative");
+        }
+        if v > MAX_AMOUNT {
+            return refuse("volume must be at most 1e15");
         }
         Ok(Self(v))
     }
@@ -272,6 +282,13 @@ mod tests {
             assert!(Price::parse(s).is_err(), "price {s:?}");
             assert!(Volume::parse(s).is_err(), "volume {s:?}");
         }
+    }
+
+    #[test]
+    fn amounts_beyond_1e15_are_rejected() {
+        assert!(Price::new(1e15).is_ok());
+        assert!(Price::new(1.5e15).is_err());
+        assert!(Volume::new(1e308).is_err());
     }
 
     #[test]

@@ -95,7 +95,8 @@ async fn ws_candles(
         &state.default_symbol,
     )
     .map_err(AppError::BadRequest)?;
-    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let (response, session, stream) = actix_ws::handle(&req, body)
+        .map_err(|e| AppError::BadRequest(format!("expected a WebSocket upgrade: {e}")))?;
     let stream = stream
         .max_frame_size(MAX_FRAME_BYTES)
         .aggregate_continuations()

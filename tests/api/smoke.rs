@@ -25,3 +25,23 @@ async fn the_bearer_scheme_is_case_insensitive() {
         .expect("POST");
     assert_eq!(r.status(), 201);
 }
+
+#[actix_web::test]
+async fn ticks_at_the_ends_of_the_calendar_are_stored_and_candled() {
+    let app = spawn_app().await;
+    for time in ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z"] {
+        let r = app
+            .post_ticks_json(
+                &serde_json::json!({"time": time, "symbol": "EDGE", "price": 1e15, "volume": 1e15}),
+            )
+            .await;
+        assert_eq!(
+            r.status(),
+            201,
+            "{time}: {}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+    let candles = app.get_json("/api/candles?symbol=EDGE&interval=1d").await;
+    assert_eq!(candles.as_array().map(Vec::len), Some(2), "{candles}");
+}
