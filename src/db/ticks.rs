@@ -117,8 +117,22 @@ pub async fn copy_in(conn: &mut PgConnection, ticks: &[Tick]) -> Result<u64, sql
 
 /// One COPY CSV line; symbols are quoted (they may hold commas or quotes).
 pub fn write_csv_row(buf: &mut Vec<u8>, t: &Tick) {
+    use chrono::{Datelike, Timelike};
     use std::io::Write;
-    let _ = write!(buf, "{},\"", t.time.format("%Y-%m-%dT%H:%M:%S%.fZ"));
+    // Fields by hand rather than a chrono format string, which is parsed again for every row
+    // (7 % of a bulk load's CPU). Microseconds, truncated, as sqlx binds them on the other path.
+    let n = t.time.naive_utc();
+    let micros = (n.nanosecond() / 1_000).min(999_999);
+    let _ = write!(
+        buf,
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{micros:06}+00,\"",
+        n.year(),
+        n.month(),
+        n.day(),
+        n.hour(),
+        n.minute(),
+        n.second()
+    );
     for b in t.symbol.as_str().bytes() {
         if b == b'"' {
             buf.push(b'"');
@@ -573,4 +587,26 @@ pub async fn list_ticks_with_candles(
         .fetch_all(pool)
         .await
         .context("listing ticks with their candles")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Symbol, parse_time};
+
+    #[test]
+    fn a_copy_row_carries_utc_microseconds_and_a_quoted_symbol() {
+        let tick = Tick {
+            time: parse_time("2024-07-03T08:25:00.1234567+02:00").unwrap(),
+            symbol: Symbol::parse("A,B'C").unwrap(),
+            price: Price::new(61057.5).unwrap(),
+            volume: Volume::new(0.25).unwrap(),
+        };
+        let mut buf = Vec::new();
+        write_csv_row(&mut buf, &tick);
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "2024-07-03 06:25:00.123456+00,\"A,B'C\",61057.5,0.25\n"
+        );
+    }
 }
