@@ -148,26 +148,13 @@ async fn exec_times(
     db: &str,
     prefixes: &[&str],
 ) -> anyhow::Result<Vec<Option<f64>>> {
-    let mut conn = cluster.admin().await?;
-    let rows: Vec<(String, f64)> = sqlx::query_as(
-        r#"
-        SELECT s.query, s.mean_exec_time
-        FROM pg_stat_statements s
-        JOIN pg_database d ON d.oid = s.dbid
-        WHERE d.datname = $1
-        "#,
-    )
-    .bind(db)
-    .fetch_all(&mut conn)
-    .await
-    .context("reading pg_stat_statements")?;
-    conn.close().await.ok();
+    let rows = setup::statement_stats(cluster, db).await?;
     Ok(prefixes
         .iter()
         .map(|p| {
             rows.iter()
-                .find(|(q, _)| q.trim_start().starts_with(p))
-                .map(|(_, t)| *t)
+                .find(|s| s.query.trim_start().starts_with(p))
+                .map(|s| s.mean_exec_ms)
         })
         .collect())
 }

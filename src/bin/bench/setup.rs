@@ -307,12 +307,20 @@ pub async fn enable_stat_statements(cluster: &Cluster) -> bool {
     ok
 }
 
-/// Calls so far of each normalized statement run in database `db`.
-pub async fn statement_calls(cluster: &Cluster, db: &str) -> anyhow::Result<Vec<(String, i64)>> {
+/// One normalized statement run in a database, from `pg_stat_statements`.
+pub struct StatementStat {
+    pub query: String,
+    pub calls: i64,
+    /// Mean server-side execution time (ms), planning and the round trip excluded.
+    pub mean_exec_ms: f64,
+}
+
+/// Every statement run so far in database `db`.
+pub async fn statement_stats(cluster: &Cluster, db: &str) -> anyhow::Result<Vec<StatementStat>> {
     let mut conn = cluster.admin().await?;
-    let rows = sqlx::query_as(
+    let rows: Vec<(String, i64, f64)> = sqlx::query_as(
         r#"
-        SELECT s.query, s.calls
+        SELECT s.query, s.calls, s.mean_exec_time
         FROM pg_stat_statements s
         JOIN pg_database d ON d.oid = s.dbid
         WHERE d.datname = $1
@@ -323,7 +331,23 @@ pub async fn statement_calls(cluster: &Cluster, db: &str) -> anyhow::Result<Vec<
     .await
     .context("reading pg_stat_statements")?;
     conn.close().await.ok();
-    Ok(rows)
+    Ok(rows
+        .into_iter()
+        .map(|(query, calls, mean_exec_ms)| StatementStat {
+            query,
+            calls,
+            mean_exec_ms,
+        })
+        .collect())
+}
+
+/// Calls so far of each normalized statement run in database `db`.
+pub async fn statement_calls(cluster: &Cluster, db: &str) -> anyhow::Result<Vec<(String, i64)>> {
+    Ok(statement_stats(cluster, db)
+        .await?
+        .into_iter()
+        .map(|s| (s.query, s.calls))
+        .collect())
 }
 
 /// A `candlewick serve` process of ours.
