@@ -42,6 +42,24 @@ pub struct DbSettings {
     /// Directory for the embedded cluster and generated secrets.
     #[arg(long, env = "CANDLEWICK_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// With the embedded cluster: `auto` preloads and uses TimescaleDB when it is installed
+    /// on this machine, `off` keeps to plain PostgreSQL.
+    #[arg(
+        long,
+        env = "CANDLEWICK_EMBEDDED_TIMESCALEDB",
+        value_enum,
+        default_value_t = EmbeddedTimescaleDb::Auto
+    )]
+    pub embedded_timescaledb: EmbeddedTimescaleDb,
+}
+
+/// Whether the embedded cluster uses TimescaleDB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EmbeddedTimescaleDb {
+    /// When it is installed.
+    Auto,
+    /// Never: plain PostgreSQL.
+    Off,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -37,6 +37,11 @@ pub struct Options {
     pub unsafe_fast: bool,
     /// Listen on this port instead of a free one (a restarted cluster keeps its URL).
     pub port: Option<u16>,
+    /// Preload TimescaleDB when it is installed with these server binaries, so the
+    /// migrations make `ticks` a hypertable and `one_min_candle` a continuous aggregate.
+    pub timescaledb: bool,
+    /// Further libraries to preload (the bench's `pg_stat_statements`).
+    pub preload: Vec<String>,
 }
 
 /// A running cluster; stopped by [`EmbeddedPostgres::stop`] or, as a last resort, on drop.
@@ -48,6 +53,8 @@ pub struct EmbeddedPostgres {
     keeper: Option<JoinHandle<()>>,
     exited: Arc<Mutex<bool>>,
     cluster_dir: PathBuf,
+    /// The cluster runs with TimescaleDB in `shared_preload_libraries`.
+    timescaledb: bool,
     /// Held while the cluster runs: a second server on the same data dir is refused.
     _lock: fs::File,
 }
@@ -72,6 +79,11 @@ impl EmbeddedPostgres {
         stop_leftover(&cluster_dir)?;
 
         let log_path = data_dir.join("postgres.log");
+        let timescaledb = options.timescaledb && timescaledb_installed(&bin);
+        let mut preload = options.preload.clone();
+        if timescaledb {
+            preload.insert(0, "timescaledb".into());
+        }
         let mut last_err = None;
         // A free port can be taken between our probe and postgres' bind: try a few.
         for _ in 0..3 {
@@ -79,7 +91,15 @@ impl EmbeddedPostgres {
                 Some(p) => p,
                 None => free_port()?,
             };
-            match Self::launch(&bin, &cluster_dir, &run_as, port, &log_path, options) {
+            match Self::launch(
+                &bin,
+                &cluster_dir,
+                &run_as,
+                port,
+                &log_path,
+                options,
+                &preload,
+            ) {
                 Ok((pid, keeper, exited)) => {
                     let pg = Self {
                         pid,
@@ -88,6 +108,7 @@ impl EmbeddedPostgres {
                         keeper: Some(keeper),
                         exited,
                         cluster_dir: cluster_dir.clone(),
+                        timescaledb,
                         _lock: lock.try_clone().context("sharing the data dir lock")?,
                     };
                     match pg.wait_ready(&bin, &log_path) {
@@ -114,6 +135,7 @@ impl EmbeddedPostgres {
         port: u16,
         log_path: &Path,
         options: &Options,
+        preload: &[String],
     ) -> anyhow::Result<(Pid, JoinHandle<()>, Arc<Mutex<bool>>)> {
         let log = fs::OpenOptions::new()
             .create(true)
@@ -131,6 +153,14 @@ impl EmbeddedPostgres {
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("duplicating the log handle")?)
             .stderr(log);
+        if !preload.is_empty() {
+            cmd.arg("-c")
+                .arg(format!("shared_preload_libraries={}", preload.join(",")));
+        }
+        if preload.iter().any(|l| l == "timescaledb") {
+            // The embedded cluster never phones home.
+            cmd.args(["-c", "timescaledb.telemetry_level=off"]);
+        }
         if options.unsafe_fast {
             cmd.args([
                 "-c",
@@ -239,6 +269,11 @@ impl EmbeddedPostgres {
 
     pub fn cluster_dir(&self) -> &Path {
         &self.cluster_dir
+    }
+
+    /// Whether TimescaleDB is preloaded (asked for, and installed).
+    pub fn timescaledb(&self) -> bool {
+        self.timescaledb
     }
 
     /// Fast shutdown: disconnects clients, checkpoints, exits.
@@ -479,12 +514,11 @@ fn init_cluster(
     Ok(())
 }
 
-/// A cluster left running by a crashed server (or a stale `postmaster.pid`) must not block us.
 /// Stops a cluster left running by a server that died. Only called while holding the data
 /// dir's lock, so any postmaster found here has no live owner.
 fn stop_leftover(cluster_dir: &Path) -> anyhow::Result<()> {
     let pid_file = cluster_dir.join("postmaster.pid");
-    let Some(pid) = running_postmaster(cluster_dir) else {
+    let Some(Postmaster { pid, .. }) = running_postmaster(cluster_dir) else {
         if pid_file.exists() {
             // Nobody (or an unrelated process that reused the pid): postgres would refuse to start.
             tracing::info!("removing the stale {}", pid_file.display());
@@ -529,14 +563,41 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<fs::File> {
     }
 }
 
-/// The live postmaster of `cluster_dir`, from its `postmaster.pid`.
-pub fn running_postmaster(cluster_dir: &Path) -> Option<Pid> {
+/// A live postmaster as its cluster's `postmaster.pid` describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Postmaster {
+    pub pid: Pid,
+    /// The TCP port it listens on (the file's fourth line).
+    pub port: Option<u16>,
+}
+
+/// The live postmaster of `cluster_dir`, from its `postmaster.pid`; `None` when the file is
+/// missing or names a process that is gone (or is not postgres: its pid was reused).
+pub fn running_postmaster(cluster_dir: &Path) -> Option<Postmaster> {
     let text = fs::read_to_string(cluster_dir.join("postmaster.pid")).ok()?;
-    let pid = text.lines().next()?.trim().parse::<i32>().ok()?;
+    let mut lines = text.lines();
+    let pid = lines.next()?.trim().parse::<i32>().ok()?;
+    let port = lines.nth(2).and_then(|l| l.trim().parse::<u16>().ok());
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     String::from_utf8_lossy(&cmdline)
         .contains("postgres")
-        .then(|| Pid::from_raw(pid))
+        .then(|| Postmaster {
+            pid: Pid::from_raw(pid),
+            port,
+        })
+}
+
+/// The URL of the embedded cluster under `data_dir` while another process runs it (a server
+/// started on that data dir): its `postmaster.pid` names the port, `db-password` the password.
+pub fn running_cluster_url(data_dir: &Path) -> Option<SecretString> {
+    let port = running_postmaster(&data_dir.join("postgres"))?.port?;
+    let password = fs::read_to_string(data_dir.join("db-password")).ok()?;
+    let mut url = url::Url::parse("postgres://127.0.0.1/").ok()?;
+    url.set_username(DB_USER).ok()?;
+    url.set_password(Some(password.trim())).ok()?;
+    url.set_port(Some(port)).ok()?;
+    url.set_path(DB_NAME);
+    Some(url.to_string().into())
 }
 
 /// The PostgreSQL server binaries: `pg_config --bindir`, the newest `/usr/lib/postgresql/*/bin`,
@@ -578,7 +639,45 @@ pub fn find_bindir() -> anyhow::Result<PathBuf> {
     )
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// Whether the TimescaleDB extension is installed for the server in `bindir`: its loader
+/// library in the server's library dir (`../lib`, as Debian and source builds lay it out, or
+/// what `pg_config --pkglibdir` names) and its control file.
+pub fn timescaledb_installed(bindir: &Path) -> bool {
+    let mut libdirs = vec![bindir.join("../lib")];
+    if let Ok(out) = Command::new(bindir.join("pg_config"))
+        .arg("--pkglibdir")
+        .output()
+        && out.status.success()
+    {
+        libdirs.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+    }
+    let mut sharedirs = vec![bindir.join("../share/extension")];
+    if let Ok(out) = Command::new(bindir.join("pg_config"))
+        .arg("--sharedir")
+        .output()
+        && out.status.success()
+    {
+        sharedirs
+            .push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("extension"));
+    }
+    // Debian keeps the control files apart: /usr/share/postgresql/<major>/extension.
+    if let Some(major) = bindir
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|m| m.to_str())
+    {
+        sharedirs.push(PathBuf::from(format!(
+            "/usr/share/postgresql/{major}/extension"
+        )));
+    }
+    libdirs.iter().any(|d| d.join("timescaledb.so").is_file())
+        && sharedirs
+            .iter()
+            .any(|d| d.join("timescaledb.control").is_file())
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> anyhow::Result<u16> {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free port")?;
     Ok(l.local_addr()?.port())
 }

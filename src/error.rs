@@ -4,6 +4,9 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::ContentType;
 use actix_web::{HttpResponse, ResponseError};
 
+use crate::db::WriteError;
+use crate::ingest::{BodyError, MAX_BODY_BYTES};
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("{0}")]
@@ -49,11 +52,21 @@ impl AppError {
     }
 }
 
-impl From<crate::db::ticks::WriteError> for AppError {
-    fn from(e: crate::db::ticks::WriteError) -> Self {
+impl From<WriteError> for AppError {
+    fn from(e: WriteError) -> Self {
         match e {
-            crate::db::ticks::WriteError::Duplicate { .. } => Self::Conflict(e.to_string()),
-            crate::db::ticks::WriteError::Unexpected(e) => Self::from_infra(e),
+            WriteError::Invalid(rows) => Self::Validation(rows.to_string()),
+            WriteError::Duplicate(_) => Self::Conflict(e.to_string()),
+            WriteError::Unexpected(e) => Self::from_infra(e),
+        }
+    }
+}
+
+impl From<BodyError> for AppError {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::Malformed(msg) => Self::BadRequest(msg),
+            BodyError::Invalid(rows) => Self::Validation(rows.to_string()),
         }
     }
 }
@@ -93,16 +106,13 @@ impl ResponseError for AppError {
 /// Turns actix extractor failures (bad JSON, bad query, body too large) into JSON errors.
 pub fn json_config() -> actix_web::web::JsonConfig {
     actix_web::web::JsonConfig::default()
-        .limit(crate::routes::api::MAX_BODY_BYTES)
+        .limit(MAX_BODY_BYTES)
         .error_handler(|err, _req| {
             use actix_web::error::JsonPayloadError as E;
             let e = match &err {
-                E::OverflowKnownLength { .. } | E::Overflow { .. } => {
-                    AppError::PayloadTooLarge(format!(
-                        "the body is larger than {} bytes",
-                        crate::routes::api::MAX_BODY_BYTES
-                    ))
-                }
+                E::OverflowKnownLength { .. } | E::Overflow { .. } => AppError::PayloadTooLarge(
+                    format!("the body is larger than {} bytes", MAX_BODY_BYTES),
+                ),
                 E::ContentType => {
                     AppError::BadRequest("expected Content-Type: application/json".into())
                 }

@@ -1,4 +1,4 @@
-// The live chart: one WebSocket per page (protocol in CONTRACT.md), candles kept in a Map by
+// The live chart: one WebSocket per page (the protocol is in README.md), candles kept in a Map by
 // time so that corrections and removals anywhere in the window can be applied, not only at the end.
 
 const {

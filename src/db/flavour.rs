@@ -1,11 +1,17 @@
-//! The one place that knows whether `one_min_candle` is a TimescaleDB continuous aggregate or a
-//! trigger-maintained table. Everything else reads the same names either way.
+//! What differs between the two storage flavours at run time: whether `one_min_candle` is a
+//! TimescaleDB continuous aggregate (which needs refreshing after edits to materialized
+//! minutes) or a trigger-maintained table (always exact). The schema side of the difference
+//! lives in the migrations; everything else reads the same names either way.
 
 use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
+
+/// Changed minutes older than this may already be materialized by TimescaleDB (the refresh
+/// policy's end offset is one minute; one more covers a refresh running as the minute ends).
+const MATERIALIZED_AFTER_SECS: i64 = 120;
 
 /// How often a refresh refused for a concurrent one (the policy's job, another server) is
 /// retried; the waits grow by 100 ms per attempt, up to 1 s.
@@ -52,6 +58,15 @@ impl Flavour {
         })
     }
 
+    /// Plans the refreshes this flavour needs after changes; the plain flavour needs none.
+    pub fn refresher(self) -> Refresher {
+        Refresher {
+            flavour: self,
+            pending: None,
+            running: false,
+        }
+    }
+
     /// After ticks in `[from, to)` changed: a continuous aggregate only shows edits to
     /// already-materialized minutes once that range is refreshed; the plain table is already
     /// exact. Runs outside any transaction (TimescaleDB refuses otherwise).
@@ -64,7 +79,7 @@ impl Flavour {
     ///
     /// TimescaleDB refuses (55P03) rather than waits for a refresh whose window overlaps one
     /// in progress; such a refresh is retried until the other one is done.
-    pub async fn after_changes(
+    pub async fn refresh(
         self,
         pool: &PgPool,
         from: DateTime<Utc>,
@@ -95,5 +110,119 @@ impl Flavour {
                 }
             }
         }
+    }
+}
+
+/// Which ranges of `one_min_candle` must be refreshed, one refresh at a time: ranges changed
+/// while one runs are merged and refreshed next, so slow refreshes never pile up.
+#[derive(Debug)]
+pub struct Refresher {
+    flavour: Flavour,
+    /// Unix seconds, `[from, to)`.
+    pending: Option<(i64, i64)>,
+    running: bool,
+}
+
+/// One refresh to run (outside any transaction); report its end with [`Refresher::done`].
+pub struct Refresh {
+    flavour: Flavour,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+}
+
+impl Refresh {
+    pub async fn run(self, pool: &PgPool) -> anyhow::Result<()> {
+        self.flavour.refresh(pool, self.from, self.to).await
+    }
+}
+
+impl Refresher {
+    /// The minutes (Unix seconds) of a poll's changes; `now` in Unix seconds.
+    pub fn changed(&mut self, minutes: impl IntoIterator<Item = i64>, now: i64) {
+        if self.flavour != Flavour::TimescaleDb {
+            return;
+        }
+        for t in minutes {
+            if t < now - MATERIALIZED_AFTER_SECS {
+                self.include(t, t + 60);
+            }
+        }
+    }
+
+    /// Everything may have changed while nobody watched (start, TRUNCATE): bring the aggregate
+    /// up to date once.
+    pub fn everything(&mut self, now: i64) {
+        if self.flavour == Flavour::TimescaleDb {
+            self.include(0, now);
+        }
+    }
+
+    fn include(&mut self, from: i64, to: i64) {
+        self.pending = Some(match self.pending {
+            Some((a, b)) => (a.min(from), b.max(to)),
+            None => (from, to),
+        });
+    }
+
+    /// The next refresh to run, unless one is running or nothing is pending.
+    pub fn next_refresh(&mut self) -> Option<Refresh> {
+        if self.running {
+            return None;
+        }
+        let (from, to) = self.pending.take()?;
+        let (Some(from), Some(to)) = (
+            DateTime::from_timestamp(from, 0),
+            DateTime::from_timestamp(to, 0),
+        ) else {
+            return None;
+        };
+        self.running = true;
+        Some(Refresh {
+            flavour: self.flavour,
+            from,
+            to,
+        })
+    }
+
+    /// The running refresh ended (its error is the caller's to log).
+    pub fn done(&mut self) {
+        self.running = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_old_minutes_of_a_timescaledb_aggregate_are_refreshed_one_range_at_a_time() {
+        let now = 10_000 * 60;
+        let mut r = Flavour::TimescaleDb.refresher();
+        r.changed([now - 60], now);
+        assert!(
+            r.next_refresh().is_none(),
+            "a fresh minute is still real-time"
+        );
+        r.changed([now - 600, now - 300], now);
+        let first = r.next_refresh().expect("a refresh");
+        assert_eq!(
+            (first.from.timestamp(), first.to.timestamp()),
+            (now - 600, now - 240)
+        );
+        r.changed([now - 900], now);
+        assert!(r.next_refresh().is_none(), "one refresh at a time");
+        r.done();
+        assert_eq!(
+            r.next_refresh().map(|n| n.from.timestamp()),
+            Some(now - 900)
+        );
+    }
+
+    #[test]
+    fn the_plain_flavour_never_refreshes() {
+        let mut r = Flavour::Postgres.refresher();
+        r.changed([0], 1_000_000);
+        r.everything(1_000_000);
+        assert!(r.next_refresh().is_none());
     }
 }

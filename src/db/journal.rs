@@ -89,8 +89,9 @@ pub async fn load_window(
     Ok((Position(position), candles))
 }
 
-/// The minutes changed by transactions committed since `from`, each recomputed from `ticks`
-/// (so an edit to an already-materialized TimescaleDB minute shows at once), in one statement:
+/// The minutes changed by transactions committed since `from`, each recomputed from `ticks` by
+/// `candlewick_minute_candle` (so an edit to an already-materialized TimescaleDB minute shows
+/// at once), in one statement:
 /// one round trip and one snapshot. The cost follows the number of changed minutes, never the
 /// window or the number of viewers.
 #[tracing::instrument(name = "Poll changes", skip_all)]
@@ -126,18 +127,7 @@ pub async fn poll_changes(pool: &PgPool, from: &Position) -> anyhow::Result<(Pos
             a.open, a.high, a.low, a.close, a.volume
         FROM (SELECT 1) AS one
         LEFT JOIN changed k ON k.symbol IS NOT NULL
-        LEFT JOIN LATERAL (
-            SELECT
-                (array_agg(t.price ORDER BY t.time))[1] AS open,
-                max(t.price) AS high,
-                min(t.price) AS low,
-                (array_agg(t.price ORDER BY t.time DESC))[1] AS close,
-                sum(t.volume) AS volume
-            FROM ticks t
-            WHERE t.symbol = k.symbol
-              AND t.time >= k.bucket
-              AND t.time < k.bucket + INTERVAL '1 minute'
-        ) AS a ON true
+        LEFT JOIN LATERAL candlewick_minute_candle(k.symbol, k.bucket) AS a ON true
         "#,
     )
     .bind(&from.0)

@@ -1,6 +1,9 @@
-//! Database access: one async fn per query, grouped by what they touch.
+//! Database access: opening it (URL or embedded cluster, migrations), then one async fn per
+//! query, grouped by what they touch.
 
+pub mod audit;
 pub mod candles;
+pub mod copy;
 pub mod flavour;
 pub mod journal;
 pub mod ticks;
@@ -10,10 +13,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgPool};
 
 pub use flavour::Flavour;
+
+use crate::config::{DbSettings, EmbeddedTimescaleDb};
+use crate::domain::RowErrors;
+use crate::embedded::{self, EmbeddedPostgres};
 
 /// Embedded in the binary; `serve` applies them at boot, `candlewick migrate` alone.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
@@ -38,13 +45,57 @@ pub fn build_pool(options: PgConnectOptions) -> PgPool {
         .connect_lazy_with(options)
 }
 
+/// Migrations whose text was revised after release, with the checksum of their first text.
+///
+/// 0002 first ran `CREATE EXTENSION timescaledb` wherever TimescaleDB was installed; when it was
+/// not preloaded that ends the connection, so the migration could not succeed there. It now
+/// checks `shared_preload_libraries` first. Everywhere the first text did succeed, the two
+/// give the same schema, so a database that applied it counts as having applied the revision.
+const REVISED: [(i64, &str); 1] = [(
+    2,
+    "3861e5b879c7d4ea52ea7bbbae8df76dc8cb4bd68f42c044b54b8d1470193592c8e36fb2694c5eade41e6629e149e406",
+)];
+
 /// Applies the migrations (both storage flavours live in them) and reports the flavour.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<Flavour> {
+    accept_revised_migrations(pool).await?;
     MIGRATOR
         .run(pool)
         .await
         .context("applying the database migrations")?;
     Flavour::detect(pool).await
+}
+
+/// Records the current checksum of each [`REVISED`] migration a database applied in its
+/// first text, so that the migrator's check of applied migrations accepts it.
+async fn accept_revised_migrations(pool: &PgPool) -> anyhow::Result<()> {
+    let migrated: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(pool)
+        .await
+        .context("looking for applied migrations")?;
+    if !migrated {
+        return Ok(());
+    }
+    for (version, first) in REVISED {
+        let Some(current) = MIGRATOR.iter().find(|m| m.version == version) else {
+            continue;
+        };
+        sqlx::query(
+            r#"
+            UPDATE _sqlx_migrations
+            SET checksum = $1
+            WHERE version = $2
+              AND checksum = decode($3, 'hex')
+            "#,
+        )
+        .bind(current.checksum.as_ref())
+        .bind(version)
+        .bind(first)
+        .execute(pool)
+        .await
+        .with_context(|| format!("accepting the revised migration {version}"))?;
+    }
+    Ok(())
 }
 
 /// The URL without its password, for logs.
@@ -60,6 +111,126 @@ pub fn display_url(url: &SecretString) -> String {
     }
 }
 
+/// A database ready for the server: the pool, its flavour and, if we started it, the cluster.
+pub struct Database {
+    pub pool: PgPool,
+    pub flavour: Flavour,
+    pub display_url: String,
+    pub embedded: Option<EmbeddedPostgres>,
+}
+
+/// Connects to `--database-url` or starts the embedded cluster; applies the migrations.
+pub async fn open(settings: &DbSettings) -> anyhow::Result<Database> {
+    let (url, display_url, embedded) = match &settings.database_url {
+        Some(url) => (url.clone(), display_url(url), None),
+        None => {
+            let data_dir = settings.data_dir.clone();
+            let options = embedded::Options {
+                timescaledb: settings.embedded_timescaledb == EmbeddedTimescaleDb::Auto,
+                ..embedded::Options::default()
+            };
+            let pg =
+                tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&data_dir, &options))
+                    .await
+                    .context("starting the embedded PostgreSQL")??;
+            ensure_database(&pg).await?;
+            (
+                pg.url(embedded::DB_NAME),
+                pg.display_url(embedded::DB_NAME),
+                Some(pg),
+            )
+        }
+    };
+    tracing::info!("database: {display_url}");
+    let pool = build_pool(connect_options(&url)?);
+    let flavour = migrate(&pool).await?;
+    let described = flavour.describe(&pool).await?;
+    tracing::info!("storage: {described}");
+    Ok(Database {
+        pool,
+        flavour,
+        display_url,
+        embedded,
+    })
+}
+
+impl Database {
+    /// Closes the pool, then stops the embedded cluster (if any).
+    pub async fn close(self) {
+        self.pool.close().await;
+        if let Some(pg) = self.embedded {
+            match tokio::task::spawn_blocking(move || pg.stop()).await {
+                Ok(Ok(())) => tracing::info!("embedded PostgreSQL stopped"),
+                Ok(Err(e)) => {
+                    tracing::error!(error.cause_chain = ?e, "stopping the embedded PostgreSQL")
+                }
+                Err(e) => tracing::error!(error = %e, "stopping the embedded PostgreSQL"),
+            }
+        }
+    }
+}
+
+/// Creates the `candlewick` database in a fresh embedded cluster.
+pub async fn ensure_database(pg: &EmbeddedPostgres) -> anyhow::Result<()> {
+    let mut conn = sqlx::PgConnection::connect_with(&connect_options(&pg.url("postgres"))?)
+        .await
+        .context("connecting to the embedded PostgreSQL")?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1)")
+            .bind(embedded::DB_NAME)
+            .fetch_one(&mut conn)
+            .await
+            .context("checking for the candlewick database")?;
+    if !exists {
+        sqlx::query(r#"CREATE DATABASE "candlewick""#)
+            .execute(&mut conn)
+            .await
+            .context("creating the candlewick database")?;
+    }
+    conn.close().await.ok();
+    if !pg.timescaledb() {
+        refuse_timescaledb_without_preload(pg).await?;
+    }
+    Ok(())
+}
+
+/// A database made with TimescaleDB cannot be used without it preloaded (every query of its
+/// tables would fail): say so at start instead.
+async fn refuse_timescaledb_without_preload(pg: &EmbeddedPostgres) -> anyhow::Result<()> {
+    let mut conn = sqlx::PgConnection::connect_with(&connect_options(&pg.url(embedded::DB_NAME))?)
+        .await
+        .context("connecting to the embedded PostgreSQL")?;
+    let uses_it: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'timescaledb')",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .context("checking the database for TimescaleDB")?;
+    conn.close().await.ok();
+    if uses_it {
+        anyhow::bail!(
+            "the embedded database in {} was created with TimescaleDB, which is not preloaded now; \
+             start with --embedded-timescaledb auto (the default) on a machine where TimescaleDB is \
+             installed, or use another --data-dir",
+            pg.cluster_dir().display()
+        );
+    }
+    Ok(())
+}
+
+/// Why a write of ticks wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Rows that failed validation (a streamed import found them part-way).
+    #[error("{0}")]
+    Invalid(RowErrors),
+    /// A (time, symbol) that already exists, or appears twice in the batch.
+    #[error("{0}; nothing was written")]
+    Duplicate(String),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
 /// True when `e` is a unique violation (a duplicate key).
 pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"))
@@ -68,6 +239,23 @@ pub fn is_unique_violation(e: &sqlx::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`REVISED`] holds checksums computed this way from the released files.
+    #[test]
+    fn a_migrations_checksum_is_the_sha384_of_its_file() {
+        let first = MIGRATOR.iter().find(|m| m.version == 1).map(|m| {
+            m.checksum
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        });
+        assert_eq!(
+            first.as_deref(),
+            Some(
+                "34d3586b3d9270bb60012570353c3270ee9621155b2479e10ce8d71617dd96c21c6cc49627433bcb6a4f890228f500dc"
+            )
+        );
+    }
 
     #[test]
     fn the_logged_url_has_no_password() {

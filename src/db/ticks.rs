@@ -2,33 +2,16 @@
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use futures_util::TryStreamExt;
+use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use sqlx::postgres::PgArguments;
 use sqlx::query::QueryAs;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
+use super::WriteError;
+use super::audit::{self, Action, Author, Record};
+use super::copy::TickCopy;
 use crate::domain::{Price, Tick, Volume};
-
-/// Who made a write, as recorded in the audit log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Actor {
-    AdminSession,
-    ApiToken,
-    CliImport,
-    DemoFeed,
-}
-
-impl Actor {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::AdminSession => "admin session",
-            Self::ApiToken => "api token",
-            Self::CliImport => "cli import",
-            Self::DemoFeed => "demo feed",
-        }
-    }
-}
 
 /// A stored tick as read back (other writers may have stored NULL price or volume).
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
@@ -39,21 +22,16 @@ pub struct TickRow {
     pub volume: Option<f64>,
 }
 
-/// A write refused by the database for a reason the user can fix.
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    #[error("a tick for {symbol} at {time} already exists")]
-    Duplicate { symbol: String, time: String },
-    #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
-}
-
 /// Batches up to this size go through one UNNEST insert; larger ones through COPY.
 pub const UNNEST_MAX_ROWS: usize = 10_000;
 
 /// Inserts `ticks` in one transaction: all or nothing.
-#[tracing::instrument(name = "Insert ticks", skip_all, fields(rows = ticks.len(), actor = actor.as_str()))]
-pub async fn insert_ticks(pool: &PgPool, ticks: &[Tick], actor: Actor) -> Result<u64, WriteError> {
+#[tracing::instrument(name = "Insert ticks", skip_all, fields(rows = ticks.len(), author = author.as_str()))]
+pub async fn insert_ticks(
+    pool: &PgPool,
+    ticks: &[Tick],
+    author: Author,
+) -> Result<u64, WriteError> {
     let mut tx = pool
         .begin()
         .await
@@ -61,19 +39,19 @@ pub async fn insert_ticks(pool: &PgPool, ticks: &[Tick], actor: Actor) -> Result
     let inserted = if ticks.len() <= UNNEST_MAX_ROWS {
         insert_unnest(&mut tx, ticks).await
     } else {
-        copy_in(&mut tx, ticks).await
+        copy_all(&mut tx, ticks).await
     };
     let inserted = match inserted {
         Ok(n) => n,
-        Err(e) if crate::db::is_unique_violation(&e) => {
+        Err(e) if super::is_unique_violation(&e) => {
             drop(tx);
             return Err(find_duplicate(pool, ticks).await);
         }
         Err(e) => return Err(anyhow::Error::new(e).context("inserting ticks").into()),
     };
     // The demo feed's synthetic ticks would drown the trail of real corrections.
-    if actor != Actor::DemoFeed {
-        audit_insert(&mut tx, ticks, actor).await?;
+    if author != Author::DemoFeed {
+        audit::record(&mut tx, audit::insert_record(ticks, author)).await?;
     }
     tx.commit().await.context("committing inserted ticks")?;
     Ok(inserted)
@@ -99,47 +77,67 @@ async fn insert_unnest(conn: &mut PgConnection, ticks: &[Tick]) -> Result<u64, s
     Ok(done.rows_affected())
 }
 
-/// The bulk path: `COPY ... FROM STDIN` in binary-safe CSV, sent in large chunks.
-pub async fn copy_in(conn: &mut PgConnection, ticks: &[Tick]) -> Result<u64, sqlx::Error> {
-    let mut copy = conn
-        .copy_in_raw("COPY ticks (time, symbol, price, volume) FROM STDIN WITH (FORMAT csv)")
-        .await?;
-    let mut buf = Vec::with_capacity(1 << 20);
-    for chunk in ticks.chunks(16_384) {
-        buf.clear();
-        for t in chunk {
-            write_csv_row(&mut buf, t);
-        }
-        copy.send(buf.as_slice()).await?;
-    }
-    copy.finish().await
+/// `ticks` through one COPY on `conn`.
+pub async fn copy_all(conn: &mut PgConnection, ticks: &[Tick]) -> Result<u64, sqlx::Error> {
+    let mut copy = TickCopy::start(conn).await?;
+    copy.write(ticks).await?;
+    Ok(copy.finish().await?.rows)
 }
 
-/// One COPY CSV line; symbols are quoted (they may hold commas or quotes).
-pub fn write_csv_row(buf: &mut Vec<u8>, t: &Tick) {
-    use chrono::{Datelike, Timelike};
-    use std::io::Write;
-    // Fields by hand rather than a chrono format string, which is parsed again for every row
-    // (7 % of a bulk load's CPU). Microseconds, truncated, as sqlx binds them on the other path.
-    let n = t.time.naive_utc();
-    let micros = (n.nanosecond() / 1_000).min(999_999);
-    let _ = write!(
-        buf,
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{micros:06}+00,\"",
-        n.year(),
-        n.month(),
-        n.day(),
-        n.hour(),
-        n.minute(),
-        n.second()
-    );
-    for b in t.symbol.as_str().bytes() {
-        if b == b'"' {
-            buf.push(b'"');
+/// Streams `batches` into one COPY in one transaction (all or nothing), recorded in the audit
+/// log as one import; `on_progress` gets the running row count. A batch that is an error
+/// aborts the COPY and is returned.
+pub async fn import_batches<S>(
+    pool: &PgPool,
+    mut batches: S,
+    author: Author,
+    mut on_progress: impl FnMut(u64),
+) -> Result<u64, WriteError>
+where
+    S: Stream<Item = Result<Vec<Tick>, WriteError>> + Unpin,
+{
+    let mut tx = pool
+        .begin()
+        .await
+        .context("starting the import transaction")?;
+    let mut copy = TickCopy::start(&mut tx).await.map_err(copy_failed)?;
+    while let Some(batch) = batches.next().await {
+        match batch {
+            Ok(batch) => {
+                copy.write(&batch).await.map_err(copy_failed)?;
+                on_progress(copy.rows());
+            }
+            Err(e) => {
+                copy.abort("input rejected").await;
+                return Err(e);
+            }
         }
-        buf.push(b);
     }
-    let _ = writeln!(buf, "\",{:?},{:?}", t.price.get(), t.volume.get());
+    let copied = copy.finish().await.map_err(copy_failed)?;
+    audit::record(
+        &mut tx,
+        audit::import_record(author, copied.rows, copied.first, copied.last),
+    )
+    .await?;
+    tx.commit().await.context("committing the import")?;
+    Ok(copied.rows)
+}
+
+/// A failed COPY: a duplicate (named from the server's detail) or something unexpected.
+fn copy_failed(e: sqlx::Error) -> WriteError {
+    if super::is_unique_violation(&e) {
+        let detail = match &e {
+            sqlx::Error::Database(d) => d
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .and_then(|p| p.detail().map(str::to_owned)),
+            _ => None,
+        };
+        return WriteError::Duplicate(match detail {
+            Some(d) => format!("duplicate tick: {d}"),
+            None => "a tick whose (time, symbol) already exists".into(),
+        });
+    }
+    WriteError::Unexpected(anyhow::Error::new(e).context("copying ticks"))
 }
 
 /// Names the first tick of `ticks` that already exists (called after a unique violation).
@@ -159,106 +157,23 @@ async fn find_duplicate(pool: &PgPool, ticks: &[Tick]) -> WriteError {
     .bind(&symbols)
     .fetch_optional(pool)
     .await;
+    // Another writer's row that has since gone away is still a conflict, named by the first tick.
+    let named = |time: DateTime<Utc>, symbol: &str| {
+        WriteError::Duplicate(format!(
+            "a tick for {symbol} at {} already exists",
+            crate::domain::time::rfc3339(time)
+        ))
+    };
     match found {
-        Ok(Some((time, symbol))) => WriteError::Duplicate {
-            symbol,
-            time: crate::format::rfc3339(time),
+        Ok(Some((time, symbol))) => named(time, &symbol),
+        Ok(None) => match ticks.first() {
+            Some(t) => named(t.time, t.symbol.as_str()),
+            None => WriteError::Duplicate("a tick that already exists".into()),
         },
-        // Another writer's row that has since gone away: still a conflict, named generically.
-        Ok(None) => WriteError::Duplicate {
-            symbol: ticks
-                .first()
-                .map(|t| t.symbol.to_string())
-                .unwrap_or_default(),
-            time: ticks
-                .first()
-                .map(|t| crate::format::rfc3339(t.time))
-                .unwrap_or_default(),
-        },
-        Err(e) => {
-            WriteError::Unexpected(anyhow::Error::new(e).context("looking up a duplicate tick"))
-        }
+        Err(e) => anyhow::Error::new(e)
+            .context("looking up a duplicate tick")
+            .into(),
     }
-}
-
-/// Audit rows for a batch: the rows themselves for small batches, a summary for bulk loads.
-async fn audit_insert(conn: &mut PgConnection, ticks: &[Tick], actor: Actor) -> anyhow::Result<()> {
-    const DETAILED: usize = 100;
-    if ticks.len() == 1 {
-        let t = &ticks[0];
-        record(
-            conn,
-            actor,
-            "insert",
-            Some(t.symbol.as_str()),
-            Some(t.time),
-            1,
-            None,
-            Some(tick_json(t)),
-        )
-        .await
-    } else {
-        let after = if ticks.len() <= DETAILED {
-            serde_json::Value::Array(ticks.iter().map(tick_json).collect())
-        } else {
-            let first = ticks.iter().map(|t| t.time).min();
-            let last = ticks.iter().map(|t| t.time).max();
-            let mut symbols: Vec<&str> = ticks.iter().map(|t| t.symbol.as_str()).collect();
-            symbols.sort_unstable();
-            symbols.dedup();
-            symbols.truncate(20);
-            serde_json::json!({ "rows": ticks.len(), "first": first, "last": last, "symbols": symbols })
-        };
-        let symbol = ticks
-            .first()
-            .map(|t| t.symbol.as_str())
-            .filter(|s| ticks.iter().all(|t| t.symbol.as_str() == *s));
-        record(
-            conn,
-            actor,
-            "insert",
-            symbol,
-            None,
-            ticks.len() as i64,
-            None,
-            Some(after),
-        )
-        .await
-    }
-}
-
-fn tick_json(t: &Tick) -> serde_json::Value {
-    serde_json::json!({ "time": t.time, "symbol": t.symbol, "price": t.price, "volume": t.volume })
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn record(
-    conn: &mut PgConnection,
-    actor: Actor,
-    action: &str,
-    symbol: Option<&str>,
-    tick_time: Option<DateTime<Utc>>,
-    rows: i64,
-    before: Option<serde_json::Value>,
-    after: Option<serde_json::Value>,
-) -> anyhow::Result<()> {
-    sqlx::query(
-        r#"
-        INSERT INTO audit_log (actor, action, symbol, tick_time, rows, before, after)
-        VALUES ($1, $2, $3, $4, $5, $6, $7)
-        "#,
-    )
-    .bind(actor.as_str())
-    .bind(action)
-    .bind(symbol)
-    .bind(tick_time)
-    .bind(rows)
-    .bind(before)
-    .bind(after)
-    .execute(conn)
-    .await
-    .context("recording the write in the audit log")?;
-    Ok(())
 }
 
 /// Changes one tick's price and volume; `None` when there is no such tick.
@@ -269,7 +184,7 @@ pub async fn update_tick(
     symbol: &str,
     price: Price,
     volume: Volume,
-    actor: Actor,
+    author: Author,
 ) -> anyhow::Result<Option<TickRow>> {
     let mut tx = pool
         .begin()
@@ -293,17 +208,16 @@ pub async fn update_tick(
     .fetch_one(&mut *tx)
     .await
     .context("updating a tick")?;
-    record(
-        &mut tx,
-        actor,
-        "update",
-        Some(symbol),
-        Some(time),
-        1,
-        Some(serde_json::to_value(&before).context("encoding the audit row")?),
-        Some(serde_json::to_value(&after).context("encoding the audit row")?),
-    )
-    .await?;
+    let record = Record {
+        author,
+        action: Action::Update,
+        symbol: Some(symbol),
+        tick_time: Some(time),
+        rows: 1,
+        before: Some(serde_json::to_value(&before).context("encoding the audit row")?),
+        after: Some(serde_json::to_value(&after).context("encoding the audit row")?),
+    };
+    audit::record(&mut tx, record).await?;
     tx.commit().await.context("committing a tick update")?;
     Ok(Some(after))
 }
@@ -314,7 +228,7 @@ pub async fn delete_tick(
     pool: &PgPool,
     time: DateTime<Utc>,
     symbol: &str,
-    actor: Actor,
+    author: Author,
 ) -> anyhow::Result<Option<TickRow>> {
     let mut tx = pool
         .begin()
@@ -329,17 +243,16 @@ pub async fn delete_tick(
         .execute(&mut *tx)
         .await
         .context("deleting a tick")?;
-    record(
-        &mut tx,
-        actor,
-        "delete",
-        Some(symbol),
-        Some(time),
-        1,
-        Some(serde_json::to_value(&before).context("encoding the audit row")?),
-        None,
-    )
-    .await?;
+    let record = Record {
+        author,
+        action: Action::Delete,
+        symbol: Some(symbol),
+        tick_time: Some(time),
+        rows: 1,
+        before: Some(serde_json::to_value(&before).context("encoding the audit row")?),
+        after: None,
+    };
+    audit::record(&mut tx, record).await?;
     tx.commit().await.context("committing a tick delete")?;
     Ok(Some(before))
 }
@@ -447,99 +360,6 @@ pub async fn list_symbols(pool: &PgPool) -> anyhow::Result<Vec<String>> {
     .context("listing symbols")
 }
 
-/// Streams ticks into the database through COPY in one transaction (all or nothing);
-/// `on_progress` gets the running row count.
-pub async fn copy_stream<S>(
-    pool: &PgPool,
-    mut rows: S,
-    actor: Actor,
-    mut on_progress: impl FnMut(u64),
-) -> Result<u64, CopyError>
-where
-    S: futures_util::Stream<Item = Result<Tick, CopyError>> + Unpin,
-{
-    let mut tx = pool
-        .begin()
-        .await
-        .context("starting the import transaction")?;
-    let mut n = 0u64;
-    let mut first: Option<DateTime<Utc>> = None;
-    let mut last: Option<DateTime<Utc>> = None;
-    {
-        let mut copy = tx
-            .copy_in_raw("COPY ticks (time, symbol, price, volume) FROM STDIN WITH (FORMAT csv)")
-            .await
-            .context("starting COPY")?;
-        let mut buf = Vec::with_capacity(1 << 20);
-        loop {
-            let next = rows.try_next().await;
-            let tick = match next {
-                Ok(t) => t,
-                Err(e) => {
-                    let _ = copy.abort("input rejected").await;
-                    return Err(e);
-                }
-            };
-            if let Some(t) = &tick {
-                write_csv_row(&mut buf, t);
-                n += 1;
-                first = Some(first.map_or(t.time, |f| f.min(t.time)));
-                last = Some(last.map_or(t.time, |l| l.max(t.time)));
-            }
-            if buf.len() >= (1 << 20) || (tick.is_none() && !buf.is_empty()) {
-                copy.send(buf.as_slice()).await.map_err(copy_error)?;
-                buf.clear();
-                on_progress(n);
-            }
-            if tick.is_none() {
-                break;
-            }
-        }
-        copy.finish().await.map_err(copy_error)?;
-    }
-    record(
-        &mut tx,
-        actor,
-        "import",
-        None,
-        None,
-        i64::try_from(n).unwrap_or(i64::MAX),
-        None,
-        Some(serde_json::json!({ "rows": n, "first": first, "last": last })),
-    )
-    .await?;
-    tx.commit().await.context("committing the import")?;
-    Ok(n)
-}
-
-/// Why a streamed import stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum CopyError {
-    /// Bad input lines: nothing was written.
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    Duplicate(String),
-    #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
-}
-
-fn copy_error(e: sqlx::Error) -> CopyError {
-    if crate::db::is_unique_violation(&e) {
-        let detail = match &e {
-            sqlx::Error::Database(d) => d
-                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-                .and_then(|p| p.detail().map(str::to_owned)),
-            _ => None,
-        };
-        return CopyError::Duplicate(match detail {
-            Some(d) => format!("duplicate tick: {d}"),
-            None => "the file holds a tick whose (time, symbol) already exists".into(),
-        });
-    }
-    CopyError::Unexpected(anyhow::Error::new(e).context("copying ticks"))
-}
-
 /// A listed tick with the candle of its minute (`None`s when no candle row is there).
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct TickWithCandle {
@@ -587,26 +407,4 @@ pub async fn list_ticks_with_candles(
         .fetch_all(pool)
         .await
         .context("listing ticks with their candles")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::{Symbol, parse_time};
-
-    #[test]
-    fn a_copy_row_carries_utc_microseconds_and_a_quoted_symbol() {
-        let tick = Tick {
-            time: parse_time("2024-07-03T08:25:00.1234567+02:00").unwrap(),
-            symbol: Symbol::parse("A,B'C").unwrap(),
-            price: Price::new(61057.5).unwrap(),
-            volume: Volume::new(0.25).unwrap(),
-        };
-        let mut buf = Vec::new();
-        write_csv_row(&mut buf, &tick);
-        assert_eq!(
-            String::from_utf8(buf).unwrap(),
-            "2024-07-03 06:25:00.123456+00,\"A,B'C\",61057.5,0.25\n"
-        );
-    }
 }

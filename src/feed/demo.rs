@@ -10,7 +10,8 @@ use rand::{Rng, SeedableRng};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::ticks::{self, Actor};
+use crate::db::audit::Author;
+use crate::db::ticks;
 use crate::domain::{Price, Symbol, Tick, Volume};
 
 /// (symbol, starting price, typical trade size).
@@ -98,7 +99,7 @@ pub async fn run(pool: PgPool, stop: CancellationToken) {
         let Some(tick) = walks[i].step(&mut rng, Utc::now(), 1.0) else {
             continue;
         };
-        if let Err(e) = ticks::insert_ticks(&pool, &[tick], Actor::DemoFeed).await {
+        if let Err(e) = ticks::insert_ticks(&pool, &[tick], Author::DemoFeed).await {
             tracing::debug!(error = %e, "demo tick not written");
         }
     }
@@ -164,7 +165,7 @@ async fn backfill(pool: &PgPool, walks: &mut [Walk]) -> anyhow::Result<()> {
                 }
             }
         }
-        total += ticks::insert_ticks(pool, &batch, Actor::DemoFeed)
+        total += ticks::insert_ticks(pool, &batch, Author::DemoFeed)
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
         tracing::info!(

@@ -11,7 +11,7 @@ use crate::domain::{Candle, Interval};
 /// Messages buffered per channel before a slow viewer counts as lagging (and gets a snapshot).
 pub const CHANNEL_CAPACITY: usize = 64;
 
-/// Server → viewer messages (CONTRACT.md).
+/// Server → viewer messages (the WebSocket protocol in README.md, "Using it").
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMsg<'a> {

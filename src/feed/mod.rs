@@ -1,9 +1,14 @@
 //! The live side: one poller per server reads what changed and fans serialized messages out.
+//!
+//! - `poller`: the task that owns the window and reads the change journal each poll;
+//! - `window`: the in-memory 1m candles and their roll-ups to wider intervals;
+//! - `hub`: the wire messages and the broadcast channel per (symbol, interval);
+//! - `demo`: the synthetic feed of the default start.
 
-pub mod candles;
 pub mod demo;
 pub mod hub;
 pub mod poller;
+pub mod window;
 
 pub use hub::{ServerMsg, Subscription};
-pub use poller::{Poller, Subscribe};
+pub use poller::{Feed, FeedSettings};

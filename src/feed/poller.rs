@@ -1,23 +1,31 @@
-//! The polling actor: exactly one per server. It owns the candle window and the broadcast
-//! channels; viewers talk to it by messages. Each poll reads only what changed since the last
-//! one (see `db::journal`), so its database cost follows the changes, not the window or the
-//! number of viewers.
+//! The poller: exactly one per server. One task owns the candle window and the broadcast
+//! channels; viewers talk to it by messages through a [`Feed`] handle. Each poll reads only what
+//! changed since the last one (see `db::journal`), so its database cost follows the changes,
+//! not the window or the number of viewers.
+//!
+//! A plain tokio task with a `select!` loop rather than an actix actor: the loop shows in one
+//! place everything the poller reacts to (a viewer, the poll timer, a finished poll, refresh or
+//! prune), and its database work runs as spawned tasks whose results come back to the loop, so
+//! the state is never shared and never locked.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::prelude::*;
 use chrono::Utc;
 use sqlx::PgPool;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
 
-use super::candles::CandleWindow;
 use super::hub::{Hub, ServerMsg, Subscription};
+use super::window::CandleWindow;
 use crate::db::Flavour;
+use crate::db::flavour::Refresher;
 use crate::db::journal::{self, Changes, Position};
 use crate::domain::{Candle, Interval};
-use crate::startup::Health;
+use crate::health::Health;
 
 /// How long the journal keeps changes; a poller away for longer reloads its window instead.
 pub const JOURNAL_RETENTION: Duration = Duration::from_secs(3600);
@@ -25,74 +33,144 @@ pub const JOURNAL_RETENTION: Duration = Duration::from_secs(3600);
 const PRUNE_EVERY: Duration = Duration::from_secs(300);
 /// The longest wait between retries while the database is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
-/// Changed minutes older than this may already be materialized by TimescaleDB.
-const MATERIALIZED_AFTER_SECS: i64 = 120;
 /// A poll that takes longer than this (a connection hanging on a dead network) counts as
 /// failed, so viewers learn the data is stale and the next poll can start.
 const POLL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Subscriptions queued for the poller before viewers wait to hand theirs in.
+const REQUEST_QUEUE: usize = 10_000;
 
-pub struct Poller {
+/// What the poller needs to know about its job.
+#[derive(Debug, Clone)]
+pub struct FeedSettings {
+    pub flavour: Flavour,
+    pub poll_interval: Duration,
+    pub window: Duration,
+}
+
+/// The handle viewers use to reach the poller.
+#[derive(Clone)]
+pub struct Feed {
+    requests: mpsc::Sender<Subscribe>,
+}
+
+impl Feed {
+    /// Starts the poller on the current runtime; it stops when `shutdown` is cancelled.
+    pub fn start(
+        pool: PgPool,
+        settings: FeedSettings,
+        health: Arc<Health>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let (requests, inbox) = mpsc::channel(REQUEST_QUEUE);
+        let poller = Poller::new(pool, settings, health);
+        tokio::spawn(poller.run(inbox, shutdown));
+        Self { requests }
+    }
+
+    /// The snapshot of `symbol` at `interval` and the updates after it; `None` once the poller
+    /// has stopped (the server is shutting down).
+    pub async fn subscribe(&self, symbol: &str, interval: Interval) -> Option<Subscription> {
+        let (reply, answer) = oneshot::channel();
+        let request = Subscribe {
+            symbol: symbol.to_owned(),
+            interval,
+            reply,
+        };
+        self.requests.send(request).await.ok()?;
+        answer.await.ok()
+    }
+}
+
+/// A viewer asks for a symbol and interval: it gets the snapshot and the updates after it.
+struct Subscribe {
+    symbol: String,
+    interval: Interval,
+    reply: oneshot::Sender<Subscription>,
+}
+
+/// Database work the loop spawned, as it comes back.
+enum Done {
+    Poll {
+        started: Instant,
+        result: anyhow::Result<(Position, Work)>,
+    },
+    Refresh(anyhow::Result<()>),
+    Prune(anyhow::Result<u64>),
+}
+
+enum Work {
+    Reload(Vec<(String, Candle)>),
+    Changes(Changes),
+}
+
+struct Poller {
     pool: PgPool,
-    flavour: Flavour,
-    interval: Duration,
-    window: Duration,
+    settings: FeedSettings,
     health: Arc<Health>,
     candles: CandleWindow,
     hub: Hub,
+    refresher: Refresher,
     position: Option<Position>,
-    in_flight: bool,
+    polling: bool,
     failures: u32,
     next_attempt: Instant,
     stale_since: Option<Instant>,
     last_prune: Instant,
-    /// A TimescaleDB refresh is running; changed ranges wait in `refresh_pending`, so slow
-    /// refreshes never pile up.
-    refreshing: bool,
-    refresh_pending: Option<(i64, i64)>,
     /// The window has been read once (or the database was unreachable trying).
     loaded: bool,
     /// Viewers that came before the window was read: a snapshot must hold the whole window.
-    waiting: Vec<(Subscribe, oneshot::Sender<Subscription>)>,
+    waiting: Vec<Subscribe>,
 }
 
 impl Poller {
-    pub fn new(
-        pool: PgPool,
-        flavour: Flavour,
-        interval: Duration,
-        window: Duration,
-        health: Arc<Health>,
-    ) -> Self {
+    fn new(pool: PgPool, settings: FeedSettings, health: Arc<Health>) -> Self {
         Self {
             pool,
-            flavour,
-            interval,
-            window,
+            refresher: settings.flavour.refresher(),
+            settings,
             health,
             candles: CandleWindow::default(),
             hub: Hub::default(),
             position: None,
-            in_flight: false,
+            polling: false,
             failures: 0,
             next_attempt: Instant::now(),
             stale_since: None,
             last_prune: Instant::now(),
-            refreshing: false,
-            refresh_pending: None,
             loaded: false,
             waiting: Vec::new(),
         }
     }
 
-    fn window_start(&self) -> chrono::DateTime<Utc> {
-        Utc::now() - chrono::Duration::from_std(self.window).unwrap_or(chrono::Duration::days(7))
+    async fn run(mut self, mut inbox: mpsc::Receiver<Subscribe>, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval(self.settings.poll_interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut tasks: JoinSet<Done> = JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(request) = inbox.recv() => self.on_subscribe(request),
+                _ = ticker.tick() => self.start_poll(&mut tasks),
+                Some(done) = tasks.join_next() => match done {
+                    Ok(done) => self.on_done(done, &mut tasks),
+                    Err(e) => tracing::error!(error = %e, "a poller task failed"),
+                },
+            }
+        }
+        // Dropping the channels tells every viewer the server is going away.
+        tasks.abort_all();
     }
 
-    fn tick(&mut self, ctx: &mut Context<Self>) {
-        if self.in_flight || Instant::now() < self.next_attempt {
+    fn window_start(&self) -> chrono::DateTime<Utc> {
+        Utc::now()
+            - chrono::Duration::from_std(self.settings.window).unwrap_or(chrono::Duration::days(7))
+    }
+
+    fn start_poll(&mut self, tasks: &mut JoinSet<Done>) {
+        if self.polling || Instant::now() < self.next_attempt {
             return; // the previous poll is still running, or we are backing off: skip this tick
         }
-        self.in_flight = true;
+        self.polling = true;
         let pool = self.pool.clone();
         let started = Instant::now();
         // Reload from scratch at start, after a TRUNCATE, or after an outage longer than the journal keeps.
@@ -100,7 +178,7 @@ impl Poller {
             Some(p) if !self.stale_too_long() => Err(p.clone()),
             _ => Ok(self.window_start()),
         };
-        let fut = async move {
+        tasks.spawn(async move {
             let read = async {
                 match reload_from {
                     Ok(since) => journal::load_window(&pool, since)
@@ -111,22 +189,41 @@ impl Poller {
                         .map(|(p, c)| (p, Work::Changes(c))),
                 }
             };
-            tokio::time::timeout(POLL_TIMEOUT, read)
+            let result = tokio::time::timeout(POLL_TIMEOUT, read)
                 .await
                 .unwrap_or_else(|_| {
                     Err(anyhow::anyhow!(
                         "the poll took longer than {POLL_TIMEOUT:?}"
                     ))
-                })
-        };
-        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-            act.in_flight = false;
-            metrics::histogram!("candlewick_poll_seconds").record(started.elapsed().as_secs_f64());
-            match res {
-                Ok((position, work)) => act.on_success(position, work, ctx),
-                Err(e) => act.on_failure(e),
+                });
+            Done::Poll { started, result }
+        });
+    }
+
+    fn on_done(&mut self, done: Done, tasks: &mut JoinSet<Done>) {
+        match done {
+            Done::Poll { started, result } => {
+                self.polling = false;
+                metrics::histogram!("candlewick_poll_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                match result {
+                    Ok((position, work)) => self.on_success(position, work, tasks),
+                    Err(e) => self.on_failure(e),
+                }
             }
-        }));
+            Done::Refresh(result) => {
+                self.refresher.done();
+                if let Err(e) = result {
+                    tracing::warn!(error.cause_chain = ?e, "refreshing one_min_candle");
+                }
+                self.start_refresh(tasks);
+            }
+            Done::Prune(result) => {
+                if let Err(e) = result {
+                    tracing::warn!(error.cause_chain = ?e, "pruning the change journal");
+                }
+            }
+        }
     }
 
     fn stale_too_long(&self) -> bool {
@@ -134,22 +231,25 @@ impl Poller {
             .is_some_and(|s| s.elapsed() > JOURNAL_RETENTION - Duration::from_secs(300))
     }
 
-    fn on_success(&mut self, position: Position, work: Work, ctx: &mut Context<Self>) {
+    fn on_success(&mut self, position: Position, work: Work, tasks: &mut JoinSet<Done>) {
         self.position = Some(position);
         self.failures = 0;
         self.next_attempt = Instant::now();
+        let now = Utc::now().timestamp();
         match work {
             Work::Reload(rows) => {
                 self.reload(rows);
-                if self.flavour == Flavour::TimescaleDb {
-                    // Edits made while no poller watched (before start, or a TRUNCATE) may sit in
-                    // materialized minutes: bring the aggregate up to date once.
-                    self.refresh_pending = Some((0, Utc::now().timestamp()));
-                    self.refresh_materialized(ctx);
-                }
+                // Edits made while no poller watched (before start, or a TRUNCATE) may sit in
+                // materialized minutes.
+                self.refresher.everything(now);
             }
-            Work::Changes(changes) => self.apply(changes, ctx),
+            Work::Changes(changes) => {
+                self.refresher
+                    .changed(changes.minutes.iter().map(|m| m.t), now);
+                self.apply(changes);
+            }
         }
+        self.start_refresh(tasks);
         for symbol in self.candles.trim(self.window_start().timestamp()) {
             self.hub.invalidate(&symbol);
         }
@@ -167,33 +267,42 @@ impl Poller {
         if self.last_prune.elapsed() > PRUNE_EVERY {
             self.last_prune = Instant::now();
             let pool = self.pool.clone();
-            ctx.spawn(
-                async move { journal::prune(&pool, JOURNAL_RETENTION).await }
-                    .into_actor(self)
-                    .map(|res, _, _| {
-                        if let Err(e) = res {
-                            tracing::warn!(error.cause_chain = ?e, "pruning the change journal");
-                        }
-                    }),
-            );
+            tasks.spawn(async move { Done::Prune(journal::prune(&pool, JOURNAL_RETENTION).await) });
+        }
+    }
+
+    fn start_refresh(&mut self, tasks: &mut JoinSet<Done>) {
+        if let Some(refresh) = self.refresher.next_refresh() {
+            let pool = self.pool.clone();
+            tasks.spawn(async move { Done::Refresh(refresh.run(&pool).await) });
+        }
+    }
+
+    fn on_subscribe(&mut self, request: Subscribe) {
+        if self.loaded {
+            let sub = self.subscribe(&request.symbol, request.interval);
+            let _ = request.reply.send(sub);
+        } else {
+            self.waiting.push(request);
         }
     }
 
     /// Answers the viewers that waited for the first read of the window.
     fn answer_waiting(&mut self) {
         self.loaded = true;
-        for (msg, reply) in std::mem::take(&mut self.waiting) {
-            let _ = reply.send(self.subscribe(msg));
+        for request in std::mem::take(&mut self.waiting) {
+            let sub = self.subscribe(&request.symbol, request.interval);
+            let _ = request.reply.send(sub);
         }
     }
 
-    fn subscribe(&mut self, msg: Subscribe) -> Subscription {
+    fn subscribe(&mut self, symbol: &str, interval: Interval) -> Subscription {
         let candles = &self.candles;
-        let mut sub = self.hub.subscribe(&msg.symbol, msg.interval, || {
-            let series = candles.series(&msg.symbol, msg.interval);
+        let mut sub = self.hub.subscribe(symbol, interval, || {
+            let series = candles.series(symbol, interval);
             ServerMsg::Snapshot {
-                symbol: &msg.symbol,
-                interval: msg.interval,
+                symbol,
+                interval,
                 candles: &series,
             }
             .to_frame()
@@ -206,7 +315,8 @@ impl Poller {
 
     fn on_failure(&mut self, e: anyhow::Error) {
         self.failures += 1;
-        let backoff = (self.interval * 2u32.saturating_pow(self.failures.min(8))).min(MAX_BACKOFF);
+        let backoff = (self.settings.poll_interval * 2u32.saturating_pow(self.failures.min(8)))
+            .min(MAX_BACKOFF);
         self.next_attempt = Instant::now() + backoff;
         self.health.set_poll_ok(false);
         metrics::counter!("candlewick_poll_failures_total").increment(1);
@@ -248,21 +358,15 @@ impl Poller {
         self.broadcast(&changed);
     }
 
-    fn apply(&mut self, changes: Changes, ctx: &mut Context<Self>) {
+    fn apply(&mut self, changes: Changes) {
         if changes.reload {
             // Wholesale change (TRUNCATE): read the whole window again on the next tick.
             self.position = None;
             self.next_attempt = Instant::now();
         }
         let oldest = self.window_start().timestamp();
-        let now = Utc::now().timestamp();
         let mut changed: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
-        let mut materialized: Option<(i64, i64)> = None;
         for m in changes.minutes {
-            if m.t < now - MATERIALIZED_AFTER_SECS {
-                materialized =
-                    Some(materialized.map_or((m.t, m.t), |(a, b)| (a.min(m.t), b.max(m.t))));
-            }
             if m.t < oldest {
                 continue;
             }
@@ -271,45 +375,6 @@ impl Poller {
             }
         }
         self.broadcast(&changed);
-        if let Some((from, to)) = materialized.filter(|_| self.flavour == Flavour::TimescaleDb) {
-            let (from, to) = match self.refresh_pending {
-                Some((a, b)) => (a.min(from), b.max(to + 60)),
-                None => (from, to + 60),
-            };
-            self.refresh_pending = Some((from, to));
-            self.refresh_materialized(ctx);
-        }
-    }
-
-    /// On TimescaleDB, re-materializes edited old minutes so `one_min_candle` readers see them.
-    /// One refresh at a time; ranges changed meanwhile are merged and refreshed next.
-    fn refresh_materialized(&mut self, ctx: &mut Context<Self>) {
-        if self.refreshing {
-            return;
-        }
-        let Some((from, to)) = self.refresh_pending.take() else {
-            return;
-        };
-        let (Some(from), Some(to)) = (
-            chrono::DateTime::from_timestamp(from, 0),
-            chrono::DateTime::from_timestamp(to, 0),
-        ) else {
-            return;
-        };
-        self.refreshing = true;
-        let pool = self.pool.clone();
-        let flavour = self.flavour;
-        ctx.spawn(
-            async move { flavour.after_changes(&pool, from, to).await }
-                .into_actor(self)
-                .map(|res, act, ctx| {
-                    act.refreshing = false;
-                    if let Err(e) = res {
-                        tracing::warn!(error.cause_chain = ?e, "refreshing one_min_candle");
-                    }
-                    act.refresh_materialized(ctx);
-                }),
-        );
     }
 
     /// One serialized update per watched (symbol, interval).
@@ -331,43 +396,5 @@ impl Poller {
                 self.hub.send(symbol, interval, frame);
             }
         }
-    }
-}
-
-enum Work {
-    Reload(Vec<(String, Candle)>),
-    Changes(Changes),
-}
-
-impl Actor for Poller {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        // Viewers queue up behind a slow poll rather than being refused.
-        ctx.set_mailbox_capacity(100_000);
-        self.tick(ctx);
-        ctx.run_interval(self.interval, |act, ctx| act.tick(ctx));
-    }
-}
-
-/// A viewer asks for a symbol and interval: it gets the snapshot and the updates after it.
-#[derive(Message)]
-#[rtype(result = "Option<Subscription>")]
-pub struct Subscribe {
-    pub symbol: String,
-    pub interval: Interval,
-}
-
-impl Handler<Subscribe> for Poller {
-    type Result = ResponseFuture<Option<Subscription>>;
-
-    fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) -> Self::Result {
-        if self.loaded {
-            let sub = self.subscribe(msg);
-            return Box::pin(std::future::ready(Some(sub)));
-        }
-        let (reply, answer) = oneshot::channel();
-        self.waiting.push((msg, reply));
-        Box::pin(async move { answer.await.ok() })
     }
 }

@@ -14,13 +14,10 @@ use crate::error::AppError;
 #[folder = "static/"]
 struct StaticFiles;
 
-/// The chart library, brought into `node_modules` by `build.rs` from package-lock.json.
-/// `include_bytes!` rather than a second `RustEmbed`: its `#[include]` filter needs the
-/// `include-exclude` feature, and embedding all of `dist/` would add 3 MB of unused builds.
-const CHART_LIBRARY: &[u8] = include_bytes!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/node_modules/lightweight-charts/dist/lightweight-charts.standalone.production.js"
-));
+/// The chart library, installed from package-lock.json under `OUT_DIR` by `build.rs`, which
+/// names the file. `include_bytes!` rather than a second `RustEmbed`: the package's `dist/`
+/// holds 3 MB of other builds we do not serve.
+const CHART_LIBRARY: &[u8] = include_bytes!(env!("CANDLEWICK_CHART_LIBRARY"));
 
 /// The `<style>` the library injects for its attribution logo is blocked by `style-src 'self'`
 /// (a console error, and the logo loses its place), so the policy's `style-src` must list this

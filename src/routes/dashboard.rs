@@ -5,7 +5,7 @@ use askama::Template;
 
 use crate::domain::{Interval, Symbol};
 use crate::error::AppError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(show_dashboard));

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use actix_web::{HttpResponse, get, web};
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(healthz).service(readyz).service(metrics);

@@ -3,7 +3,6 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use actix::Addr;
 use actix_web::{HttpRequest, HttpResponse, get, rt, web};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason};
 use bytestring::ByteString;
@@ -15,8 +14,8 @@ use tracing::Instrument;
 
 use crate::domain::{Interval, Symbol};
 use crate::error::AppError;
-use crate::feed::{Poller, ServerMsg, Subscribe, Subscription};
-use crate::startup::AppState;
+use crate::feed::{Feed, ServerMsg, Subscription};
+use crate::state::AppState;
 
 /// Ping cadence; keep ≤ a third of CLIENT_TIMEOUT.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
@@ -103,7 +102,7 @@ async fn ws_candles(
         .max_continuation_size(MAX_FRAME_BYTES);
     let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let viewer = Viewer {
-        poller: state.poller.clone(),
+        feed: state.feed.clone(),
         default_symbol: state.default_symbol.clone(),
         shutdown: state.shutdown.clone(),
     };
@@ -124,21 +123,14 @@ async fn ws_candles(
 }
 
 struct Viewer {
-    poller: Addr<Poller>,
+    feed: Feed,
     default_symbol: Symbol,
     shutdown: CancellationToken,
 }
 
 impl Viewer {
     async fn subscribe(&self, symbol: &Symbol, interval: Interval) -> Option<Subscription> {
-        self.poller
-            .send(Subscribe {
-                symbol: symbol.to_string(),
-                interval,
-            })
-            .await
-            .ok()
-            .flatten()
+        self.feed.subscribe(symbol.as_str(), interval).await
     }
 
     /// The session loop; returns why it ended.

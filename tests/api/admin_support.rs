@@ -3,8 +3,8 @@
 #![allow(dead_code)] // each admin test module uses its own subset
 
 use actix_web::cookie::{Cookie, CookieJar};
+use candlewick::auth::Auth;
 use candlewick::routes::admin::SESSION_COOKIE;
-use candlewick::startup::Auth;
 
 use crate::helpers::{TOKEN, TestApp};
 

@@ -664,7 +664,7 @@ async fn bad_query_parameters_are_refused_with_400() {
 async fn a_body_over_the_limit_is_refused_with_413() {
     let app = app_with_one_tick().await;
     let before = snapshot(&app).await;
-    let limit = candlewick::routes::api::MAX_BODY_BYTES;
+    let limit = candlewick::ingest::MAX_BODY_BYTES;
     // Valid-looking CSV rows, so only the size is wrong.
     let row = format!("2024-07-03T06:00:00Z,{ERR},1,1\n");
     let mut body = String::with_capacity(limit + row.len() + 64);

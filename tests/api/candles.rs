@@ -266,7 +266,7 @@ struct World<'a> {
 }
 
 fn time_text(micros: i64) -> String {
-    candlewick::format::rfc3339(at_micros(micros))
+    candlewick::domain::time::rfc3339(at_micros(micros))
 }
 
 impl<'a> World<'a> {
@@ -902,7 +902,7 @@ impl<'a> World<'a> {
         let from = at_micros((BASE_MINUTE + self.head - 3 * 1440) * MINUTE);
         let to = at_micros((BASE_MINUTE + self.head + 60) * MINUTE);
         flavour
-            .after_changes(&self.app.pool, from, to)
+            .refresh(&self.app.pool, from, to)
             .await
             .expect("refreshing the changed minutes");
         assert_candles_match_ticks(&self.app.pool, &ctx).await
@@ -1188,7 +1188,7 @@ pub async fn parallel_writers_keep_candles_exact(pool: &PgPool, flavour: Flavour
             .expect("writer task");
     }
     flavour
-        .after_changes(
+        .refresh(
             pool,
             at_micros(base - MINUTE),
             at_micros(base + 10 * MINUTE),

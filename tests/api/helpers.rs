@@ -18,39 +18,52 @@ use tokio::sync::OnceCell;
 pub const TOKEN: &str = "test-admin-token";
 const TEMPLATE: &str = "candlewick_template";
 
-/// The run's cluster: started on first use, stopped when the test process exits (its keeper
-/// thread dies with the process and PostgreSQL gets a parent-death signal).
+/// The run's cluster (plain PostgreSQL): started on first use, stopped when the test process
+/// exits (its keeper thread dies with the process and PostgreSQL gets a parent-death signal).
 fn cluster() -> &'static EmbeddedPostgres {
     static CLUSTER: OnceLock<EmbeddedPostgres> = OnceLock::new();
-    CLUSTER.get_or_init(|| {
-        if std::env::var_os("TEST_LOG").is_some() {
-            candlewick::telemetry::init();
-        }
-        // A fixed place under target/, so later runs reuse the cluster instead of running initdb.
-        // Runs at the same time (one target dir, several people) each lock a slot of their own:
-        // sharing one would stop the other's cluster and drop its databases mid-test.
-        let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
-        let dir = (0..16)
-            .find_map(|slot| {
-                let dir = root.join(match slot {
-                    0 => "test-cluster".to_owned(),
-                    n => format!("test-cluster-{n}"),
-                });
-                let lock = std::fs::File::create(dir.with_extension("lock")).ok()?;
-                let held =
-                    nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
-                        .ok()?;
-                std::mem::forget(held); // held until this process exits
-                Some(dir)
-            })
-            .expect("a free test cluster slot (16 runs at once?)");
-        std::fs::create_dir_all(&dir).expect("creating the test cluster dir");
-        let options = embedded::Options {
-            unsafe_fast: true,
-            port: None,
-        };
-        EmbeddedPostgres::start(&dir, &options).expect("starting the test PostgreSQL cluster")
-    })
+    CLUSTER.get_or_init(|| start_cluster("test-cluster", false))
+}
+
+/// A second cluster with TimescaleDB preloaded, when TimescaleDB is installed on this machine.
+pub fn timescale_cluster() -> Option<&'static EmbeddedPostgres> {
+    static CLUSTER: OnceLock<Option<EmbeddedPostgres>> = OnceLock::new();
+    CLUSTER
+        .get_or_init(|| {
+            let bin = embedded::find_bindir().ok()?;
+            embedded::timescaledb_installed(&bin).then(|| start_cluster("test-cluster-ts", true))
+        })
+        .as_ref()
+}
+
+fn start_cluster(name: &str, timescaledb: bool) -> EmbeddedPostgres {
+    if std::env::var_os("TEST_LOG").is_some() {
+        candlewick::telemetry::init();
+    }
+    // A fixed place under target/, so later runs reuse the cluster instead of running initdb.
+    // Runs at the same time (one target dir, several people) each lock a slot of their own:
+    // sharing one would stop the other's cluster and drop its databases mid-test.
+    let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let dir = (0..16)
+        .find_map(|slot| {
+            let dir = root.join(match slot {
+                0 => name.to_owned(),
+                n => format!("{name}-{n}"),
+            });
+            let lock = std::fs::File::create(dir.with_extension("lock")).ok()?;
+            let held =
+                nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).ok()?;
+            std::mem::forget(held); // held until this process exits
+            Some(dir)
+        })
+        .expect("a free test cluster slot (16 runs at once?)");
+    std::fs::create_dir_all(&dir).expect("creating the test cluster dir");
+    let options = embedded::Options {
+        unsafe_fast: true,
+        timescaledb,
+        ..embedded::Options::default()
+    };
+    EmbeddedPostgres::start(&dir, &options).expect("starting the test PostgreSQL cluster")
 }
 
 async fn admin_connection() -> PgConnection {

@@ -5,8 +5,9 @@ use std::io::Write;
 use std::process::Command;
 use std::sync::Arc;
 
-use candlewick::db::ticks::Actor;
-use candlewick::import::{ImportError, Progress, import_path};
+use candlewick::db::WriteError;
+use candlewick::db::audit::Author;
+use candlewick::ingest::import::{Progress, import_path};
 use secrecy::ExposeSecret;
 
 use crate::helpers::spawn_app;
@@ -45,7 +46,7 @@ async fn a_million_good_lines_are_imported_in_one_go() {
     let progress = Arc::new(Progress::new(Some(
         file.as_file().metadata().unwrap().len(),
     )));
-    let rows = import_path(&app.pool, file.path(), Actor::CliImport, progress.clone())
+    let rows = import_path(&app.pool, file.path(), Author::CliImport, progress.clone())
         .await
         .expect("the import");
     assert_eq!(rows, N as u64);
@@ -74,15 +75,15 @@ async fn a_file_with_bad_lines_imports_nothing_and_reports_line_numbers() {
          2024-07-03T06:25:04Z,A,1,1\n"
     )
     .unwrap();
-    let err = import_path(&app.pool, file.path(), Actor::CliImport, Arc::default())
+    let err = import_path(&app.pool, file.path(), Author::CliImport, Arc::default())
         .await
         .unwrap_err();
-    let ImportError::Invalid(invalid) = err else {
+    let WriteError::Invalid(invalid) = err else {
         panic!("expected invalid lines, got {err}")
     };
-    assert_eq!((invalid.total, invalid.rows), (3, 5));
+    assert_eq!((invalid.total(), invalid.row_count()), (3, 5));
     assert_eq!(
-        invalid.errors,
+        invalid.shown(),
         [
             "line 3: price must be greater than 0",
             "line 4: symbol must not be empty",
@@ -99,10 +100,10 @@ async fn a_file_with_bad_lines_imports_nothing_and_reports_line_numbers() {
         "time,symbol,price,volume\n2024-07-03T06:25:00Z,A,1,1\n2024-07-03T06:25:00Z,A,2,1\n"
     )
     .unwrap();
-    let err = import_path(&app.pool, dup.path(), Actor::CliImport, Arc::default())
+    let err = import_path(&app.pool, dup.path(), Author::CliImport, Arc::default())
         .await
         .unwrap_err();
-    assert!(matches!(err, ImportError::Duplicate(_)), "{err}");
+    assert!(matches!(err, WriteError::Duplicate(_)), "{err}");
     assert!(
         err.to_string().contains("2024-07-03 06:25:00+00, A"),
         "{err}"

@@ -203,7 +203,7 @@ pub async fn psql_writes_reach_the_journal(pool: &PgPool, url: &SecretString) {
         })
         .collect();
     let mut conn = pool.acquire().await.expect("a connection");
-    candlewick::db::ticks::copy_in(&mut conn, &ticks)
+    candlewick::db::ticks::copy_all(&mut conn, &ticks)
         .await
         .expect("COPY");
     drop(conn);

@@ -115,7 +115,7 @@ pub async fn tutorial_sql_gives_the_tutorial_candles(app: &TestApp, flavour: Fla
         // and DELETE below then show only through the server's refresh of what they changed.
         // (after_changes refreshes everything up to `to`, waiting out the server's own refreshes.)
         flavour
-            .after_changes(&app.pool, chrono::Utc::now(), chrono::Utc::now())
+            .refresh(&app.pool, chrono::Utc::now(), chrono::Utc::now())
             .await
             .expect("materializing one_min_candle");
     }

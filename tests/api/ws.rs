@@ -825,6 +825,7 @@ impl OwnCluster {
         let options = candlewick::embedded::Options {
             unsafe_fast: true,
             port: Some(port),
+            ..candlewick::embedded::Options::default()
         };
         let pg = tokio::task::spawn_blocking(move || {
             candlewick::embedded::EmbeddedPostgres::start(&path, &options)
@@ -870,7 +871,7 @@ async fn a_database_outage_marks_viewers_stale_and_the_missed_changes_arrive_aft
         .expect("chmod 0755");
     let port = free_port();
     let cluster = OwnCluster::start(dir, port).await;
-    candlewick::startup::ensure_database(cluster.pg.as_ref().expect("running"))
+    candlewick::db::ensure_database(cluster.pg.as_ref().expect("running"))
         .await
         .expect("creating the database");
     let url = cluster.url();

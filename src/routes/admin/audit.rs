@@ -1,26 +1,16 @@
 //! `GET /admin/audit`: every write made through candlewick, newest first, with filters.
 
 use actix_web::{HttpResponse, web};
-use anyhow::Context;
 use askama::Template;
-use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use sqlx::PgPool;
 
-use crate::db::ticks::Actor;
-use crate::format::rfc3339;
+use crate::db::audit::{self, Action, AuditEntry, AuditFilter, Author};
+use crate::domain::time::rfc3339;
 use crate::routes::admin::listing::{self, text};
 use crate::routes::admin::{Admin, AdminError, Chrome, Section, page, query};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub const PAGE_SIZE: i64 = 50;
-const ACTORS: [Actor; 4] = [
-    Actor::AdminSession,
-    Actor::ApiToken,
-    Actor::CliImport,
-    Actor::DemoFeed,
-];
-const ACTIONS: [&str; 4] = ["insert", "update", "delete", "import"];
 /// Longer before/after values are cut on the page.
 const MAX_SHOWN_JSON: usize = 600;
 
@@ -126,13 +116,13 @@ pub async fn list_audit(
         ..AuditFilter::default()
     };
     if !actor.is_empty() {
-        match ACTORS.iter().find(|a| a.as_str() == actor) {
-            Some(a) => filter.actor = Some(a.as_str()),
+        match Author::parse(&actor) {
+            Some(a) => filter.author = Some(a),
             None => errors.actor = Some("choose one of the listed actors".into()),
         }
     }
     if !action.is_empty() {
-        match ACTIONS.iter().find(|a| **a == action) {
+        match Action::parse(&action) {
             Some(a) => filter.action = Some(a),
             None => errors.action = Some("choose one of the listed actions".into()),
         }
@@ -144,7 +134,7 @@ pub async fn list_audit(
             .ok();
     }
     let entries =
-        listing::fetch_page(errors.any(), PAGE_SIZE, list_entries(&state.pool, &filter)).await?;
+        listing::fetch_page(errors.any(), PAGE_SIZE, audit::list(&state.pool, &filter)).await?;
     let filters = [
         ("symbol", symbol.as_str()),
         ("actor", actor.as_str()),
@@ -159,18 +149,18 @@ pub async fn list_audit(
     let newest = filter.before.is_some().then(|| query(&filters));
     let audit = AuditPage {
         chrome: admin.chrome(Section::Audit),
-        actors: ACTORS
+        actors: Author::ALL
             .iter()
             .map(|a| Choice {
                 value: a.as_str(),
                 selected: a.as_str() == actor,
             })
             .collect(),
-        actions: ACTIONS
+        actions: Action::ALL
             .iter()
             .map(|a| Choice {
-                value: a,
-                selected: *a == action,
+                value: a.as_str(),
+                selected: a.as_str() == action,
             })
             .collect(),
         symbol,
@@ -182,57 +172,4 @@ pub async fn list_audit(
         newest,
     };
     page(entries.status, &audit)
-}
-
-#[derive(Debug, Default)]
-struct AuditFilter {
-    symbol: Option<String>,
-    actor: Option<&'static str>,
-    action: Option<&'static str>,
-    from: Option<DateTime<Utc>>,
-    to: Option<DateTime<Utc>>,
-    /// Keyset cursor: entries with a smaller id.
-    before: Option<i64>,
-    limit: i64,
-}
-
-#[derive(Debug, sqlx::FromRow)]
-struct AuditEntry {
-    id: i64,
-    at: DateTime<Utc>,
-    actor: String,
-    action: String,
-    symbol: Option<String>,
-    tick_time: Option<DateTime<Utc>>,
-    rows: i64,
-    before: Option<serde_json::Value>,
-    after: Option<serde_json::Value>,
-}
-
-#[tracing::instrument(name = "List audit entries", skip(pool))]
-async fn list_entries(pool: &PgPool, f: &AuditFilter) -> anyhow::Result<Vec<AuditEntry>> {
-    sqlx::query_as(
-        r#"
-        SELECT id, at, actor, action, symbol, tick_time, rows, before, after
-        FROM audit_log
-        WHERE ($1::text IS NULL OR symbol = $1)
-          AND ($2::text IS NULL OR actor = $2)
-          AND ($3::text IS NULL OR action = $3)
-          AND ($4::timestamptz IS NULL OR at >= $4)
-          AND ($5::timestamptz IS NULL OR at < $5)
-          AND ($6::bigint IS NULL OR id < $6)
-        ORDER BY id DESC
-        LIMIT $7
-        "#,
-    )
-    .bind(&f.symbol)
-    .bind(f.actor)
-    .bind(f.action)
-    .bind(f.from)
-    .bind(f.to)
-    .bind(f.before)
-    .bind(f.limit)
-    .fetch_all(pool)
-    .await
-    .context("listing audit entries")
 }

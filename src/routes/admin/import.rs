@@ -15,10 +15,13 @@ use futures_util::StreamExt;
 use rand::distr::{Alphanumeric, SampleString};
 use tokio::io::AsyncWriteExt;
 
-use crate::db::ticks::Actor;
-use crate::import::{ImportError, Progress};
-use crate::routes::admin::{Admin, AdminError, Chrome, FlashKind, Section, page, see_other};
-use crate::startup::AppState;
+use crate::db::WriteError;
+use crate::db::audit::Author;
+use crate::ingest::import::Progress;
+use crate::routes::admin::{
+    Admin, AdminError, AdminState, Chrome, FlashKind, Section, page, see_other,
+};
+use crate::state::AppState;
 
 /// The largest file the upload form takes.
 pub const MAX_UPLOAD_BYTES: u64 = 100 * 1024 * 1024;
@@ -131,7 +134,7 @@ impl ImportJob {
         JobView {
             id: self.id.clone(),
             file_name: self.file_name.clone(),
-            started_at: crate::format::rfc3339(self.started_at),
+            started_at: crate::domain::time::rfc3339(self.started_at),
             state,
             percent: p.percent().unwrap_or(0),
             megabytes_read: format!("{:.1}", p.bytes_read() as f64 / 1e6),
@@ -178,26 +181,23 @@ struct ImportFormPage {
     max_megabytes: u64,
 }
 
-fn form_page(admin: &Admin, state: &AppState, error: Option<String>) -> ImportFormPage {
+fn form_page(admin: &Admin, imports: &ImportRegistry, error: Option<String>) -> ImportFormPage {
     ImportFormPage {
         chrome: admin.chrome(Section::Import),
         error,
-        jobs: state
-            .admin
-            .imports
-            .recent()
-            .iter()
-            .map(|j| j.view())
-            .collect(),
+        jobs: imports.recent().iter().map(|j| j.view()).collect(),
         max_megabytes: MAX_UPLOAD_BYTES / (1024 * 1024),
     }
 }
 
 pub async fn import_form(
     admin: Admin,
-    state: web::Data<AppState>,
+    admin_state: web::Data<AdminState>,
 ) -> Result<HttpResponse, AdminError> {
-    page(StatusCode::OK, &form_page(&admin, &state, None))
+    page(
+        StatusCode::OK,
+        &form_page(&admin, &admin_state.imports, None),
+    )
 }
 
 /// `POST /admin/import` (multipart): `csrf_token` first, then `file`.
@@ -206,7 +206,9 @@ pub async fn upload(
     admin: Admin,
     mut multipart: Multipart,
     state: web::Data<AppState>,
+    admin_state: web::Data<AdminState>,
 ) -> Result<HttpResponse, AdminError> {
+    let imports = &admin_state.imports;
     let mut csrf_ok = false;
     let mut spooled: Option<(tempfile::NamedTempFile, String, u64)> = None;
     while let Some(field) = multipart.next().await {
@@ -247,7 +249,7 @@ pub async fn upload(
         let error = Some("Choose a CSV file to import (it must not be empty).".into());
         return page(
             StatusCode::UNPROCESSABLE_ENTITY,
-            &form_page(&admin, &state, error),
+            &form_page(&admin, imports, error),
         );
     };
     let job = Arc::new(ImportJob {
@@ -258,23 +260,23 @@ pub async fn upload(
         progress: Arc::new(Progress::new(Some(bytes))),
         outcome: Mutex::new(None),
     });
-    if !state.admin.imports.start(job.clone()) {
+    if !imports.start(job.clone()) {
         let error = Some(format!(
             "{MAX_RUNNING} imports are running already. Wait for one to finish, then upload again."
         ));
         return page(
             StatusCode::TOO_MANY_REQUESTS,
-            &form_page(&admin, &state, error),
+            &form_page(&admin, imports, error),
         );
     }
     tracing::info!(import = %job.id, bytes, "import started");
     let pool = state.pool.clone();
     let running = job.clone();
     actix_web::rt::spawn(async move {
-        let result = crate::import::import_path(
+        let result = crate::ingest::import::import_path(
             &pool,
             file.path(),
-            Actor::AdminSession,
+            Author::AdminSession,
             running.progress.clone(),
         )
         .await;
@@ -285,17 +287,17 @@ pub async fn upload(
                 tracing::info!(import = %running.id, rows, "import done");
                 Outcome::Done { rows }
             }
-            Err(ImportError::Invalid(invalid)) => Outcome::Failed {
+            Err(WriteError::Invalid(invalid)) => Outcome::Failed {
                 summary: invalid.summary(),
                 unreported: invalid.unreported(),
-                errors: invalid.errors,
+                errors: invalid.shown().to_vec(),
             },
-            Err(ImportError::Duplicate(msg)) => Outcome::Failed {
+            Err(WriteError::Duplicate(msg)) => Outcome::Failed {
                 summary: "The file holds a tick that already exists (or the same tick twice); nothing was written".into(),
                 errors: vec![msg],
                 unreported: 0,
             },
-            Err(ImportError::Unexpected(e)) => {
+            Err(WriteError::Unexpected(e)) => {
                 tracing::error!(import = %running.id, error.cause_chain = ?e, "import failed");
                 Outcome::Failed {
                     summary: "The import failed on our side and has been logged; nothing was written".into(),
@@ -378,9 +380,9 @@ struct ImportStatusPage {
 pub async fn import_status(
     admin: Admin,
     id: web::Path<String>,
-    state: web::Data<AppState>,
+    admin_state: web::Data<AdminState>,
 ) -> Result<HttpResponse, AdminError> {
-    let job = state.admin.imports.get(&id).ok_or_else(|| {
+    let job = admin_state.imports.get(&id).ok_or_else(|| {
         AdminError::NotFound(
             "There is no such import (finished imports are kept for six hours).".into(),
         )

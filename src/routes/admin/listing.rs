@@ -4,8 +4,9 @@
 use actix_web::http::StatusCode;
 use chrono::{DateTime, Utc};
 
-use super::{AdminError, parse_form_time, query};
+use super::{AdminError, query};
 use crate::domain::Symbol;
+use crate::domain::time::parse_form_time;
 
 /// A filter from the query string, trimmed; empty when absent.
 pub fn text(value: Option<String>) -> String {
@@ -28,7 +29,7 @@ pub fn time(input: &str, error: &mut Option<String>) -> Option<DateTime<Utc>> {
     if input.is_empty() {
         return None;
     }
-    parse_form_time(input).map_err(|e| *error = Some(e)).ok()
+    parse_form_time(input).map_err(|e| *error = Some(e.0)).ok()
 }
 
 /// One page of rows, newest first.

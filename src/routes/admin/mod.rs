@@ -21,13 +21,12 @@ use actix_web::http::header::{self, ContentType};
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
 use askama::Template;
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::Utc;
 use rand::distr::{Alphanumeric, SampleString};
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
 
+use crate::auth::{Auth, constant_time_eq};
 use crate::error::AppError;
-use crate::startup::AppState;
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "candlewick_admin";
@@ -51,21 +50,23 @@ pub struct AdminState {
 }
 
 /// Registers `/admin` and everything under it, behind the session middleware.
-pub fn configure(state: &AppState) -> impl FnOnce(&mut web::ServiceConfig) + use<> {
-    let sessions =
-        SessionMiddleware::builder(CookieSessionStore::default(), state.auth.cookie_key())
-            .cookie_name(SESSION_COOKIE.to_owned())
-            .cookie_path("/admin".to_owned())
-            .cookie_http_only(true)
-            .cookie_same_site(SameSite::Strict)
-            .cookie_secure(state.secure_cookies)
-            .cookie_content_security(CookieContentSecurity::Private)
-            // The cookie outlives the browser session up to the absolute limit; the limits
-            // themselves are checked against the timestamps inside it (see `Admin`).
-            .session_lifecycle(PersistentSession::default().session_ttl(
-                actix_web::cookie::time::Duration::seconds(SESSION_MAX_AGE_SECS),
-            ))
-            .build();
+pub fn configure(
+    auth: &Auth,
+    secure_cookies: bool,
+) -> impl FnOnce(&mut web::ServiceConfig) + use<> {
+    let sessions = SessionMiddleware::builder(CookieSessionStore::default(), auth.cookie_key())
+        .cookie_name(SESSION_COOKIE.to_owned())
+        .cookie_path("/admin".to_owned())
+        .cookie_http_only(true)
+        .cookie_same_site(SameSite::Strict)
+        .cookie_secure(secure_cookies)
+        .cookie_content_security(CookieContentSecurity::Private)
+        // The cookie outlives the browser session up to the absolute limit; the limits
+        // themselves are checked against the timestamps inside it (see `Admin`).
+        .session_lifecycle(PersistentSession::default().session_ttl(
+            actix_web::cookie::time::Duration::seconds(SESSION_MAX_AGE_SECS),
+        ))
+        .build();
     move |cfg| {
         cfg.service(
             web::scope("/admin")
@@ -157,8 +158,7 @@ impl Admin {
                     .into(),
             ));
         };
-        let expected = self.csrf.as_bytes();
-        if expected.len() == submitted.len() && bool::from(expected.ct_eq(submitted.as_bytes())) {
+        if constant_time_eq(&self.csrf, submitted) {
             Ok(())
         } else {
             Err(AdminError::Forbidden(
@@ -345,42 +345,6 @@ pub fn page<T: Template>(status: StatusCode, page: &T) -> Result<HttpResponse, A
     crate::render::render_with(status, page).map_err(AdminError::App)
 }
 
-/// A time typed into a form or a filter: RFC 3339 with an offset, or a `datetime-local` value
-/// (`2024-07-03T06:25`, seconds and fractions optional), which is taken as UTC.
-pub fn parse_form_time(value: &str) -> Result<DateTime<Utc>, String> {
-    let t = value.trim();
-    if t.is_empty() {
-        return Err("time is required".into());
-    }
-    if let Ok(d) = DateTime::parse_from_rfc3339(t) {
-        return Ok(d.with_timezone(&Utc));
-    }
-    // A `+02:00` offset that a query string turned into a space.
-    if let Some((head, tail)) = t.rsplit_once(' ')
-        && let Ok(d) = DateTime::parse_from_rfc3339(&format!("{head}+{tail}"))
-    {
-        return Ok(d.with_timezone(&Utc));
-    }
-    let local = t.replacen(' ', "T", 1);
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
-        if let Ok(naive) = NaiveDateTime::parse_from_str(&local, fmt) {
-            return Ok(naive.and_utc());
-        }
-    }
-    Err(format!(
-        "time must be a UTC date and time like 2024-07-03T06:25:00 or RFC 3339 like 2024-07-03T06:25:00Z; got {t:?}"
-    ))
-}
-
-/// The value for a `datetime-local` input (UTC, milliseconds only when present).
-pub fn datetime_local(t: DateTime<Utc>) -> String {
-    if t.timestamp_subsec_millis() == 0 && t.timestamp_subsec_nanos() == 0 {
-        t.format("%Y-%m-%dT%H:%M:%S").to_string()
-    } else {
-        t.format("%Y-%m-%dT%H:%M:%S%.3f").to_string()
-    }
-}
-
 /// A query string built from pairs, percent-encoded (templates escape it again for HTML).
 pub fn query(pairs: &[(&str, &str)]) -> String {
     let mut s = url::form_urlencoded::Serializer::new(String::new());
@@ -401,39 +365,6 @@ pub fn number(v: Option<f64>) -> String {
 #[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 mod tests {
     use super::*;
-
-    #[test]
-    fn form_times_accept_rfc3339_and_datetime_local_as_utc() {
-        let want = DateTime::parse_from_rfc3339("2024-07-03T06:25:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        for ok in [
-            "2024-07-03T06:25:00Z",
-            "2024-07-03T08:25:00+02:00",
-            "2024-07-03T08:25:00 02:00",
-            "2024-07-03T06:25",
-            "2024-07-03T06:25:00",
-            "2024-07-03 06:25:00",
-            " 2024-07-03T06:25:00.000 ",
-        ] {
-            assert_eq!(parse_form_time(ok), Ok(want), "{ok:?}");
-        }
-        assert_eq!(
-            parse_form_time("2024-07-03T06:25:00.25").map(|t| t.timestamp_subsec_millis()),
-            Ok(250)
-        );
-        for bad in ["", "yesterday", "2024-13-03T06:25", "2024-07-03", "06:25"] {
-            assert!(parse_form_time(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn datetime_local_values_round_trip() {
-        for s in ["2024-07-03T06:25:00", "2024-07-03T06:25:00.125"] {
-            let t = parse_form_time(s).unwrap();
-            assert_eq!(datetime_local(t), s);
-        }
-    }
 
     #[test]
     fn query_strings_are_percent_encoded_and_skip_empty_values() {

@@ -12,8 +12,8 @@ use askama::Template;
 use chrono::Utc;
 use serde::Deserialize;
 
-use super::{Admin, AdminError, page, see_other};
-use crate::startup::AppState;
+use super::{Admin, AdminError, AdminState, page, see_other};
+use crate::auth::Auth;
 
 /// Failed sign-ins one client address may make per [`FAILURE_WINDOW`].
 pub const MAX_FAILURES: usize = 5;
@@ -134,7 +134,8 @@ pub async fn sign_in(
     req: HttpRequest,
     form: web::Form<SignInForm>,
     session: Session,
-    state: web::Data<AppState>,
+    admin: web::Data<AdminState>,
+    auth: web::Data<Auth>,
 ) -> Result<HttpResponse, AdminError> {
     // The connection's address: a forwarded-for header is the client's to choose.
     let ip = req
@@ -142,7 +143,7 @@ pub async fn sign_in(
         .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
     tracing::Span::current().record("client", tracing::field::display(ip));
     let now = Instant::now();
-    if let Err(retry_after_secs) = state.admin.limiter.check(ip, now) {
+    if let Err(retry_after_secs) = admin.limiter.check(ip, now) {
         tracing::warn!("sign-in refused: too many failed attempts");
         return Err(AdminError::TooManyRequests {
             message: format!(
@@ -152,8 +153,8 @@ pub async fn sign_in(
         });
     }
     let token = form.token.as_deref().unwrap_or_default().trim();
-    if token.is_empty() || !state.auth.token_matches(token) {
-        state.admin.limiter.record_failure(ip, now);
+    if token.is_empty() || !auth.token_matches(token) {
+        admin.limiter.record_failure(ip, now);
         tracing::warn!("sign-in failed: wrong admin token");
         let error = if token.is_empty() {
             "Enter the admin token."

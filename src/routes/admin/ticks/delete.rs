@@ -6,12 +6,12 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::{TickKeyQuery, key_query, no_such_tick, parse_key};
-use crate::db::ticks::Actor;
-use crate::format::rfc3339;
+use crate::db::audit::Author;
+use crate::domain::time::rfc3339;
 use crate::routes::admin::{
     Admin, AdminError, Chrome, FlashKind, Section, number, page, see_other,
 };
-use crate::startup::AppState;
+use crate::state::AppState;
 
 #[derive(Template)]
 #[template(path = "admin/ticks/delete.html")]
@@ -56,7 +56,7 @@ pub async fn delete_tick(
 ) -> Result<HttpResponse, AdminError> {
     admin.check_csrf(form.csrf_token.as_deref())?;
     let (time, symbol) = parse_key(form.time.as_deref(), form.symbol.as_deref())?;
-    crate::db::ticks::delete_tick(&state.pool, time, symbol.as_str(), Actor::AdminSession)
+    crate::db::ticks::delete_tick(&state.pool, time, symbol.as_str(), Author::AdminSession)
         .await
         .map_err(AdminError::infra)?
         .ok_or_else(|| no_such_tick(time, symbol.as_str()))?;

@@ -6,12 +6,12 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::{FieldErrors, TickKeyQuery, key_query, no_such_tick, parse_key};
-use crate::db::ticks::Actor;
-use crate::format::rfc3339;
+use crate::db::audit::Author;
+use crate::domain::time::rfc3339;
 use crate::routes::admin::{
     Admin, AdminError, Chrome, FlashKind, Section, number, page, see_other,
 };
-use crate::startup::AppState;
+use crate::state::AppState;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct EditTickForm {
@@ -85,7 +85,7 @@ pub async fn update_tick(
         symbol.as_str(),
         price,
         volume,
-        Actor::AdminSession,
+        Author::AdminSession,
     )
     .await
     .map_err(AdminError::infra)?

@@ -8,12 +8,10 @@ use serde::Deserialize;
 use super::key_query;
 use crate::db::ticks::{TickFilter, TickWithCandle};
 use crate::domain::Symbol;
-use crate::format::rfc3339;
+use crate::domain::time::{parse_form_time, rfc3339};
 use crate::routes::admin::listing::{self, text};
-use crate::routes::admin::{
-    Admin, AdminError, Chrome, Section, number, page, parse_form_time, query,
-};
-use crate::startup::AppState;
+use crate::routes::admin::{Admin, AdminError, Chrome, Section, number, page, query};
+use crate::state::AppState;
 
 /// Ticks per page.
 pub const PAGE_SIZE: i64 = 50;

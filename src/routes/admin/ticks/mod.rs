@@ -9,10 +9,10 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::PgPool;
 
-use super::{AdminError, parse_form_time, query};
+use super::{AdminError, query};
 use crate::db::ticks::TickRow;
+use crate::domain::time::{parse_form_time, rfc3339};
 use crate::domain::{Price, Symbol, Volume};
-use crate::format::rfc3339;
 
 /// Messages next to the form fields; empty when the input is fine.
 #[derive(Debug, Default)]

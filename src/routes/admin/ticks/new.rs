@@ -6,13 +6,12 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::FieldErrors;
-use crate::db::ticks::{Actor, WriteError};
+use crate::db::WriteError;
+use crate::db::audit::Author;
+use crate::domain::time::{parse_form_time, rfc3339};
 use crate::domain::{Symbol, Tick};
-use crate::format::rfc3339;
-use crate::routes::admin::{
-    Admin, AdminError, Chrome, FlashKind, Section, page, parse_form_time, see_other,
-};
-use crate::startup::AppState;
+use crate::routes::admin::{Admin, AdminError, Chrome, FlashKind, Section, page, see_other};
+use crate::state::AppState;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct NewTickForm {
@@ -63,7 +62,7 @@ pub async fn create_tick(
     let form = form.into_inner();
     let mut errors = FieldErrors::default();
     let time = parse_form_time(&form.time)
-        .map_err(|e| errors.time = Some(e))
+        .map_err(|e| errors.time = Some(e.0))
         .ok();
     let symbol = Symbol::parse(form.symbol.trim())
         .map_err(|e| errors.symbol = Some(e.0))
@@ -89,7 +88,7 @@ pub async fn create_tick(
     match crate::db::ticks::insert_ticks(
         &state.pool,
         std::slice::from_ref(&tick),
-        Actor::AdminSession,
+        Author::AdminSession,
     )
     .await
     {
@@ -105,7 +104,7 @@ pub async fn create_tick(
             );
             Ok(see_other("/admin"))
         }
-        Err(WriteError::Duplicate { .. }) => {
+        Err(WriteError::Duplicate(_)) => {
             let problem = format!(
                 "A tick for {} at {} already exists; nothing was written. Edit that tick instead.",
                 tick.symbol,
@@ -123,6 +122,6 @@ pub async fn create_tick(
             };
             page(StatusCode::CONFLICT, &reshown)
         }
-        Err(WriteError::Unexpected(e)) => Err(AdminError::infra(e)),
+        Err(e) => Err(AdminError::App(e.into())),
     }
 }

@@ -91,7 +91,8 @@ async fn measure(server: &Server, args: &PayloadArgs) -> anyhow::Result<Value> {
     );
 
     // The same week over HTTP, as the server compresses it.
-    let from = candlewick::format::rfc3339(Utc::now() - chrono::Duration::from_std(args.history)?);
+    let from =
+        candlewick::domain::time::rfc3339(Utc::now() - chrono::Duration::from_std(args.history)?);
     let candles_url = format!(
         "{}/api/candles?symbol=BTC/USD&interval=1m&from={from}",
         server.http()

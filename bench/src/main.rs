@@ -3,19 +3,12 @@
 //! Every subcommand prints progress on stderr and one JSON document on stdout. It only ever
 //! talks to loopback addresses, and every loop in it is bounded in count and time.
 
-#[path = "bench/ingest.rs"]
 mod ingest;
-#[path = "bench/payload.rs"]
 mod payload;
-#[path = "bench/poll_cost.rs"]
 mod poll_cost;
-#[path = "bench/setup.rs"]
 mod setup;
-#[path = "bench/stats.rs"]
 mod stats;
-#[path = "bench/viewers.rs"]
 mod viewers;
-#[path = "bench/wsclient.rs"]
 mod wsclient;
 
 use clap::{Parser, Subcommand};

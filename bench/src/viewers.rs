@@ -598,7 +598,7 @@ async fn feed(
         }
         let t = walk.tick(Utc::now());
         let body = serde_json::json!({
-            "time": candlewick::format::rfc3339(t.time),
+            "time": candlewick::domain::time::rfc3339(t.time),
             "symbol": setup::SYMBOL,
             "price": t.price.get(),
             "volume": t.volume.get(),

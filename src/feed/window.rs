@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::domain::{Candle, Interval};
+use crate::domain::{Candle, Interval, roll_up};
 
 /// 1m candles by bucket start, per symbol.
 #[derive(Debug, Default)]
@@ -75,34 +75,16 @@ impl CandleWindow {
 
     /// Every candle of `symbol` at `interval`, ascending.
     pub fn series(&self, symbol: &str, interval: Interval) -> Vec<Candle> {
-        let Some(m) = self.symbols.get(symbol) else {
-            return Vec::new();
-        };
-        if interval == Interval::M1 {
-            return m.values().copied().collect();
+        match self.symbols.get(symbol) {
+            Some(m) => roll_up(m.values(), interval),
+            None => Vec::new(),
         }
-        let mut out: Vec<Candle> =
-            Vec::with_capacity(m.len() * 60 / interval.seconds() as usize + 1);
-        for c in m.values() {
-            let b = interval.bucket_of(c.t);
-            match out.last_mut() {
-                Some(last) if last.t == b => last.merge(c),
-                _ => out.push(Candle { t: b, ..*c }),
-            }
-        }
-        out
     }
 
     /// The candle of the `interval` bucket starting at `b`, rolled up from 1m.
     fn rolled(&self, symbol: &str, interval: Interval, b: i64) -> Option<Candle> {
         let m = self.symbols.get(symbol)?;
-        let mut it = m.range(b..b + interval.seconds()).map(|(_, c)| c);
-        let first = it.next()?;
-        let mut acc = Candle { t: b, ..*first };
-        for c in it {
-            acc.merge(c);
-        }
-        Some(acc)
+        roll_up(m.range(b..b + interval.seconds()).map(|(_, c)| c), interval).pop()
     }
 
     /// The delta at `interval` for the changed 1m buckets `minutes` (already applied).

@@ -257,7 +257,7 @@ async fn api(
                 .iter()
                 .map(|t| {
                     json!({
-                        "time": candlewick::format::rfc3339(t.time),
+                        "time": candlewick::domain::time::rfc3339(t.time),
                         "symbol": t.symbol.as_str(),
                         "price": t.price.get(),
                         "volume": t.volume.get(),
@@ -302,7 +302,7 @@ async fn bulk(pool: &PgPool, args: &IngestArgs, triggers: Triggers) -> anyhow::R
     let started = Instant::now();
     for chunk in rows.chunks(args.bulk_batch.max(1)) {
         let mut tx = pool.begin().await?;
-        ticks::copy_in(&mut tx, chunk).await.context("COPY")?;
+        ticks::copy_all(&mut tx, chunk).await.context("COPY")?;
         tx.commit().await?;
     }
     Ok(result("copy", triggers, rows.len(), started.elapsed()))

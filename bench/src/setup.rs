@@ -7,7 +7,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use candlewick::db::ticks::{self, Actor};
+use candlewick::db::audit::Author;
+use candlewick::db::ticks;
 use candlewick::db::{self, Flavour};
 use candlewick::domain::{Price, Symbol, Tick, Volume};
 use candlewick::embedded::{self, EmbeddedPostgres};
@@ -490,7 +491,7 @@ pub async fn load_history(
         let first =
             start + chrono::Duration::from_std(gap * done as u32).context("history offset")?;
         let chunk = walk.ticks(first, gap, n);
-        ticks::insert_ticks(pool, &chunk, Actor::CliImport)
+        ticks::insert_ticks(pool, &chunk, Author::CliImport)
             .await
             .map_err(|e| anyhow::anyhow!("loading history: {e}"))?;
         done += n;

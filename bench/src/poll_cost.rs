@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use candlewick::db::audit::Author;
 use candlewick::db::journal;
-use candlewick::db::ticks::{self, Actor};
+use candlewick::db::ticks;
 use chrono::{DateTime, Utc};
 use clap::Args;
 use secrecy::SecretString;
@@ -217,7 +218,7 @@ async fn query_costs(
     for _ in 0..args.polls {
         let batch = walk.ticks(next, gap, per_poll);
         next = batch.last().map(|t| t.time).unwrap_or(next) + chrono::Duration::from_std(gap)?;
-        ticks::insert_ticks(pool, &batch, Actor::ApiToken)
+        ticks::insert_ticks(pool, &batch, Author::ApiToken)
             .await
             .map_err(|e| anyhow::anyhow!("writing ticks: {e}"))?;
         let t = Instant::now();

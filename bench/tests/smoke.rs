@@ -16,7 +16,7 @@ fn bench(args: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_candlewick-bench"))
         .args(args)
         .arg("--server-bin")
-        .arg(env!("CARGO_BIN_EXE_candlewick"))
+        .arg(server_bin())
         .arg("--work-dir")
         .arg(&work)
         .output()
@@ -28,6 +28,28 @@ fn bench(args: &[&str]) -> Value {
     );
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{args:?} printed no JSON report ({e}):\n{stderr}"))
+}
+
+/// The `candlewick` binary of the same build (`cargo test` at the root builds it; a
+/// `cargo test -p candlewick-bench` alone builds it here first).
+fn server_bin() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let bin =
+                PathBuf::from(env!("CARGO_BIN_EXE_candlewick-bench")).with_file_name("candlewick");
+            if !bin.exists() {
+                let mut cargo = Command::new(env!("CARGO"));
+                cargo.args(["build", "-p", "candlewick", "--bin", "candlewick"]);
+                if bin.parent().is_some_and(|d| d.ends_with("release")) {
+                    cargo.arg("--release");
+                }
+                let status = cargo.status().expect("running cargo build for the server");
+                assert!(status.success(), "building the candlewick server failed");
+            }
+            bin
+        })
+        .clone()
 }
 
 fn num(v: &Value, path: &str) -> f64 {

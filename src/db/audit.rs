@@ -1,0 +1,215 @@
+//! `audit_log`: every write made through candlewick (API, admin pages, imports), recorded in the
+//! writing transaction, and read back by the admin pages.
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sqlx::{PgConnection, PgPool};
+
+use crate::domain::Tick;
+
+/// Who made a write (the `actor` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Author {
+    AdminSession,
+    ApiToken,
+    CliImport,
+    DemoFeed,
+}
+
+impl Author {
+    pub const ALL: [Author; 4] = [
+        Self::AdminSession,
+        Self::ApiToken,
+        Self::CliImport,
+        Self::DemoFeed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AdminSession => "admin session",
+            Self::ApiToken => "api token",
+            Self::CliImport => "cli import",
+            Self::DemoFeed => "demo feed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+/// What a write did (the `action` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Insert,
+    Update,
+    Delete,
+    Import,
+}
+
+impl Action {
+    pub const ALL: [Action; 4] = [Self::Insert, Self::Update, Self::Delete, Self::Import];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Insert => "insert",
+            Self::Update => "update",
+            Self::Delete => "delete",
+            Self::Import => "import",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+/// One audit row to write.
+#[derive(Debug)]
+pub struct Record<'a> {
+    pub author: Author,
+    pub action: Action,
+    pub symbol: Option<&'a str>,
+    pub tick_time: Option<DateTime<Utc>>,
+    pub rows: i64,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+}
+
+/// Writes `entry` on `conn` (the writing transaction).
+pub async fn record(conn: &mut PgConnection, entry: Record<'_>) -> anyhow::Result<()> {
+    sqlx::query(
+        r#"
+        INSERT INTO audit_log (actor, action, symbol, tick_time, rows, before, after)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        "#,
+    )
+    .bind(entry.author.as_str())
+    .bind(entry.action.as_str())
+    .bind(entry.symbol)
+    .bind(entry.tick_time)
+    .bind(entry.rows)
+    .bind(entry.before)
+    .bind(entry.after)
+    .execute(conn)
+    .await
+    .context("recording the write in the audit log")?;
+    Ok(())
+}
+
+/// The audit row of an insert: the rows themselves for small batches, a summary for bulk loads.
+pub fn insert_record(ticks: &[Tick], author: Author) -> Record<'_> {
+    const DETAILED: usize = 100;
+    if let [t] = ticks {
+        return Record {
+            author,
+            action: Action::Insert,
+            symbol: Some(t.symbol.as_str()),
+            tick_time: Some(t.time),
+            rows: 1,
+            before: None,
+            after: Some(tick_json(t)),
+        };
+    }
+    let after = if ticks.len() <= DETAILED {
+        Value::Array(ticks.iter().map(tick_json).collect())
+    } else {
+        let first = ticks.iter().map(|t| t.time).min();
+        let last = ticks.iter().map(|t| t.time).max();
+        let mut symbols: Vec<&str> = ticks.iter().map(|t| t.symbol.as_str()).collect();
+        symbols.sort_unstable();
+        symbols.dedup();
+        symbols.truncate(20);
+        json!({ "rows": ticks.len(), "first": first, "last": last, "symbols": symbols })
+    };
+    let symbol = ticks
+        .first()
+        .map(|t| t.symbol.as_str())
+        .filter(|s| ticks.iter().all(|t| t.symbol.as_str() == *s));
+    Record {
+        author,
+        action: Action::Insert,
+        symbol,
+        tick_time: None,
+        rows: ticks.len() as i64,
+        before: None,
+        after: Some(after),
+    }
+}
+
+/// The audit row of a streamed import of `rows` ticks between `first` and `last`.
+pub fn import_record(
+    author: Author,
+    rows: u64,
+    first: Option<DateTime<Utc>>,
+    last: Option<DateTime<Utc>>,
+) -> Record<'static> {
+    Record {
+        author,
+        action: Action::Import,
+        symbol: None,
+        tick_time: None,
+        rows: i64::try_from(rows).unwrap_or(i64::MAX),
+        before: None,
+        after: Some(json!({ "rows": rows, "first": first, "last": last })),
+    }
+}
+
+fn tick_json(t: &Tick) -> Value {
+    json!({ "time": t.time, "symbol": t.symbol, "price": t.price, "volume": t.volume })
+}
+
+/// Which entries to list: newest first, optional filters, resuming below `before` (an id).
+#[derive(Debug, Default)]
+pub struct AuditFilter {
+    pub symbol: Option<String>,
+    pub author: Option<Author>,
+    pub action: Option<Action>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// Keyset cursor: entries with a smaller id.
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub symbol: Option<String>,
+    pub tick_time: Option<DateTime<Utc>>,
+    pub rows: i64,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+}
+
+#[tracing::instrument(name = "List audit entries", skip(pool))]
+pub async fn list(pool: &PgPool, f: &AuditFilter) -> anyhow::Result<Vec<AuditEntry>> {
+    sqlx::query_as(
+        r#"
+        SELECT id, at, actor, action, symbol, tick_time, rows, before, after
+        FROM audit_log
+        WHERE ($1::text IS NULL OR symbol = $1)
+          AND ($2::text IS NULL OR actor = $2)
+          AND ($3::text IS NULL OR action = $3)
+          AND ($4::timestamptz IS NULL OR at >= $4)
+          AND ($5::timestamptz IS NULL OR at < $5)
+          AND ($6::bigint IS NULL OR id < $6)
+        ORDER BY id DESC
+        LIMIT $7
+        "#,
+    )
+    .bind(&f.symbol)
+    .bind(f.author.map(Author::as_str))
+    .bind(f.action.map(Action::as_str))
+    .bind(f.from)
+    .bind(f.to)
+    .bind(f.before)
+    .bind(f.limit)
+    .fetch_all(pool)
+    .await
+    .context("listing audit entries")
+}

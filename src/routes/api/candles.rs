@@ -1,0 +1,103 @@
+//! `/api/candles` (JSON and CSV) and `/api/symbols`.
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, get, web};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::query;
+use crate::db;
+use crate::db::candles::CandleRow;
+use crate::domain::Interval;
+use crate::domain::time::rfc3339;
+use crate::error::AppError;
+use crate::state::AppState;
+
+const DEFAULT_CANDLE_LIMIT: i64 = 20_000;
+const MAX_CANDLE_LIMIT: i64 = 200_000;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(list_candles)
+        .service(list_candles_csv)
+        .service(list_symbols);
+}
+
+#[derive(Debug, Deserialize)]
+struct CandleQuery {
+    symbol: Option<String>,
+    interval: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<String>,
+}
+
+async fn candles(q: &CandleQuery, state: &AppState) -> Result<Vec<CandleRow>, AppError> {
+    let symbol =
+        query::symbol(q.symbol.as_deref())?.unwrap_or_else(|| state.default_symbol.clone());
+    let interval = match q.interval.as_deref().filter(|v| !v.is_empty()) {
+        None => Interval::M1,
+        Some(v) => Interval::parse(v).map_err(|e| AppError::BadRequest(e.0))?,
+    };
+    let from = query::optional_time("from", q.from.as_deref())?;
+    let to = query::optional_time("to", q.to.as_deref())?;
+    let limit = query::limit(q.limit.as_deref(), DEFAULT_CANDLE_LIMIT, MAX_CANDLE_LIMIT)?;
+    db::candles::fetch_candles(&state.pool, symbol.as_str(), interval, from, to, limit)
+        .await
+        .map_err(AppError::from_infra)
+}
+
+/// `[{"bucket": RFC 3339, "open", "high", "low", "close", "volume"}]`, newest first.
+#[get("/api/candles")]
+async fn list_candles(
+    q: web::Query<CandleQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let rows = candles(&q, &state).await?;
+    let out: Vec<Value> = rows
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "bucket": rfc3339(c.bucket),
+                "open": c.open, "high": c.high, "low": c.low, "close": c.close, "volume": c.volume,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(out))
+}
+
+#[get("/api/candles.csv")]
+async fn list_candles_csv(
+    q: web::Query<CandleQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let rows = candles(&q, &state).await?;
+    let mut out = String::with_capacity(64 * (rows.len() + 1));
+    out.push_str("bucket,open,high,low,close,volume\n");
+    let num = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
+    for c in &rows {
+        out.push_str(&format!(
+            "{},{},{},{},{},{}\n",
+            rfc3339(c.bucket),
+            num(c.open),
+            num(c.high),
+            num(c.low),
+            num(c.close),
+            num(c.volume)
+        ));
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("text/csv; charset=utf-8")
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            "inline; filename=\"candles.csv\"",
+        ))
+        .body(out))
+}
+
+#[get("/api/symbols")]
+async fn list_symbols(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    let symbols = db::ticks::list_symbols(&state.pool)
+        .await
+        .map_err(AppError::from_infra)?;
+    Ok(HttpResponse::Ok().json(symbols))
+}

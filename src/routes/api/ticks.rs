@@ -1,0 +1,158 @@
+//! `/api/ticks`: list, create (one, a JSON array, or CSV), update and delete.
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, delete, get, post, put, web};
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use serde::Deserialize;
+
+use super::query;
+use crate::auth::Bearer;
+use crate::db::audit::Author;
+use crate::db::ticks::{self, TickFilter};
+use crate::domain::Symbol;
+use crate::domain::time::rfc3339;
+use crate::error::AppError;
+use crate::ingest::{self, MAX_BODY_BYTES};
+use crate::state::AppState;
+
+const DEFAULT_TICK_LIMIT: i64 = 100;
+const MAX_TICK_LIMIT: i64 = 10_000;
+/// A tick update is one small object.
+const MAX_UPDATE_BYTES: usize = 64 * 1024;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(create_ticks)
+        .service(list_ticks)
+        .service(update_tick)
+        .service(delete_tick);
+}
+
+/// `POST /api/ticks`: one tick, an array of ticks, or `text/csv`; all or nothing.
+#[post("/api/ticks")]
+async fn create_ticks(
+    _: Bearer,
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let body = read_body(body, MAX_BODY_BYTES).await?;
+    let is_csv = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/csv"));
+    let ticks = if is_csv {
+        ingest::csv::parse_ticks(&body).map_err(|e| AppError::Validation(e.to_string()))?
+    } else {
+        ingest::json::parse_ticks(&body)?
+    };
+    ingest::check_no_repeats(&ticks).map_err(AppError::Conflict)?;
+    let inserted = ticks::insert_ticks(&state.pool, &ticks, Author::ApiToken).await?;
+    metrics::counter!("candlewick_ticks_inserted_total", "via" => "api").increment(inserted);
+    Ok(HttpResponse::Created().json(serde_json::json!({ "inserted": inserted })))
+}
+
+/// Reads the whole body, refusing more than `limit` bytes with a JSON 413.
+async fn read_body(mut body: web::Payload, limit: usize) -> Result<web::BytesMut, AppError> {
+    let mut buf = web::BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk =
+            chunk.map_err(|e| AppError::BadRequest(format!("reading the request body: {e}")))?;
+        if buf.len() + chunk.len() > limit {
+            return Err(AppError::PayloadTooLarge(format!(
+                "the body is larger than {limit} bytes"
+            )));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+#[derive(Debug, Deserialize)]
+struct TickQuery {
+    symbol: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<String>,
+}
+
+#[get("/api/ticks")]
+async fn list_ticks(
+    q: web::Query<TickQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let filter = TickFilter {
+        symbol: query::symbol(q.symbol.as_deref())?.map(|s| s.to_string()),
+        from: query::optional_time("from", q.from.as_deref())?,
+        to: query::optional_time("to", q.to.as_deref())?,
+        before: None,
+        limit: query::limit(q.limit.as_deref(), DEFAULT_TICK_LIMIT, MAX_TICK_LIMIT)?,
+    };
+    let rows = ticks::list_ticks(&state.pool, &filter)
+        .await
+        .map_err(AppError::from_infra)?;
+    Ok(HttpResponse::Ok().json(rows))
+}
+
+/// `?time=...&symbol=...`: the key of one tick.
+#[derive(Debug, Deserialize)]
+struct TickKey {
+    time: Option<String>,
+    symbol: Option<String>,
+}
+
+impl TickKey {
+    fn parse(&self) -> Result<(DateTime<Utc>, Symbol), AppError> {
+        let time = self
+            .time
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| AppError::BadRequest("time is required".into()))?;
+        let symbol = query::symbol(self.symbol.as_deref())?
+            .ok_or_else(|| AppError::BadRequest("symbol is required".into()))?;
+        Ok((query::time("time", time)?, symbol))
+    }
+}
+
+#[put("/api/ticks")]
+async fn update_tick(
+    _: Bearer,
+    key: web::Query<TickKey>,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let (time, symbol) = key.parse()?;
+    let body = read_body(body, MAX_UPDATE_BYTES).await?;
+    let (price, volume) = ingest::json::parse_amounts(&body)?;
+    let updated = ticks::update_tick(
+        &state.pool,
+        time,
+        symbol.as_str(),
+        price,
+        volume,
+        Author::ApiToken,
+    )
+    .await
+    .map_err(AppError::from_infra)?
+    .ok_or_else(|| no_such_tick(time, &symbol))?;
+    Ok(HttpResponse::Ok().json(updated))
+}
+
+#[delete("/api/ticks")]
+async fn delete_tick(
+    _: Bearer,
+    key: web::Query<TickKey>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let (time, symbol) = key.parse()?;
+    let deleted = ticks::delete_tick(&state.pool, time, symbol.as_str(), Author::ApiToken)
+        .await
+        .map_err(AppError::from_infra)?
+        .ok_or_else(|| no_such_tick(time, &symbol))?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "deleted": deleted })))
+}
+
+fn no_such_tick(time: DateTime<Utc>, symbol: &Symbol) -> AppError {
+    AppError::NotFound(format!("no tick for {symbol} at {}", rfc3339(time)))
+}

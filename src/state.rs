@@ -1,0 +1,24 @@
+//! What every handler can reach: `web::Data<AppState>`.
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::Symbol;
+use crate::feed::Feed;
+use crate::health::Health;
+
+/// Shared by every handler (cheap to clone: handles and `Arc`s).
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub default_symbol: Symbol,
+    pub feed: Feed,
+    pub health: Arc<Health>,
+    pub metrics: PrometheusHandle,
+    pub secure_cookies: bool,
+    /// Cancelled when the server stops: long-lived sessions end themselves.
+    pub shutdown: CancellationToken,
+}
