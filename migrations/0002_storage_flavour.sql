@@ -14,13 +14,18 @@ CREATE TABLE candlewick_meta (
 
 DO $flavour$
 BEGIN
-    IF EXISTS (SELECT FROM pg_available_extensions WHERE name = 'timescaledb') THEN
+    -- Installed but not preloaded, CREATE EXTENSION ends the connection (FATAL, which no
+    -- handler catches): the preload setting is checked first.
+    IF EXISTS (SELECT FROM pg_available_extensions WHERE name = 'timescaledb')
+       AND position('timescaledb' IN current_setting('shared_preload_libraries')) > 0 THEN
         BEGIN
             CREATE EXTENSION IF NOT EXISTS timescaledb;
         EXCEPTION WHEN OTHERS THEN
-            -- Installed but not in shared_preload_libraries, or not permitted: plain flavour.
+            -- Not permitted (no superuser), or another failure: plain flavour.
             RAISE NOTICE 'timescaledb is available but cannot be created (%): using plain PostgreSQL', SQLERRM;
         END;
+    ELSIF EXISTS (SELECT FROM pg_available_extensions WHERE name = 'timescaledb') THEN
+        RAISE NOTICE 'timescaledb is installed but not in shared_preload_libraries: using plain PostgreSQL';
     END IF;
 
     IF EXISTS (SELECT FROM pg_extension WHERE extname = 'timescaledb') THEN

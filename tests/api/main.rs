@@ -13,6 +13,7 @@ mod helpers;
 mod import;
 mod journal;
 mod smoke;
+mod storage;
 mod timescale;
 mod tutorial;
 mod ws;

@@ -1,14 +1,16 @@
 //! The same guarantees on TimescaleDB (`ticks` a hypertable, `one_min_candle` a continuous
-//! aggregate). Runs only when `CANDLEWICK_TEST_TIMESCALEDB_URL` names a server with the
-//! extension available, e.g. postgresql://candlewick:candlewick@127.0.0.1:55432/candlewick;
-//! each test gets a fresh database there, dropped again when it passes.
+//! aggregate). Runs on `CANDLEWICK_TEST_TIMESCALEDB_URL` when it names a server with the
+//! extension preloaded (e.g. postgresql://candlewick:candlewick@127.0.0.1:55432/candlewick),
+//! otherwise on an embedded cluster with TimescaleDB preloaded when TimescaleDB is installed on
+//! this machine, and says it is skipped when neither is there. Each test gets a fresh database,
+//! dropped again when it passes.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use candlewick::db::journal::{load_window, poll_changes};
 use candlewick::db::{self, Flavour};
 use candlewick::domain::Candle;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::OnceCell;
 
@@ -19,13 +21,16 @@ const VAR: &str = "CANDLEWICK_TEST_TIMESCALEDB_URL";
 const PREFIX: &str = "cw_test_";
 
 /// The server's URL, or `None` after saying the test is skipped.
-fn server_url() -> Option<String> {
+pub fn server_url() -> Option<String> {
     match std::env::var(VAR) {
         Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            eprintln!("skipped: {VAR} is not set");
-            None
-        }
+        _ => match crate::helpers::timescale_cluster() {
+            Some(pg) => Some(pg.url("postgres").expose_secret().to_owned()),
+            None => {
+                eprintln!("skipped: TimescaleDB is not installed here and {VAR} is not set");
+                None
+            }
+        },
     }
 }
 
@@ -230,7 +235,7 @@ async fn on_timescaledb_an_edit_to_a_materialized_minute_is_reported_corrected()
     );
     // Materialize everything (what the refresh policy does; this waits out its runs).
     Flavour::TimescaleDb
-        .after_changes(pool, at("2024-07-03T06:25:00Z"), chrono::Utc::now())
+        .refresh(pool, at("2024-07-03T06:25:00Z"), chrono::Utc::now())
         .await
         .expect("refresh");
     let key = ("MAT/USD".to_owned(), at("2024-07-03T06:25:00Z").timestamp());
@@ -277,7 +282,7 @@ async fn on_timescaledb_an_edit_to_a_materialized_minute_is_reported_corrected()
 
     // The refresh the server's poller makes for such minutes brings one_min_candle in line.
     Flavour::TimescaleDb
-        .after_changes(pool, at("2024-07-03T06:25:00Z"), at("2024-07-03T06:26:00Z"))
+        .refresh(pool, at("2024-07-03T06:25:00Z"), at("2024-07-03T06:26:00Z"))
         .await
         .expect("after_changes over the edited minute");
     assert_eq!(
@@ -293,7 +298,7 @@ async fn on_timescaledb_an_edit_to_a_materialized_minute_is_reported_corrected()
     assert_eq!(changes.minutes.len(), 1, "{changes:?}");
     assert_eq!(changes.minutes[0].candle, None, "a minute without ticks");
     Flavour::TimescaleDb
-        .after_changes(pool, at("2024-07-03T06:25:00Z"), at("2024-07-03T06:26:00Z"))
+        .refresh(pool, at("2024-07-03T06:25:00Z"), at("2024-07-03T06:26:00Z"))
         .await
         .expect("after_changes");
     assert_eq!(
@@ -317,7 +322,7 @@ async fn on_timescaledb_refreshing_an_edited_minute_hides_no_older_minute() {
     );
     crate::candles::assert_candles_match_ticks(pool, "before any refresh").await;
     Flavour::TimescaleDb
-        .after_changes(pool, at("2024-07-03T07:05:00Z"), at("2024-07-03T07:06:00Z"))
+        .refresh(pool, at("2024-07-03T07:05:00Z"), at("2024-07-03T07:06:00Z"))
         .await
         .expect("after_changes over 07:05");
     crate::candles::assert_candles_match_ticks(pool, "after refreshing only the 07:05 minute")
@@ -346,7 +351,7 @@ async fn on_timescaledb_a_copy_into_a_materialized_minute_shows_after_a_refresh(
         "INSERT INTO ticks VALUES ('2024-07-03 06:25:10+00', 'CPY/USD', 100, 1)",
     );
     Flavour::TimescaleDb
-        .after_changes(pool, at("2024-07-03T06:25:00Z"), chrono::Utc::now())
+        .refresh(pool, at("2024-07-03T06:25:00Z"), chrono::Utc::now())
         .await
         .expect("materializing");
 
@@ -363,7 +368,7 @@ async fn on_timescaledb_a_copy_into_a_materialized_minute_shows_after_a_refresh(
     drop(conn);
 
     Flavour::TimescaleDb
-        .after_changes(pool, at("2024-07-03T06:25:00Z"), at("2024-07-03T06:26:00Z"))
+        .refresh(pool, at("2024-07-03T06:25:00Z"), at("2024-07-03T06:26:00Z"))
         .await
         .expect("refreshing the changed minute");
     let key = ("CPY/USD".to_owned(), at("2024-07-03T06:25:00Z").timestamp());
