@@ -1,7 +1,7 @@
 -- One definition of a minute's candle from its ticks: open/close = price of the earliest/latest
--- tick, high/low = max/min price, volume = sum, trades = count. The plain flavour's trigger
--- recomputes minutes with it, and the poll on TimescaleDB reads edited materialized minutes
--- with it. A one-row set-returning SQL function, so the planner inlines it into the caller's
+-- tick (and those ticks' times), high/low = max/min price, volume = sum, trades = count. The
+-- plain flavour's trigger recomputes minutes with it, and the poll on TimescaleDB reads edited
+-- materialized minutes with it. A one-row set-returning SQL function, so the planner inlines it into the caller's
 -- query: each use stays an index probe of `ticks_symbol_time`.
 CREATE FUNCTION candlewick_minute_candle(p_symbol TEXT, p_bucket TIMESTAMPTZ)
 RETURNS TABLE (
@@ -10,7 +10,9 @@ RETURNS TABLE (
     low DOUBLE PRECISION,
     close DOUBLE PRECISION,
     volume DOUBLE PRECISION,
-    trades BIGINT
+    trades BIGINT,
+    open_time TIMESTAMPTZ,
+    close_time TIMESTAMPTZ
 )
 LANGUAGE sql STABLE ROWS 1 AS $fn$
     SELECT
@@ -19,7 +21,9 @@ LANGUAGE sql STABLE ROWS 1 AS $fn$
         min(t.price),
         (array_agg(t.price ORDER BY t.time DESC))[1],
         sum(t.volume),
-        count(*)
+        count(*),
+        min(t.time),
+        max(t.time)
     FROM ticks t
     WHERE t.symbol = p_symbol
       AND t.time >= p_bucket

@@ -92,6 +92,9 @@ pub struct Settings {
     /// How much history the live chart holds (e.g. `7d`).
     #[arg(long, env = "CANDLEWICK_WINDOW", default_value = "7d", value_parser = parse_duration)]
     pub window: Duration,
+    /// How long a symbol's candles stay in memory after its last viewer left (e.g. `5m`).
+    #[arg(long, env = "CANDLEWICK_KEEP_UNWATCHED", default_value = "5m", value_parser = parse_duration)]
+    pub keep_unwatched: Duration,
     /// Mark the session cookie `Secure` (set when serving behind TLS).
     #[arg(long, env = "CANDLEWICK_SECURE_COOKIES")]
     pub secure_cookies: bool,

@@ -158,8 +158,12 @@ impl EmbeddedPostgres {
                 .arg(format!("shared_preload_libraries={}", preload.join(",")));
         }
         if preload.iter().any(|l| l == "timescaledb") {
-            // The embedded cluster never phones home.
+            // The embedded cluster never phones home, and runs no TimescaleDB job scheduler:
+            // candlewick refreshes the aggregate itself (its poller does what the refresh
+            // policy would), and the scheduler's jobs fail on some PostgreSQL releases
+            // (TimescaleDB 2.27 on PostgreSQL 15.20: `cannot drop portal ""`).
             cmd.args(["-c", "timescaledb.telemetry_level=off"]);
+            cmd.args(["-c", "timescaledb.max_background_workers=0"]);
         }
         if options.unsafe_fast {
             cmd.args([

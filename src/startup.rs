@@ -51,6 +51,7 @@ impl Application {
                 flavour,
                 poll_interval: settings.poll_interval,
                 window: settings.window,
+                keep_unwatched: settings.keep_unwatched,
             },
             health.clone(),
             shutdown.clone(),

@@ -207,8 +207,22 @@ async fn query_costs(
         Some((cluster, _)) => setup::enable_stat_statements(cluster).await,
         None => false,
     };
-    // Our poll: a second of new ticks, then one poll_changes.
-    let (mut position, _) = journal::load_window(pool, end - chrono::Duration::minutes(1)).await?;
+    // Our poll: a second of new ticks, then one poll of the watched symbol (what the server's
+    // poller runs each second while someone watches BTC/USD).
+    let watched = [setup::SYMBOL.to_owned()];
+    let flavour = candlewick::db::Flavour::detect(pool).await?;
+    let since = end - chrono::Duration::days(7);
+    let start = journal::PollRequest {
+        from: None,
+        symbols: Some(&watched),
+        load: &watched,
+        since,
+        old_before: None,
+    };
+    let mut position = journal::poll(pool, flavour, &start)
+        .await?
+        .position
+        .context("a start position")?;
     let per_poll = args.ticks_per_sec.round().max(1.0) as usize;
     let gap = Duration::from_secs_f64(1.0 / args.ticks_per_sec);
     let mut walk = Walk::new(11);
@@ -222,13 +236,20 @@ async fn query_costs(
             .await
             .map_err(|e| anyhow::anyhow!("writing ticks: {e}"))?;
         let t = Instant::now();
-        let (p, changes) = journal::poll_changes(pool, &position).await?;
+        let request = journal::PollRequest {
+            from: Some(&position),
+            symbols: Some(&watched),
+            load: &[],
+            since,
+            old_before: None,
+        };
+        let polled = journal::poll(pool, flavour, &request).await?;
         polls.push(t.elapsed());
-        if changes.minutes.is_empty() {
+        if polled.changes.minutes.is_empty() {
             bail!("a poll after new ticks found no change");
         }
-        changed += changes.minutes.len();
-        position = p;
+        changed += polled.changes.minutes.len();
+        position = polled.position.context("a poll's position")?;
     }
     let poll = Summary::of(&polls);
     say!("poll: p50 {:.3} ms p99 {:.3} ms", poll.p50_ms, poll.p99_ms);
@@ -270,7 +291,7 @@ async fn query_costs(
             exec_times(
                 cluster,
                 db,
-                &["WITH prev AS", "SELECT bucket, open", "SELECT date_bin"],
+                &["WITH lock_order AS", "SELECT bucket, open", "SELECT date_bin"],
             )
             .await?
         }

@@ -253,7 +253,7 @@ async fn count_statements(
             continue;
         }
         total += d;
-        if query.trim_start().starts_with("WITH prev AS") {
+        if query.trim_start().starts_with("WITH lock_order AS") {
             polls += d;
         }
         let short: String = query

@@ -13,6 +13,10 @@ use sqlx::PgPool;
 /// policy's end offset is one minute; one more covers a refresh running as the minute ends).
 const MATERIALIZED_AFTER_SECS: i64 = 120;
 
+/// How often the aggregate is brought up to a minute ago, as TimescaleDB's refresh policy would
+/// (candlewick does not rely on TimescaleDB's job scheduler; the embedded cluster does not run it).
+const PERIODIC_REFRESH_SECS: i64 = 60;
+
 /// How often a refresh refused for a concurrent one (the policy's job, another server) is
 /// retried; the waits grow by 100 ms per attempt, up to 1 s.
 const REFRESH_RETRIES: u32 = 20;
@@ -21,6 +25,17 @@ const REFRESH_RETRIES: u32 = 20;
 pub enum Flavour {
     TimescaleDb,
     Postgres,
+}
+
+/// Where the poll reads a changed minute's candle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MinuteSource {
+    /// `one_min_candle`, exact in the writing transaction (plain PostgreSQL).
+    Stored,
+    /// Recomputed from `ticks`: a continuous aggregate shows an edit to a materialized minute
+    /// only after a refresh. (Above the watermark the real-time view would be exact too, but
+    /// reading a minute through it costs more than recomputing it; see BENCHMARKS.md.)
+    Recomputed,
 }
 
 impl Flavour {
@@ -58,12 +73,20 @@ impl Flavour {
         })
     }
 
+    pub fn minute_source(self) -> MinuteSource {
+        match self {
+            Self::Postgres => MinuteSource::Stored,
+            Self::TimescaleDb => MinuteSource::Recomputed,
+        }
+    }
+
     /// Plans the refreshes this flavour needs after changes; the plain flavour needs none.
     pub fn refresher(self) -> Refresher {
         Refresher {
             flavour: self,
             pending: None,
             running: false,
+            last_periodic: None,
         }
     }
 
@@ -121,6 +144,8 @@ pub struct Refresher {
     /// Unix seconds, `[from, to)`.
     pending: Option<(i64, i64)>,
     running: bool,
+    /// When the last periodic refresh was asked for (Unix seconds).
+    last_periodic: Option<i64>,
 }
 
 /// One refresh to run (outside any transaction); report its end with [`Refresher::done`].
@@ -137,15 +162,16 @@ impl Refresh {
 }
 
 impl Refresher {
-    /// The minutes (Unix seconds) of a poll's changes; `now` in Unix seconds.
-    pub fn changed(&mut self, minutes: impl IntoIterator<Item = i64>, now: i64) {
-        if self.flavour != Flavour::TimescaleDb {
-            return;
-        }
-        for t in minutes {
-            if t < now - MATERIALIZED_AFTER_SECS {
-                self.include(t, t + 60);
-            }
+    /// Changed minutes before this (Unix seconds) may be materialized: a poll reports their
+    /// range for [`Refresher::changed`]. `None`: nothing is ever materialized.
+    pub fn cutoff(&self, now: i64) -> Option<i64> {
+        (self.flavour == Flavour::TimescaleDb).then_some(now - MATERIALIZED_AFTER_SECS)
+    }
+
+    /// A poll saw changed minutes from `first` to `last` (Unix seconds) before the cutoff.
+    pub fn changed(&mut self, first: i64, last: i64) {
+        if self.flavour == Flavour::TimescaleDb {
+            self.include(first, last + 60);
         }
     }
 
@@ -155,6 +181,20 @@ impl Refresher {
         if self.flavour == Flavour::TimescaleDb {
             self.include(0, now);
         }
+    }
+
+    /// Asks, once a minute, for the aggregate up to the last complete minute but one: live
+    /// minutes get materialized, so reads of the aggregate stay cheap.
+    pub fn periodic(&mut self, now: i64) {
+        if self.flavour != Flavour::TimescaleDb
+            || self
+                .last_periodic
+                .is_some_and(|t| now - t < PERIODIC_REFRESH_SECS)
+        {
+            return;
+        }
+        self.last_periodic = Some(now);
+        self.include(0, now.div_euclid(60) * 60 - 60);
     }
 
     fn include(&mut self, from: i64, to: i64) {
@@ -198,18 +238,19 @@ mod tests {
     fn only_old_minutes_of_a_timescaledb_aggregate_are_refreshed_one_range_at_a_time() {
         let now = 10_000 * 60;
         let mut r = Flavour::TimescaleDb.refresher();
-        r.changed([now - 60], now);
-        assert!(
-            r.next_refresh().is_none(),
-            "a fresh minute is still real-time"
+        assert_eq!(
+            r.cutoff(now),
+            Some(now - 120),
+            "fresh minutes are real-time"
         );
-        r.changed([now - 600, now - 300], now);
+        assert!(r.next_refresh().is_none(), "nothing changed yet");
+        r.changed(now - 600, now - 300);
         let first = r.next_refresh().expect("a refresh");
         assert_eq!(
             (first.from.timestamp(), first.to.timestamp()),
             (now - 600, now - 240)
         );
-        r.changed([now - 900], now);
+        r.changed(now - 900, now - 900);
         assert!(r.next_refresh().is_none(), "one refresh at a time");
         r.done();
         assert_eq!(
@@ -221,8 +262,24 @@ mod tests {
     #[test]
     fn the_plain_flavour_never_refreshes() {
         let mut r = Flavour::Postgres.refresher();
-        r.changed([0], 1_000_000);
+        assert_eq!(r.cutoff(1_000_000), None);
+        r.changed(0, 60);
         r.everything(1_000_000);
+        r.periodic(1_000_000);
         assert!(r.next_refresh().is_none());
+    }
+
+    #[test]
+    fn the_aggregate_is_refreshed_up_to_a_minute_ago_once_a_minute() {
+        let now = 10_000 * 60 + 30;
+        let mut r = Flavour::TimescaleDb.refresher();
+        r.periodic(now);
+        let refresh = r.next_refresh().expect("a periodic refresh");
+        assert_eq!(refresh.to.timestamp(), 10_000 * 60 - 60);
+        r.done();
+        r.periodic(now + 30);
+        assert!(r.next_refresh().is_none(), "not again within the minute");
+        r.periodic(now + 60);
+        assert!(r.next_refresh().is_some());
     }
 }

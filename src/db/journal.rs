@@ -1,13 +1,17 @@
-//! The poller's reads: the window at start, then only what changed since its last snapshot.
+//! The poller's reads: what changed since its last snapshot, and the windows of symbols it starts
+//! to watch, in one snapshot.
 //!
 //! Position in the journal is a PostgreSQL snapshot (`pg_snapshot`), not a sequence number: a
 //! change is new when its transaction is visible now but was not visible in the previous
 //! snapshot. A transaction that took its xid early and committed late is therefore still seen.
 
+use std::collections::HashMap;
+
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
+use super::flavour::{Flavour, MinuteSource};
 use crate::domain::Candle;
 
 /// Where the poller is in the journal: the text form of a `pg_snapshot`.
@@ -24,15 +28,42 @@ pub struct MinuteChange {
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Changes {
+    /// Changed minutes of the symbols asked for, since the window start.
     pub minutes: Vec<MinuteChange>,
     /// A TRUNCATE (or something else wholesale) happened: reload everything.
     pub reload: bool,
+    /// The first and last changed minute (Unix seconds) of any symbol before `old_before`.
+    pub old: Option<(i64, i64)>,
+}
+
+/// What one poll reads.
+#[derive(Debug, Clone)]
+pub struct PollRequest<'a> {
+    /// The previous position; `None` at start (only the position is read, and `load`).
+    pub from: Option<&'a Position>,
+    /// Symbols whose changed minutes to read; `None`: every symbol.
+    pub symbols: Option<&'a [String]>,
+    /// Symbols whose whole window to read (in the same snapshot as the changes).
+    pub load: &'a [String],
+    /// The window's start: older minutes are not read.
+    pub since: DateTime<Utc>,
+    /// Report the range of changed minutes (any symbol) older than this in [`Changes::old`].
+    pub old_before: Option<DateTime<Utc>>,
+}
+
+/// What one poll found.
+#[derive(Debug, Clone, Default)]
+pub struct PollResult {
+    pub position: Option<Position>,
+    pub changes: Changes,
+    /// The 1m candles of each symbol of [`PollRequest::load`] since the window start, ascending.
+    pub windows: Vec<(String, Vec<Candle>)>,
 }
 
 #[derive(sqlx::FromRow)]
 struct CandleRecord {
-    symbol: String,
-    t: i64,
+    symbol: Option<String>,
+    t: Option<i64>,
     open: Option<f64>,
     high: Option<f64>,
     low: Option<f64>,
@@ -43,7 +74,7 @@ struct CandleRecord {
 impl CandleRecord {
     fn candle(&self) -> Option<Candle> {
         Some(Candle {
-            t: self.t,
+            t: self.t?,
             open: self.open?,
             high: self.high?,
             low: self.low?,
@@ -53,123 +84,188 @@ impl CandleRecord {
     }
 }
 
-/// Every 1m candle since `since` for every symbol, and the position to read changes from.
-#[tracing::instrument(name = "Load candle window", skip(pool))]
-pub async fn load_window(
-    pool: &PgPool,
-    since: DateTime<Utc>,
-) -> anyhow::Result<(Position, Vec<(String, Candle)>)> {
-    // One snapshot for both reads, so no change falls between them.
-    let mut tx = pool.begin().await.context("starting the window read")?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
-        .await
-        .context("setting the window read's isolation")?;
-    let position: String = sqlx::query_scalar("SELECT pg_current_snapshot()::text")
-        .fetch_one(&mut *tx)
-        .await
-        .context("reading the journal position")?;
-    let rows: Vec<CandleRecord> = sqlx::query_as(
-        r#"
-        SELECT symbol, extract(epoch FROM bucket)::bigint AS t, open, high, low, close, volume
-        FROM one_min_candle
-        WHERE bucket >= $1
-        ORDER BY symbol, bucket
-        "#,
-    )
-    .bind(since)
-    .fetch_all(&mut *tx)
-    .await
-    .context("reading the candle window")?;
-    tx.commit().await.context("ending the window read")?;
-    let candles = rows
-        .into_iter()
-        .filter_map(|r| r.candle().map(|c| (r.symbol, c)))
-        .collect();
-    Ok((Position(position), candles))
-}
-
-/// The minutes changed by transactions committed since `from`, each recomputed from `ticks` by
-/// `candlewick_minute_candle` (so an edit to an already-materialized TimescaleDB minute shows
-/// at once), in one statement:
-/// one round trip and one snapshot. The cost follows the number of changed minutes, never the
-/// window or the number of viewers.
-#[tracing::instrument(name = "Poll changes", skip_all)]
-pub async fn poll_changes(pool: &PgPool, from: &Position) -> anyhow::Result<(Position, Changes)> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        position: String,
-        wholesale: bool,
-        symbol: Option<String>,
-        t: Option<i64>,
-        open: Option<f64>,
-        high: Option<f64>,
-        low: Option<f64>,
-        close: Option<f64>,
-        volume: Option<f64>,
-    }
-    let rows: Vec<Row> = sqlx::query_as(
-        r#"
-        WITH prev AS (
+/// The changes statement; `$candle` reads a changed minute `k` as `a(open, high, low, close,
+/// volume)`. Its first CTE takes the lock on `ticks` before the journal's, as
+/// `TRUNCATE ticks, candle_changes, …` does: in the other order each could wait for the other.
+macro_rules! changes_sql {
+    ($candle:literal) => {
+        concat!(
+            r#"
+        WITH lock_order AS MATERIALIZED (
+            SELECT FROM ticks WHERE false
+        ),
+        prev AS (
             SELECT $1::text::pg_snapshot AS snap
         ),
-        changed AS (
+        changed AS MATERIALIZED (
             SELECT DISTINCT c.symbol, c.bucket
             FROM candle_changes c, prev
             WHERE c.xid >= pg_snapshot_xmin(prev.snap)
               AND NOT pg_visible_in_snapshot(c.xid, prev.snap)
+        ),
+        summary AS (
+            SELECT
+                coalesce(bool_or(symbol IS NULL), false) AS wholesale,
+                extract(epoch FROM min(bucket) FILTER (WHERE bucket < $4))::bigint AS old_from,
+                extract(epoch FROM max(bucket) FILTER (WHERE bucket < $4))::bigint AS old_to
+            FROM changed
         )
         SELECT
             pg_current_snapshot()::text AS position,
-            EXISTS (SELECT FROM changed WHERE symbol IS NULL) AS wholesale,
+            s.wholesale,
+            s.old_from,
+            s.old_to,
             k.symbol,
             extract(epoch FROM k.bucket)::bigint AS t,
             a.open, a.high, a.low, a.close, a.volume
-        FROM (SELECT 1) AS one
-        LEFT JOIN changed k ON k.symbol IS NOT NULL
-        LEFT JOIN LATERAL candlewick_minute_candle(k.symbol, k.bucket) AS a ON true
-        "#,
-    )
-    .bind(&from.0)
-    .fetch_all(pool)
-    .await
-    .context("reading changed minutes")?;
-
-    let mut changes = Changes::default();
-    let mut position = from.clone();
-    for row in rows {
-        position = Position(row.position);
-        changes.reload |= row.wholesale;
-        let (Some(symbol), Some(t)) = (row.symbol, row.t) else {
-            continue;
-        };
-        let rec = CandleRecord {
-            symbol,
-            t,
-            open: row.open,
-            high: row.high,
-            low: row.low,
-            close: row.close,
-            volume: row.volume,
-        };
-        let candle = rec.candle();
-        changes.minutes.push(MinuteChange {
-            symbol: rec.symbol,
-            t,
-            candle,
-        });
-    }
-    Ok((position, changes))
+        FROM summary s
+        LEFT JOIN changed k
+          ON k.symbol IS NOT NULL
+         AND ($2::text[] IS NULL OR k.symbol = ANY($2))
+         AND k.bucket >= $3
+        LEFT JOIN LATERAL ("#,
+            $candle,
+            r#") AS a ON true
+        "#
+        )
+    };
 }
 
-/// Forgets journal entries older than `keep`; a poller away longer than that reloads its window.
-pub async fn prune(pool: &PgPool, keep: std::time::Duration) -> anyhow::Result<u64> {
-    let done = sqlx::query(
-        "DELETE FROM candle_changes WHERE changed_at < now() - make_interval(secs => $1)",
+/// On the plain flavour `one_min_candle` is exact in the writing transaction: read it.
+const CHANGES_STORED: &str = changes_sql!(
+    "SELECT m.open, m.high, m.low, m.close, m.volume FROM one_min_candle m \
+     WHERE m.symbol = k.symbol AND m.bucket = k.bucket"
+);
+/// On TimescaleDB an edit to a materialized minute shows in the aggregate only after a
+/// refresh: recompute the minute from `ticks`.
+const CHANGES_RECOMPUTED: &str = changes_sql!(
+    "SELECT m.open, m.high, m.low, m.close, m.volume \
+     FROM candlewick_minute_candle(k.symbol, k.bucket) m WHERE m.trades > 0"
+);
+
+/// One poll: the changes since `from` of the symbols asked for, recomputed or read as the
+/// flavour needs, and the windows of `load`, all in one snapshot. Without symbols to load it is
+/// one statement; its cost follows the changed minutes, never the window or the viewers.
+#[tracing::instrument(name = "Poll changes", skip_all)]
+pub async fn poll(
+    pool: &PgPool,
+    flavour: Flavour,
+    req: &PollRequest<'_>,
+) -> anyhow::Result<PollResult> {
+    if req.load.is_empty() {
+        let mut conn = pool.acquire().await.context("connecting for a poll")?;
+        return read(&mut conn, flavour, req).await;
+    }
+    let mut tx = pool.begin().await.context("starting a poll")?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await
+        .context("setting the poll's isolation")?;
+    let mut result = read(&mut tx, flavour, req).await?;
+    result.windows = load_windows(&mut tx, req.load, req.since).await?;
+    tx.commit().await.context("ending the poll")?;
+    Ok(result)
+}
+
+/// The position and the changes (within a REPEATABLE READ transaction: its snapshot).
+async fn read(
+    conn: &mut PgConnection,
+    flavour: Flavour,
+    req: &PollRequest<'_>,
+) -> anyhow::Result<PollResult> {
+    let Some(from) = req.from else {
+        let position: String = sqlx::query_scalar("SELECT pg_current_snapshot()::text")
+            .fetch_one(&mut *conn)
+            .await
+            .context("reading the journal position")?;
+        return Ok(PollResult {
+            position: Some(Position(position)),
+            ..PollResult::default()
+        });
+    };
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        position: String,
+        wholesale: bool,
+        old_from: Option<i64>,
+        old_to: Option<i64>,
+        #[sqlx(flatten)]
+        candle: CandleRecord,
+    }
+    let sql = match flavour.minute_source() {
+        MinuteSource::Stored => CHANGES_STORED,
+        MinuteSource::Recomputed => CHANGES_RECOMPUTED,
+    };
+    let rows: Vec<Row> = sqlx::query_as(sql)
+        .bind(&from.0)
+        .bind(req.symbols)
+        .bind(req.since)
+        .bind(req.old_before)
+        .fetch_all(&mut *conn)
+        .await
+        .context("reading changed minutes")?;
+    let mut result = PollResult::default();
+    for row in rows {
+        result.position = Some(Position(row.position));
+        result.changes.reload |= row.wholesale;
+        if let (Some(a), Some(b)) = (row.old_from, row.old_to) {
+            result.changes.old = Some((a, b));
+        }
+        let (Some(symbol), Some(t)) = (row.candle.symbol.clone(), row.candle.t) else {
+            continue;
+        };
+        result.changes.minutes.push(MinuteChange {
+            symbol,
+            t,
+            candle: row.candle.candle(),
+        });
+    }
+    Ok(result)
+}
+
+/// Every 1m candle since `since` of each of `symbols` (one indexed read for all of them).
+async fn load_windows(
+    conn: &mut PgConnection,
+    symbols: &[String],
+    since: DateTime<Utc>,
+) -> anyhow::Result<Vec<(String, Vec<Candle>)>> {
+    let rows: Vec<CandleRecord> = sqlx::query_as(
+        r#"
+        SELECT symbol, extract(epoch FROM bucket)::bigint AS t, open, high, low, close, volume
+        FROM one_min_candle
+        WHERE symbol = ANY($1)
+          AND bucket >= $2
+        ORDER BY symbol, bucket
+        "#,
     )
-    .bind(keep.as_secs_f64())
-    .execute(pool)
+    .bind(symbols)
+    .bind(since)
+    .fetch_all(&mut *conn)
     .await
-    .context("pruning the change journal")?;
-    Ok(done.rows_affected())
+    .context("reading candle windows")?;
+    let mut windows: HashMap<&str, Vec<Candle>> =
+        symbols.iter().map(|s| (s.as_str(), Vec::new())).collect();
+    for row in &rows {
+        if let (Some(symbol), Some(candle)) = (&row.symbol, row.candle())
+            && let Some(candles) = windows.get_mut(symbol.as_str())
+        {
+            candles.push(candle);
+        }
+    }
+    Ok(windows
+        .into_iter()
+        .map(|(s, candles)| (s.to_owned(), candles))
+        .collect())
+}
+
+/// Forgets journal entries of transactions that ended more than `keep` ago (see
+/// `candlewick_prune_journal`); a poller away longer than that reloads its windows.
+pub async fn prune(pool: &PgPool, keep: std::time::Duration) -> anyhow::Result<u64> {
+    let pruned: i64 =
+        sqlx::query_scalar("SELECT candlewick_prune_journal(make_interval(secs => $1))")
+            .bind(keep.as_secs_f64())
+            .fetch_one(pool)
+            .await
+            .context("pruning the change journal")?;
+    Ok(u64::try_from(pruned).unwrap_or_default())
 }

@@ -102,6 +102,13 @@ impl Hub {
         self.channels.retain(|_, ch| ch.tx.receiver_count() > 0);
     }
 
+    /// Whether anyone listens to a channel of `symbol`.
+    pub fn is_watched(&self, symbol: &str) -> bool {
+        self.channels
+            .iter()
+            .any(|((s, _), ch)| s == symbol && ch.tx.receiver_count() > 0)
+    }
+
     /// Open channels (for metrics and tests).
     pub fn channel_count(&self) -> usize {
         self.channels.len()

@@ -1,14 +1,16 @@
-//! The poller: exactly one per server. One task owns the candle window and the broadcast
+//! The poller: exactly one per server. One task owns the candle windows and the broadcast
 //! channels; viewers talk to it by messages through a [`Feed`] handle. Each poll reads only what
 //! changed since the last one (see `db::journal`), so its database cost follows the changes,
-//! not the window or the number of viewers.
+//! not the window or the number of viewers; and it holds only the windows of symbols someone
+//! watches: a symbol's window is read when its first viewer comes (in the same snapshot as the
+//! poll, so no change falls between) and dropped some minutes after its last viewer leaves.
 //!
 //! A plain tokio task with a `select!` loop rather than an actix actor: the loop shows in one
 //! place everything the poller reacts to (a viewer, the poll timer, a finished poll, refresh or
 //! prune), and its database work runs as spawned tasks whose results come back to the loop, so
 //! the state is never shared and never locked.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,11 +25,11 @@ use super::hub::{Hub, ServerMsg, Subscription};
 use super::window::CandleWindow;
 use crate::db::Flavour;
 use crate::db::flavour::Refresher;
-use crate::db::journal::{self, Changes, Position};
-use crate::domain::{Candle, Interval};
+use crate::db::journal::{self, Changes, PollRequest, PollResult, Position};
+use crate::domain::Interval;
 use crate::health::Health;
 
-/// How long the journal keeps changes; a poller away for longer reloads its window instead.
+/// How long the journal keeps changes; a poller away for longer reloads its windows instead.
 pub const JOURNAL_RETENTION: Duration = Duration::from_secs(3600);
 /// How often old journal entries are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(300);
@@ -45,6 +47,8 @@ pub struct FeedSettings {
     pub flavour: Flavour,
     pub poll_interval: Duration,
     pub window: Duration,
+    /// A symbol's window is dropped this long after its last viewer left.
+    pub keep_unwatched: Duration,
 }
 
 /// The handle viewers use to reach the poller.
@@ -92,15 +96,12 @@ struct Subscribe {
 enum Done {
     Poll {
         started: Instant,
-        result: anyhow::Result<(Position, Work)>,
+        /// The symbols whose windows this poll read.
+        loaded: Vec<String>,
+        result: anyhow::Result<PollResult>,
     },
     Refresh(anyhow::Result<()>),
     Prune(anyhow::Result<u64>),
-}
-
-enum Work {
-    Reload(Vec<(String, Candle)>),
-    Changes(Changes),
 }
 
 struct Poller {
@@ -110,16 +111,17 @@ struct Poller {
     candles: CandleWindow,
     hub: Hub,
     refresher: Refresher,
+    /// `None` at start, after a TRUNCATE and after an outage longer than the journal keeps.
     position: Option<Position>,
     polling: bool,
     failures: u32,
     next_attempt: Instant,
     stale_since: Option<Instant>,
     last_prune: Instant,
-    /// The window has been read once (or the database was unreachable trying).
-    loaded: bool,
-    /// Viewers that came before the window was read: a snapshot must hold the whole window.
-    waiting: Vec<Subscribe>,
+    /// Symbols whose window must be read by the next poll, with the viewers waiting for it.
+    to_load: HashMap<String, Vec<Subscribe>>,
+    /// Loaded symbols nobody watches, since when.
+    unwatched_since: HashMap<String, Instant>,
 }
 
 impl Poller {
@@ -137,8 +139,8 @@ impl Poller {
             next_attempt: Instant::now(),
             stale_since: None,
             last_prune: Instant::now(),
-            loaded: false,
-            waiting: Vec::new(),
+            to_load: HashMap::new(),
+            unwatched_since: HashMap::new(),
         }
     }
 
@@ -149,7 +151,7 @@ impl Poller {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some(request) = inbox.recv() => self.on_subscribe(request),
+                Some(request) = inbox.recv() => self.on_subscribe(request, &mut tasks),
                 _ = ticker.tick() => self.start_poll(&mut tasks),
                 Some(done) = tasks.join_next() => match done {
                     Ok(done) => self.on_done(done, &mut tasks),
@@ -170,45 +172,68 @@ impl Poller {
         if self.polling || Instant::now() < self.next_attempt {
             return; // the previous poll is still running, or we are backing off: skip this tick
         }
+        if self.stale_too_long() {
+            self.forget_position();
+        }
         self.polling = true;
         let pool = self.pool.clone();
+        let flavour = self.settings.flavour;
         let started = Instant::now();
-        // Reload from scratch at start, after a TRUNCATE, or after an outage longer than the journal keeps.
-        let reload_from = match &self.position {
-            Some(p) if !self.stale_too_long() => Err(p.clone()),
-            _ => Ok(self.window_start()),
-        };
+        let from = self.position.clone();
+        let watched: Vec<String> = self
+            .candles
+            .symbols()
+            .filter(|s| !self.to_load.contains_key(*s))
+            .map(str::to_owned)
+            .collect();
+        let loaded: Vec<String> = self.to_load.keys().cloned().collect();
+        let since = self.window_start();
+        let old_before = self
+            .refresher
+            .cutoff(Utc::now().timestamp())
+            .and_then(|t| chrono::DateTime::from_timestamp(t, 0));
+        let load = loaded.clone();
         tasks.spawn(async move {
-            let read = async {
-                match reload_from {
-                    Ok(since) => journal::load_window(&pool, since)
-                        .await
-                        .map(|(p, rows)| (p, Work::Reload(rows))),
-                    Err(from) => journal::poll_changes(&pool, &from)
-                        .await
-                        .map(|(p, c)| (p, Work::Changes(c))),
-                }
+            let request = PollRequest {
+                from: from.as_ref(),
+                symbols: Some(&watched),
+                load: &load,
+                since,
+                old_before,
             };
-            let result = tokio::time::timeout(POLL_TIMEOUT, read)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(anyhow::anyhow!(
-                        "the poll took longer than {POLL_TIMEOUT:?}"
-                    ))
-                });
-            Done::Poll { started, result }
+            let result =
+                tokio::time::timeout(POLL_TIMEOUT, journal::poll(&pool, flavour, &request))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(anyhow::anyhow!(
+                            "the poll took longer than {POLL_TIMEOUT:?}"
+                        ))
+                    });
+            Done::Poll {
+                started,
+                loaded,
+                result,
+            }
         });
     }
 
     fn on_done(&mut self, done: Done, tasks: &mut JoinSet<Done>) {
         match done {
-            Done::Poll { started, result } => {
+            Done::Poll {
+                started,
+                loaded,
+                result,
+            } => {
                 self.polling = false;
                 metrics::histogram!("candlewick_poll_seconds")
                     .record(started.elapsed().as_secs_f64());
                 match result {
-                    Ok((position, work)) => self.on_success(position, work, tasks),
+                    Ok(poll) => self.on_success(poll, &loaded, tasks),
                     Err(e) => self.on_failure(e),
+                }
+                if !self.to_load.is_empty() && self.failures == 0 {
+                    // Viewers wait for these windows: read them now, not at the next tick.
+                    self.start_poll(tasks);
                 }
             }
             Done::Refresh(result) => {
@@ -231,30 +256,44 @@ impl Poller {
             .is_some_and(|s| s.elapsed() > JOURNAL_RETENTION - Duration::from_secs(300))
     }
 
-    fn on_success(&mut self, position: Position, work: Work, tasks: &mut JoinSet<Done>) {
-        self.position = Some(position);
+    /// Reads every loaded window again at the next poll: changes may have been missed (a
+    /// TRUNCATE, or an outage longer than the journal keeps).
+    fn forget_position(&mut self) {
+        self.position = None;
+        for symbol in self.candles.symbols() {
+            self.to_load.entry(symbol.to_owned()).or_default();
+        }
+    }
+
+    fn on_success(&mut self, poll: PollResult, loaded: &[String], tasks: &mut JoinSet<Done>) {
+        if self.position.is_none() {
+            // Edits made while no poller watched (before start, or a TRUNCATE) may sit in
+            // materialized minutes.
+            self.refresher.everything(Utc::now().timestamp());
+        }
+        self.position = poll.position;
         self.failures = 0;
         self.next_attempt = Instant::now();
-        let now = Utc::now().timestamp();
-        match work {
-            Work::Reload(rows) => {
-                self.reload(rows);
-                // Edits made while no poller watched (before start, or a TRUNCATE) may sit in
-                // materialized minutes.
-                self.refresher.everything(now);
-            }
-            Work::Changes(changes) => {
-                self.refresher
-                    .changed(changes.minutes.iter().map(|m| m.t), now);
-                self.apply(changes);
+        self.refresher.periodic(Utc::now().timestamp());
+        self.apply(poll.changes);
+        for (symbol, candles) in poll.windows {
+            let changed = self.candles.load(&symbol, candles);
+            self.broadcast(&BTreeMap::from([(symbol, changed)]));
+        }
+        for symbol in loaded {
+            // Loaded: answer its viewers (a symbol asked for again meanwhile stays queued).
+            if let Some(waiting) = self.to_load.remove(symbol) {
+                for request in waiting {
+                    self.answer(request);
+                }
             }
         }
         self.start_refresh(tasks);
         for symbol in self.candles.trim(self.window_start().timestamp()) {
             self.hub.invalidate(&symbol);
         }
-        self.answer_waiting();
         self.hub.forget_unwatched();
+        self.drop_unwatched();
         if self.stale_since.take().is_some() {
             tracing::info!("database reachable again; viewers are up to date");
             self.hub
@@ -278,30 +317,37 @@ impl Poller {
         }
     }
 
-    fn on_subscribe(&mut self, request: Subscribe) {
-        if self.loaded {
-            let sub = self.subscribe(&request.symbol, request.interval);
-            let _ = request.reply.send(sub);
-        } else {
-            self.waiting.push(request);
+    fn on_subscribe(&mut self, request: Subscribe, tasks: &mut JoinSet<Done>) {
+        let loading = self.to_load.contains_key(&request.symbol);
+        if self.candles.is_loaded(&request.symbol) && !loading {
+            self.answer(request);
+            return;
         }
+        if self.stale_since.is_some() {
+            // Without a database, a viewer gets what we have, marked stale; its window is read
+            // (and sent as an update) once the database is back.
+            self.to_load.entry(request.symbol.clone()).or_default();
+            self.answer(request);
+            return;
+        }
+        self.to_load
+            .entry(request.symbol.clone())
+            .or_default()
+            .push(request);
+        self.start_poll(tasks);
     }
 
-    /// Answers the viewers that waited for the first read of the window.
-    fn answer_waiting(&mut self) {
-        self.loaded = true;
-        for request in std::mem::take(&mut self.waiting) {
-            let sub = self.subscribe(&request.symbol, request.interval);
-            let _ = request.reply.send(sub);
-        }
-    }
-
-    fn subscribe(&mut self, symbol: &str, interval: Interval) -> Subscription {
+    fn answer(&mut self, request: Subscribe) {
+        let Subscribe {
+            symbol,
+            interval,
+            reply,
+        } = request;
         let candles = &self.candles;
-        let mut sub = self.hub.subscribe(symbol, interval, || {
-            let series = candles.series(symbol, interval);
+        let mut sub = self.hub.subscribe(&symbol, interval, || {
+            let series = candles.series(&symbol, interval);
             ServerMsg::Snapshot {
-                symbol,
+                symbol: &symbol,
                 interval,
                 candles: &series,
             }
@@ -310,7 +356,27 @@ impl Poller {
         // Read together with the snapshot: a status sent before it is never missed, one sent
         // after it is in `updates`.
         sub.stale = self.stale_since.is_some();
-        sub
+        self.unwatched_since.remove(&symbol);
+        let _ = reply.send(sub);
+    }
+
+    /// Drops the windows nobody has watched for `keep_unwatched`; their changes are picked up
+    /// when they are read again.
+    fn drop_unwatched(&mut self) {
+        let now = Instant::now();
+        let symbols: Vec<String> = self.candles.symbols().map(str::to_owned).collect();
+        for symbol in symbols {
+            if self.hub.is_watched(&symbol) || self.to_load.contains_key(&symbol) {
+                self.unwatched_since.remove(&symbol);
+                continue;
+            }
+            let since = *self.unwatched_since.entry(symbol.clone()).or_insert(now);
+            if now.duration_since(since) >= self.settings.keep_unwatched {
+                self.candles.unload(&symbol);
+                self.hub.invalidate(&symbol);
+                self.unwatched_since.remove(&symbol);
+            }
+        }
     }
 
     fn on_failure(&mut self, e: anyhow::Error) {
@@ -329,57 +395,35 @@ impl Poller {
             tracing::warn!(error = %e, retry_in = ?backoff, "poll failed again");
         }
         // Without a database, waiting viewers get what we have, marked stale.
-        self.answer_waiting();
-    }
-
-    /// Replaces the window, telling viewers whatever differs from what they have.
-    fn reload(&mut self, rows: Vec<(String, Candle)>) {
-        let fresh = CandleWindow::from_candles(rows);
-        let mut changed: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
-        let symbols: BTreeSet<String> = self
-            .candles
-            .symbols()
-            .chain(fresh.symbols())
-            .map(str::to_owned)
-            .collect();
-        for s in &symbols {
-            let old = self.candles.minutes(s).cloned().unwrap_or_default();
-            let new = fresh.minutes(s).cloned().unwrap_or_default();
-            let keys: BTreeSet<i64> = old.keys().chain(new.keys()).copied().collect();
-            let diff: BTreeSet<i64> = keys
-                .into_iter()
-                .filter(|t| old.get(t) != new.get(t))
-                .collect();
-            if !diff.is_empty() {
-                changed.insert(s.clone(), diff);
-            }
+        let waiting: Vec<Subscribe> = self.to_load.values_mut().flat_map(std::mem::take).collect();
+        for request in waiting {
+            self.answer(request);
         }
-        self.candles = fresh;
-        self.broadcast(&changed);
     }
 
     fn apply(&mut self, changes: Changes) {
-        if changes.reload {
-            // Wholesale change (TRUNCATE): read the whole window again on the next tick.
-            self.position = None;
-            self.next_attempt = Instant::now();
+        if let Some((first, last)) = changes.old {
+            self.refresher.changed(first, last);
         }
-        let oldest = self.window_start().timestamp();
         let mut changed: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
         for m in changes.minutes {
-            if m.t < oldest {
-                continue;
-            }
             if self.candles.apply(&m.symbol, m.t, m.candle) {
                 changed.entry(m.symbol).or_default().insert(m.t);
             }
         }
         self.broadcast(&changed);
+        if changes.reload {
+            // Wholesale change (TRUNCATE): read every window again, at once.
+            self.forget_position();
+        }
     }
 
     /// One serialized update per watched (symbol, interval).
     fn broadcast(&mut self, changed: &BTreeMap<String, BTreeSet<i64>>) {
         for (symbol, minutes) in changed {
+            if minutes.is_empty() {
+                continue;
+            }
             for interval in self.hub.watched_intervals(symbol) {
                 let d = self.candles.delta(symbol, interval, minutes);
                 if d.is_empty() {

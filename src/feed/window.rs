@@ -24,14 +24,33 @@ impl Delta {
 }
 
 impl CandleWindow {
-    pub fn from_candles(rows: impl IntoIterator<Item = (String, Candle)>) -> Self {
-        let mut w = Self::default();
-        for (symbol, c) in rows {
-            w.symbols.entry(symbol).or_default().insert(c.t, c);
-        }
-        w
+    /// Holds exactly `candles` (ascending or not) for `symbol`, loaded or not before; returns
+    /// the minutes that differ from what was held.
+    pub fn load(&mut self, symbol: &str, candles: Vec<Candle>) -> BTreeSet<i64> {
+        let fresh: BTreeMap<i64, Candle> = candles.into_iter().map(|c| (c.t, c)).collect();
+        let old = self
+            .symbols
+            .insert(symbol.to_owned(), fresh)
+            .unwrap_or_default();
+        let new = &self.symbols[symbol];
+        old.keys()
+            .chain(new.keys())
+            .filter(|t| old.get(t) != new.get(t))
+            .copied()
+            .collect()
     }
 
+    /// Forgets `symbol` (nobody watches it any more).
+    pub fn unload(&mut self, symbol: &str) {
+        self.symbols.remove(symbol);
+    }
+
+    /// Whether `symbol`'s window is held (possibly empty: it has no candles yet).
+    pub fn is_loaded(&self, symbol: &str) -> bool {
+        self.symbols.contains_key(symbol)
+    }
+
+    /// The loaded symbols.
     pub fn symbols(&self) -> impl Iterator<Item = &str> {
         self.symbols.keys().map(String::as_str)
     }
@@ -40,36 +59,27 @@ impl CandleWindow {
         self.symbols.values().map(BTreeMap::len).sum()
     }
 
-    /// Sets (or, with `None`, removes) one minute. Returns whether anything changed.
+    /// Sets (or, with `None`, removes) one minute of a loaded symbol. Returns whether anything
+    /// changed; a symbol that is not loaded is left alone.
     pub fn apply(&mut self, symbol: &str, t: i64, candle: Option<Candle>) -> bool {
+        let Some(m) = self.symbols.get_mut(symbol) else {
+            return false;
+        };
         match candle {
-            Some(c) => {
-                let m = self.symbols.entry(symbol.to_owned()).or_default();
-                m.insert(t, c) != Some(c)
-            }
-            None => {
-                let Some(m) = self.symbols.get_mut(symbol) else {
-                    return false;
-                };
-                let had = m.remove(&t).is_some();
-                if m.is_empty() {
-                    self.symbols.remove(symbol);
-                }
-                had
-            }
+            Some(c) => m.insert(t, c) != Some(c),
+            None => m.remove(&t).is_some(),
         }
     }
 
     /// Drops candles before `oldest` (the window slid past them); returns the symbols that lost some.
     pub fn trim(&mut self, oldest: i64) -> Vec<String> {
         let mut trimmed = Vec::new();
-        self.symbols.retain(|symbol, m| {
+        for (symbol, m) in &mut self.symbols {
             if m.first_key_value().is_some_and(|(t, _)| *t < oldest) {
                 *m = m.split_off(&oldest);
                 trimmed.push(symbol.clone());
             }
-            !m.is_empty()
-        });
+        }
         trimmed
     }
 
@@ -99,11 +109,6 @@ impl CandleWindow {
         }
         d
     }
-
-    /// All minutes of `symbol` (for diffing a reload against what viewers have).
-    pub fn minutes(&self, symbol: &str) -> Option<&BTreeMap<i64, Candle>> {
-        self.symbols.get(symbol)
-    }
 }
 
 #[cfg(test)]
@@ -121,13 +126,22 @@ mod tests {
         }
     }
 
+    fn window(symbol: &str, candles: Vec<Candle>) -> CandleWindow {
+        let mut w = CandleWindow::default();
+        w.load(symbol, candles);
+        w
+    }
+
     #[test]
     fn five_minute_candles_roll_up_from_one_minute_ones() {
-        let w = CandleWindow::from_candles([
-            ("A".to_owned(), c(0, 10.0, 12.0, 9.0, 11.0, 1.0)),
-            ("A".to_owned(), c(60, 11.0, 15.0, 10.0, 14.0, 2.0)),
-            ("A".to_owned(), c(300, 14.0, 14.0, 13.0, 13.5, 0.5)),
-        ]);
+        let w = window(
+            "A",
+            vec![
+                c(0, 10.0, 12.0, 9.0, 11.0, 1.0),
+                c(60, 11.0, 15.0, 10.0, 14.0, 2.0),
+                c(300, 14.0, 14.0, 13.0, 13.5, 0.5),
+            ],
+        );
         assert_eq!(
             w.series("A", Interval::M5),
             vec![
@@ -139,26 +153,56 @@ mod tests {
 
     #[test]
     fn removing_the_last_minute_of_a_bucket_reports_it_removed() {
-        let mut w = CandleWindow::from_candles([("A".to_owned(), c(60, 1.0, 1.0, 1.0, 1.0, 1.0))]);
+        let mut w = window("A", vec![c(60, 1.0, 1.0, 1.0, 1.0, 1.0)]);
         assert!(w.apply("A", 60, None));
         let d = w.delta("A", Interval::M5, &BTreeSet::from([60]));
         assert_eq!(d.removed, vec![0]);
         assert!(d.candles.is_empty());
+        assert!(w.is_loaded("A"), "an empty window is still loaded");
     }
 
     #[test]
     fn an_unchanged_candle_is_not_a_change() {
-        let mut w = CandleWindow::default();
+        let mut w = window("A", Vec::new());
         assert!(w.apply("A", 0, Some(c(0, 1.0, 1.0, 1.0, 1.0, 1.0))));
         assert!(!w.apply("A", 0, Some(c(0, 1.0, 1.0, 1.0, 1.0, 1.0))));
     }
 
     #[test]
+    fn changes_to_a_symbol_that_is_not_loaded_are_left_alone() {
+        let mut w = CandleWindow::default();
+        assert!(!w.apply("A", 0, Some(c(0, 1.0, 1.0, 1.0, 1.0, 1.0))));
+        assert!(!w.is_loaded("A"));
+    }
+
+    #[test]
+    fn loading_again_reports_the_minutes_that_differ() {
+        let mut w = window(
+            "A",
+            vec![
+                c(0, 1.0, 1.0, 1.0, 1.0, 1.0),
+                c(60, 1.0, 1.0, 1.0, 1.0, 1.0),
+            ],
+        );
+        let changed = w.load(
+            "A",
+            vec![
+                c(60, 2.0, 2.0, 2.0, 2.0, 1.0),
+                c(120, 1.0, 1.0, 1.0, 1.0, 1.0),
+            ],
+        );
+        assert_eq!(changed, BTreeSet::from([0, 60, 120]));
+    }
+
+    #[test]
     fn trimming_drops_only_old_minutes() {
-        let mut w = CandleWindow::from_candles([
-            ("A".to_owned(), c(0, 1.0, 1.0, 1.0, 1.0, 1.0)),
-            ("A".to_owned(), c(120, 1.0, 1.0, 1.0, 1.0, 1.0)),
-        ]);
+        let mut w = window(
+            "A",
+            vec![
+                c(0, 1.0, 1.0, 1.0, 1.0, 1.0),
+                c(120, 1.0, 1.0, 1.0, 1.0, 1.0),
+            ],
+        );
         assert_eq!(w.trim(60), vec!["A".to_owned()]);
         assert_eq!(w.series("A", Interval::M1).len(), 1);
         assert!(w.trim(60).is_empty(), "nothing left to trim");

@@ -970,7 +970,7 @@ async fn insert_tick(
         .expect("INSERT INTO ticks");
 }
 
-/// Waits until some session of this database waits for an advisory lock.
+/// Waits until some session of this database waits for a lock (the minute's candle row).
 async fn a_writer_waits_for_the_minute_lock(pool: &PgPool) {
     eventually(
         Duration::from_secs(10),
@@ -981,7 +981,7 @@ async fn a_writer_waits_for_the_minute_lock(pool: &PgPool) {
             SELECT count(*)
             FROM pg_locks l
             JOIN pg_stat_activity a ON a.pid = l.pid
-            WHERE l.locktype = 'advisory' AND NOT l.granted AND a.datname = current_database()
+            WHERE NOT l.granted AND a.datname = current_database()
             "#,
             )
             .fetch_one(pool)
@@ -1011,6 +1011,12 @@ async fn commit_t1_then_t2(
         .await
         .expect("T2 to finish")
         .expect("T2 task");
+    // On TimescaleDB, what readers see once the edited minutes are refreshed (as the poller
+    // does): a refresh that ran meanwhile may have materialized the minute half-way.
+    flavour
+        .refresh(pool, at("2024-07-03T06:00:00Z"), at("2024-07-03T07:00:00Z"))
+        .await
+        .expect("refreshing");
 }
 
 /// Asserts the stored candle of `symbol` for the minute starting at `minute`.
@@ -1206,6 +1212,62 @@ pub async fn parallel_writers_keep_candles_exact(pool: &PgPool, flavour: Flavour
 async fn parallel_writers_of_the_same_minutes_leave_exact_candles() {
     let app = spawn_app().await;
     parallel_writers_keep_candles_exact(
+        &app.pool,
+        Flavour::detect(&app.pool).await.expect("flavour"),
+    )
+    .await;
+}
+
+/// Eight connections insert one tick per statement into the same minute at once (the hot
+/// symbol of a live feed): every tick counts in the candle, open and close are the earliest
+/// and latest, whatever order the inserts commit in.
+pub async fn concurrent_inserts_into_one_hot_minute(pool: &PgPool, flavour: Flavour) {
+    const WRITERS: i64 = 8;
+    const TICKS: i64 = 40;
+    let minute = at("2024-07-03T08:00:00Z").timestamp_micros();
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = pool.acquire().await.expect("a connection");
+            let mut rng = StdRng::seed_from_u64(seed() ^ (w as u64 + 100));
+            for i in 0..TICKS {
+                // Distinct times across writers, interleaved through the whole minute.
+                let micros = minute + (i * WRITERS + w) * (MINUTE / (TICKS * WRITERS));
+                sqlx::query("INSERT INTO ticks VALUES ($1, 'HOT/USD', $2, $3)")
+                    .bind(at_micros(micros))
+                    .bind(rng.random_range(1.0..100.0f64))
+                    .bind(rng.random_range(0..64) as f64 / 8.0)
+                    .execute(&mut *conn)
+                    .await
+                    .unwrap_or_else(|e| panic!("writer {w}: {e}"));
+            }
+        }));
+    }
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(120), t)
+            .await
+            .expect("a writer to finish")
+            .expect("writer task");
+    }
+    flavour
+        .refresh(pool, at_micros(minute - MINUTE), at_micros(minute + MINUTE))
+        .await
+        .expect("refreshing");
+    let got = stored_candles(pool).await;
+    let key = ("HOT/USD".to_owned(), minute / 1_000_000);
+    assert_eq!(
+        got.get(&key).map(|c| c.trades),
+        Some(WRITERS * TICKS),
+        "every insert counts in the hot minute"
+    );
+    assert_candles_match_ticks(pool, "after concurrent inserts into one minute").await;
+}
+
+#[actix_web::test]
+async fn concurrent_inserts_into_one_hot_minute_keep_its_candle_exact() {
+    let app = spawn_app().await;
+    concurrent_inserts_into_one_hot_minute(
         &app.pool,
         Flavour::detect(&app.pool).await.expect("flavour"),
     )

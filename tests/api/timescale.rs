@@ -7,7 +7,6 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use candlewick::db::journal::{load_window, poll_changes};
 use candlewick::db::{self, Flavour};
 use candlewick::domain::Candle;
 use secrecy::{ExposeSecret, SecretString};
@@ -16,6 +15,7 @@ use tokio::sync::OnceCell;
 
 use crate::candles::{at, stored_candles};
 use crate::helpers::{TestApp, spawn_app_on};
+use crate::journal::{load_window, poll_changes};
 
 const VAR: &str = "CANDLEWICK_TEST_TIMESCALEDB_URL";
 const PREFIX: &str = "cw_test_";
@@ -79,7 +79,7 @@ async fn drop_leftovers(url: &str) {
 }
 
 /// A fresh database on the TimescaleDB server, migrated; asserts the TimescaleDB flavour.
-struct TsDatabase {
+pub struct TsDatabase {
     server: String,
     name: String,
     url: SecretString,
@@ -87,7 +87,7 @@ struct TsDatabase {
 }
 
 impl TsDatabase {
-    async fn create(server: &str) -> Self {
+    pub async fn create(server: &str) -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         if std::env::var_os("TEST_LOG").is_some() {
             candlewick::telemetry::init();
@@ -121,12 +121,12 @@ impl TsDatabase {
         }
     }
 
-    async fn app(&self) -> TestApp {
+    pub async fn app(&self) -> TestApp {
         spawn_app_on(self.name.clone(), self.url.clone(), &[]).await
     }
 
     /// Called at the end of a passing test (a failing one leaves its database to look at).
-    async fn drop(self, app: Option<TestApp>) {
+    pub async fn drop(self, app: Option<TestApp>) {
         if let Some(app) = app {
             app.stop().await;
             app.pool.close().await;
@@ -210,6 +210,7 @@ async fn on_timescaledb_concurrent_writers_leave_exact_candles() {
     let ts = TsDatabase::create(&server).await;
     crate::candles::concurrent_writers_of_one_minute(&ts.pool, Flavour::TimescaleDb).await;
     crate::candles::parallel_writers_keep_candles_exact(&ts.pool, Flavour::TimescaleDb).await;
+    crate::candles::concurrent_inserts_into_one_hot_minute(&ts.pool, Flavour::TimescaleDb).await;
     ts.drop(None).await;
 }
 

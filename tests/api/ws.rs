@@ -378,71 +378,13 @@ async fn psql_edits_of_an_old_minute_reach_viewers_on_postgresql() {
 
 #[actix_web::test]
 async fn psql_edits_of_an_old_minute_reach_viewers_on_timescaledb() {
-    let Some(app) = timescaledb_app().await else {
-        eprintln!("skipped: set CANDLEWICK_TEST_TIMESCALEDB_URL to run this test on TimescaleDB");
+    let Some(server) = crate::timescale::server_url() else {
         return;
     };
-    assert_eq!(
-        app.psql("SELECT value FROM candlewick_meta WHERE key = 'flavour'")
-            .trim(),
-        "timescaledb"
-    );
+    let ts = crate::timescale::TsDatabase::create(&server).await;
+    let app = ts.app().await;
     psql_edits_of_an_old_minute_reach_viewers(&app).await;
-    app.stop().await;
-    app.pool.close().await;
-    drop_timescaledb_database(&app.db_name).await;
-}
-
-async fn timescaledb_admin() -> Option<(secrecy::SecretString, sqlx::PgConnection)> {
-    use sqlx::Connection;
-    let server: secrecy::SecretString = std::env::var("CANDLEWICK_TEST_TIMESCALEDB_URL")
-        .ok()?
-        .into();
-    let options =
-        candlewick::db::connect_options(&server).expect("CANDLEWICK_TEST_TIMESCALEDB_URL parses");
-    let admin = sqlx::PgConnection::connect_with(&options)
-        .await
-        .expect("connecting to the TimescaleDB server");
-    Some((server, admin))
-}
-
-/// A server over a fresh database on the TimescaleDB server named by
-/// `CANDLEWICK_TEST_TIMESCALEDB_URL`, or `None` when that is not set.
-async fn timescaledb_app() -> Option<TestApp> {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let (server, mut admin) = timescaledb_admin().await?;
-    let name = format!(
-        "ws_test_{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
-    sqlx::query(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
-        .execute(&mut admin)
-        .await
-        .expect("creating a test database on the TimescaleDB server");
-    let mut url = url::Url::parse(secrecy::ExposeSecret::expose_secret(&server)).expect("a URL");
-    url.set_path(&name);
-    let url: secrecy::SecretString = url.to_string().into();
-    let pool = sqlx::PgPool::connect_with(candlewick::db::connect_options(&url).expect("URL"))
-        .await
-        .expect("connecting");
-    candlewick::db::migrate(&pool)
-        .await
-        .expect("migrating the TimescaleDB test database");
-    pool.close().await;
-    Some(crate::helpers::spawn_app_on(name, url, &[]).await)
-}
-
-async fn drop_timescaledb_database(name: &str) {
-    if let Some((_, mut admin)) = timescaledb_admin().await {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#
-        )))
-        .execute(&mut admin)
-        .await
-        .expect("dropping the TimescaleDB test database");
-    }
+    ts.drop(Some(app)).await;
 }
 
 #[actix_web::test]
@@ -994,4 +936,33 @@ async fn eventually_status(app: &TestApp, path: &str, status: u16) {
         || async { (app.get(path).await.status() == status).then_some(()) },
     )
     .await;
+}
+
+/// A symbol nobody watches is not kept in memory: its window is dropped once its last viewer
+/// has been gone `--keep-unwatched`, and the next viewer's snapshot is read afresh. (The edit
+/// below goes to the candle table behind the journal's back, so only a fresh read shows it.)
+#[actix_web::test]
+async fn an_unwatched_symbol_is_read_afresh_for_its_next_viewer() {
+    let app = spawn_app_with(&["--keep-unwatched", "300ms"]).await;
+    let t = bucket_of(now() - 600, 60) + 5;
+    let r = app
+        .post_ticks_json(&json!([tick(t, "COLD/USD", 10.0, 1.0)]))
+        .await;
+    assert_eq!(r.status(), 201);
+    let (mut first, snapshot) = snapshot_with(&app, "symbol=COLD/USD", 1).await;
+    assert_eq!(snapshot["candles"][0][4], json!(10.0));
+    first.close(None).await.expect("closing the first viewer");
+    drop(first);
+    // Several polls after the viewer left: the window is gone.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    app.psql(
+        "UPDATE candlewick_candles SET open = 12, high = 12, low = 12, close = 12 \
+         WHERE symbol = 'COLD/USD'",
+    );
+    let (_second, snapshot) = snapshot_with(&app, "symbol=COLD/USD", 1).await;
+    assert_eq!(
+        snapshot["candles"][0],
+        candle(bucket_of(t, 60), 12.0, 12.0, 12.0, 12.0, 1.0),
+        "the next viewer's snapshot is read from the database, not from memory"
+    );
 }
