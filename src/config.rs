@@ -95,6 +95,10 @@ pub struct Settings {
     /// How long a symbol's candles stay in memory after its last viewer left (e.g. `5m`).
     #[arg(long, env = "CANDLEWICK_KEEP_UNWATCHED", default_value = "5m", value_parser = parse_duration)]
     pub keep_unwatched: Duration,
+    /// Browser origins besides the server's own that may open `/ws`, comma-separated
+    /// (`https://a.example,https://b.example`; `*` allows every origin).
+    #[arg(long, env = "CANDLEWICK_ALLOWED_ORIGINS", default_value = "", value_parser = AllowedOrigins::parse)]
+    pub allowed_origins: AllowedOrigins,
     /// Mark the session cookie `Secure` (set when serving behind TLS).
     #[arg(long, env = "CANDLEWICK_SECURE_COOKIES")]
     pub secure_cookies: bool,
@@ -151,6 +155,45 @@ impl Cli {
     }
 }
 
+/// Browser origins allowed to open `/ws` besides the server's own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowedOrigins {
+    any: bool,
+    /// Lowercased `scheme://host[:port]`.
+    origins: Vec<String>,
+}
+
+impl AllowedOrigins {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut allowed = Self::default();
+        for o in s.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            if o == "*" {
+                allowed.any = true;
+                continue;
+            }
+            let u = url::Url::parse(o).map_err(|e| format!("'{o}' is not an origin ({e})"))?;
+            if u.host_str().is_none() || u.path() != "/" || u.query().is_some() {
+                return Err(format!(
+                    "'{o}' is not an origin: give scheme://host[:port], like https://charts.example"
+                ));
+            }
+            allowed
+                .origins
+                .push(u.origin().ascii_serialization().to_ascii_lowercase());
+        }
+        Ok(allowed)
+    }
+
+    /// Whether a browser's `Origin` header value is on the list.
+    pub fn allows(&self, origin: &str) -> bool {
+        self.any
+            || url::Url::parse(origin).is_ok_and(|u| {
+                let origin = u.origin().ascii_serialization().to_ascii_lowercase();
+                self.origins.contains(&origin)
+            })
+    }
+}
+
 fn parse_symbol(s: &str) -> Result<Symbol, String> {
     Symbol::parse(s).map_err(|e| e.to_string())
 }
@@ -182,6 +225,25 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn allowed_origins_are_compared_by_scheme_host_and_port() {
+        let allowed = AllowedOrigins::parse("https://Charts.example, http://localhost:3000")
+            .expect("valid origins");
+        assert!(allowed.allows("https://charts.example"));
+        assert!(allowed.allows("https://charts.example:443"));
+        assert!(allowed.allows("http://localhost:3000"));
+        assert!(!allowed.allows("http://charts.example"));
+        assert!(!allowed.allows("https://evil.example"));
+        assert!(!allowed.allows("null"));
+        assert!(
+            AllowedOrigins::parse("*")
+                .expect("any")
+                .allows("https://evil.example")
+        );
+        assert!(AllowedOrigins::parse("not an origin").is_err());
+        assert!(AllowedOrigins::parse("https://a.example/path").is_err());
     }
 
     #[test]

@@ -66,6 +66,7 @@ impl Application {
             health,
             metrics: crate::telemetry::metrics_handle(),
             secure_cookies: settings.secure_cookies,
+            allowed_origins: Arc::new(settings.allowed_origins.clone()),
             shutdown: shutdown.clone(),
         };
         let auth = web::Data::new(Auth::new(admin_token));

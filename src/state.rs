@@ -6,6 +6,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::AllowedOrigins;
 use crate::domain::Symbol;
 use crate::feed::Feed;
 use crate::health::Health;
@@ -19,6 +20,8 @@ pub struct AppState {
     pub health: Arc<Health>,
     pub metrics: PrometheusHandle,
     pub secure_cookies: bool,
+    /// Browser origins besides our own that may open `/ws`.
+    pub allowed_origins: Arc<AllowedOrigins>,
     /// Cancelled when the server stops: long-lived sessions end themselves.
     pub shutdown: CancellationToken,
 }

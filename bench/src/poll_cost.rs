@@ -291,7 +291,11 @@ async fn query_costs(
             exec_times(
                 cluster,
                 db,
-                &["WITH lock_order AS", "SELECT bucket, open", "SELECT date_bin"],
+                &[
+                    "WITH lock_order AS",
+                    "SELECT bucket, open",
+                    "SELECT date_bin",
+                ],
             )
             .await?
         }

@@ -1,87 +1,182 @@
-//! Wire messages and the per-(symbol, interval) broadcast channels they go out on.
+//! The broadcast channel per (symbol, interval): updates serialized once and numbered, the last
+//! few kept for viewers that reconnect, and snapshots cached per (limit, format) until the next
+//! change, so a join costs one copy of shared bytes, not a serialization per viewer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
-use serde::Serialize;
+use rand::distr::{Alphanumeric, SampleString};
 use tokio::sync::broadcast;
 
+use super::wire::{Format, Frame, ServerMsg, Want};
 use crate::domain::{Candle, Interval};
 
 /// Messages buffered per channel before a slow viewer counts as lagging (and gets a snapshot).
 pub const CHANNEL_CAPACITY: usize = 64;
+/// Updates kept per channel for viewers that reconnect and resume.
+pub const RESUME_BUFFER: usize = 64;
+/// Snapshots (by limit and format) cached per channel; the page asks for a few limit classes.
+const SNAPSHOTS_KEPT: usize = 4;
+/// A channel whose last viewer left keeps numbering and keeping updates this long (at most),
+/// so a chart that reconnects after a network blip resumes instead of loading a snapshot.
+pub const RESUME_GRACE: Duration = Duration::from_secs(60);
 
-/// Server → viewer messages (the WebSocket protocol in README.md, "Using it").
-#[derive(Debug, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ServerMsg<'a> {
-    Snapshot {
-        symbol: &'a str,
-        interval: Interval,
-        candles: &'a [Candle],
-    },
-    Update {
-        symbol: &'a str,
-        interval: Interval,
-        candles: &'a [Candle],
-        removed: &'a [i64],
-    },
-    Status {
-        stale: bool,
-    },
+/// An update as it goes out on a channel: its number and its serialized text.
+#[derive(Debug, Clone)]
+pub struct Update {
+    pub seq: u64,
+    pub frame: ByteString,
 }
 
-impl ServerMsg<'_> {
-    /// Serialized once; the same bytes go to every viewer.
-    pub fn to_frame(&self) -> ByteString {
-        // unwrap: these types always serialize (finite floats are checked at the edges; a
-        // non-finite one becomes `null` in serde_json).
-        serde_json::to_string(self)
-            .map(ByteString::from)
-            .unwrap_or_else(|_| ByteString::from_static("{}"))
-    }
-}
-
-/// What a viewer gets when it subscribes: the snapshot and, with no gap between, the updates.
+/// What a viewer gets when it subscribes: the first frames (a snapshot, or a resume and the
+/// updates it missed) and, with no gap between, the updates after them.
 #[derive(Debug)]
 pub struct Subscription {
-    pub snapshot: ByteString,
-    pub updates: broadcast::Receiver<ByteString>,
+    pub first: Vec<Frame>,
+    pub updates: broadcast::Receiver<Update>,
     /// Whether the data is stale right now (the status frames before this were not seen).
     pub stale: bool,
 }
 
 #[derive(Debug)]
 struct Channel {
-    tx: broadcast::Sender<ByteString>,
-    /// The serialized snapshot, reused by every viewer until the next change.
-    snapshot: Option<ByteString>,
+    tx: broadcast::Sender<Update>,
+    /// The hub's update number when this channel was made: a viewer's older number is not
+    /// this channel's.
+    born: u64,
+    /// The last update sent here (`born` before any).
+    last_seq: u64,
+    /// The newest updates, for resuming viewers; `evicted` is the newest number dropped.
+    recent: VecDeque<Update>,
+    evicted: u64,
+    /// Serialized snapshots by (limit, format), newest last, reused until the next change.
+    snapshots: Vec<((Option<usize>, Format), Frame)>,
+    /// Since when nobody listens (`None` while someone does).
+    unwatched_since: Option<Instant>,
 }
 
-/// The broadcast channels, keyed by symbol and interval. Owned by the poller actor.
-#[derive(Debug, Default)]
+impl Channel {
+    /// Someone listens, or did within `grace` (`now` updates the bookkeeping).
+    fn alive(&mut self, now: Instant, grace: Duration) -> bool {
+        if self.tx.receiver_count() > 0 {
+            self.unwatched_since = None;
+            return true;
+        }
+        let since = *self.unwatched_since.get_or_insert(now);
+        now.duration_since(since) < grace
+    }
+
+    /// The updates after `seq`, when this channel still has all of them.
+    fn since(&self, seq: u64) -> Option<Vec<Frame>> {
+        if seq < self.born || seq < self.evicted || seq > self.last_seq {
+            return None;
+        }
+        Some(
+            self.recent
+                .iter()
+                .filter(|u| u.seq > seq)
+                .map(|u| Frame::Text(u.frame.clone()))
+                .collect(),
+        )
+    }
+}
+
+/// The broadcast channels, keyed by symbol and interval. Owned by the poller.
+#[derive(Debug)]
 pub struct Hub {
+    /// This server run: update numbers mean nothing to another run.
+    epoch: String,
+    /// The last update number handed out (across all channels).
+    seq: u64,
+    /// How long a channel nobody listens to is kept for reconnecting viewers.
+    grace: Duration,
     channels: HashMap<(String, Interval), Channel>,
 }
 
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new(RESUME_GRACE)
+    }
+}
+
 impl Hub {
-    /// A receiver for the channel and its cached snapshot (built by `make_snapshot` when absent).
-    pub fn subscribe(
-        &mut self,
-        symbol: &str,
-        interval: Interval,
-        make_snapshot: impl FnOnce() -> ByteString,
-    ) -> Subscription {
-        let ch = self
-            .channels
-            .entry((symbol.to_owned(), interval))
-            .or_insert_with(|| Channel {
-                tx: broadcast::channel(CHANNEL_CAPACITY).0,
-                snapshot: None,
-            });
-        let snapshot = ch.snapshot.get_or_insert_with(make_snapshot).clone();
+    /// A hub keeping channels nobody listens to for `grace` (at most [`RESUME_GRACE`]).
+    pub fn new(grace: Duration) -> Self {
+        Self {
+            epoch: Alphanumeric.sample_string(&mut rand::rng(), 12),
+            seq: 0,
+            grace: grace.min(RESUME_GRACE),
+            channels: HashMap::new(),
+        }
+    }
+
+    /// A receiver for the channel `want` names and its first frames: what the viewer missed if
+    /// it can resume, else the snapshot (built from `series`, all candles of the channel
+    /// ascending, when no cached one fits).
+    pub fn subscribe(&mut self, want: &Want, series: impl FnOnce() -> Vec<Candle>) -> Subscription {
+        let symbol = want.symbol.as_str();
+        let key = (symbol.to_owned(), want.interval);
+        if !self.channels.contains_key(&key) {
+            // A new number: a viewer's number from before the channel existed does not resume.
+            self.seq += 1;
+        }
+        let seq = self.seq;
+        let ch = self.channels.entry(key).or_insert_with(|| Channel {
+            tx: broadcast::channel(CHANNEL_CAPACITY).0,
+            born: seq,
+            last_seq: seq,
+            recent: VecDeque::new(),
+            evicted: 0,
+            snapshots: Vec::new(),
+            unwatched_since: None,
+        });
+        ch.unwatched_since = None;
+        let resumed = want
+            .resume
+            .as_ref()
+            .filter(|r| r.epoch == self.epoch)
+            .and_then(|r| Some((r.seq, ch.since(r.seq)?)));
+        let first = match resumed {
+            Some((seq, missed)) => {
+                let resume = ServerMsg::Resume {
+                    symbol,
+                    interval: want.interval,
+                    seq,
+                    epoch: &self.epoch,
+                };
+                std::iter::once(resume.to_frame(Format::Json))
+                    .chain(missed)
+                    .collect()
+            }
+            None => {
+                let key = (want.limit, want.format);
+                let cached = ch.snapshots.iter().find(|(k, _)| *k == key);
+                let frame = match cached {
+                    Some((_, frame)) => frame.clone(),
+                    None => {
+                        let all = series();
+                        let from = want.limit.map_or(0, |n| all.len().saturating_sub(n));
+                        let frame = ServerMsg::Snapshot {
+                            symbol,
+                            interval: want.interval,
+                            candles: &all[from..],
+                            seq: ch.last_seq,
+                            epoch: &self.epoch,
+                        }
+                        .to_frame(want.format);
+                        if ch.snapshots.len() == SNAPSHOTS_KEPT {
+                            ch.snapshots.remove(0);
+                        }
+                        ch.snapshots.push((key, frame.clone()));
+                        frame
+                    }
+                };
+                vec![frame]
+            }
+        };
         Subscription {
-            snapshot,
+            first,
             updates: ch.tx.subscribe(),
             stale: false,
         }
@@ -91,22 +186,21 @@ impl Hub {
     pub fn invalidate(&mut self, symbol: &str) {
         for ((s, _), ch) in &mut self.channels {
             if s == symbol {
-                ch.snapshot = None;
+                ch.snapshots.clear();
             }
         }
     }
 
-    /// Drops the channels nobody listens to any more. Without this, viewers asking for
-    /// symbols that never change would leave a channel and its snapshot behind for good.
+    /// Drops the channels nobody has listened to for the grace. Without this, viewers asking
+    /// for symbols that never change would leave a channel and its snapshots behind.
     pub fn forget_unwatched(&mut self) {
-        self.channels.retain(|_, ch| ch.tx.receiver_count() > 0);
+        let (now, grace) = (Instant::now(), self.grace);
+        self.channels.retain(|_, ch| ch.alive(now, grace));
     }
 
-    /// Whether anyone listens to a channel of `symbol`.
+    /// Whether a channel of `symbol` is kept (someone listens, or did a moment ago).
     pub fn is_watched(&self, symbol: &str) -> bool {
-        self.channels
-            .iter()
-            .any(|((s, _), ch)| s == symbol && ch.tx.receiver_count() > 0)
+        self.channels.keys().any(|(s, _)| s == symbol)
     }
 
     /// Open channels (for metrics and tests).
@@ -114,36 +208,71 @@ impl Hub {
         self.channels.len()
     }
 
-    /// Channels of `symbol` that someone listens to; drops the others' cached snapshots and
-    /// forgets channels nobody has listened to since.
+    /// The kept channels of `symbol` (their cached snapshots are dropped: a change came);
+    /// forgets those nobody has listened to for the grace.
     pub fn watched_intervals(&mut self, symbol: &str) -> Vec<Interval> {
+        let (now, grace) = (Instant::now(), self.grace);
         let mut watched = Vec::new();
         self.channels.retain(|(s, i), ch| {
             if s != symbol {
                 return true;
             }
-            ch.snapshot = None;
-            let listened = ch.tx.receiver_count() > 0;
-            if listened {
+            ch.snapshots.clear();
+            let alive = ch.alive(now, grace);
+            if alive {
                 watched.push(*i);
             }
-            listened
+            alive
         });
         watched.sort();
         watched
     }
 
-    /// Sends `frame` on one channel. No receivers is normal.
-    pub fn send(&self, symbol: &str, interval: Interval, frame: ByteString) {
-        if let Some(ch) = self.channels.get(&(symbol.to_owned(), interval)) {
-            let _ = ch.tx.send(frame);
+    /// Numbers, serializes and sends an update on one channel (and keeps it for resuming
+    /// viewers); its cached snapshots are out of date from now on.
+    pub fn send_update(
+        &mut self,
+        symbol: &str,
+        interval: Interval,
+        candles: &[Candle],
+        removed: &[i64],
+    ) {
+        let Some(ch) = self.channels.get_mut(&(symbol.to_owned(), interval)) else {
+            return;
+        };
+        self.seq += 1;
+        let update = Update {
+            seq: self.seq,
+            frame: ServerMsg::Update {
+                symbol,
+                interval,
+                candles,
+                removed,
+                seq: self.seq,
+            }
+            .to_text(),
+        };
+        ch.last_seq = self.seq;
+        ch.snapshots.clear();
+        if ch.recent.len() == RESUME_BUFFER
+            && let Some(old) = ch.recent.pop_front()
+        {
+            ch.evicted = old.seq;
         }
+        ch.recent.push_back(update.clone());
+        // No receivers is normal.
+        let _ = ch.tx.send(update);
     }
 
-    /// Sends `frame` to every viewer of every channel.
-    pub fn send_all(&self, frame: &ByteString) {
+    /// Sends a status frame to every viewer of every channel (not numbered: a resuming viewer
+    /// is told the status afresh).
+    pub fn send_status(&self, stale: bool) {
+        let frame = ServerMsg::Status { stale }.to_text();
         for ch in self.channels.values() {
-            let _ = ch.tx.send(frame.clone());
+            let _ = ch.tx.send(Update {
+                seq: ch.last_seq,
+                frame: frame.clone(),
+            });
         }
     }
 
@@ -154,17 +283,56 @@ impl Hub {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 mod tests {
     use super::*;
+    use crate::domain::Symbol;
+    use crate::feed::wire::Resume;
+
+    fn want(symbol: &str, limit: Option<usize>) -> Want {
+        Want {
+            symbol: Symbol::parse(symbol).unwrap(),
+            interval: Interval::M1,
+            limit,
+            format: Format::Json,
+            resume: None,
+        }
+    }
+
+    fn candles(n: i64) -> Vec<Candle> {
+        (0..n)
+            .map(|i| Candle {
+                t: i * 60,
+                open: 1.0,
+                high: 1.0,
+                low: 1.0,
+                close: 1.0,
+                volume: 1.0,
+            })
+            .collect()
+    }
+
+    fn text(frame: &Frame) -> serde_json::Value {
+        match frame {
+            Frame::Text(t) => serde_json::from_str(t).unwrap(),
+            Frame::Binary(_) => panic!("a text frame"),
+        }
+    }
 
     #[test]
-    fn channels_without_viewers_are_forgotten() {
+    fn channels_without_viewers_are_forgotten_after_the_grace() {
         let mut hub = Hub::default();
-        let kept = hub.subscribe("A", Interval::M1, || ByteString::from_static("a"));
-        let gone = hub.subscribe("NEVER/CHANGES", Interval::M5, || {
-            ByteString::from_static("b")
-        });
+        let kept = hub.subscribe(&want("A", None), Vec::new);
+        let gone = hub.subscribe(&want("NEVER/CHANGES", None), Vec::new);
         drop(gone);
+        hub.forget_unwatched();
+        assert_eq!(hub.channel_count(), 2, "kept for a reconnect");
+        if let Some(ch) = hub
+            .channels
+            .get_mut(&("NEVER/CHANGES".to_owned(), Interval::M1))
+        {
+            ch.unwatched_since = Some(Instant::now() - RESUME_GRACE);
+        }
         hub.forget_unwatched();
         assert_eq!(hub.channel_count(), 1);
         assert_eq!(hub.viewers(), 1);
@@ -172,19 +340,56 @@ mod tests {
     }
 
     #[test]
-    fn an_invalidated_snapshot_is_rebuilt() {
+    fn a_snapshot_holds_the_newest_limit_candles_and_is_reused_until_a_change() {
         let mut hub = Hub::default();
-        let _a = hub.subscribe("A", Interval::M1, || ByteString::from_static("old"));
+        let a = hub.subscribe(&want("A", Some(2)), || candles(5));
+        let snapshot = text(&a.first[0]);
+        assert_eq!(snapshot["candles"].as_array().unwrap().len(), 2);
+        assert_eq!(snapshot["candles"][0][0], 180);
+        let again = hub.subscribe(&want("A", Some(2)), || panic!("served from the cache"));
+        assert_eq!(again.first, a.first);
+        hub.send_update("A", Interval::M1, &candles(1), &[]);
+        let fresh = hub.subscribe(&want("A", Some(2)), || candles(3));
+        assert_eq!(text(&fresh.first[0])["candles"][0][0], 60);
+    }
+
+    #[test]
+    fn a_reconnect_resumes_with_the_updates_it_missed_or_gets_a_snapshot() {
+        let mut hub = Hub::default();
+        let first = hub.subscribe(&want("A", None), || candles(1));
+        let snapshot = text(&first.first[0]);
+        let epoch = snapshot["epoch"].as_str().unwrap().to_owned();
+        let seq = snapshot["seq"].as_u64().unwrap();
+        hub.send_update("A", Interval::M1, &candles(1), &[]);
+        hub.send_update("A", Interval::M1, &candles(1), &[]);
+        let mut back = want("A", None);
+        back.resume = Some(Resume {
+            epoch: epoch.clone(),
+            seq,
+        });
+        let resumed = hub.subscribe(&back, || panic!("no snapshot on resume"));
+        assert_eq!(text(&resumed.first[0])["type"], "resume");
         assert_eq!(
-            hub.subscribe("A", Interval::M1, || ByteString::from_static("new"))
-                .snapshot,
-            "old"
+            resumed.first.len(),
+            3,
+            "the resume and the two missed updates"
         );
-        hub.invalidate("A");
+        back.resume = Some(Resume {
+            epoch: "another run".into(),
+            seq,
+        });
+        let fresh = hub.subscribe(&back, || candles(1));
+        assert_eq!(text(&fresh.first[0])["type"], "snapshot");
+        for _ in 0..RESUME_BUFFER {
+            hub.send_update("A", Interval::M1, &candles(1), &[]);
+        }
+        back.resume = Some(Resume { epoch, seq });
+        let too_late = hub.subscribe(&back, || candles(1));
         assert_eq!(
-            hub.subscribe("A", Interval::M1, || ByteString::from_static("new"))
-                .snapshot,
-            "new"
+            text(&too_late.first[0])["type"],
+            "snapshot",
+            "the missed updates are no longer kept"
         );
+        drop(first);
     }
 }

@@ -2,13 +2,16 @@
 //!
 //! - `poller`: the task that owns the window and reads the change journal each poll;
 //! - `window`: the in-memory 1m candles and their roll-ups to wider intervals;
-//! - `hub`: the wire messages and the broadcast channel per (symbol, interval);
+//! - `hub`: the broadcast channel per (symbol, interval), its numbered updates and snapshots;
+//! - `wire`: the WebSocket protocol's messages;
 //! - `demo`: the synthetic feed of the default start.
 
 pub mod demo;
 pub mod hub;
 pub mod poller;
 pub mod window;
+pub mod wire;
 
-pub use hub::{ServerMsg, Subscription};
+pub use hub::{Subscription, Update};
 pub use poller::{Feed, FeedSettings};
+pub use wire::{Format, Frame, Resume, ServerMsg, Want};

@@ -21,12 +21,12 @@ use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use super::hub::{Hub, ServerMsg, Subscription};
+use super::hub::{Hub, Subscription};
 use super::window::CandleWindow;
+use super::wire::Want;
 use crate::db::Flavour;
 use crate::db::flavour::Refresher;
 use crate::db::journal::{self, Changes, PollRequest, PollResult, Position};
-use crate::domain::Interval;
 use crate::health::Health;
 
 /// How long the journal keeps changes; a poller away for longer reloads its windows instead.
@@ -71,25 +71,27 @@ impl Feed {
         Self { requests }
     }
 
-    /// The snapshot of `symbol` at `interval` and the updates after it; `None` once the poller
-    /// has stopped (the server is shutting down).
-    pub async fn subscribe(&self, symbol: &str, interval: Interval) -> Option<Subscription> {
+    /// The first frames of the channel `want` names (a snapshot, or what a resuming viewer
+    /// missed) and the updates after them; `None` once the poller has stopped (the server is
+    /// shutting down).
+    pub async fn subscribe(&self, want: Want) -> Option<Subscription> {
         let (reply, answer) = oneshot::channel();
-        let request = Subscribe {
-            symbol: symbol.to_owned(),
-            interval,
-            reply,
-        };
+        let request = Subscribe { want, reply };
         self.requests.send(request).await.ok()?;
         answer.await.ok()
     }
 }
 
-/// A viewer asks for a symbol and interval: it gets the snapshot and the updates after it.
+/// A viewer asks for a channel: it gets the first frames and the updates after them.
 struct Subscribe {
-    symbol: String,
-    interval: Interval,
+    want: Want,
     reply: oneshot::Sender<Subscription>,
+}
+
+impl Subscribe {
+    fn symbol(&self) -> &str {
+        self.want.symbol.as_str()
+    }
 }
 
 /// Database work the loop spawned, as it comes back.
@@ -129,10 +131,11 @@ impl Poller {
         Self {
             pool,
             refresher: settings.flavour.refresher(),
+            // A window is kept while its channels are: for reconnects, up to a minute.
+            hub: Hub::new(settings.keep_unwatched),
             settings,
             health,
             candles: CandleWindow::default(),
-            hub: Hub::default(),
             position: None,
             polling: false,
             failures: 0,
@@ -296,8 +299,7 @@ impl Poller {
         self.drop_unwatched();
         if self.stale_since.take().is_some() {
             tracing::info!("database reachable again; viewers are up to date");
-            self.hub
-                .send_all(&ServerMsg::Status { stale: false }.to_frame());
+            self.hub.send_status(false);
         }
         self.health.set_poll_ok(true);
         metrics::gauge!("candlewick_viewers").set(self.hub.viewers() as f64);
@@ -318,45 +320,35 @@ impl Poller {
     }
 
     fn on_subscribe(&mut self, request: Subscribe, tasks: &mut JoinSet<Done>) {
-        let loading = self.to_load.contains_key(&request.symbol);
-        if self.candles.is_loaded(&request.symbol) && !loading {
+        let loading = self.to_load.contains_key(request.symbol());
+        if self.candles.is_loaded(request.symbol()) && !loading {
             self.answer(request);
             return;
         }
         if self.stale_since.is_some() {
             // Without a database, a viewer gets what we have, marked stale; its window is read
             // (and sent as an update) once the database is back.
-            self.to_load.entry(request.symbol.clone()).or_default();
+            self.to_load.entry(request.symbol().to_owned()).or_default();
             self.answer(request);
             return;
         }
         self.to_load
-            .entry(request.symbol.clone())
+            .entry(request.symbol().to_owned())
             .or_default()
             .push(request);
         self.start_poll(tasks);
     }
 
     fn answer(&mut self, request: Subscribe) {
-        let Subscribe {
-            symbol,
-            interval,
-            reply,
-        } = request;
+        let Subscribe { want, reply } = request;
         let candles = &self.candles;
-        let mut sub = self.hub.subscribe(&symbol, interval, || {
-            let series = candles.series(&symbol, interval);
-            ServerMsg::Snapshot {
-                symbol: &symbol,
-                interval,
-                candles: &series,
-            }
-            .to_frame()
+        let mut sub = self.hub.subscribe(&want, || {
+            candles.series(want.symbol.as_str(), want.interval)
         });
         // Read together with the snapshot: a status sent before it is never missed, one sent
         // after it is in `updates`.
         sub.stale = self.stale_since.is_some();
-        self.unwatched_since.remove(&symbol);
+        self.unwatched_since.remove(want.symbol.as_str());
         let _ = reply.send(sub);
     }
 
@@ -389,8 +381,7 @@ impl Poller {
         if self.stale_since.is_none() {
             self.stale_since = Some(Instant::now());
             tracing::error!(error.cause_chain = ?e, "poll failed; viewers see stale data until the database is back");
-            self.hub
-                .send_all(&ServerMsg::Status { stale: true }.to_frame());
+            self.hub.send_status(true);
         } else {
             tracing::warn!(error = %e, retry_in = ?backoff, "poll failed again");
         }
@@ -429,15 +420,9 @@ impl Poller {
                 if d.is_empty() {
                     continue;
                 }
-                let frame = ServerMsg::Update {
-                    symbol,
-                    interval,
-                    candles: &d.candles,
-                    removed: &d.removed,
-                }
-                .to_frame();
                 metrics::counter!("candlewick_updates_sent_total").increment(1);
-                self.hub.send(symbol, interval, frame);
+                self.hub
+                    .send_update(symbol, interval, &d.candles, &d.removed);
             }
         }
     }

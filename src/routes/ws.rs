@@ -1,20 +1,23 @@
-//! `GET /ws`: a snapshot, then updates, for one symbol and interval at a time.
+//! `GET /ws`: a snapshot (or, for a reconnecting viewer, what it missed), then updates, for one
+//! symbol and interval at a time. The protocol is in README.md, "The WebSocket protocol".
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, rt, web};
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason};
-use bytestring::ByteString;
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::config::AllowedOrigins;
 use crate::domain::{Interval, Symbol};
 use crate::error::AppError;
-use crate::feed::{Feed, ServerMsg, Subscription};
+use crate::feed::wire::MAX_LIMIT;
+use crate::feed::{Feed, Format, Frame, Resume, ServerMsg, Subscription, Want};
 use crate::state::AppState;
 
 /// Ping cadence; keep ≤ a third of CLIENT_TIMEOUT.
@@ -31,6 +34,14 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 const STALLED_WRITE_TIMEOUT: Duration = SEND_TIMEOUT;
 /// Viewers only send small `subscribe` messages.
 const MAX_FRAME_BYTES: usize = 4 * 1024;
+/// Snapshots a viewer may ask for in a burst, and how fast that allowance comes back: a
+/// subscribe beyond it waits (only the latest one waiting is served).
+const SUBSCRIBE_BURST: f64 = 5.0;
+const SUBSCRIBES_PER_SEC: f64 = 2.0;
+/// Messages (text or binary; pings are answered, not counted) a viewer may send per
+/// [`FLOOD_WINDOW`] before it is closed as abusive (policy violation).
+const FLOOD_MESSAGES: u32 = 120;
+const FLOOD_WINDOW: Duration = Duration::from_secs(10);
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(ws_candles);
@@ -54,22 +65,29 @@ pub fn on_connect(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) 
 struct WsQuery {
     symbol: Option<String>,
     interval: Option<String>,
+    limit: Option<String>,
+    format: Option<String>,
+    since: Option<String>,
+    epoch: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum ClientMsg {
     Subscribe {
         symbol: String,
         interval: Option<String>,
+        limit: Option<usize>,
     },
 }
 
-fn channel_of(
+/// The channel and snapshot size named by `symbol`, `interval` and `limit` (empty: defaults).
+fn want(
     symbol: Option<&str>,
     interval: Option<&str>,
+    limit: Option<&str>,
     default: &Symbol,
-) -> Result<(Symbol, Interval), String> {
+) -> Result<Want, String> {
     let symbol = match symbol.filter(|s| !s.is_empty()) {
         Some(s) => Symbol::parse(s).map_err(|e| format!("symbol: {e}"))?,
         None => default.clone(),
@@ -78,7 +96,48 @@ fn channel_of(
         Some(i) => Interval::parse(i).map_err(|e| e.0)?,
         None => Interval::M1,
     };
-    Ok((symbol, interval))
+    let limit = match limit.filter(|s| !s.is_empty()) {
+        None => None,
+        Some(n) => match n.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Some(n),
+            _ => {
+                return Err(format!(
+                    "limit must be a whole number from 1 to {MAX_LIMIT}; got {n:?}"
+                ));
+            }
+        },
+    };
+    Ok(Want {
+        symbol,
+        interval,
+        limit,
+        format: Format::Json,
+        resume: None,
+    })
+}
+
+impl WsQuery {
+    fn want(&self, default: &Symbol) -> Result<Want, String> {
+        let mut w = want(
+            self.symbol.as_deref(),
+            self.interval.as_deref(),
+            self.limit.as_deref(),
+            default,
+        )?;
+        if let Some(f) = self.format.as_deref().filter(|f| !f.is_empty()) {
+            w.format = Format::parse(f)?;
+        }
+        // A reconnect names where it left off; anything unusable just means a snapshot.
+        if let (Some(since), Some(epoch)) = (&self.since, &self.epoch)
+            && let Ok(seq) = since.parse::<u64>()
+        {
+            w.resume = Some(Resume {
+                epoch: epoch.clone(),
+                seq,
+            });
+        }
+        Ok(w)
+    }
 }
 
 #[get("/ws")]
@@ -88,12 +147,10 @@ async fn ws_candles(
     q: web::Query<WsQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let (symbol, interval) = channel_of(
-        q.symbol.as_deref(),
-        q.interval.as_deref(),
-        &state.default_symbol,
-    )
-    .map_err(AppError::BadRequest)?;
+    check_origin(&req, &state.allowed_origins)?;
+    let want = q
+        .want(&state.default_symbol)
+        .map_err(AppError::BadRequest)?;
     let (response, session, stream) = actix_ws::handle(&req, body)
         .map_err(|e| AppError::BadRequest(format!("expected a WebSocket upgrade: {e}")))?;
     let stream = stream
@@ -106,12 +163,13 @@ async fn ws_candles(
         default_symbol: state.default_symbol.clone(),
         shutdown: state.shutdown.clone(),
     };
-    let span = tracing::info_span!("viewer", %peer, %symbol, %interval);
+    let span =
+        tracing::info_span!("viewer", %peer, symbol = %want.symbol, interval = %want.interval);
     // MessageStream is !Send: the session runs on this worker's local task set.
     rt::spawn(
         async move {
             metrics::gauge!("candlewick_ws_sessions").increment(1.0);
-            let reason = viewer.run(session.clone(), stream, symbol, interval).await;
+            let reason = viewer.run(session.clone(), stream, want).await;
             metrics::gauge!("candlewick_ws_sessions").decrement(1.0);
             tracing::debug!(?reason, "viewer disconnected");
             // A viewer that stopped reading has no room for the close frame: don't wait on it.
@@ -122,47 +180,91 @@ async fn ws_candles(
     Ok(response)
 }
 
+/// A browser's `Origin` must be this server's own or an allowed one: another site's page may
+/// not open viewers in its visitors' browsers. Scripts send no `Origin` and are let in.
+fn check_origin(req: &HttpRequest, allowed: &AllowedOrigins) -> Result<(), AppError> {
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or_default();
+    let own = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|host| {
+            url::Url::parse(origin).is_ok_and(|u| {
+                let authority = match u.port() {
+                    Some(p) => format!("{}:{p}", u.host_str().unwrap_or_default()),
+                    None => u.host_str().unwrap_or_default().to_owned(),
+                };
+                authority.eq_ignore_ascii_case(host)
+            })
+        });
+    if own || allowed.allows(origin) {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(format!(
+            "WebSocket connections from the origin {origin:?} are not allowed (see --allowed-origins)"
+        )))
+    }
+}
+
 struct Viewer {
     feed: Feed,
     default_symbol: Symbol,
     shutdown: CancellationToken,
 }
 
-impl Viewer {
-    async fn subscribe(&self, symbol: &Symbol, interval: Interval) -> Option<Subscription> {
-        self.feed.subscribe(symbol.as_str(), interval).await
-    }
+/// Why the session loop ended, as the close frame says it.
+fn close(code: CloseCode, why: &str) -> Option<CloseReason> {
+    Some(CloseReason {
+        code,
+        description: Some(why.into()),
+    })
+}
 
+impl Viewer {
     /// The session loop; returns why it ended.
     async fn run(
         &self,
         mut session: actix_ws::Session,
         mut stream: actix_ws::AggregatedMessageStream,
-        mut symbol: Symbol,
-        mut interval: Interval,
+        mut want: Want,
     ) -> Option<CloseReason> {
-        let going_away = Some(CloseReason {
-            code: CloseCode::Away,
-            description: Some("server shutting down".into()),
-        });
-        let Some(mut sub) = self.subscribe(&symbol, interval).await else {
+        let going_away = close(CloseCode::Away, "server shutting down");
+        let Some(mut sub) = self.feed.subscribe(want.clone()).await else {
             return going_away;
         };
-        if !send_snapshot(&mut session, &sub, false).await {
+        if !send_first(&mut session, &sub, false).await {
             return None;
         }
+        // Later subscribes switch channels; reconnect details only apply to the first.
+        want.resume = None;
         let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut last_seen = Instant::now();
+        let mut limits = Limits::new();
+        let mut pending: Option<Want> = None;
         loop {
+            let allowed_at = limits.next_allowed();
             // Biased: the peer's own messages (pings, subscribes) are taken before the silence
             // check, also when the loop was held up sending to a slow reader.
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => return going_away,
                 msg = stream.next() => {
-                    let Some(Ok(msg)) = msg else { return None };
+                    let msg = match msg {
+                        Some(Ok(msg)) => msg,
+                        Some(Err(ProtocolError::Overflow)) => {
+                            return close(CloseCode::Size, "frames from viewers are at most 4 KiB");
+                        }
+                        _ => return None,
+                    };
                     last_seen = Instant::now();
+                    let counted = matches!(msg, AggregatedMessage::Text(_) | AggregatedMessage::Binary(_));
+                    if counted && limits.flooded() {
+                        return close(CloseCode::Policy, "too many messages");
+                    }
                     match msg {
                         AggregatedMessage::Ping(bytes) => {
                             if !within_send_timeout(session.pong(&bytes)).await {
@@ -171,28 +273,22 @@ impl Viewer {
                         }
                         AggregatedMessage::Pong(_) | AggregatedMessage::Binary(_) => {}
                         AggregatedMessage::Close(reason) => return reason,
-                        AggregatedMessage::Text(text) => {
-                            match parse_subscribe(&text, &self.default_symbol) {
-                                Ok((s, i)) => {
-                                    let Some(fresh) = self.subscribe(&s, i).await else { return going_away };
-                                    (symbol, interval, sub) = (s, i, fresh);
-                                    if !send_snapshot(&mut session, &sub, false).await {
-                                        return None;
-                                    }
-                                }
-                                Err(e) => {
-                                    let frame = serde_json::json!({ "type": "error", "error": e }).to_string();
-                                    if !send(&mut session, frame.into()).await {
-                                        return None;
-                                    }
+                        AggregatedMessage::Text(text) => match self.parse_subscribe(&text, &want) {
+                            // Only the latest subscribe waiting counts.
+                            Ok(next) => pending = Some(next),
+                            Err(e) => {
+                                let frame = ServerMsg::Error { error: &e }.to_text();
+                                if !send(&mut session, Frame::Text(frame)).await {
+                                    return None;
                                 }
                             }
-                        }
+                        },
                     }
                 }
+                _ = tokio::time::sleep_until(allowed_at.into()), if pending.is_some() => {}
                 update = sub.updates.recv() => match update {
-                    Ok(frame) => {
-                        if !send(&mut session, frame).await {
+                    Ok(update) => {
+                        if !send(&mut session, Frame::Text(update.frame)).await {
                             return None;
                         }
                     }
@@ -200,10 +296,10 @@ impl Viewer {
                         // Fell behind: a fresh snapshot instead of a backlog.
                         tracing::debug!(missed, "viewer lagged; resending the snapshot");
                         metrics::counter!("candlewick_viewer_resyncs_total").increment(1);
-                        let Some(fresh) = self.subscribe(&symbol, interval).await else { return going_away };
+                        let Some(fresh) = self.feed.subscribe(want.clone()).await else { return going_away };
                         sub = fresh;
                         // The skipped frames may have held a status change: restate it.
-                        if !send_snapshot(&mut session, &sub, true).await {
+                        if !send_first(&mut session, &sub, true).await {
                             return None;
                         }
                     }
@@ -211,45 +307,127 @@ impl Viewer {
                 },
                 _ = heartbeat.tick() => {
                     if last_seen.elapsed() > CLIENT_TIMEOUT {
-                        return Some(CloseReason { code: CloseCode::Policy, description: Some("no heartbeat".into()) });
+                        return close(CloseCode::Policy, "no heartbeat");
                     }
                     if !within_send_timeout(session.ping(b"")).await {
                         return None;
                     }
                 }
             }
+            if pending.is_some() && limits.take_subscribe() {
+                want = pending.take().unwrap_or(want);
+                let Some(fresh) = self.feed.subscribe(want.clone()).await else {
+                    return going_away;
+                };
+                sub = fresh;
+                if !send_first(&mut session, &sub, false).await {
+                    return None;
+                }
+            }
         }
+    }
+
+    /// A `subscribe` message as the channel to switch to (the connection's format stays).
+    fn parse_subscribe(&self, text: &str, current: &Want) -> Result<Want, String> {
+        let msg: ClientMsg = serde_json::from_str(text).map_err(|e| {
+            format!("expected {{\"type\":\"subscribe\",\"symbol\":..,\"interval\":..,\"limit\":..}}: {e}")
+        })?;
+        let ClientMsg::Subscribe {
+            symbol,
+            interval,
+            limit,
+        } = msg;
+        let limit = limit.map(|n| n.to_string());
+        let mut next = want(
+            Some(&symbol),
+            interval.as_deref(),
+            limit.as_deref(),
+            &self.default_symbol,
+        )?;
+        next.format = current.format;
+        Ok(next)
     }
 }
 
-fn parse_subscribe(text: &str, default: &Symbol) -> Result<(Symbol, Interval), String> {
-    let msg: ClientMsg = serde_json::from_str(text).map_err(|e| {
-        format!("expected {{\"type\":\"subscribe\",\"symbol\":..,\"interval\":..}}: {e}")
-    })?;
-    match msg {
-        ClientMsg::Subscribe { symbol, interval } => {
-            channel_of(Some(&symbol), interval.as_deref(), default)
-        }
-    }
+/// What one viewer may ask of the server: a few snapshots at once, then a steady trickle; and
+/// messages at a bounded rate.
+struct Limits {
+    tokens: f64,
+    refilled: Instant,
+    window_start: Instant,
+    messages: u32,
 }
 
-fn stale_frame(stale: bool) -> ByteString {
-    ServerMsg::Status { stale }.to_frame()
+impl Limits {
+    fn new() -> Self {
+        let now = Instant::now();
+        Self {
+            tokens: SUBSCRIBE_BURST,
+            refilled: now,
+            window_start: now,
+            messages: 0,
+        }
+    }
+
+    fn refill(&mut self) {
+        let now = Instant::now();
+        let earned = now.duration_since(self.refilled).as_secs_f64() * SUBSCRIBES_PER_SEC;
+        self.tokens = (self.tokens + earned).min(SUBSCRIBE_BURST);
+        self.refilled = now;
+    }
+
+    /// Takes the allowance for one snapshot, when there is one.
+    fn take_subscribe(&mut self) -> bool {
+        self.refill();
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// When the next snapshot is allowed.
+    fn next_allowed(&self) -> Instant {
+        let missing = (1.0 - self.tokens).max(0.0) / SUBSCRIBES_PER_SEC;
+        self.refilled + Duration::from_secs_f64(missing)
+    }
+
+    /// Counts one message; true when the viewer sent too many lately.
+    fn flooded(&mut self) -> bool {
+        if self.window_start.elapsed() > FLOOD_WINDOW {
+            self.window_start = Instant::now();
+            self.messages = 0;
+        }
+        self.messages += 1;
+        self.messages > FLOOD_MESSAGES
+    }
 }
 
 /// Sends one frame; false when the viewer is gone or has not read for SEND_TIMEOUT.
-async fn send(session: &mut actix_ws::Session, frame: ByteString) -> bool {
-    within_send_timeout(session.text(frame)).await
+async fn send(session: &mut actix_ws::Session, frame: Frame) -> bool {
+    match frame {
+        Frame::Text(text) => within_send_timeout(session.text(text)).await,
+        Frame::Binary(bytes) => within_send_timeout(session.binary(bytes)).await,
+    }
 }
 
-/// The snapshot, then the status when stale (or, with `always_status`, in any case).
-async fn send_snapshot(
+/// The first frames, then the status when stale (or, with `always_status`, in any case).
+async fn send_first(
     session: &mut actix_ws::Session,
     sub: &Subscription,
     always_status: bool,
 ) -> bool {
-    send(session, sub.snapshot.clone()).await
-        && (!(sub.stale || always_status) || send(session, stale_frame(sub.stale)).await)
+    for frame in &sub.first {
+        if !send(session, frame.clone()).await {
+            return false;
+        }
+    }
+    if sub.stale || always_status {
+        let status = ServerMsg::Status { stale: sub.stale }.to_text();
+        return send(session, Frame::Text(status)).await;
+    }
+    true
 }
 
 /// Any frame, pings and pongs included: a viewer whose queue stays full for SEND_TIMEOUT has

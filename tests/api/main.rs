@@ -10,6 +10,7 @@ mod api_errors;
 mod browser;
 mod candles;
 mod helpers;
+mod history;
 mod import;
 mod journal;
 mod smoke;

@@ -382,3 +382,22 @@ async fn on_timescaledb_a_copy_into_a_materialized_minute_shows_after_a_refresh(
     crate::candles::assert_candles_match_ticks(pool, "after the COPY").await;
     ts.drop(None).await;
 }
+
+#[actix_web::test]
+async fn on_timescaledb_paging_back_gives_every_candle_once() {
+    let Some(server) = server_url() else {
+        return;
+    };
+    let ts = TsDatabase::create(&server).await;
+    let app = ts.app().await;
+    crate::history::store_history(&app).await;
+    // Some of it materialized, some still real-time: pages cross the watermark.
+    sqlx::query(
+        "CALL refresh_continuous_aggregate('one_min_candle', NULL, '2024-07-01T20:00:00Z')",
+    )
+    .execute(&ts.pool)
+    .await
+    .expect("materializing part of the history");
+    crate::history::pages_hold_every_candle_once(&app).await;
+    ts.drop(Some(app)).await;
+}

@@ -130,10 +130,36 @@ fn reference_candles(ticks: &[(i64, f64, f64)], width: i64) -> Vec<Value> {
         .collect()
 }
 
-/// The frame is an update for `symbol`/`interval` with exactly these candles and removals.
+/// The frame is an update for `symbol`/`interval` with exactly these candles and removals (and
+/// its number, which a reconnect resumes from).
 fn assert_update(frame: &Value, symbol: &str, interval: &str, candles: &[Value], removed: &[i64]) {
+    let mut frame = frame.clone();
+    let seq = frame.as_object_mut().and_then(|f| f.remove("seq"));
+    assert!(
+        seq.as_ref().is_some_and(Value::is_u64),
+        "an update has a seq: {frame}"
+    );
     let expected = json!({ "type": "update", "symbol": symbol, "interval": interval, "candles": candles, "removed": removed });
-    assert_eq!(frame, &expected, "the update after the change");
+    assert_eq!(frame, expected, "the update after the change");
+}
+
+/// The frame is a snapshot for `symbol`/`interval` with exactly these candles (its `seq` and
+/// `epoch` aside).
+fn assert_snapshot(frame: &Value, symbol: &str, interval: &str, candles: &[Value]) {
+    let mut frame = frame.clone();
+    if let Some(f) = frame.as_object_mut() {
+        assert!(
+            f.remove("seq").is_some_and(|s| s.is_u64()),
+            "a snapshot has a seq"
+        );
+        assert!(
+            f.remove("epoch").is_some_and(|e| e.is_string()),
+            "a snapshot has an epoch"
+        );
+    }
+    let expected =
+        json!({ "type": "snapshot", "symbol": symbol, "interval": interval, "candles": candles });
+    assert_eq!(frame, expected);
 }
 
 #[actix_web::test]
@@ -412,10 +438,7 @@ async fn subscribing_switches_the_channel_and_the_old_one_falls_silent() {
         3_400.0,
         2.0,
     );
-    assert_eq!(
-        snapshot,
-        json!({ "type": "snapshot", "symbol": "ETH/USD", "interval": "5m", "candles": [eth] })
-    );
+    assert_snapshot(&snapshot, "ETH/USD", "5m", &[eth]);
 
     // BTC/USD first, then ETH/USD: only the ETH/USD update may arrive.
     assert_eq!(
@@ -561,10 +584,7 @@ async fn an_invalid_client_message_gets_an_error_frame_and_the_connection_stays_
     .await
     .expect("sending");
     let snapshot = recv(&mut ws, "the SOL/USD snapshot").await;
-    assert_eq!(
-        snapshot,
-        json!({ "type": "snapshot", "symbol": "SOL/USD", "interval": "1h", "candles": [] })
-    );
+    assert_snapshot(&snapshot, "SOL/USD", "1h", &[]);
 
     // A frame far beyond any subscribe message ends the connection instead of being buffered.
     ws.send(Message::text("x".repeat(64 * 1024)))
@@ -670,7 +690,9 @@ async fn a_viewer_that_stops_reading_is_resynced_while_another_gets_every_update
     for k in 1..=BULK {
         app.psql("UPDATE ticks SET volume = volume + 1 WHERE time < date_trunc('minute', now()) - interval '150 minutes'");
         let frame = recv(&mut healthy, &format!("whole-history update {k}")).await;
-        let candles = frame["candles"].as_array().expect("candles");
+        let candles = frame["candles"]
+            .as_array()
+            .unwrap_or_else(|| panic!("whole-history update {k} is {frame}"));
         assert_eq!(candles.len(), history, "whole-history update {k}");
         assert!(
             candles.iter().all(|c| c[5] == json!(1.0 + k as f64)),
@@ -964,5 +986,248 @@ async fn an_unwatched_symbol_is_read_afresh_for_its_next_viewer() {
         snapshot["candles"][0],
         candle(bucket_of(t, 60), 12.0, 12.0, 12.0, 12.0, 1.0),
         "the next viewer's snapshot is read from the database, not from memory"
+    );
+}
+
+/// Reads frames until the server closes the connection; returns the close code and the frames
+/// (text and binary) that came before it.
+async fn until_closed(ws: &mut Ws) -> (Option<u16>, Vec<Message>) {
+    let mut frames = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("the server to close in time")
+        {
+            Some(Ok(Message::Close(frame))) => return (frame.map(|f| f.code.into()), frames),
+            None | Some(Err(_)) => return (None, frames),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(other)) => frames.push(other),
+        }
+    }
+}
+
+fn ticks_every_minute(symbol: &str, from: i64, n: i64) -> Value {
+    Value::Array(
+        (0..n)
+            .map(|i| tick(from + i * 60 + 5, symbol, 100.0 + i as f64, 1.0))
+            .collect(),
+    )
+}
+
+#[actix_web::test]
+async fn a_limit_gives_the_newest_candles_and_updates_still_cover_the_whole_window() {
+    let app = spawn_app().await;
+    let first = bucket_of(now() - 3600, 60);
+    let r = app
+        .post_ticks_json(&ticks_every_minute("LIM/USD", first, 30))
+        .await;
+    assert_eq!(r.status(), 201);
+    let (mut ws, snapshot) = snapshot_with(&app, "symbol=LIM/USD&limit=10", 10).await;
+    let ts: Vec<i64> = snapshot["candles"]
+        .as_array()
+        .expect("candles")
+        .iter()
+        .map(|c| c[0].as_i64().expect("t"))
+        .collect();
+    assert_eq!(ts, (20..30).map(|i| first + i * 60).collect::<Vec<_>>());
+    assert!(
+        snapshot["seq"].is_u64() && snapshot["epoch"].is_string(),
+        "{snapshot}"
+    );
+
+    // An edit to a minute older than the snapshot's first still comes as an update.
+    app.psql(&format!(
+        "UPDATE ticks SET price = 1 WHERE symbol = 'LIM/USD' AND time = '{}'",
+        rfc3339(first + 5)
+    ));
+    let update = recv(&mut ws, "the update of an old minute").await;
+    assert_update(
+        &update,
+        "LIM/USD",
+        "1m",
+        &[candle(first, 1.0, 1.0, 1.0, 1.0, 1.0)],
+        &[],
+    );
+
+    ws.send(Message::text(
+        json!({"type": "subscribe", "symbol": "LIM/USD", "interval": "5m", "limit": 2}).to_string(),
+    ))
+    .await
+    .expect("subscribing");
+    let snapshot = recv(&mut ws, "the 5m snapshot").await;
+    assert_eq!(
+        snapshot["candles"].as_array().map(Vec::len),
+        Some(2),
+        "{snapshot}"
+    );
+
+    for bad in ["0", "10081", "ten", "-1"] {
+        let r = app.get(&format!("/ws?symbol=LIM/USD&limit={bad}")).await;
+        assert_eq!(r.status(), 400, "limit={bad}");
+    }
+    ws.send(Message::text(
+        json!({"type": "subscribe", "symbol": "LIM/USD", "limit": 0}).to_string(),
+    ))
+    .await
+    .expect("subscribing");
+    let error = recv(&mut ws, "the error frame").await;
+    assert_eq!(error["type"], "error", "{error}");
+}
+
+#[actix_web::test]
+async fn a_reconnect_resumes_from_its_last_update_when_the_server_kept_it() {
+    let app = spawn_app().await;
+    let t = bucket_of(now() - 600, 60);
+    let r = app
+        .post_ticks_json(&ticks_every_minute("RES/USD", t, 1))
+        .await;
+    assert_eq!(r.status(), 201);
+    let (mut ws, snapshot) = snapshot_with(&app, "symbol=RES/USD", 1).await;
+    let r = app
+        .post_ticks_json(&ticks_every_minute("RES/USD", t + 60, 1))
+        .await;
+    assert_eq!(r.status(), 201);
+    let update = recv(&mut ws, "the first update").await;
+    let (epoch, seq) = (
+        snapshot["epoch"].as_str().expect("an epoch").to_owned(),
+        update["seq"].as_u64().expect("a seq"),
+    );
+    ws.close(None).await.expect("closing");
+    drop(ws);
+
+    // Missed while away: one more update.
+    let r = app
+        .post_ticks_json(&ticks_every_minute("RES/USD", t + 120, 1))
+        .await;
+    assert_eq!(r.status(), 201);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut back = connect(&app, &format!("symbol=RES/USD&since={seq}&epoch={epoch}")).await;
+    let resume = recv(&mut back, "the resume").await;
+    assert_eq!(resume["type"], "resume", "{resume}");
+    assert_eq!(resume["seq"], seq);
+    let missed = recv(&mut back, "the missed update").await;
+    assert_update(
+        &missed,
+        "RES/USD",
+        "1m",
+        &[candle(t + 120, 100.0, 100.0, 100.0, 100.0, 1.0)],
+        &[],
+    );
+
+    // Another server run's numbers mean nothing here: a snapshot.
+    let mut other = connect(&app, &format!("symbol=RES/USD&since={seq}&epoch=another")).await;
+    assert_eq!(recv(&mut other, "the snapshot").await["type"], "snapshot");
+}
+
+#[actix_web::test]
+async fn with_format_gzip_the_snapshot_is_one_compressed_binary_frame() {
+    use std::io::Read;
+    let app = spawn_app().await;
+    let t = bucket_of(now() - 600, 60);
+    let r = app
+        .post_ticks_json(&ticks_every_minute("GZ/USD", t, 5))
+        .await;
+    assert_eq!(r.status(), 201);
+    let (_, plain) = snapshot_with(&app, "symbol=GZ/USD", 5).await;
+    let mut ws = connect(&app, "symbol=GZ/USD&format=gzip").await;
+    let frame = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("a frame in time")
+        .expect("a frame")
+        .expect("a WebSocket frame");
+    let Message::Binary(bytes) = frame else {
+        panic!("expected a binary snapshot, got {frame:?}");
+    };
+    let mut json = String::new();
+    flate2::read::GzDecoder::new(&bytes[..])
+        .read_to_string(&mut json)
+        .expect("gzip");
+    let snapshot: Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(snapshot["candles"], plain["candles"]);
+    // Updates stay text.
+    let r = app
+        .post_ticks_json(&ticks_every_minute("GZ/USD", t + 300, 1))
+        .await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(recv(&mut ws, "an update").await["type"], "update");
+    assert_eq!(app.get("/ws?symbol=GZ/USD&format=zip").await.status(), 400);
+}
+
+/// One connection sending hundreds of subscribes gets a handful of snapshots, not one each,
+/// and is closed as abusive.
+#[actix_web::test]
+async fn a_flood_of_subscribes_gets_few_snapshots_and_a_policy_close() {
+    let app = spawn_app().await;
+    let t = bucket_of(now() - 6 * 3600, 60);
+    let r = app
+        .post_ticks_json(&ticks_every_minute("AMP/USD", t, 300))
+        .await;
+    assert_eq!(r.status(), 201);
+    let (mut ws, _) = snapshot_with(&app, "symbol=AMP/USD", 300).await;
+    let subscribe = json!({"type": "subscribe", "symbol": "AMP/USD"}).to_string();
+    for _ in 0..300 {
+        ws.feed(Message::text(subscribe.clone()))
+            .await
+            .expect("queueing");
+    }
+    ws.flush().await.expect("sending");
+    let (code, frames) = until_closed(&mut ws).await;
+    let snapshots = frames
+        .iter()
+        .filter(|m| matches!(m, Message::Text(t) if t.contains("\"snapshot\"")))
+        .count();
+    assert!(snapshots <= 6, "{snapshots} snapshots for 300 subscribes");
+    assert_eq!(code, Some(1008), "closed with a policy violation");
+}
+
+#[actix_web::test]
+async fn a_frame_over_4_kib_closes_the_connection_with_1009() {
+    let app = spawn_app().await;
+    let mut ws = connect(&app, "symbol=BIG/USD").await;
+    recv(&mut ws, "the snapshot").await;
+    ws.send(Message::text("x".repeat(5000)))
+        .await
+        .expect("sending");
+    let (code, _) = until_closed(&mut ws).await;
+    assert_eq!(code, Some(1009));
+}
+
+#[actix_web::test]
+async fn a_browser_page_from_another_origin_may_not_open_the_websocket() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let app = spawn_app().await;
+    let other = spawn_app_with(&["--allowed-origins", "https://charts.example"]).await;
+    let with_origin = |app: &TestApp, origin: &str| {
+        let mut req = app
+            .ws_url("symbol=ORG/USD")
+            .into_client_request()
+            .expect("a request");
+        req.headers_mut()
+            .insert("Origin", origin.parse().expect("a header value"));
+        req
+    };
+    let own = format!("http://127.0.0.1:{}", app.port);
+    assert!(
+        tokio_tungstenite::connect_async(with_origin(&app, &own))
+            .await
+            .is_ok(),
+        "own origin"
+    );
+    match tokio_tungstenite::connect_async(with_origin(&app, "https://evil.example")).await {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("another origin was let in: {other:?}"),
+    }
+    assert!(
+        tokio_tungstenite::connect_async(app.ws_url("symbol=ORG/USD"))
+            .await
+            .is_ok(),
+        "no Origin (a script)"
+    );
+    assert!(
+        tokio_tungstenite::connect_async(with_origin(&other, "https://charts.example"))
+            .await
+            .is_ok(),
+        "an allowed origin"
     );
 }

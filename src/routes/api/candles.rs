@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::query;
 use crate::db;
-use crate::db::candles::CandleRow;
+use crate::db::candles::{CandleRange, CandleRow};
 use crate::domain::Interval;
 use crate::domain::time::rfc3339;
 use crate::error::AppError;
@@ -28,10 +28,21 @@ struct CandleQuery {
     interval: Option<String>,
     from: Option<String>,
     to: Option<String>,
+    before: Option<String>,
     limit: Option<String>,
 }
 
-async fn candles(q: &CandleQuery, state: &AppState) -> Result<Vec<CandleRow>, AppError> {
+/// A page of candles, and how long a client may keep it.
+struct Page {
+    rows: Vec<CandleRow>,
+    cache: &'static str,
+}
+
+/// Candles whose buckets have all ended this long ago only change by corrections: a page of
+/// them may be kept a minute (corrections of loaded bars reach the chart over the WebSocket).
+const CLOSED_AFTER_SECS: i64 = 120;
+
+async fn candles(q: &CandleQuery, state: &AppState) -> Result<Page, AppError> {
     let symbol =
         query::symbol(q.symbol.as_deref())?.unwrap_or_else(|| state.default_symbol.clone());
     let interval = match q.interval.as_deref().filter(|v| !v.is_empty()) {
@@ -40,10 +51,33 @@ async fn candles(q: &CandleQuery, state: &AppState) -> Result<Vec<CandleRow>, Ap
     };
     let from = query::optional_time("from", q.from.as_deref())?;
     let to = query::optional_time("to", q.to.as_deref())?;
+    let before = query::optional_instant("before", q.before.as_deref())?;
+    let to = match (to, before) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     let limit = query::limit(q.limit.as_deref(), DEFAULT_CANDLE_LIMIT, MAX_CANDLE_LIMIT)?;
-    db::candles::fetch_candles(&state.pool, symbol.as_str(), interval, from, to, limit)
+    let range = CandleRange {
+        symbol: symbol.to_string(),
+        interval,
+        from,
+        to,
+        limit,
+    };
+    let rows = db::candles::fetch_candles(&state.pool, &range)
         .await
-        .map_err(AppError::from_infra)
+        .map_err(AppError::from_infra)?;
+    let closed = to.is_some_and(|t| {
+        t.timestamp() + interval.seconds() < chrono::Utc::now().timestamp() - CLOSED_AFTER_SECS
+    });
+    Ok(Page {
+        rows,
+        cache: if closed {
+            "public, max-age=60"
+        } else {
+            "no-cache"
+        },
+    })
 }
 
 /// `[{"bucket": RFC 3339, "open", "high", "low", "close", "volume"}]`, newest first.
@@ -52,8 +86,9 @@ async fn list_candles(
     q: web::Query<CandleQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
-    let rows = candles(&q, &state).await?;
-    let out: Vec<Value> = rows
+    let page = candles(&q, &state).await?;
+    let out: Vec<Value> = page
+        .rows
         .iter()
         .map(|c| {
             serde_json::json!({
@@ -62,7 +97,9 @@ async fn list_candles(
             })
         })
         .collect();
-    Ok(HttpResponse::Ok().json(out))
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, page.cache))
+        .json(out))
 }
 
 #[get("/api/candles.csv")]
@@ -70,7 +107,8 @@ async fn list_candles_csv(
     q: web::Query<CandleQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
-    let rows = candles(&q, &state).await?;
+    let page = candles(&q, &state).await?;
+    let rows = page.rows;
     let mut out = String::with_capacity(64 * (rows.len() + 1));
     out.push_str("bucket,open,high,low,close,volume\n");
     let num = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
@@ -86,6 +124,7 @@ async fn list_candles_csv(
         ));
     }
     Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, page.cache))
         .content_type("text/csv; charset=utf-8")
         .insert_header((
             header::CONTENT_DISPOSITION,

@@ -18,6 +18,25 @@ pub fn optional_time(name: &str, value: Option<&str>) -> Result<Option<DateTime<
         .transpose()
 }
 
+/// A time given as RFC 3339 or as Unix seconds (what the chart has at hand).
+pub fn optional_instant(
+    name: &str,
+    value: Option<&str>,
+) -> Result<Option<DateTime<Utc>>, AppError> {
+    let Some(v) = value.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    /// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z: the years RFC 3339 writes.
+    const SECONDS: std::ops::RangeInclusive<i64> = -62_135_596_800..=253_402_300_799;
+    match v.parse::<i64>() {
+        Ok(secs) if SECONDS.contains(&secs) => Ok(DateTime::from_timestamp(secs, 0)),
+        Ok(secs) => Err(AppError::Validation(format!(
+            "{name}: {secs} is outside the years 1 to 9999"
+        ))),
+        Err(_) => time(name, v).map(Some),
+    }
+}
+
 pub fn limit(value: Option<&str>, default: i64, max: i64) -> Result<i64, AppError> {
     match value.filter(|v| !v.is_empty()) {
         None => Ok(default),
