@@ -175,7 +175,7 @@ async fn first_candle(
     page: &str,
     runs: usize,
 ) -> anyhow::Result<(Vec<Duration>, Duration)> {
-    let port = setup::free_port()?;
+    let port = candlewick::embedded::free_port()?;
     let profile =
         std::env::temp_dir().join(format!("candlewick-bench-chromium-{}", std::process::id()));
     std::fs::create_dir_all(&profile)?;

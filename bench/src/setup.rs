@@ -39,16 +39,6 @@ macro_rules! say {
     }};
 }
 
-/// Lifts the open-file soft limit to the hard limit: each viewer is a socket.
-pub fn raise_open_file_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && soft < hard
-    {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-    }
-}
-
 /// The open-file hard limit (what one process can hold).
 pub fn open_file_limit() -> u64 {
     use nix::sys::resource::{Resource, getrlimit};
@@ -140,12 +130,6 @@ pub fn require_loopback(host: &str) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// A port nobody listens on right now.
-pub fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr()?.port())
 }
 
 pub fn default_work_dir() -> PathBuf {
@@ -367,7 +351,7 @@ impl Server {
         name: &str,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
-        let port = free_port()?;
+        let port = embedded::free_port()?;
         let data_dir = work_dir.join(name);
         std::fs::create_dir_all(&data_dir)?;
         let log = std::fs::File::create(work_dir.join(format!("{name}.log")))?;
