@@ -177,42 +177,23 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// The embedded cluster under `dir`; with `stat_statements`, restarted once with
-    /// pg_stat_statements preloaded so statements can be counted.
+    /// The embedded cluster under `dir`; with `stat_statements`, pg_stat_statements is
+    /// preloaded so that statements can be counted.
     pub async fn embedded(dir: &Path, stat_statements: bool) -> anyhow::Result<Self> {
         let dir = dir.to_path_buf();
-        let start = {
-            let dir = dir.clone();
-            move || EmbeddedPostgres::start(&dir, &embedded::Options::default())
+        let options = embedded::Options {
+            preload: stat_statements
+                .then(|| "pg_stat_statements".to_owned())
+                .into_iter()
+                .collect(),
+            ..embedded::Options::default()
         };
-        let pg = tokio::task::spawn_blocking(start.clone()).await??;
-        let admin_url = pg.url("postgres");
-        let mut cluster = Self {
+        let pg =
+            tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&dir, &options)).await??;
+        Ok(Self {
+            admin_url: pg.url("postgres"),
             pg: Some(pg),
-            admin_url,
-        };
-        if stat_statements {
-            let mut conn = cluster.admin().await?;
-            let preload: String = sqlx::query_scalar("SHOW shared_preload_libraries")
-                .fetch_one(&mut conn)
-                .await?;
-            if !preload.contains("pg_stat_statements") {
-                let set =
-                    sqlx::query("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
-                        .execute(&mut conn)
-                        .await;
-                conn.close().await.ok();
-                if set.is_ok() {
-                    if let Some(pg) = cluster.pg.take() {
-                        tokio::task::spawn_blocking(move || pg.stop()).await??;
-                    }
-                    let pg = tokio::task::spawn_blocking(start).await??;
-                    cluster.admin_url = pg.url("postgres");
-                    cluster.pg = Some(pg);
-                }
-            }
-        }
-        Ok(cluster)
+        })
     }
 
     /// A cluster reached by `url` (whose user may create databases).
