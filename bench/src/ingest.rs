@@ -19,6 +19,7 @@ use sqlx::PgPool;
 use crate::say;
 use crate::setup::{self, Server, Walk};
 use crate::stats::ratio;
+use crate::system;
 
 #[derive(Debug, Clone, Args)]
 pub struct IngestArgs {
@@ -82,7 +83,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<Value> {
     )
     .await?;
     let name = "candlewick_bench_ingest";
-    let load_before = setup::load_average();
+    let load_before = system::load_average();
     let result = async {
         let (url, pool, flavour) = cluster.scratch(name).await?;
         if flavour != candlewick::db::Flavour::Postgres {
@@ -135,7 +136,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<Value> {
     Ok(json!({
         "storage": storage,
         "load_before": load_before,
-        "load_after": setup::load_average(),
+        "load_after": system::load_average(),
         "runs": results,
         "comparisons": comparisons,
     }))

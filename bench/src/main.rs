@@ -7,7 +7,9 @@ mod ingest;
 mod payload;
 mod poll_cost;
 mod setup;
+mod statements;
 mod stats;
+mod system;
 mod viewers;
 mod wsclient;
 

@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::say;
 use crate::setup::{self, Server};
 use crate::stats::Summary;
+use crate::system;
 
 #[derive(Debug, Clone, Args)]
 pub struct PayloadArgs {
@@ -146,7 +147,7 @@ async fn measure(server: &Server, args: &PayloadArgs) -> anyhow::Result<Value> {
         "http_candles_transfer_bytes": over_http,
         "http_candles_encoding": encoding,
         "first_candle": browser,
-        "load": setup::load_average(),
+        "load": system::load_average(),
     }))
 }
 

@@ -21,6 +21,7 @@ use crate::say;
 use crate::setup::{self, Cluster, Server, Walk};
 use crate::stats::{Summary, ratio};
 use crate::viewers::{self, Plan};
+use crate::{statements, system};
 
 /// The tutorial's query, verbatim, run by every viewer every second.
 const TUTORIAL_QUERY: &str = "SELECT bucket, open, high, low, close FROM one_min_candle WHERE symbol = 'BTC/USD' AND bucket >= NOW() - INTERVAL '1 week' ORDER BY bucket DESC";
@@ -107,7 +108,7 @@ pub async fn run(args: PollCostArgs) -> anyhow::Result<Value> {
         .unwrap_or_else(setup::default_work_dir);
     std::fs::create_dir_all(&work)?;
     let mut report = serde_json::Map::new();
-    report.insert("load_before".into(), json!(setup::load_average()));
+    report.insert("load_before".into(), json!(system::load_average()));
     if !args.no_embedded {
         let cluster = Cluster::embedded(&work.join("cluster"), true).await?;
         let name = "candlewick_bench_poll";
@@ -138,7 +139,7 @@ pub async fn run(args: PollCostArgs) -> anyhow::Result<Value> {
         cluster.drop_database(name).await;
         report.insert("external".into(), serde_json::to_value(result?)?);
     }
-    report.insert("load_after".into(), json!(setup::load_average()));
+    report.insert("load_after".into(), json!(system::load_average()));
     Ok(Value::Object(report))
 }
 
@@ -149,7 +150,7 @@ async fn exec_times(
     db: &str,
     prefixes: &[&str],
 ) -> anyhow::Result<Vec<Option<f64>>> {
-    let rows = setup::statement_stats(cluster, db).await?;
+    let rows = statements::stats(cluster, db).await?;
     Ok(prefixes
         .iter()
         .map(|p| {
@@ -204,7 +205,7 @@ async fn query_costs(
     say!("loaded {ticks} ticks in {load_seconds:.1} s");
 
     let stat_statements = match stats_of {
-        Some((cluster, _)) => setup::enable_stat_statements(cluster).await,
+        Some((cluster, _)) => statements::enable(cluster).await,
         None => false,
     };
     // Our poll: a second of new ticks, then one poll of the watched symbol (what the server's
@@ -292,7 +293,7 @@ async fn query_costs(
                 cluster,
                 db,
                 &[
-                    "WITH lock_order AS",
+                    statements::POLL_PREFIX,
                     "SELECT bucket, open",
                     "SELECT date_bin",
                 ],
@@ -335,23 +336,12 @@ async fn counters(
             .fetch_one(&mut conn)
             .await
             .context("reading pg_stat_database")?;
+    conn.close().await.ok();
     let statements = if stat_statements {
-        sqlx::query_as(
-            r#"
-            SELECT s.query, s.calls
-            FROM pg_stat_statements s
-            JOIN pg_database d ON d.oid = s.dbid
-            WHERE d.datname = $1
-            "#,
-        )
-        .bind(db)
-        .fetch_all(&mut conn)
-        .await
-        .context("reading pg_stat_statements")?
+        statements::calls(cluster, db).await?
     } else {
         Vec::new()
     };
-    conn.close().await.ok();
     Ok((xacts, statements))
 }
 
@@ -363,7 +353,7 @@ async fn statements_per_second(
     work: &std::path::Path,
 ) -> anyhow::Result<Value> {
     // The view lives where we read it from (the maintenance database); it shows every database.
-    let stat_statements = setup::enable_stat_statements(cluster).await;
+    let stat_statements = statements::enable(cluster).await;
     if !stat_statements {
         say!("pg_stat_statements is not available: counting committed transactions only");
     }
@@ -470,25 +460,12 @@ async fn count_during(
     let (x1, s1) = counters(cluster, db, stat_statements).await?;
     let seconds = started.elapsed().as_secs_f64();
     feed.close().await.ok();
-    let before: std::collections::HashMap<String, i64> = s0.into_iter().collect();
-    let mut by_statement: Vec<(String, f64)> = Vec::new();
-    let mut total = 0i64;
-    for (query, calls) in s1 {
-        let d = calls - before.get(&query).copied().unwrap_or(0);
-        let ours = query.starts_with(FEED_INSERT) || query.contains("pg_stat_statements");
-        if d > 0 && !ours {
-            total += d;
-            let short: String = query
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
-                .chars()
-                .take(90)
-                .collect();
-            by_statement.push((short, d as f64 / seconds));
-        }
-    }
-    by_statement.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let ran = statements::calls_between(s0, s1, |q| q.starts_with(FEED_INSERT));
+    let total: i64 = ran.iter().map(|(_, n)| n).sum();
+    let by_statement: Vec<(String, f64)> = ran
+        .iter()
+        .map(|(q, n)| (statements::one_line(q, 90), *n as f64 / seconds))
+        .collect();
     // The feed commits one transaction per tick.
     let server_xacts = (x1 - x0 - fed as i64).max(0);
     Ok(Counted {

@@ -25,8 +25,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::say;
-use crate::setup::{self, Cluster, Server, now_ns};
+use crate::setup::{self, Cluster, Server};
+use crate::statements;
 use crate::stats::{self, Summary};
+use crate::system::{self, now_ns};
 use crate::wsclient::{Kind, Target, Viewer};
 
 /// Sockets one worker keeps below its open-file limit (stdio, the runtime's own fds).
@@ -209,7 +211,7 @@ pub async fn run_cli(args: ViewersArgs) -> anyhow::Result<serde_json::Value> {
     plan.urls = servers.iter().map(|s| s.ws("symbol=BTC/USD")).collect();
     plan.server_pids = servers.iter().map(|s| s.pid).collect();
     plan.feed = Some((servers[0].http(), setup::TOKEN.to_owned()));
-    let counting = setup::enable_stat_statements(&cluster).await;
+    let counting = statements::enable(&cluster).await;
     let servers_n = servers.len();
     let cluster_ref = &cluster;
     let report = run(&plan, |dur| async move {
@@ -237,36 +239,23 @@ async fn count_statements(
     servers: usize,
     dur: Duration,
 ) -> anyhow::Result<serde_json::Value> {
-    let before: HashMap<String, i64> = setup::statement_calls(cluster, db)
-        .await?
-        .into_iter()
-        .collect();
+    let before = statements::calls(cluster, db).await?;
     let started = Instant::now();
     tokio::time::sleep(dur).await;
-    let after = setup::statement_calls(cluster, db).await?;
+    let after = statements::calls(cluster, db).await?;
     let seconds = started.elapsed().as_secs_f64();
-    let (mut total, mut polls) = (0i64, 0i64);
-    let mut by_statement = Vec::new();
-    for (query, calls) in after {
-        let d = calls - before.get(&query).copied().unwrap_or(0);
-        if d <= 0 || query.contains("pg_stat_statements") {
-            continue;
-        }
-        total += d;
-        if query.trim_start().starts_with("WITH lock_order AS") {
-            polls += d;
-        }
-        let short: String = query
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .chars()
-            .take(70)
-            .collect();
-        by_statement.push((short, d as f64 / seconds));
-    }
-    by_statement.sort_by(|a, b| b.1.total_cmp(&a.1));
-    by_statement.truncate(8);
+    let ran = statements::calls_between(before, after, |_| false);
+    let total: i64 = ran.iter().map(|(_, n)| n).sum();
+    let polls: i64 = ran
+        .iter()
+        .filter(|(q, _)| q.trim_start().starts_with(statements::POLL_PREFIX))
+        .map(|(_, n)| n)
+        .sum();
+    let by_statement: Vec<(String, f64)> = ran
+        .iter()
+        .take(8)
+        .map(|(q, n)| (statements::one_line(q, 70), *n as f64 / seconds))
+        .collect();
     Ok(serde_json::json!({
         "seconds": seconds,
         "statements_per_sec": total as f64 / seconds,
@@ -291,7 +280,7 @@ where
     if plan.count == 0 {
         bail!("--count must be at least 1");
     }
-    let per_process = (setup::open_file_limit().saturating_sub(FD_MARGIN)).max(1) as usize;
+    let per_process = (system::open_file_limit().saturating_sub(FD_MARGIN)).max(1) as usize;
     let processes = match plan.processes {
         0 => plan.count.div_ceil(per_process),
         p => p,
@@ -314,7 +303,7 @@ where
     let pids: Vec<u32> = if plan.server_pids.is_empty() {
         targets
             .iter()
-            .filter_map(|t| setup::pid_listening_on(t.addr.port()))
+            .filter_map(|t| system::pid_listening_on(t.addr.port()))
             .collect()
     } else {
         plan.server_pids.clone()
@@ -324,10 +313,10 @@ where
     }
     let rss = || {
         pids.iter()
-            .filter_map(|p| setup::rss_bytes(*p))
+            .filter_map(|p| system::rss_bytes(*p))
             .sum::<u64>()
     };
-    let load_before = setup::load_average();
+    let load_before = system::load_average();
     let rss_before = rss();
     say!(
         "{} viewers → {} server(s), {processes} process(es), {source_ips} source address(es), {}/s",
@@ -443,7 +432,7 @@ where
     let worker_pids: Vec<u32> = children.iter().filter_map(|c| c.id()).collect();
     let cpu = |pids: &[u32]| {
         pids.iter()
-            .filter_map(|p| setup::cpu_seconds(*p))
+            .filter_map(|p| system::cpu_seconds(*p))
             .sum::<f64>()
     };
     let (server_cpu0, client_cpu0) = (cpu(&pids), cpu(&worker_pids));
@@ -458,7 +447,7 @@ where
     }
     let rss_end = rss();
     let (server_cpu, client_cpu) = (cpu(&pids) - server_cpu0, cpu(&worker_pids) - client_cpu0);
-    let load_after = setup::load_average();
+    let load_after = system::load_average();
 
     // First receipts over all workers.
     let mut first: HashMap<(u16, u64), u64> = HashMap::new();
