@@ -3,7 +3,6 @@
 //! headless Chromium, driven over the DevTools protocol.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -11,12 +10,11 @@ use anyhow::{Context, bail};
 use chrono::Utc;
 use clap::Args;
 use futures_util::{SinkExt, StreamExt};
-use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::say;
-use crate::setup::{self, Server};
+use crate::setup::{self, Embedded, Server, WorkArgs};
 use crate::stats::Summary;
 use crate::system;
 
@@ -33,36 +31,23 @@ pub struct PayloadArgs {
     pub chromium_runs: usize,
     #[arg(long, default_value = "chromium")]
     pub chromium: String,
-    #[arg(long, hide_env_values = true)]
-    pub database_url: Option<SecretString>,
-    #[arg(long)]
-    pub server_bin: Option<PathBuf>,
-    #[arg(long)]
-    pub work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub work: WorkArgs,
 }
 
 pub async fn run(args: PayloadArgs) -> anyhow::Result<Value> {
-    let (work, bin, cluster) = setup::workspace(
-        args.work_dir.as_deref(),
-        args.server_bin.as_deref(),
-        args.database_url.as_ref(),
-        false,
-    )
-    .await?;
-    let name = "candlewick_bench_payload";
-    let result = async {
-        let (url, pool, _) = cluster.scratch(name).await?;
-        setup::load_history(&pool, Utc::now(), args.history, args.history_rate).await?;
-        pool.close().await;
-        let server = Server::spawn(&bin, &url, &work, "payload-server", &[]).await?;
-        let measured = measure(&server, &args).await;
-        server.stop().await;
-        measured
-    }
-    .await;
-    cluster.drop_database(name).await;
-    cluster.stop().await;
-    result
+    let ws = args.work.open()?;
+    let cluster = ws.cluster(Embedded::PLAIN).await?;
+    cluster
+        .run_scratch("candlewick_bench_payload", async |_, db| {
+            setup::load_history(&db.pool, Utc::now(), args.history, args.history_rate).await?;
+            db.pool.close().await;
+            let server = ws.spawn_server(&db.url, "payload-server").await?;
+            let measured = measure(&server, &args).await;
+            server.stop().await;
+            measured
+        })
+        .await
 }
 
 async fn measure(server: &Server, args: &PayloadArgs) -> anyhow::Result<Value> {

@@ -15,10 +15,10 @@ use clap::Args;
 use secrecy::SecretString;
 use serde::Serialize;
 use serde_json::{Value, json};
-use sqlx::{Connection, PgPool};
+use sqlx::Connection;
 
 use crate::say;
-use crate::setup::{self, Cluster, Server, Walk};
+use crate::setup::{self, Cluster, Embedded, Scratch, Walk, WorkArgs, Workspace};
 use crate::stats::{Summary, ratio};
 use crate::viewers::{self, Plan};
 use crate::{statements, system};
@@ -38,6 +38,8 @@ WHERE symbol = 'BTC/USD' AND time >= NOW() - INTERVAL '1 week'
 GROUP BY bucket
 ORDER BY bucket DESC
 "#;
+/// The scratch database poll-cost measures in, on each cluster.
+const SCRATCH: &str = "candlewick_bench_poll";
 /// The bench's own writes during the statement count: recognisable in pg_stat_statements.
 const FEED_INSERT: &str = "INSERT INTO ticks (time, symbol, price, volume) VALUES ($1, $2, $3, $4)";
 
@@ -102,42 +104,36 @@ struct QueryCosts {
 }
 
 pub async fn run(args: PollCostArgs) -> anyhow::Result<Value> {
-    let work = args
-        .work_dir
-        .clone()
-        .unwrap_or_else(setup::default_work_dir);
-    std::fs::create_dir_all(&work)?;
+    let ws = WorkArgs {
+        server_bin: args.server_bin.clone(),
+        work_dir: args.work_dir.clone(),
+        database_url: None,
+    }
+    .open()?;
     let mut report = serde_json::Map::new();
     report.insert("load_before".into(), json!(system::load_average()));
     if !args.no_embedded {
-        let cluster = Cluster::embedded(&work.join("cluster"), true).await?;
-        let name = "candlewick_bench_poll";
-        let result = async {
-            let (url, pool, _) = cluster.scratch(name).await?;
-            let costs = query_costs(&pool, &args, Some((&cluster, name))).await?;
-            let qps = statements_per_second(&cluster, name, &url, &args, &work).await?;
-            pool.close().await;
-            anyhow::Ok((costs, qps))
-        }
-        .await;
-        cluster.drop_database(name).await;
-        cluster.stop().await;
-        let (costs, qps) = result?;
+        let cluster = ws
+            .embedded_cluster(Embedded {
+                count_statements: true,
+                ..Embedded::PLAIN
+            })
+            .await?;
+        let (costs, qps) = cluster
+            .run_scratch(SCRATCH, async |cluster, db| {
+                let costs = query_costs(db, &args, Some(cluster)).await?;
+                let qps = statements_per_second(cluster, db, &args, &ws).await?;
+                anyhow::Ok((costs, qps))
+            })
+            .await?;
         report.insert("postgresql".into(), serde_json::to_value(costs)?);
         report.insert("statements".into(), qps);
     }
     if let Some(url) = &args.database_url {
-        let cluster = Cluster::external(url.clone());
-        let name = "candlewick_bench_poll";
-        let result = async {
-            let (_, pool, _) = cluster.scratch(name).await?;
-            let costs = query_costs(&pool, &args, None).await;
-            pool.close().await;
-            costs
-        }
-        .await;
-        cluster.drop_database(name).await;
-        report.insert("external".into(), serde_json::to_value(result?)?);
+        let costs = Cluster::external(url.clone())
+            .run_scratch(SCRATCH, async |_, db| query_costs(db, &args, None).await)
+            .await?;
+        report.insert("external".into(), serde_json::to_value(costs)?);
     }
     report.insert("load_after".into(), json!(system::load_average()));
     Ok(Value::Object(report))
@@ -161,11 +157,14 @@ async fn exec_times(
         .collect())
 }
 
+/// Times our poll, the tutorial's query and the raw aggregation on `db` once it holds the
+/// history; with `stats_of`, also their execution times inside the server.
 async fn query_costs(
-    pool: &PgPool,
+    db: &Scratch,
     args: &PollCostArgs,
-    stats_of: Option<(&Cluster, &str)>,
+    stats_of: Option<&Cluster>,
 ) -> anyhow::Result<QueryCosts> {
+    let pool = &db.pool;
     let flavour = candlewick::db::Flavour::detect(pool).await?;
     let storage = flavour.describe(pool).await?;
     say!(
@@ -205,13 +204,12 @@ async fn query_costs(
     say!("loaded {ticks} ticks in {load_seconds:.1} s");
 
     let stat_statements = match stats_of {
-        Some((cluster, _)) => statements::enable(cluster).await,
+        Some(cluster) => statements::enable(cluster).await,
         None => false,
     };
     // Our poll: a second of new ticks, then one poll of the watched symbol (what the server's
     // poller runs each second while someone watches BTC/USD).
     let watched = [setup::SYMBOL.to_owned()];
-    let flavour = candlewick::db::Flavour::detect(pool).await?;
     let since = end - chrono::Duration::days(7);
     let start = journal::PollRequest {
         from: None,
@@ -220,7 +218,7 @@ async fn query_costs(
         since,
         old_before: None,
     };
-    let mut position = journal::poll(pool, flavour, &start)
+    let mut position = journal::poll(pool, db.flavour, &start)
         .await?
         .position
         .context("a start position")?;
@@ -244,7 +242,7 @@ async fn query_costs(
             since,
             old_before: None,
         };
-        let polled = journal::poll(pool, flavour, &request).await?;
+        let polled = journal::poll(pool, db.flavour, &request).await?;
         polls.push(t.elapsed());
         if polled.changes.minutes.is_empty() {
             bail!("a poll after new ticks found no change");
@@ -288,10 +286,10 @@ async fn query_costs(
         raw.p99_ms
     );
     let exec = match stats_of {
-        Some((cluster, db)) if stat_statements => {
+        Some(cluster) if stat_statements => {
             exec_times(
                 cluster,
-                db,
+                &db.name,
                 &[
                     statements::POLL_PREFIX,
                     "SELECT bucket, open",
@@ -345,29 +343,25 @@ async fn counters(
     Ok((xacts, statements))
 }
 
+/// Statements per second of a server on `db` at each viewer count.
 async fn statements_per_second(
     cluster: &Cluster,
-    db: &str,
-    url: &SecretString,
+    db: &Scratch,
     args: &PollCostArgs,
-    work: &std::path::Path,
+    ws: &Workspace,
 ) -> anyhow::Result<Value> {
     // The view lives where we read it from (the maintenance database); it shows every database.
     let stat_statements = statements::enable(cluster).await;
     if !stat_statements {
         say!("pg_stat_statements is not available: counting committed transactions only");
     }
-    let bin = match &args.server_bin {
-        Some(b) => b.clone(),
-        None => setup::default_server_bin()?,
-    };
-    let server = Server::spawn(&bin, url, work, "poll-cost-server", &[]).await?;
+    let server = ws.spawn_server(&db.url, "poll-cost-server").await?;
     let mut rows = Vec::new();
     let result = async {
         for &n in &args.viewers {
             say!("statements per second with {n} viewers");
             let window = args.qps_window;
-            let measure = |dur: Duration| count_during(cluster, db, url, stat_statements, dur);
+            let measure = |dur: Duration| count_during(cluster, db, stat_statements, dur);
             let (counted, viewers_report) = if n == 0 {
                 (measure(window).await?, None)
             } else {
@@ -433,13 +427,13 @@ struct Counted {
 /// Writes a tick a second (so every poll has a change) and counts what the server ran meanwhile.
 async fn count_during(
     cluster: &Cluster,
-    db: &str,
-    url: &SecretString,
+    db: &Scratch,
     stat_statements: bool,
     dur: Duration,
 ) -> anyhow::Result<Counted> {
-    let mut feed = sqlx::PgConnection::connect_with(&candlewick::db::connect_options(url)?).await?;
-    let (x0, s0) = counters(cluster, db, stat_statements).await?;
+    let mut feed =
+        sqlx::PgConnection::connect_with(&candlewick::db::connect_options(&db.url)?).await?;
+    let (x0, s0) = counters(cluster, &db.name, stat_statements).await?;
     let started = Instant::now();
     let mut walk = Walk::new(5);
     let mut fed = 0u64;
@@ -457,7 +451,7 @@ async fn count_during(
             .context("the bench's feed")?;
         fed += 1;
     }
-    let (x1, s1) = counters(cluster, db, stat_statements).await?;
+    let (x1, s1) = counters(cluster, &db.name, stat_statements).await?;
     let seconds = started.elapsed().as_secs_f64();
     feed.close().await.ok();
     let ran = statements::calls_between(s0, s1, |q| q.starts_with(FEED_INSERT));

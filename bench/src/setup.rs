@@ -7,12 +7,14 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use candlewick::config::EmbeddedTimescaleDb;
 use candlewick::db::audit::Author;
 use candlewick::db::ticks;
 use candlewick::db::{self, Flavour};
 use candlewick::domain::{Price, Symbol, Tick, Volume};
 use candlewick::embedded::{self, EmbeddedPostgres};
 use chrono::{DateTime, Utc};
+use clap::Args;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use secrecy::{ExposeSecret, SecretString};
@@ -50,12 +52,44 @@ pub fn require_loopback(host: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn default_work_dir() -> PathBuf {
-    std::env::temp_dir().join("candlewick-bench")
+/// Where a run works; every subcommand that starts a cluster or servers takes these.
+#[derive(Debug, Clone, Args)]
+pub struct WorkArgs {
+    /// The candlewick binary to start (default: the one next to this binary).
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
+    /// Where the bench keeps its embedded cluster and its servers' data dirs and logs
+    /// (default: candlewick-bench in the temp dir).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// A PostgreSQL cluster to make the scratch database in instead of the embedded one (its
+    /// user must be able to create databases).
+    #[arg(long)]
+    pub database_url: Option<SecretString>,
+}
+
+impl WorkArgs {
+    /// Creates the work dir and finds the server binary (before any long setup can fail on it).
+    pub fn open(&self) -> anyhow::Result<Workspace> {
+        let dir = self
+            .work_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("candlewick-bench"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let bin = match &self.server_bin {
+            Some(b) => b.clone(),
+            None => default_server_bin()?,
+        };
+        Ok(Workspace {
+            dir,
+            bin,
+            database_url: self.database_url.clone(),
+        })
+    }
 }
 
 /// The `candlewick` binary next to this one (both come from the same `cargo build`).
-pub fn default_server_bin() -> anyhow::Result<PathBuf> {
+fn default_server_bin() -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe().context("locating candlewick-bench")?;
     let bin = me.with_file_name("candlewick");
     if !bin.exists() {
@@ -67,25 +101,47 @@ pub fn default_server_bin() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-/// Where a bench run works: its directory, the server binary, and the database (the given URL,
-/// or an embedded cluster in the work dir, with `pg_stat_statements` preloaded when asked).
-pub async fn workspace(
-    work_dir: Option<&Path>,
-    server_bin: Option<&Path>,
-    database_url: Option<&SecretString>,
-    stat_statements: bool,
-) -> anyhow::Result<(PathBuf, PathBuf, Cluster)> {
-    let work = work_dir.map_or_else(default_work_dir, Path::to_path_buf);
-    std::fs::create_dir_all(&work)?;
-    let bin = match server_bin {
-        Some(b) => b.to_path_buf(),
-        None => default_server_bin()?,
+/// A run's work dir, server binary and database.
+pub struct Workspace {
+    dir: PathBuf,
+    bin: PathBuf,
+    database_url: Option<SecretString>,
+}
+
+/// How the embedded cluster runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Embedded {
+    pub timescaledb: EmbeddedTimescaleDb,
+    /// Preload pg_stat_statements, so that the servers' statements can be counted.
+    pub count_statements: bool,
+}
+
+impl Embedded {
+    /// Plain PostgreSQL, nothing extra loaded: what BENCHMARKS.md measured ingest on.
+    pub const PLAIN: Self = Self {
+        timescaledb: EmbeddedTimescaleDb::Off,
+        count_statements: false,
     };
-    let cluster = match database_url {
-        Some(url) => Cluster::external(url.clone()),
-        None => Cluster::embedded(&work.join("cluster"), stat_statements).await?,
-    };
-    Ok((work, bin, cluster))
+}
+
+impl Workspace {
+    /// The cluster to run on: the one `--database-url` names, or the embedded one.
+    pub async fn cluster(&self, embedded: Embedded) -> anyhow::Result<Cluster> {
+        match &self.database_url {
+            Some(url) => Ok(Cluster::external(url.clone())),
+            None => self.embedded_cluster(embedded).await,
+        }
+    }
+
+    /// The embedded cluster in the work dir, whatever `--database-url` says.
+    pub async fn embedded_cluster(&self, embedded: Embedded) -> anyhow::Result<Cluster> {
+        Cluster::embedded(&self.dir.join("cluster"), embedded).await
+    }
+
+    /// Starts a server named `name` (its data dir and log are named after it) on `db_url`.
+    pub async fn spawn_server(&self, db_url: &SecretString, name: &str) -> anyhow::Result<Server> {
+        Server::spawn(&self.bin, db_url, &self.dir, name).await
+    }
 }
 
 /// A PostgreSQL cluster to make scratch databases in: our embedded one, or one given by URL.
@@ -95,12 +151,14 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// The embedded cluster under `dir`; with `stat_statements`, pg_stat_statements is
-    /// preloaded so that statements can be counted.
-    pub async fn embedded(dir: &Path, stat_statements: bool) -> anyhow::Result<Self> {
+    /// The embedded cluster under `dir`, with TimescaleDB and pg_stat_statements preloaded
+    /// as `embedded` says (both can be).
+    pub async fn embedded(dir: &Path, embedded: Embedded) -> anyhow::Result<Self> {
         let dir = dir.to_path_buf();
         let options = embedded::Options {
-            preload: stat_statements
+            timescaledb: embedded.timescaledb == EmbeddedTimescaleDb::Auto,
+            preload: embedded
+                .count_statements
                 .then(|| "pg_stat_statements".to_owned())
                 .into_iter()
                 .collect(),
@@ -128,15 +186,34 @@ impl Cluster {
             .context("connecting to the cluster's maintenance database")
     }
 
-    pub fn url_of(&self, database: &str) -> anyhow::Result<SecretString> {
+    fn url_of(&self, database: &str) -> anyhow::Result<SecretString> {
         let mut u =
             url::Url::parse(self.admin_url.expose_secret()).context("parsing the cluster URL")?;
         u.set_path(&format!("/{database}"));
         Ok(u.to_string().into())
     }
 
-    /// Drops and re-creates `name`, migrates it; returns its URL, a pool and its flavour.
-    pub async fn scratch(&self, name: &str) -> anyhow::Result<(SecretString, PgPool, Flavour)> {
+    /// Runs `f` on a fresh scratch database `name`; then, however `f` ended, drops the
+    /// database and stops the cluster.
+    pub async fn run_scratch<T>(
+        self,
+        name: &str,
+        f: impl AsyncFnOnce(&Cluster, &Scratch) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let result = async {
+            let db = self.scratch(name).await?;
+            let result = f(&self, &db).await;
+            db.pool.close().await;
+            result
+        }
+        .await;
+        self.drop_database(name).await;
+        self.stop().await;
+        result
+    }
+
+    /// Drops and re-creates `name`, and migrates it.
+    async fn scratch(&self, name: &str) -> anyhow::Result<Scratch> {
         let mut conn = self.admin().await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#
@@ -152,10 +229,15 @@ impl Cluster {
         let url = self.url_of(name)?;
         let pool = db::build_pool(db::connect_options(&url)?);
         let flavour = db::migrate(&pool).await?;
-        Ok((url, pool, flavour))
+        Ok(Scratch {
+            name: name.to_owned(),
+            url,
+            pool,
+            flavour,
+        })
     }
 
-    pub async fn drop_database(&self, name: &str) {
+    async fn drop_database(&self, name: &str) {
         if let Ok(mut conn) = self.admin().await {
             let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                 r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#
@@ -166,11 +248,19 @@ impl Cluster {
         }
     }
 
-    pub async fn stop(self) {
+    async fn stop(self) {
         if let Some(pg) = self.pg {
             let _ = tokio::task::spawn_blocking(move || pg.stop()).await;
         }
     }
+}
+
+/// A fresh, migrated database of the bench's own.
+pub struct Scratch {
+    pub name: String,
+    pub url: SecretString,
+    pub pool: PgPool,
+    pub flavour: Flavour,
 }
 
 /// A `candlewick serve` process of ours.
@@ -182,12 +272,11 @@ pub struct Server {
 
 impl Server {
     /// Starts the server on a free port against `db_url` (no demo feed) and waits for /readyz.
-    pub async fn spawn(
+    async fn spawn(
         bin: &Path,
         db_url: &SecretString,
         work_dir: &Path,
         name: &str,
-        extra: &[&str],
     ) -> anyhow::Result<Self> {
         let port = embedded::free_port()?;
         let data_dir = work_dir.join(name);
@@ -204,7 +293,6 @@ impl Server {
             ])
             .arg("--data-dir")
             .arg(&data_dir)
-            .args(extra)
             .env("DATABASE_URL", db_url.expose_secret())
             .env("CANDLEWICK_LOG_FORMAT", "json")
             .stdin(Stdio::null())

@@ -21,7 +21,6 @@ mod report;
 mod viewer;
 mod worker;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -39,7 +38,7 @@ use protocol::{FromWorker, ToWorker, WorkerResult};
 use report::{Probe, Ramp, Start, Window};
 
 use crate::say;
-use crate::setup::{self, Cluster, Server};
+use crate::setup::{self, Cluster, Embedded, WorkArgs};
 use crate::statements;
 use crate::system::{self, now_ns};
 use crate::wsclient::Target;
@@ -81,15 +80,9 @@ pub struct ViewersArgs {
     /// SO_RCVBUF of each viewer socket, in bytes.
     #[arg(long, default_value_t = 32 * 1024)]
     pub rcvbuf: u32,
-    /// The candlewick binary for --spawn-servers (default: next to this one).
-    #[arg(long)]
-    pub server_bin: Option<PathBuf>,
-    /// Where --spawn-servers keeps its cluster and logs.
-    #[arg(long)]
-    pub work_dir: Option<PathBuf>,
-    /// With --spawn-servers: a database to use instead of the embedded cluster.
-    #[arg(long, hide_env_values = true)]
-    pub database_url: Option<secrecy::SecretString>,
+    /// With --spawn-servers: where they run.
+    #[command(flatten)]
+    pub work: WorkArgs,
     /// With --spawn-servers: how much history the database holds.
     #[arg(long, default_value = "7d", value_parser = candlewick::config::parse_duration)]
     pub history: Duration,
@@ -99,10 +92,7 @@ pub struct ViewersArgs {
 }
 
 pub async fn run_cli(args: ViewersArgs) -> anyhow::Result<serde_json::Value> {
-    if args.spawn_servers == 0 && args.urls.is_empty() {
-        bail!("give --url (one per server) or --spawn-servers N");
-    }
-    let mut plan = Plan {
+    let plan = Plan {
         urls: args.urls.clone(),
         count: args.count,
         rate: args.rate,
@@ -114,58 +104,74 @@ pub async fn run_cli(args: ViewersArgs) -> anyhow::Result<serde_json::Value> {
         feed_every: args.feed_every,
         rcvbuf: args.rcvbuf,
     };
-    if args.spawn_servers == 0 {
-        if let Some(token) = &args.feed_token {
-            let first = Target::parse(&plan.urls[0])?;
-            plan.feed = Some((format!("http://{}", first.host), token.clone()));
+    let report = match (args.spawn_servers, &args.urls[..]) {
+        (0, []) => bail!("give --url (one per server) or --spawn-servers N"),
+        (0, [first, ..]) => {
+            let feed = match &args.feed_token {
+                Some(token) => Some((
+                    format!("http://{}", Target::parse(first)?.host),
+                    token.clone(),
+                )),
+                None => None,
+            };
+            run(&Plan { feed, ..plan }, |_| async {
+                serde_json::Value::Null
+            })
+            .await?
         }
-        let report = run(&plan, |_| async { serde_json::Value::Null }).await?;
-        return Ok(serde_json::to_value(report)?);
-    }
+        _ => run_on_spawned_servers(&args, plan).await?,
+    };
+    Ok(serde_json::to_value(report)?)
+}
 
+/// Starts the servers on a scratch database holding the history, feeds them a tick a second,
+/// and counts the statements they run during the window.
+async fn run_on_spawned_servers(args: &ViewersArgs, plan: Plan) -> anyhow::Result<ViewersReport> {
+    let ws = args.work.open()?;
     // pg_stat_statements preloaded: the servers' statements are counted during the window.
-    let (work, bin, cluster) = setup::workspace(
-        args.work_dir.as_deref(),
-        args.server_bin.as_deref(),
-        args.database_url.as_ref(),
-        true,
-    )
-    .await?;
-    let db_name = "candlewick_bench_viewers";
-    let (db_url, pool, _) = cluster.scratch(db_name).await?;
-    say!(
-        "loading {:?} of history at {}/s",
-        args.history,
-        args.history_rate
-    );
-    setup::load_history(&pool, Utc::now(), args.history, args.history_rate).await?;
-    pool.close().await;
-    let mut servers = Vec::new();
-    for i in 0..args.spawn_servers {
-        say!("starting server {}", i + 1);
-        servers.push(Server::spawn(&bin, &db_url, &work, &format!("server-{i}"), &[]).await?);
-    }
-    plan.urls = servers.iter().map(|s| s.ws("symbol=BTC/USD")).collect();
-    plan.server_pids = servers.iter().map(|s| s.pid).collect();
-    plan.feed = Some((servers[0].http(), setup::TOKEN.to_owned()));
-    let counting = statements::enable(&cluster).await;
-    let servers_n = servers.len();
-    let cluster_ref = &cluster;
-    let report = run(&plan, |dur| async move {
-        if !counting {
-            return serde_json::Value::Null;
-        }
-        count_statements(cluster_ref, db_name, servers_n, dur)
-            .await
-            .unwrap_or_else(|e| serde_json::json!({ "error": format!("{e:#}") }))
-    })
-    .await;
-    for s in servers {
-        s.stop().await;
-    }
-    cluster.drop_database(db_name).await;
-    cluster.stop().await;
-    Ok(serde_json::to_value(report?)?)
+    let cluster = ws
+        .cluster(Embedded {
+            count_statements: true,
+            ..Embedded::PLAIN
+        })
+        .await?;
+    cluster
+        .run_scratch("candlewick_bench_viewers", async |cluster, db| {
+            say!(
+                "loading {:?} of history at {}/s",
+                args.history,
+                args.history_rate
+            );
+            setup::load_history(&db.pool, Utc::now(), args.history, args.history_rate).await?;
+            db.pool.close().await;
+            let mut servers = Vec::new();
+            for i in 0..args.spawn_servers {
+                say!("starting server {}", i + 1);
+                servers.push(ws.spawn_server(&db.url, &format!("server-{i}")).await?);
+            }
+            let plan = Plan {
+                urls: servers.iter().map(|s| s.ws("symbol=BTC/USD")).collect(),
+                server_pids: servers.iter().map(|s| s.pid).collect(),
+                feed: Some((servers[0].http(), setup::TOKEN.to_owned())),
+                ..plan
+            };
+            let counting = statements::enable(cluster).await;
+            let servers_n = servers.len();
+            let report = run(&plan, |dur| async move {
+                if !counting {
+                    return serde_json::Value::Null;
+                }
+                count_statements(cluster, &db.name, servers_n, dur)
+                    .await
+                    .unwrap_or_else(|e| serde_json::json!({ "error": format!("{e:#}") }))
+            })
+            .await;
+            for s in servers {
+                s.stop().await;
+            }
+            report
+        })
+        .await
 }
 
 /// What the servers ran in the database during `dur`: every statement, the polls among them,
