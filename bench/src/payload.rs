@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use candlewick::config::EmbeddedTimescaleDb;
 use chrono::Utc;
 use clap::Args;
 use futures_util::{SinkExt, StreamExt};
@@ -33,19 +34,31 @@ pub struct PayloadArgs {
     pub chromium: String,
     #[command(flatten)]
     pub work: WorkArgs,
+    /// The embedded cluster: `off` keeps to plain PostgreSQL (as BENCHMARKS.md measured),
+    /// `auto` preloads TimescaleDB when it is installed.
+    #[arg(long, value_enum, default_value_t = EmbeddedTimescaleDb::Off)]
+    pub embedded_timescaledb: EmbeddedTimescaleDb,
 }
 
 pub async fn run(args: PayloadArgs) -> anyhow::Result<Value> {
     let ws = args.work.open()?;
-    let cluster = ws.cluster(Embedded::PLAIN).await?;
+    let cluster = ws
+        .cluster(Embedded {
+            timescaledb: args.embedded_timescaledb,
+            count_statements: false,
+        })
+        .await?;
     cluster
         .run_scratch("candlewick_bench_payload", async |_, db| {
-            setup::load_history(&db.pool, Utc::now(), args.history, args.history_rate).await?;
+            setup::load_history(db, Utc::now(), args.history, args.history_rate).await?;
+            let storage = db.flavour.describe(&db.pool).await?;
             db.pool.close().await;
             let server = ws.spawn_server(&db.url, "payload-server").await?;
             let measured = measure(&server, &args).await;
             server.stop().await;
-            measured
+            let mut measured = measured?;
+            measured["storage"] = storage.into();
+            Ok(measured)
         })
         .await
 }

@@ -3,16 +3,15 @@
 //! many database statements a running server issues per second with 0 … N viewers, against
 //! what per-viewer polling would issue.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use candlewick::config::EmbeddedTimescaleDb;
 use candlewick::db::audit::Author;
-use candlewick::db::journal;
-use candlewick::db::ticks;
+use candlewick::db::{Flavour, journal, ticks};
+use candlewick::embedded;
 use chrono::{DateTime, Utc};
 use clap::Args;
-use secrecy::SecretString;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::Connection;
@@ -45,9 +44,6 @@ const FEED_INSERT: &str = "INSERT INTO ticks (time, symbol, price, volume) VALUE
 
 #[derive(Debug, Clone, Args)]
 pub struct PollCostArgs {
-    /// Also measure on this cluster (e.g. TimescaleDB); a scratch database is created there.
-    #[arg(long, hide_env_values = true)]
-    pub database_url: Option<SecretString>,
     /// Ticks per second of stored history.
     #[arg(long, default_value_t = 10.0)]
     pub ticks_per_sec: f64,
@@ -72,13 +68,16 @@ pub struct PollCostArgs {
     /// Connections per second while opening viewers.
     #[arg(long, default_value_t = 500.0)]
     pub rate: f64,
+    /// Beside plain PostgreSQL, the query costs on TimescaleDB: `auto` on an embedded cluster
+    /// with it preloaded when it is installed, `off` not at all. With --database-url they are
+    /// measured on that cluster instead (reported as `external`).
+    #[arg(long, value_enum, default_value_t = EmbeddedTimescaleDb::Auto)]
+    pub embedded_timescaledb: EmbeddedTimescaleDb,
+    /// Skip plain PostgreSQL (and the statement counts, which run on it).
     #[arg(long)]
-    pub server_bin: Option<PathBuf>,
-    #[arg(long)]
-    pub work_dir: Option<PathBuf>,
-    /// Skip the embedded (plain PostgreSQL) cluster; measure only on --database-url.
-    #[arg(long)]
-    pub no_embedded: bool,
+    pub no_plain: bool,
+    #[command(flatten)]
+    pub work: WorkArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -104,15 +103,16 @@ struct QueryCosts {
 }
 
 pub async fn run(args: PollCostArgs) -> anyhow::Result<Value> {
-    let ws = WorkArgs {
-        server_bin: args.server_bin.clone(),
-        work_dir: args.work_dir.clone(),
-        database_url: None,
+    let timescaledb = args.embedded_timescaledb == EmbeddedTimescaleDb::Auto;
+    if args.no_plain && !timescaledb && args.work.database_url.is_none() {
+        bail!(
+            "--no-plain with --embedded-timescaledb off and no --database-url leaves nothing to measure"
+        );
     }
-    .open()?;
+    let ws = args.work.open()?;
     let mut report = serde_json::Map::new();
     report.insert("load_before".into(), json!(system::load_average()));
-    if !args.no_embedded {
+    if !args.no_plain {
         let cluster = ws
             .embedded_cluster(Embedded {
                 count_statements: true,
@@ -129,14 +129,42 @@ pub async fn run(args: PollCostArgs) -> anyhow::Result<Value> {
         report.insert("postgresql".into(), serde_json::to_value(costs)?);
         report.insert("statements".into(), qps);
     }
-    if let Some(url) = &args.database_url {
+    if let Some(url) = &args.work.database_url {
         let costs = Cluster::external(url.clone())
             .run_scratch(SCRATCH, async |_, db| query_costs(db, &args, None).await)
             .await?;
         report.insert("external".into(), serde_json::to_value(costs)?);
+    } else if timescaledb {
+        report.insert("timescaledb".into(), timescaledb_costs(&ws, &args).await?);
     }
     report.insert("load_after".into(), json!(system::load_average()));
     Ok(Value::Object(report))
+}
+
+/// The query costs on the embedded cluster with TimescaleDB preloaded (and pg_stat_statements,
+/// for execution times), or why there are none.
+async fn timescaledb_costs(ws: &Workspace, args: &PollCostArgs) -> anyhow::Result<Value> {
+    let bindir = embedded::find_bindir()?;
+    if !embedded::timescaledb_installed(&bindir) {
+        let why = format!("TimescaleDB is not installed for {}", bindir.display());
+        say!("{why}: measuring plain PostgreSQL only");
+        return Ok(json!({ "skipped": why }));
+    }
+    let cluster = ws
+        .embedded_cluster(Embedded {
+            timescaledb: EmbeddedTimescaleDb::Auto,
+            count_statements: true,
+        })
+        .await?;
+    let costs = cluster
+        .run_scratch(SCRATCH, async |cluster, db| {
+            if db.flavour != Flavour::TimescaleDb {
+                bail!("TimescaleDB is installed, but the scratch database was made without it");
+            }
+            query_costs(db, args, Some(cluster)).await
+        })
+        .await?;
+    Ok(serde_json::to_value(costs)?)
 }
 
 /// Mean server-side execution time (ms) of the statements starting with each prefix, from
@@ -165,8 +193,7 @@ async fn query_costs(
     stats_of: Option<&Cluster>,
 ) -> anyhow::Result<QueryCosts> {
     let pool = &db.pool;
-    let flavour = candlewick::db::Flavour::detect(pool).await?;
-    let storage = flavour.describe(pool).await?;
+    let storage = db.flavour.describe(pool).await?;
     say!(
         "{storage}: loading {:?} at {} ticks/s",
         args.span,
@@ -174,32 +201,7 @@ async fn query_costs(
     );
     let end = Utc::now();
     let started = Instant::now();
-    let timescale = flavour == candlewick::db::Flavour::TimescaleDb;
-    // TimescaleDB 2.27 logs no continuous-aggregate invalidation for a COPY into a hypertable
-    // that has a statement trigger with a transition table (our journal), so history loaded
-    // below the refresh policy's watermark would never be materialized. History needs no journal.
-    if timescale {
-        sqlx::query("DROP TRIGGER ticks_journal_insert ON ticks")
-            .execute(pool)
-            .await?;
-    }
-    let ticks = setup::load_history(pool, end, args.span, args.ticks_per_sec).await?;
-    if timescale {
-        sqlx::query(
-            r#"
-            CREATE TRIGGER ticks_journal_insert AFTER INSERT ON ticks
-                REFERENCING NEW TABLE AS new_rows
-                FOR EACH STATEMENT EXECUTE FUNCTION candlewick_ticks_changed()
-            "#,
-        )
-        .execute(pool)
-        .await
-        .context("restoring the journal trigger")?;
-        sqlx::query("CALL refresh_continuous_aggregate('one_min_candle', NULL, NULL)")
-            .execute(pool)
-            .await
-            .context("materializing one_min_candle")?;
-    }
+    let ticks = setup::load_history(db, end, args.span, args.ticks_per_sec).await?;
     let load_seconds = started.elapsed().as_secs_f64();
     say!("loaded {ticks} ticks in {load_seconds:.1} s");
 

@@ -381,9 +381,57 @@ impl Walk {
     }
 }
 
-/// Loads `span` of history ending just before `end` at `per_sec` ticks per second, through the
-/// bulk (COPY) path in chunks; returns the tick count.
+/// Loads `span` of history ending just before `end` at `per_sec` ticks per second into `db`,
+/// through the bulk (COPY) path in chunks; returns the tick count.
+///
+/// On TimescaleDB the history goes in with the journal trigger dropped, and the continuous
+/// aggregate is materialized after, as its refresh policy would have done for old ticks:
+/// TimescaleDB 2.27 logs no continuous-aggregate invalidation for a COPY into a hypertable
+/// that has a statement trigger with a transition table (our journal), so history loaded
+/// below the policy's watermark would never be materialized. History needs no journal.
 pub async fn load_history(
+    db: &Scratch,
+    end: DateTime<Utc>,
+    span: Duration,
+    per_sec: f64,
+) -> anyhow::Result<u64> {
+    let pool = &db.pool;
+    let timescale = db.flavour == Flavour::TimescaleDb;
+    if timescale {
+        sqlx::query("DROP TRIGGER ticks_journal_insert ON ticks")
+            .execute(pool)
+            .await
+            .context("dropping the journal trigger for the history")?;
+    }
+    let total = copy_history(pool, end, span, per_sec).await?;
+    if timescale {
+        sqlx::query(
+            r#"
+            CREATE TRIGGER ticks_journal_insert AFTER INSERT ON ticks
+                REFERENCING NEW TABLE AS new_rows
+                FOR EACH STATEMENT EXECUTE FUNCTION candlewick_ticks_changed()
+            "#,
+        )
+        .execute(pool)
+        .await
+        .context("restoring the journal trigger")?;
+        sqlx::query("CALL refresh_continuous_aggregate('one_min_candle', NULL, NULL)")
+            .execute(pool)
+            .await
+            .context("materializing one_min_candle")?;
+    }
+    sqlx::query("VACUUM ANALYZE ticks")
+        .execute(pool)
+        .await
+        .context("vacuuming ticks")?;
+    sqlx::query("ANALYZE")
+        .execute(pool)
+        .await
+        .context("analyzing")?;
+    Ok(total)
+}
+
+async fn copy_history(
     pool: &PgPool,
     end: DateTime<Utc>,
     span: Duration,
@@ -412,13 +460,5 @@ pub async fn load_history(
             );
         }
     }
-    sqlx::query("VACUUM ANALYZE ticks")
-        .execute(pool)
-        .await
-        .context("vacuuming ticks")?;
-    sqlx::query("ANALYZE")
-        .execute(pool)
-        .await
-        .context("analyzing")?;
     Ok(total as u64)
 }

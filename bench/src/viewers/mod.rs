@@ -24,6 +24,7 @@ mod worker;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
+use candlewick::config::EmbeddedTimescaleDb;
 use chrono::Utc;
 use clap::Args;
 
@@ -83,6 +84,10 @@ pub struct ViewersArgs {
     /// With --spawn-servers: where they run.
     #[command(flatten)]
     pub work: WorkArgs,
+    /// With --spawn-servers, the embedded cluster: `off` keeps to plain PostgreSQL (as
+    /// BENCHMARKS.md measured), `auto` preloads TimescaleDB when it is installed.
+    #[arg(long, value_enum, default_value_t = EmbeddedTimescaleDb::Off)]
+    pub embedded_timescaledb: EmbeddedTimescaleDb,
     /// With --spawn-servers: how much history the database holds.
     #[arg(long, default_value = "7d", value_parser = candlewick::config::parse_duration)]
     pub history: Duration,
@@ -131,8 +136,8 @@ async fn run_on_spawned_servers(args: &ViewersArgs, plan: Plan) -> anyhow::Resul
     // pg_stat_statements preloaded: the servers' statements are counted during the window.
     let cluster = ws
         .cluster(Embedded {
+            timescaledb: args.embedded_timescaledb,
             count_statements: true,
-            ..Embedded::PLAIN
         })
         .await?;
     cluster
@@ -142,7 +147,7 @@ async fn run_on_spawned_servers(args: &ViewersArgs, plan: Plan) -> anyhow::Resul
                 args.history,
                 args.history_rate
             );
-            setup::load_history(&db.pool, Utc::now(), args.history, args.history_rate).await?;
+            setup::load_history(db, Utc::now(), args.history, args.history_rate).await?;
             db.pool.close().await;
             let mut servers = Vec::new();
             for i in 0..args.spawn_servers {
