@@ -244,20 +244,7 @@ async fn api(
     // Bodies are built before the clock starts: the server's work is what is measured.
     let bodies: Vec<Vec<u8>> = rows
         .chunks(args.api_batch.max(1))
-        .map(|chunk| {
-            let arr: Vec<Value> = chunk
-                .iter()
-                .map(|t| {
-                    json!({
-                        "time": candlewick::domain::time::rfc3339(t.time),
-                        "symbol": t.symbol.as_str(),
-                        "price": t.price.get(),
-                        "volume": t.volume.get(),
-                    })
-                })
-                .collect();
-            serde_json::to_vec(&arr)
-        })
+        .map(serde_json::to_vec)
         .collect::<Result<_, _>>()?;
     let client = reqwest::Client::new();
     let url = format!("{}/api/ticks", server.http());

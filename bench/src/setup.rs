@@ -462,3 +462,24 @@ async fn copy_history(
     }
     Ok(total as u64)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tick_serializes_as_the_api_reads_it() {
+        let time = "2024-07-03T08:25:00.123456Z".parse().unwrap();
+        let tick = Walk::new(1).tick(time);
+        assert_eq!(
+            serde_json::to_value(&tick).unwrap(),
+            serde_json::json!({
+                "time": "2024-07-03T08:25:00.123456Z",
+                "symbol": SYMBOL,
+                "price": tick.price.get(),
+                "volume": tick.volume.get(),
+            })
+        );
+    }
+}

@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::say;
-use crate::setup::{self, Walk};
+use crate::setup::Walk;
 use crate::system::now_ns;
 
 /// A running feed.
@@ -69,17 +69,10 @@ async fn post_ticks(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let t = walk.tick(Utc::now());
-        let body = serde_json::json!({
-            "time": candlewick::domain::time::rfc3339(t.time),
-            "symbol": setup::SYMBOL,
-            "price": t.price.get(),
-            "volume": t.volume.get(),
-        });
         let sent = client
             .post(format!("{base}/api/ticks"))
             .bearer_auth(&token)
-            .json(&body)
+            .json(&walk.tick(Utc::now()))
             .send()
             .await;
         match sent {
