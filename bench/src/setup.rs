@@ -1,5 +1,5 @@
-//! What the benches run against: an embedded cluster or a given one, scratch databases,
-//! candlewick server processes, and weeks of synthetic ticks.
+//! What the benches run against: a work dir and server binary, an embedded cluster or a given
+//! one, scratch databases, candlewick server processes, and weeks of synthetic ticks.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
