@@ -2,23 +2,22 @@
 //! (the tutorial's `executemany`), our JSON API in batches, and the bulk path (COPY) — each with
 //! the change journal and candle maintenance on, with the journal only, and with no triggers.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use candlewick::db::ticks;
+use candlewick::db::{Flavour, ticks};
 use candlewick::domain::Tick;
 use chrono::Utc;
 use clap::Args;
 use futures_util::StreamExt;
-use secrecy::SecretString;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::say;
-use crate::setup::{self, Server, Walk};
+use crate::setup::{self, Embedded, Server, Walk, WorkArgs};
 use crate::stats::ratio;
+use crate::system;
 
 #[derive(Debug, Clone, Args)]
 pub struct IngestArgs {
@@ -43,13 +42,27 @@ pub struct IngestArgs {
     /// Time between consecutive ticks (10 ticks/s by default, as in poll-cost).
     #[arg(long, default_value = "100ms", value_parser = candlewick::config::parse_duration)]
     pub tick_gap: Duration,
-    /// Run on this (plain PostgreSQL) cluster instead of the embedded one.
-    #[arg(long, hide_env_values = true)]
-    pub database_url: Option<SecretString>,
-    #[arg(long)]
-    pub server_bin: Option<PathBuf>,
-    #[arg(long)]
-    pub work_dir: Option<PathBuf>,
+    /// The run's place; a --database-url cluster must be plain PostgreSQL, like the embedded
+    /// one here: the trigger costs compared are those of the plain flavour.
+    #[command(flatten)]
+    pub work: WorkArgs,
+}
+
+/// Every write path under every trigger setting. The order matters: the journal-only step
+/// replaces the candle function for good.
+async fn every_path(
+    pool: &PgPool,
+    server: &Server,
+    args: &IngestArgs,
+) -> anyhow::Result<Vec<PathResult>> {
+    let mut results = Vec::new();
+    for triggers in [Triggers::Full, Triggers::None, Triggers::JournalOnly] {
+        set_triggers(pool, triggers).await?;
+        results.push(single_rows(pool, args, triggers).await?);
+        results.push(api(pool, server, args, triggers).await?);
+        results.push(bulk(pool, args, triggers).await?);
+    }
+    Ok(results)
 }
 
 /// Which triggers run on `ticks`.
@@ -74,45 +87,23 @@ struct PathResult {
 }
 
 pub async fn run(args: IngestArgs) -> anyhow::Result<Value> {
-    let (work, bin, cluster) = setup::workspace(
-        args.work_dir.as_deref(),
-        args.server_bin.as_deref(),
-        args.database_url.as_ref(),
-        false,
-    )
-    .await?;
-    let name = "candlewick_bench_ingest";
-    let load_before = setup::load_average();
-    let result = async {
-        let (url, pool, flavour) = cluster.scratch(name).await?;
-        if flavour != candlewick::db::Flavour::Postgres {
-            bail!(
-                "ingest compares trigger costs on plain PostgreSQL; this cluster has TimescaleDB"
-            );
-        }
-        let storage = flavour.describe(&pool).await?;
-        let server = Server::spawn(&bin, &url, &work, "ingest-server", &[]).await?;
-        let mut results = Vec::new();
-        let runs = async {
-            // The order matters: the journal-only step replaces the candle function for good.
-            for triggers in [Triggers::Full, Triggers::None, Triggers::JournalOnly] {
-                set_triggers(&pool, triggers).await?;
-                results.push(single_rows(&pool, &args, triggers).await?);
-                results.push(api(&pool, &server, &args, triggers).await?);
-                results.push(bulk(&pool, &args, triggers).await?);
+    let ws = args.work.open()?;
+    let cluster = ws.cluster(Embedded::PLAIN).await?;
+    let load_before = system::load_average();
+    let (storage, results) = cluster
+        .run_scratch("candlewick_bench_ingest", async |_, db| {
+            if db.flavour != Flavour::Postgres {
+                bail!(
+                    "ingest compares trigger costs on plain PostgreSQL; this cluster has TimescaleDB"
+                );
             }
-            anyhow::Ok(())
-        }
-        .await;
-        server.stop().await;
-        pool.close().await;
-        runs?;
-        anyhow::Ok((storage, results))
-    }
-    .await;
-    cluster.drop_database(name).await;
-    cluster.stop().await;
-    let (storage, results) = result?;
+            let storage = db.flavour.describe(&db.pool).await?;
+            let server = ws.spawn_server(&db.url, "ingest-server").await?;
+            let results = every_path(&db.pool, &server, &args).await;
+            server.stop().await;
+            anyhow::Ok((storage, results?))
+        })
+        .await?;
 
     let rate = |path: &str, t: Triggers| {
         results
@@ -135,7 +126,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<Value> {
     Ok(json!({
         "storage": storage,
         "load_before": load_before,
-        "load_after": setup::load_average(),
+        "load_after": system::load_average(),
         "runs": results,
         "comparisons": comparisons,
     }))
@@ -253,20 +244,7 @@ async fn api(
     // Bodies are built before the clock starts: the server's work is what is measured.
     let bodies: Vec<Vec<u8>> = rows
         .chunks(args.api_batch.max(1))
-        .map(|chunk| {
-            let arr: Vec<Value> = chunk
-                .iter()
-                .map(|t| {
-                    json!({
-                        "time": candlewick::domain::time::rfc3339(t.time),
-                        "symbol": t.symbol.as_str(),
-                        "price": t.price.get(),
-                        "volume": t.volume.get(),
-                    })
-                })
-                .collect();
-            serde_json::to_vec(&arr)
-        })
+        .map(serde_json::to_vec)
         .collect::<Result<_, _>>()?;
     let client = reqwest::Client::new();
     let url = format!("{}/api/ticks", server.http());

@@ -7,7 +7,9 @@ mod ingest;
 mod payload;
 mod poll_cost;
 mod setup;
+mod statements;
 mod stats;
+mod system;
 mod viewers;
 mod wsclient;
 
@@ -43,7 +45,8 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     setup::init_logging();
-    setup::raise_open_file_limit();
+    // Each viewer is a socket.
+    candlewick::startup::raise_open_file_limit();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::ViewersWorker { config } => viewers::worker_main(&config),

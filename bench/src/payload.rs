@@ -3,21 +3,21 @@
 //! headless Chromium, driven over the DevTools protocol.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use candlewick::config::EmbeddedTimescaleDb;
 use chrono::Utc;
 use clap::Args;
 use futures_util::{SinkExt, StreamExt};
-use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::say;
-use crate::setup::{self, Server};
+use crate::setup::{self, Embedded, Server, WorkArgs};
 use crate::stats::Summary;
+use crate::system;
 
 #[derive(Debug, Clone, Args)]
 pub struct PayloadArgs {
@@ -32,36 +32,35 @@ pub struct PayloadArgs {
     pub chromium_runs: usize,
     #[arg(long, default_value = "chromium")]
     pub chromium: String,
-    #[arg(long, hide_env_values = true)]
-    pub database_url: Option<SecretString>,
-    #[arg(long)]
-    pub server_bin: Option<PathBuf>,
-    #[arg(long)]
-    pub work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub work: WorkArgs,
+    /// The embedded cluster: `off` keeps to plain PostgreSQL (as BENCHMARKS.md measured),
+    /// `auto` preloads TimescaleDB when it is installed.
+    #[arg(long, value_enum, default_value_t = EmbeddedTimescaleDb::Off)]
+    pub embedded_timescaledb: EmbeddedTimescaleDb,
 }
 
 pub async fn run(args: PayloadArgs) -> anyhow::Result<Value> {
-    let (work, bin, cluster) = setup::workspace(
-        args.work_dir.as_deref(),
-        args.server_bin.as_deref(),
-        args.database_url.as_ref(),
-        false,
-    )
-    .await?;
-    let name = "candlewick_bench_payload";
-    let result = async {
-        let (url, pool, _) = cluster.scratch(name).await?;
-        setup::load_history(&pool, Utc::now(), args.history, args.history_rate).await?;
-        pool.close().await;
-        let server = Server::spawn(&bin, &url, &work, "payload-server", &[]).await?;
-        let measured = measure(&server, &args).await;
-        server.stop().await;
-        measured
-    }
-    .await;
-    cluster.drop_database(name).await;
-    cluster.stop().await;
-    result
+    let ws = args.work.open()?;
+    let cluster = ws
+        .cluster(Embedded {
+            timescaledb: args.embedded_timescaledb,
+            count_statements: false,
+        })
+        .await?;
+    cluster
+        .run_scratch("candlewick_bench_payload", async |_, db| {
+            setup::load_history(db, Utc::now(), args.history, args.history_rate).await?;
+            let storage = db.flavour.describe(&db.pool).await?;
+            db.pool.close().await;
+            let server = ws.spawn_server(&db.url, "payload-server").await?;
+            let measured = measure(&server, &args).await;
+            server.stop().await;
+            let mut measured = measured?;
+            measured["storage"] = storage.into();
+            Ok(measured)
+        })
+        .await
 }
 
 async fn measure(server: &Server, args: &PayloadArgs) -> anyhow::Result<Value> {
@@ -146,7 +145,7 @@ async fn measure(server: &Server, args: &PayloadArgs) -> anyhow::Result<Value> {
         "http_candles_transfer_bytes": over_http,
         "http_candles_encoding": encoding,
         "first_candle": browser,
-        "load": setup::load_average(),
+        "load": system::load_average(),
     }))
 }
 
@@ -175,7 +174,7 @@ async fn first_candle(
     page: &str,
     runs: usize,
 ) -> anyhow::Result<(Vec<Duration>, Duration)> {
-    let port = setup::free_port()?;
+    let port = candlewick::embedded::free_port()?;
     let profile =
         std::env::temp_dir().join(format!("candlewick-bench-chromium-{}", std::process::id()));
     std::fs::create_dir_all(&profile)?;

@@ -3,24 +3,24 @@
 //! many database statements a running server issues per second with 0 … N viewers, against
 //! what per-viewer polling would issue.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use candlewick::config::EmbeddedTimescaleDb;
 use candlewick::db::audit::Author;
-use candlewick::db::journal;
-use candlewick::db::ticks;
+use candlewick::db::{Flavour, journal, ticks};
+use candlewick::embedded;
 use chrono::{DateTime, Utc};
 use clap::Args;
-use secrecy::SecretString;
 use serde::Serialize;
 use serde_json::{Value, json};
-use sqlx::{Connection, PgPool};
+use sqlx::Connection;
 
 use crate::say;
-use crate::setup::{self, Cluster, Server, Walk};
+use crate::setup::{self, Cluster, Embedded, Scratch, Walk, WorkArgs, Workspace};
 use crate::stats::{Summary, ratio};
 use crate::viewers::{self, Plan};
+use crate::{statements, system};
 
 /// The tutorial's query, verbatim, run by every viewer every second.
 const TUTORIAL_QUERY: &str = "SELECT bucket, open, high, low, close FROM one_min_candle WHERE symbol = 'BTC/USD' AND bucket >= NOW() - INTERVAL '1 week' ORDER BY bucket DESC";
@@ -37,14 +37,13 @@ WHERE symbol = 'BTC/USD' AND time >= NOW() - INTERVAL '1 week'
 GROUP BY bucket
 ORDER BY bucket DESC
 "#;
+/// The scratch database poll-cost measures in, on each cluster.
+const SCRATCH: &str = "candlewick_bench_poll";
 /// The bench's own writes during the statement count: recognisable in pg_stat_statements.
 const FEED_INSERT: &str = "INSERT INTO ticks (time, symbol, price, volume) VALUES ($1, $2, $3, $4)";
 
 #[derive(Debug, Clone, Args)]
 pub struct PollCostArgs {
-    /// Also measure on this cluster (e.g. TimescaleDB); a scratch database is created there.
-    #[arg(long, hide_env_values = true)]
-    pub database_url: Option<SecretString>,
     /// Ticks per second of stored history.
     #[arg(long, default_value_t = 10.0)]
     pub ticks_per_sec: f64,
@@ -69,13 +68,16 @@ pub struct PollCostArgs {
     /// Connections per second while opening viewers.
     #[arg(long, default_value_t = 500.0)]
     pub rate: f64,
+    /// Beside plain PostgreSQL, the query costs on TimescaleDB: `auto` on an embedded cluster
+    /// with it preloaded when it is installed, `off` not at all. With --database-url they are
+    /// measured on that cluster instead (reported as `external`).
+    #[arg(long, value_enum, default_value_t = EmbeddedTimescaleDb::Auto)]
+    pub embedded_timescaledb: EmbeddedTimescaleDb,
+    /// Skip plain PostgreSQL (and the statement counts, which run on it).
     #[arg(long)]
-    pub server_bin: Option<PathBuf>,
-    #[arg(long)]
-    pub work_dir: Option<PathBuf>,
-    /// Skip the embedded (plain PostgreSQL) cluster; measure only on --database-url.
-    #[arg(long)]
-    pub no_embedded: bool,
+    pub no_plain: bool,
+    #[command(flatten)]
+    pub work: WorkArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -101,45 +103,68 @@ struct QueryCosts {
 }
 
 pub async fn run(args: PollCostArgs) -> anyhow::Result<Value> {
-    let work = args
-        .work_dir
-        .clone()
-        .unwrap_or_else(setup::default_work_dir);
-    std::fs::create_dir_all(&work)?;
+    let timescaledb = args.embedded_timescaledb == EmbeddedTimescaleDb::Auto;
+    if args.no_plain && !timescaledb && args.work.database_url.is_none() {
+        bail!(
+            "--no-plain with --embedded-timescaledb off and no --database-url leaves nothing to measure"
+        );
+    }
+    let ws = args.work.open()?;
     let mut report = serde_json::Map::new();
-    report.insert("load_before".into(), json!(setup::load_average()));
-    if !args.no_embedded {
-        let cluster = Cluster::embedded(&work.join("cluster"), true).await?;
-        let name = "candlewick_bench_poll";
-        let result = async {
-            let (url, pool, _) = cluster.scratch(name).await?;
-            let costs = query_costs(&pool, &args, Some((&cluster, name))).await?;
-            let qps = statements_per_second(&cluster, name, &url, &args, &work).await?;
-            pool.close().await;
-            anyhow::Ok((costs, qps))
-        }
-        .await;
-        cluster.drop_database(name).await;
-        cluster.stop().await;
-        let (costs, qps) = result?;
+    report.insert("load_before".into(), json!(system::load_average()));
+    if !args.no_plain {
+        let cluster = ws
+            .embedded_cluster(Embedded {
+                count_statements: true,
+                ..Embedded::PLAIN
+            })
+            .await?;
+        let (costs, qps) = cluster
+            .run_scratch(SCRATCH, async |cluster, db| {
+                let costs = query_costs(db, &args, Some(cluster)).await?;
+                let qps = statements_per_second(cluster, db, &args, &ws).await?;
+                anyhow::Ok((costs, qps))
+            })
+            .await?;
         report.insert("postgresql".into(), serde_json::to_value(costs)?);
         report.insert("statements".into(), qps);
     }
-    if let Some(url) = &args.database_url {
-        let cluster = Cluster::external(url.clone());
-        let name = "candlewick_bench_poll";
-        let result = async {
-            let (_, pool, _) = cluster.scratch(name).await?;
-            let costs = query_costs(&pool, &args, None).await;
-            pool.close().await;
-            costs
-        }
-        .await;
-        cluster.drop_database(name).await;
-        report.insert("external".into(), serde_json::to_value(result?)?);
+    if let Some(url) = &args.work.database_url {
+        let costs = Cluster::external(url.clone())
+            .run_scratch(SCRATCH, async |_, db| query_costs(db, &args, None).await)
+            .await?;
+        report.insert("external".into(), serde_json::to_value(costs)?);
+    } else if timescaledb {
+        report.insert("timescaledb".into(), timescaledb_costs(&ws, &args).await?);
     }
-    report.insert("load_after".into(), json!(setup::load_average()));
+    report.insert("load_after".into(), json!(system::load_average()));
     Ok(Value::Object(report))
+}
+
+/// The query costs on the embedded cluster with TimescaleDB preloaded (and pg_stat_statements,
+/// for execution times), or why there are none.
+async fn timescaledb_costs(ws: &Workspace, args: &PollCostArgs) -> anyhow::Result<Value> {
+    let bindir = embedded::find_bindir()?;
+    if !embedded::timescaledb_installed(&bindir) {
+        let why = format!("TimescaleDB is not installed for {}", bindir.display());
+        say!("{why}: measuring plain PostgreSQL only");
+        return Ok(json!({ "skipped": why }));
+    }
+    let cluster = ws
+        .embedded_cluster(Embedded {
+            timescaledb: EmbeddedTimescaleDb::Auto,
+            count_statements: true,
+        })
+        .await?;
+    let costs = cluster
+        .run_scratch(SCRATCH, async |cluster, db| {
+            if db.flavour != Flavour::TimescaleDb {
+                bail!("TimescaleDB is installed, but the scratch database was made without it");
+            }
+            query_costs(db, args, Some(cluster)).await
+        })
+        .await?;
+    Ok(serde_json::to_value(costs)?)
 }
 
 /// Mean server-side execution time (ms) of the statements starting with each prefix, from
@@ -149,7 +174,7 @@ async fn exec_times(
     db: &str,
     prefixes: &[&str],
 ) -> anyhow::Result<Vec<Option<f64>>> {
-    let rows = setup::statement_stats(cluster, db).await?;
+    let rows = statements::stats(cluster, db).await?;
     Ok(prefixes
         .iter()
         .map(|p| {
@@ -160,13 +185,15 @@ async fn exec_times(
         .collect())
 }
 
+/// Times our poll, the tutorial's query and the raw aggregation on `db` once it holds the
+/// history; with `stats_of`, also their execution times inside the server.
 async fn query_costs(
-    pool: &PgPool,
+    db: &Scratch,
     args: &PollCostArgs,
-    stats_of: Option<(&Cluster, &str)>,
+    stats_of: Option<&Cluster>,
 ) -> anyhow::Result<QueryCosts> {
-    let flavour = candlewick::db::Flavour::detect(pool).await?;
-    let storage = flavour.describe(pool).await?;
+    let pool = &db.pool;
+    let storage = db.flavour.describe(pool).await?;
     say!(
         "{storage}: loading {:?} at {} ticks/s",
         args.span,
@@ -174,43 +201,17 @@ async fn query_costs(
     );
     let end = Utc::now();
     let started = Instant::now();
-    let timescale = flavour == candlewick::db::Flavour::TimescaleDb;
-    // TimescaleDB 2.27 logs no continuous-aggregate invalidation for a COPY into a hypertable
-    // that has a statement trigger with a transition table (our journal), so history loaded
-    // below the refresh policy's watermark would never be materialized. History needs no journal.
-    if timescale {
-        sqlx::query("DROP TRIGGER ticks_journal_insert ON ticks")
-            .execute(pool)
-            .await?;
-    }
-    let ticks = setup::load_history(pool, end, args.span, args.ticks_per_sec).await?;
-    if timescale {
-        sqlx::query(
-            r#"
-            CREATE TRIGGER ticks_journal_insert AFTER INSERT ON ticks
-                REFERENCING NEW TABLE AS new_rows
-                FOR EACH STATEMENT EXECUTE FUNCTION candlewick_ticks_changed()
-            "#,
-        )
-        .execute(pool)
-        .await
-        .context("restoring the journal trigger")?;
-        sqlx::query("CALL refresh_continuous_aggregate('one_min_candle', NULL, NULL)")
-            .execute(pool)
-            .await
-            .context("materializing one_min_candle")?;
-    }
+    let ticks = setup::load_history(db, end, args.span, args.ticks_per_sec).await?;
     let load_seconds = started.elapsed().as_secs_f64();
     say!("loaded {ticks} ticks in {load_seconds:.1} s");
 
     let stat_statements = match stats_of {
-        Some((cluster, _)) => setup::enable_stat_statements(cluster).await,
+        Some(cluster) => statements::enable(cluster).await,
         None => false,
     };
     // Our poll: a second of new ticks, then one poll of the watched symbol (what the server's
     // poller runs each second while someone watches BTC/USD).
     let watched = [setup::SYMBOL.to_owned()];
-    let flavour = candlewick::db::Flavour::detect(pool).await?;
     let since = end - chrono::Duration::days(7);
     let start = journal::PollRequest {
         from: None,
@@ -219,7 +220,7 @@ async fn query_costs(
         since,
         old_before: None,
     };
-    let mut position = journal::poll(pool, flavour, &start)
+    let mut position = journal::poll(pool, db.flavour, &start)
         .await?
         .position
         .context("a start position")?;
@@ -243,7 +244,7 @@ async fn query_costs(
             since,
             old_before: None,
         };
-        let polled = journal::poll(pool, flavour, &request).await?;
+        let polled = journal::poll(pool, db.flavour, &request).await?;
         polls.push(t.elapsed());
         if polled.changes.minutes.is_empty() {
             bail!("a poll after new ticks found no change");
@@ -287,12 +288,12 @@ async fn query_costs(
         raw.p99_ms
     );
     let exec = match stats_of {
-        Some((cluster, db)) if stat_statements => {
+        Some(cluster) if stat_statements => {
             exec_times(
                 cluster,
-                db,
+                &db.name,
                 &[
-                    "WITH lock_order AS",
+                    statements::POLL_PREFIX,
                     "SELECT bucket, open",
                     "SELECT date_bin",
                 ],
@@ -335,49 +336,34 @@ async fn counters(
             .fetch_one(&mut conn)
             .await
             .context("reading pg_stat_database")?;
+    conn.close().await.ok();
     let statements = if stat_statements {
-        sqlx::query_as(
-            r#"
-            SELECT s.query, s.calls
-            FROM pg_stat_statements s
-            JOIN pg_database d ON d.oid = s.dbid
-            WHERE d.datname = $1
-            "#,
-        )
-        .bind(db)
-        .fetch_all(&mut conn)
-        .await
-        .context("reading pg_stat_statements")?
+        statements::calls(cluster, db).await?
     } else {
         Vec::new()
     };
-    conn.close().await.ok();
     Ok((xacts, statements))
 }
 
+/// Statements per second of a server on `db` at each viewer count.
 async fn statements_per_second(
     cluster: &Cluster,
-    db: &str,
-    url: &SecretString,
+    db: &Scratch,
     args: &PollCostArgs,
-    work: &std::path::Path,
+    ws: &Workspace,
 ) -> anyhow::Result<Value> {
     // The view lives where we read it from (the maintenance database); it shows every database.
-    let stat_statements = setup::enable_stat_statements(cluster).await;
+    let stat_statements = statements::enable(cluster).await;
     if !stat_statements {
         say!("pg_stat_statements is not available: counting committed transactions only");
     }
-    let bin = match &args.server_bin {
-        Some(b) => b.clone(),
-        None => setup::default_server_bin()?,
-    };
-    let server = Server::spawn(&bin, url, work, "poll-cost-server", &[]).await?;
+    let server = ws.spawn_server(&db.url, "poll-cost-server").await?;
     let mut rows = Vec::new();
     let result = async {
         for &n in &args.viewers {
             say!("statements per second with {n} viewers");
             let window = args.qps_window;
-            let measure = |dur: Duration| count_during(cluster, db, url, stat_statements, dur);
+            let measure = |dur: Duration| count_during(cluster, db, stat_statements, dur);
             let (counted, viewers_report) = if n == 0 {
                 (measure(window).await?, None)
             } else {
@@ -443,13 +429,13 @@ struct Counted {
 /// Writes a tick a second (so every poll has a change) and counts what the server ran meanwhile.
 async fn count_during(
     cluster: &Cluster,
-    db: &str,
-    url: &SecretString,
+    db: &Scratch,
     stat_statements: bool,
     dur: Duration,
 ) -> anyhow::Result<Counted> {
-    let mut feed = sqlx::PgConnection::connect_with(&candlewick::db::connect_options(url)?).await?;
-    let (x0, s0) = counters(cluster, db, stat_statements).await?;
+    let mut feed =
+        sqlx::PgConnection::connect_with(&candlewick::db::connect_options(&db.url)?).await?;
+    let (x0, s0) = counters(cluster, &db.name, stat_statements).await?;
     let started = Instant::now();
     let mut walk = Walk::new(5);
     let mut fed = 0u64;
@@ -467,28 +453,15 @@ async fn count_during(
             .context("the bench's feed")?;
         fed += 1;
     }
-    let (x1, s1) = counters(cluster, db, stat_statements).await?;
+    let (x1, s1) = counters(cluster, &db.name, stat_statements).await?;
     let seconds = started.elapsed().as_secs_f64();
     feed.close().await.ok();
-    let before: std::collections::HashMap<String, i64> = s0.into_iter().collect();
-    let mut by_statement: Vec<(String, f64)> = Vec::new();
-    let mut total = 0i64;
-    for (query, calls) in s1 {
-        let d = calls - before.get(&query).copied().unwrap_or(0);
-        let ours = query.starts_with(FEED_INSERT) || query.contains("pg_stat_statements");
-        if d > 0 && !ours {
-            total += d;
-            let short: String = query
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
-                .chars()
-                .take(90)
-                .collect();
-            by_statement.push((short, d as f64 / seconds));
-        }
-    }
-    by_statement.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let ran = statements::calls_between(s0, s1, |q| q.starts_with(FEED_INSERT));
+    let total: i64 = ran.iter().map(|(_, n)| n).sum();
+    let by_statement: Vec<(String, f64)> = ran
+        .iter()
+        .map(|(q, n)| (statements::one_line(q, 90), *n as f64 / seconds))
+        .collect();
     // The feed commits one transaction per tick.
     let server_xacts = (x1 - x0 - fed as i64).max(0);
     Ok(Counted {

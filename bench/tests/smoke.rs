@@ -52,6 +52,13 @@ fn server_bin() -> PathBuf {
         .clone()
 }
 
+/// Whether TimescaleDB is installed for this machine's PostgreSQL (then the embedded cluster
+/// can preload it).
+fn timescaledb_installed() -> bool {
+    candlewick::embedded::find_bindir()
+        .is_ok_and(|bin| candlewick::embedded::timescaledb_installed(&bin))
+}
+
 fn num(v: &Value, path: &str) -> f64 {
     v.pointer(path)
         .and_then(Value::as_f64)
@@ -151,6 +158,21 @@ fn poll_cost_times_all_three_queries_and_counts_statements() {
     }
     assert_eq!(num(&rows[1], "/viewers_held"), 20.0, "{:#}", rows[1]);
     assert_eq!(num(&rows[1], "/updates_missed"), 0.0, "{:#}", rows[1]);
+    if timescaledb_installed() {
+        let storage = r["timescaledb"]["storage"].as_str().unwrap_or_default();
+        assert!(storage.starts_with("timescaledb"), "{r:#}");
+        assert_eq!(num(&r, "/timescaledb/ticks"), 10_800.0);
+        for q in ["poll", "tutorial_query", "raw_aggregation"] {
+            assert_percentiles(&r, &format!("/timescaledb/{q}"));
+        }
+        assert!(num(&r, "/timescaledb/candles_in_week") >= 60.0, "{r:#}");
+        assert!(
+            num(&r, "/timescaledb/poll_exec_ms") > 0.0,
+            "pg_stat_statements is preloaded beside TimescaleDB: {r:#}"
+        );
+    } else {
+        assert!(r["timescaledb"]["skipped"].is_string(), "{r:#}");
+    }
 }
 
 #[test]
@@ -200,4 +222,28 @@ fn payload_sizes_a_snapshot_raw_and_gzipped() {
         "raw {raw} gzip {gz}"
     );
     assert_eq!(r["http_candles_encoding"], "gzip", "{r:#}");
+}
+
+#[test]
+fn payload_runs_on_timescaledb_when_asked_and_installed() {
+    let r = bench(&[
+        "payload",
+        "--history",
+        "2h",
+        "--history-rate",
+        "0.2",
+        "--chromium-runs",
+        "0",
+        "--embedded-timescaledb",
+        "auto",
+    ]);
+    // The materialized history reaches the snapshot whichever flavour serves it.
+    assert!(num(&r, "/snapshot_candles") >= 100.0, "{r:#}");
+    let storage = r["storage"].as_str().unwrap_or_default();
+    let expected = if timescaledb_installed() {
+        "timescaledb"
+    } else {
+        "postgresql"
+    };
+    assert!(storage.starts_with(expected), "{r:#}");
 }

@@ -1,0 +1,183 @@
+//! From receipts to the numbers: each frame's first receipt over all viewers, the frames that
+//! count (first received inside the window), and per viewer the spread of its receipts from
+//! those first ones and the frames it missed.
+
+use std::collections::{HashMap, HashSet};
+
+use hdrhistogram::Histogram;
+
+use super::protocol::{Receipt, WorkerResult};
+use super::viewer::Log;
+
+/// How many distinct error messages a worker reports.
+const MAX_ERRORS: usize = 10;
+
+/// Adds `receipts` to `first`, keeping the earliest receipt of each (server, hash).
+pub fn keep_first(
+    first: &mut HashMap<(u16, u64), u64>,
+    receipts: impl IntoIterator<Item = Receipt>,
+) {
+    for (server, hash, t) in receipts {
+        let e = first.entry((server, hash)).or_insert(t);
+        *e = (*e).min(t);
+    }
+}
+
+/// The first receipt in this worker of every frame its viewers got.
+pub fn first_receipts(logs: &[Log]) -> Vec<Receipt> {
+    let mut first = HashMap::new();
+    for log in logs {
+        keep_first(
+            &mut first,
+            log.frames.iter().map(|(hash, t)| (log.server, *hash, *t)),
+        );
+    }
+    first.into_iter().map(|((s, h), t)| (s, h, t)).collect()
+}
+
+/// The frames first received within `[start, end]`: the ones every viewer is judged on.
+pub fn in_window(first: &HashMap<(u16, u64), u64>, start: u64, end: u64) -> Vec<Receipt> {
+    first
+        .iter()
+        .filter(|(_, t)| **t >= start && **t <= end)
+        .map(|((s, h), t)| (*s, *h, *t))
+        .collect()
+}
+
+/// One worker's viewers judged against `frames` (each with its first receipt over all
+/// workers): who was held, dropped or failed, the spread of every delivery, and what each missed.
+pub fn judge(logs: &[Log], frames: Vec<Receipt>) -> WorkerResult {
+    let mut judged: HashMap<(u16, u64), u64> = HashMap::new();
+    let mut per_server: HashMap<u16, u64> = HashMap::new();
+    for (s, h, t) in frames {
+        judged.insert((s, h), t);
+        *per_server.entry(s).or_default() += 1;
+    }
+    let mut result = WorkerResult::default();
+    let mut hist = new_hist();
+    for log in logs {
+        result.retries += u64::from(log.retries);
+        if let Some(why) = log.retry_reason.as_ref().map(|w| format!("(retried) {w}")) {
+            note_error(&mut result.errors, &why);
+        }
+        if let Some(e) = &log.failed {
+            result.failed += 1;
+            note_error(&mut result.errors, e);
+            continue;
+        }
+        if let Some(why) = &log.dropped {
+            result.dropped += 1;
+            note_error(&mut result.errors, why);
+        } else if log.connected {
+            result.held += 1;
+        }
+        result.resyncs += log.snapshots.saturating_sub(1);
+        let mut seen = HashSet::new();
+        for (hash, t) in &log.frames {
+            if let Some(first) = judged.get(&(log.server, *hash))
+                && seen.insert(*hash)
+            {
+                hist.record(t.saturating_sub(*first) / 1_000).ok();
+            }
+        }
+        result.deliveries += seen.len() as u64;
+        let missed = per_server
+            .get(&log.server)
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(seen.len() as u64);
+        result.missed += missed;
+        result.max_missed = result.max_missed.max(missed);
+        if missed > 0 {
+            result.viewers_missing += 1;
+        }
+    }
+    result.spread_us = hist
+        .iter_recorded()
+        .map(|v| (v.value_iterated_to(), v.count_at_value()))
+        .collect();
+    result
+}
+
+fn note_error(errors: &mut Vec<String>, e: &str) {
+    if errors.len() < MAX_ERRORS && !errors.iter().any(|known| known == e) {
+        errors.push(e.to_owned());
+    }
+}
+
+/// The spread histograms of all workers in one (microseconds).
+pub fn spread(results: &[WorkerResult]) -> Histogram<u64> {
+    let mut hist = new_hist();
+    for r in results {
+        for (v, n) in &r.spread_us {
+            hist.record_n(*v, *n).ok();
+        }
+    }
+    hist
+}
+
+fn new_hist() -> Histogram<u64> {
+    Histogram::new(3).expect("3 significant figures are valid")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+mod tests {
+    use super::*;
+
+    fn held(server: u16, frames: &[(u64, u64)]) -> Log {
+        Log {
+            server,
+            connected: true,
+            snapshots: 1,
+            frames: frames.to_vec(),
+            ..Log::default()
+        }
+    }
+
+    #[test]
+    fn the_first_receipt_of_a_frame_is_the_earliest_over_all_viewers() {
+        let logs = [held(0, &[(7, 300), (8, 900)]), held(0, &[(7, 100)])];
+        let mut first = HashMap::new();
+        keep_first(&mut first, first_receipts(&logs));
+        keep_first(&mut first, [(0, 7, 200), (1, 7, 50)]);
+        assert_eq!(first.get(&(0, 7)), Some(&100));
+        assert_eq!(first.get(&(0, 8)), Some(&900));
+        assert_eq!(first.get(&(1, 7)), Some(&50), "servers are kept apart");
+        let mut counted = in_window(&first, 60, 500);
+        counted.sort();
+        assert_eq!(counted, vec![(0, 7, 100)]);
+    }
+
+    #[test]
+    fn a_viewer_is_judged_on_every_frame_its_server_sent_in_the_window() {
+        let logs = [
+            held(0, &[(7, 1_000_000), (8, 5_000_000)]),
+            held(0, &[(7, 3_000_000)]),
+            held(1, &[(7, 2_000_000)]),
+        ];
+        let r = judge(&logs, vec![(0, 7, 1_000_000), (0, 8, 5_000_000)]);
+        assert_eq!(r.held, 3);
+        assert_eq!(r.deliveries, 3, "frame 7 of server 1 is not judged");
+        assert_eq!(r.missed, 1);
+        assert_eq!((r.viewers_missing, r.max_missed), (1, 1));
+        let spread = spread(std::slice::from_ref(&r));
+        assert_eq!(spread.len(), 3);
+        assert_eq!(spread.max(), 2_000, "2 ms after the first receipt, in µs");
+    }
+
+    #[test]
+    fn failed_and_dropped_viewers_are_counted_apart_with_their_reasons() {
+        let failed = Log {
+            failed: Some("refused".into()),
+            ..Log::default()
+        };
+        let dropped = Log {
+            dropped: Some("reset".into()),
+            ..held(0, &[])
+        };
+        let r = judge(&[failed.clone(), failed, dropped], Vec::new());
+        assert_eq!((r.held, r.failed, r.dropped), (0, 2, 1));
+        assert_eq!(r.errors, vec!["refused".to_owned(), "reset".to_owned()]);
+    }
+}

@@ -1,0 +1,351 @@
+//! `viewers`: N WebSocket viewers over several source addresses and worker processes.
+//!
+//! The parent re-runs this binary as `viewers-worker` processes (one process holds at most its
+//! open-file limit of sockets) and talks to them in JSON lines: workers report progress and
+//! `ready`; the parent opens a measurement window (CLOCK_MONOTONIC times, one clock for the
+//! whole box); workers report, per update frame (server, hash), when they first saw it; the
+//! parent finds each frame's first receipt over all workers and sends it back; workers answer
+//! with the spread of every viewer's receipt from that first one, and the frames each viewer missed.
+//!
+//! Here: the options and the parent's phases. `plan` lays the run out over processes and
+//! source addresses, `processes` and `protocol` carry the messages, `worker` and `viewer` are
+//! the worker process, `collect` turns receipts into spread and missed updates, `report` sums
+//! up, and `feed` posts the ticks that make updates flow.
+
+mod collect;
+mod feed;
+mod plan;
+mod processes;
+mod protocol;
+mod report;
+mod viewer;
+mod worker;
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use candlewick::config::EmbeddedTimescaleDb;
+use chrono::Utc;
+use clap::Args;
+
+pub use plan::Plan;
+pub use report::ViewersReport;
+pub use worker::worker_main;
+
+use feed::Feed;
+use plan::Layout;
+use processes::Workers;
+use protocol::{FromWorker, ToWorker, WorkerResult};
+use report::{Probe, Ramp, Start, Window};
+
+use crate::say;
+use crate::setup::{self, Cluster, Embedded, WorkArgs};
+use crate::statements;
+use crate::system::{self, now_ns};
+use crate::wsclient::Target;
+
+#[derive(Debug, Clone, Args)]
+pub struct ViewersArgs {
+    /// WebSocket URL of a server (repeat for replicas; viewers go round-robin), e.g.
+    /// ws://127.0.0.1:8080/ws?symbol=BTC/USD
+    #[arg(long = "url")]
+    pub urls: Vec<String>,
+    /// Instead of --url: start this many candlewick servers sharing one database (our embedded
+    /// cluster, or --database-url) that holds --history of ticks.
+    #[arg(long, default_value_t = 0)]
+    pub spawn_servers: usize,
+    /// Viewers to open.
+    #[arg(long, default_value_t = 100)]
+    pub count: usize,
+    /// Connections opened per second (all processes together).
+    #[arg(long, default_value_t = 500.0)]
+    pub rate: f64,
+    /// Worker processes (0: as few as the open-file limit allows).
+    #[arg(long, default_value_t = 0)]
+    pub processes: usize,
+    /// How long to measure once every viewer is connected.
+    #[arg(long, default_value = "30s", value_parser = candlewick::config::parse_duration)]
+    pub duration: Duration,
+    /// Source addresses 127.0.0.2, 127.0.0.3, ... (0: one per 20,000 viewers).
+    #[arg(long, default_value_t = 0)]
+    pub source_ips: usize,
+    /// Server processes whose VmRSS to sample (default: those listening on the URLs' ports).
+    #[arg(long = "server-pid")]
+    pub server_pids: Vec<u32>,
+    /// Admin token of the server(s): the bench then posts one tick every --feed-every to the
+    /// first one, so that updates flow (without it, updates come from the server's own feed).
+    #[arg(long, env = "CANDLEWICK_ADMIN_TOKEN", hide_env_values = true)]
+    pub feed_token: Option<String>,
+    #[arg(long, default_value = "1s", value_parser = candlewick::config::parse_duration)]
+    pub feed_every: Duration,
+    /// SO_RCVBUF of each viewer socket, in bytes.
+    #[arg(long, default_value_t = 32 * 1024)]
+    pub rcvbuf: u32,
+    /// With --spawn-servers: where they run.
+    #[command(flatten)]
+    pub work: WorkArgs,
+    /// With --spawn-servers, the embedded cluster: `off` keeps to plain PostgreSQL (as
+    /// BENCHMARKS.md measured), `auto` preloads TimescaleDB when it is installed.
+    #[arg(long, value_enum, default_value_t = EmbeddedTimescaleDb::Off)]
+    pub embedded_timescaledb: EmbeddedTimescaleDb,
+    /// With --spawn-servers: how much history the database holds.
+    #[arg(long, default_value = "7d", value_parser = candlewick::config::parse_duration)]
+    pub history: Duration,
+    /// With --spawn-servers: ticks per second in that history.
+    #[arg(long, default_value_t = 0.2)]
+    pub history_rate: f64,
+}
+
+pub async fn run_cli(args: ViewersArgs) -> anyhow::Result<serde_json::Value> {
+    let plan = Plan {
+        urls: args.urls.clone(),
+        count: args.count,
+        rate: args.rate,
+        processes: args.processes,
+        duration: args.duration,
+        source_ips: args.source_ips,
+        server_pids: args.server_pids.clone(),
+        feed: None,
+        feed_every: args.feed_every,
+        rcvbuf: args.rcvbuf,
+    };
+    let report = match (args.spawn_servers, &args.urls[..]) {
+        (0, []) => bail!("give --url (one per server) or --spawn-servers N"),
+        (0, [first, ..]) => {
+            let feed = match &args.feed_token {
+                Some(token) => Some((
+                    format!("http://{}", Target::parse(first)?.host),
+                    token.clone(),
+                )),
+                None => None,
+            };
+            run(&Plan { feed, ..plan }, |_| async {
+                serde_json::Value::Null
+            })
+            .await?
+        }
+        _ => run_on_spawned_servers(&args, plan).await?,
+    };
+    Ok(serde_json::to_value(report)?)
+}
+
+/// Starts the servers on a scratch database holding the history, feeds them a tick a second,
+/// and counts the statements they run during the window.
+async fn run_on_spawned_servers(args: &ViewersArgs, plan: Plan) -> anyhow::Result<ViewersReport> {
+    let ws = args.work.open()?;
+    // pg_stat_statements preloaded: the servers' statements are counted during the window.
+    let cluster = ws
+        .cluster(Embedded {
+            timescaledb: args.embedded_timescaledb,
+            count_statements: true,
+        })
+        .await?;
+    cluster
+        .run_scratch("candlewick_bench_viewers", async |cluster, db| {
+            say!(
+                "loading {:?} of history at {}/s",
+                args.history,
+                args.history_rate
+            );
+            setup::load_history(db, Utc::now(), args.history, args.history_rate).await?;
+            db.pool.close().await;
+            let mut servers = Vec::new();
+            for i in 0..args.spawn_servers {
+                say!("starting server {}", i + 1);
+                servers.push(ws.spawn_server(&db.url, &format!("server-{i}")).await?);
+            }
+            let plan = Plan {
+                urls: servers.iter().map(|s| s.ws("symbol=BTC/USD")).collect(),
+                server_pids: servers.iter().map(|s| s.pid).collect(),
+                feed: Some((servers[0].http(), setup::TOKEN.to_owned())),
+                ..plan
+            };
+            let counting = statements::enable(cluster).await;
+            let servers_n = servers.len();
+            let report = run(&plan, |dur| async move {
+                if !counting {
+                    return serde_json::Value::Null;
+                }
+                count_statements(cluster, &db.name, servers_n, dur)
+                    .await
+                    .unwrap_or_else(|e| serde_json::json!({ "error": format!("{e:#}") }))
+            })
+            .await;
+            for s in servers {
+                s.stop().await;
+            }
+            report
+        })
+        .await
+}
+
+/// What the servers ran in the database during `dur`: every statement, the polls among them,
+/// and the writes (the bench's feed of one tick per second through the API).
+async fn count_statements(
+    cluster: &Cluster,
+    db: &str,
+    servers: usize,
+    dur: Duration,
+) -> anyhow::Result<serde_json::Value> {
+    let before = statements::calls(cluster, db).await?;
+    let started = Instant::now();
+    tokio::time::sleep(dur).await;
+    let after = statements::calls(cluster, db).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let ran = statements::calls_between(before, after, |_| false);
+    let total: i64 = ran.iter().map(|(_, n)| n).sum();
+    let polls: i64 = ran
+        .iter()
+        .filter(|(q, _)| q.trim_start().starts_with(statements::POLL_PREFIX))
+        .map(|(_, n)| n)
+        .sum();
+    let by_statement: Vec<(String, f64)> = ran
+        .iter()
+        .take(8)
+        .map(|(q, n)| (statements::one_line(q, 70), *n as f64 / seconds))
+        .collect();
+    Ok(serde_json::json!({
+        "seconds": seconds,
+        "statements_per_sec": total as f64 / seconds,
+        "polls_per_sec": polls as f64 / seconds,
+        "polls_per_server_per_sec": polls as f64 / seconds / servers.max(1) as f64,
+        "other_statements_per_sec": (total - polls) as f64 / seconds,
+        "by_statement": by_statement,
+    }))
+}
+
+/// Runs the viewers; `during(window)` runs while the window is open and its value is reported.
+pub async fn run<F, Fut>(plan: &Plan, during: F) -> anyhow::Result<ViewersReport>
+where
+    F: FnOnce(Duration) -> Fut,
+    Fut: std::future::Future<Output = serde_json::Value>,
+{
+    let layout = Layout::of(plan)?;
+    let probe = Probe::new(&plan.server_pids, &layout.targets);
+    let start = Start {
+        requested: plan.count,
+        servers: layout.targets.len(),
+        processes: layout.processes,
+        source_ips: layout.sources.len(),
+        rss: probe.rss(),
+        load: system::load_average(),
+    };
+    say!(
+        "{} viewers → {} server(s), {} process(es), {} source address(es), {}/s",
+        plan.count,
+        start.servers,
+        start.processes,
+        start.source_ips,
+        plan.rate
+    );
+    let mut workers = Workers::spawn(&layout.workers(plan))?;
+    let feed = Feed::start(plan.feed.clone(), plan.feed_every);
+    let ramp = connect_all(plan, &mut workers, &probe, start.rss).await?;
+    let (window, results) = measure(plan, &mut workers, &probe, feed, during).await?;
+    workers.finish().await;
+    let report = ViewersReport::new(start, ramp, window, &results);
+    report.say();
+    Ok(report)
+}
+
+/// Waits until every worker is ready (each viewer connected or given up), sampling the
+/// servers' memory against connected viewers; then lets things settle for 2 s.
+async fn connect_all(
+    plan: &Plan,
+    workers: &mut Workers,
+    probe: &Probe,
+    rss_before: u64,
+) -> anyhow::Result<Ramp> {
+    let started = Instant::now();
+    let mut progress = vec![(0usize, 0usize); workers.len()];
+    let mut ready = vec![false; workers.len()];
+    let mut samples: Vec<(f64, f64)> = vec![(0.0, rss_before as f64)];
+    let mut sample_every = tokio::time::interval(Duration::from_millis(500));
+    let deadline = started
+        + Duration::from_secs_f64(plan.count as f64 / plan.rate)
+        + viewer::CONNECT_TIMEOUT * 2;
+    let mut last_said = Instant::now();
+    while !ready.iter().all(|r| *r) {
+        tokio::select! {
+            msg = workers.recv("connecting") => match msg? {
+                (w, FromWorker::Progress { connected, failed }) => progress[w] = (connected, failed),
+                (w, FromWorker::Ready { connected, failed }) => {
+                    progress[w] = (connected, failed);
+                    ready[w] = true;
+                }
+                (w, other) => bail!("worker {w} sent {other:?} before the window"),
+            },
+            _ = sample_every.tick() => {
+                let connected: usize = progress.iter().map(|p| p.0).sum();
+                if probe.found() {
+                    samples.push((connected as f64, probe.rss() as f64));
+                }
+                if last_said.elapsed() > Duration::from_secs(5) {
+                    last_said = Instant::now();
+                    let failed: usize = progress.iter().map(|p| p.1).sum();
+                    say!("connected {connected}, failed {failed}");
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => bail!("viewers did not finish connecting in time"),
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let connected: usize = progress.iter().map(|p| p.0).sum();
+    say!("{connected} viewers connected in {seconds:.1} s; settling");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_held = probe.rss();
+    samples.push((connected as f64, rss_held as f64));
+    Ok(Ramp {
+        seconds,
+        rss_held,
+        rss_samples: samples,
+    })
+}
+
+/// Opens the window half a second from now, runs `during` meanwhile, samples the servers and
+/// the viewers around it, then has the workers judge the frames first received inside it.
+async fn measure<F, Fut>(
+    plan: &Plan,
+    workers: &mut Workers,
+    probe: &Probe,
+    feed: Feed,
+    during: F,
+) -> anyhow::Result<(Window, Vec<WorkerResult>)>
+where
+    F: FnOnce(Duration) -> Fut,
+    Fut: std::future::Future<Output = serde_json::Value>,
+{
+    let start = now_ns() + 500_000_000;
+    let end = start + plan.duration.as_nanos() as u64;
+    let worker_pids = workers.pids();
+    let (server_cpu0, client_cpu0) = (probe.cpu_seconds(), report::cpu_seconds(&worker_pids));
+    workers.send_all(&ToWorker::Window { start, end }).await?;
+    say!("measuring for {:?}", plan.duration);
+    let during = during(plan.duration + Duration::from_millis(500)).await;
+    let now = now_ns();
+    if now < end {
+        tokio::time::sleep(Duration::from_nanos(end - now)).await;
+    }
+    let rss_end = probe.rss();
+    let server_cpu = probe.cpu_seconds() - server_cpu0;
+    let client_cpu = report::cpu_seconds(&worker_pids) - client_cpu0;
+    let load_after = system::load_average();
+
+    let first = workers.first_receipts().await?;
+    feed.stop();
+    let judged = collect::in_window(&first, start, end);
+    let frames = judged.len();
+    let results = workers.judge(judged).await?;
+    let feed_ticks_posted = feed.join().await;
+    let window = Window {
+        seconds: plan.duration.as_secs_f64(),
+        frames,
+        rss_end,
+        server_cpu,
+        client_cpu,
+        feed_ticks_posted,
+        load_after,
+        during,
+    };
+    Ok((window, results))
+}

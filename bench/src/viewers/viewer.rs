@@ -1,0 +1,152 @@
+//! One viewer: connect (retrying as the chart page does), take the snapshot, then record the
+//! receipt of every update until told to stop.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::bail;
+use tokio_util::sync::CancellationToken;
+
+use crate::system::now_ns;
+use crate::wsclient::{Kind, Target, Viewer};
+
+/// Tries per viewer, and the pause before the n-th retry (n × this).
+const CONNECT_ATTEMPTS: u32 = 3;
+const RETRY_PAUSE: Duration = Duration::from_secs(2);
+/// How long a connect plus handshake plus snapshot may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One viewer's record.
+#[derive(Debug, Default, Clone)]
+pub struct Log {
+    pub server: u16,
+    pub connected: bool,
+    /// Why the connection ended before the bench closed it.
+    pub dropped: Option<String>,
+    pub failed: Option<String>,
+    /// Connection attempts after the first, and why the last one before them failed.
+    pub retries: u32,
+    pub retry_reason: Option<String>,
+    pub snapshots: usize,
+    /// (hash, receipt) of update frames received since the recording started.
+    pub frames: Vec<(u64, u64)>,
+}
+
+/// What a worker's viewers share.
+pub struct Shared {
+    pub connected: AtomicUsize,
+    pub failed: AtomicUsize,
+    /// Updates received before this CLOCK_MONOTONIC time are not recorded.
+    pub record_from: AtomicU64,
+    pub stop: CancellationToken,
+}
+
+impl Shared {
+    pub fn new() -> Self {
+        Self {
+            connected: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            record_from: AtomicU64::new(u64::MAX),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// Viewers connected so far, and viewers that gave up.
+    pub fn counts(&self) -> (usize, usize) {
+        (
+            self.connected.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Where one viewer connects, and from where.
+pub struct Route {
+    pub target: Arc<Target>,
+    pub server: u16,
+    pub source: Ipv4Addr,
+    pub rcvbuf: u32,
+}
+
+pub async fn viewer(route: Route, shared: Arc<Shared>) -> Log {
+    let mut log = Log {
+        server: route.server,
+        ..Log::default()
+    };
+    let Some(mut v) = connect(&route, &shared, &mut log).await else {
+        return log;
+    };
+    log.connected = true;
+    log.snapshots = 1;
+    shared.connected.fetch_add(1, Ordering::Relaxed);
+    loop {
+        tokio::select! {
+            m = v.next() => match m {
+                Ok(Some(m)) => {
+                    let t = now_ns();
+                    match m.kind {
+                        Kind::Update if t >= shared.record_from.load(Ordering::Relaxed) => log.frames.push((m.hash, t)),
+                        Kind::Snapshot => log.snapshots += 1,
+                        _ => {}
+                    }
+                }
+                Ok(None) => {
+                    log.dropped = Some("the connection ended without a close frame".into());
+                    return log;
+                }
+                Err(e) => {
+                    log.dropped = Some(format!("{e:#}"));
+                    return log;
+                }
+            },
+            _ = shared.stop.cancelled() => return log,
+        }
+    }
+}
+
+/// Connects and waits for the snapshot; like the chart page, a refused or timed-out viewer
+/// tries again after a pause. `None` (with the reason in `log`) when it never got one.
+async fn connect(route: &Route, shared: &Shared, log: &mut Log) -> Option<Viewer> {
+    let mut attempt = 0;
+    loop {
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(CONNECT_TIMEOUT, snapshot_taken(route)) => match r {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => Err(format!("{e:#}")),
+                Err(_) => Err("timed out connecting".to_owned()),
+            },
+            _ = shared.stop.cancelled() => {
+                log.failed = Some("still connecting at the end".into());
+                return None;
+            }
+        };
+        match outcome {
+            Ok(v) => return Some(v),
+            Err(e) if attempt < CONNECT_ATTEMPTS - 1 => {
+                attempt += 1;
+                log.retries += 1;
+                log.retry_reason = Some(e);
+                tokio::time::sleep(RETRY_PAUSE * attempt).await;
+            }
+            Err(e) => {
+                log.failed = Some(e);
+                shared.failed.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+        }
+    }
+}
+
+/// One connection attempt, up to the snapshot.
+async fn snapshot_taken(route: &Route) -> anyhow::Result<Viewer> {
+    let mut v = Viewer::connect(&route.target, route.source, route.rcvbuf).await?;
+    loop {
+        match v.next().await? {
+            Some(m) if m.kind == Kind::Snapshot => return Ok(v),
+            Some(_) => {}
+            None => bail!("closed before the snapshot"),
+        }
+    }
+}
