@@ -8,7 +8,7 @@
 use std::fs;
 use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -473,19 +473,18 @@ fn init_cluster(
             fs::remove_file(&p)?
         }
     }
-    // The password file must be readable by the postgres user: a private temp file it owns.
-    let pwfile = std::env::temp_dir().join(format!("candlewick-pw-{}", std::process::id()));
-    {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&pwfile)
-            .context("writing the initdb password file")?;
-        writeln!(f, "{}", password.expose_secret())?;
-    }
-    run_as.chown(&pwfile)?;
+    // The password file must be readable by the postgres user: a private temp file it owns,
+    // named apart from any other cluster this process creates at the same time.
+    let pwfile = tempfile::Builder::new()
+        .prefix("candlewick-pw-")
+        .tempfile()
+        .context("creating the initdb password file")?;
+    fs::set_permissions(pwfile.path(), fs::Permissions::from_mode(0o600))
+        .context("restricting the initdb password file")?;
+    writeln!(pwfile.as_file(), "{}", password.expose_secret())
+        .context("writing the initdb password file")?;
+    run_as.chown(pwfile.path())?;
+    let pwfile = pwfile.into_temp_path();
     let mut cmd = Command::new(bin.join("initdb"));
     cmd.arg("-D")
         .arg(cluster_dir)
@@ -506,7 +505,7 @@ fn init_cluster(
     let out = cmd
         .output()
         .with_context(|| format!("running {}", bin.join("initdb").display()));
-    let _ = fs::remove_file(&pwfile);
+    drop(pwfile); // deletes it
     let out = out?;
     if !out.status.success() {
         bail!(

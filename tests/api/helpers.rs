@@ -271,6 +271,15 @@ impl TestApp {
         psql(&self.db_url, sql)
     }
 
+    /// [`TestApp::psql`] off the test's thread, which the server's poller shares: a slow
+    /// statement must not stall the polls (and the heartbeats of the test's viewers) meanwhile.
+    pub async fn psql_async(&self, sql: &str) -> String {
+        let (url, sql) = (self.db_url.clone(), sql.to_owned());
+        tokio::task::spawn_blocking(move || psql(&url, &sql))
+            .await
+            .expect("the psql task")
+    }
+
     pub async fn tick_count(&self) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM ticks")
             .fetch_one(&self.pool)

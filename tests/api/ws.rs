@@ -303,20 +303,22 @@ async fn psql_edits_of_an_old_minute_reach_viewers(app: &TestApp) {
     let minute = bucket_of(now() - 3 * 86_400, 60);
     let hour = bucket_of(minute, 3600);
     let (a, b) = (rfc3339(minute + 10), rfc3339(minute + 40));
-    app.psql(&format!(
+    app.psql_async(&format!(
         "INSERT INTO ticks (time, symbol, price, volume) VALUES ('{a}', 'BTC/USD', 200, 1), ('{b}', 'BTC/USD', 210, 2)"
-    ));
+    )).await;
     let timescaledb = app
-        .psql("SELECT value FROM candlewick_meta WHERE key = 'flavour'")
+        .psql_async("SELECT value FROM candlewick_meta WHERE key = 'flavour'")
+        .await
         .trim()
         == "timescaledb";
     if timescaledb {
         // Materialize the minute, so the edits below change already-materialized data.
-        app.psql(&format!(
+        app.psql_async(&format!(
             "CALL refresh_continuous_aggregate('one_min_candle', '{}', '{}')",
             rfc3339(hour),
             rfc3339(hour + 3600)
-        ));
+        ))
+        .await;
     }
     let (mut m1, snapshot) = snapshot_with(app, "symbol=BTC/USD&interval=1m", 1).await;
     assert_eq!(
@@ -325,9 +327,10 @@ async fn psql_edits_of_an_old_minute_reach_viewers(app: &TestApp) {
     );
     let (mut h1, _) = snapshot_with(app, "symbol=BTC/USD&interval=1h", 1).await;
 
-    app.psql(&format!(
+    app.psql_async(&format!(
         "UPDATE ticks SET price = 190 WHERE symbol = 'BTC/USD' AND time = '{b}'"
-    ));
+    ))
+    .await;
     let corrected = candle(minute, 200.0, 200.0, 190.0, 190.0, 3.0);
     assert_update(
         &recv(&mut m1, "the corrected candle").await,
@@ -350,13 +353,14 @@ async fn psql_edits_of_an_old_minute_reach_viewers(app: &TestApp) {
         rfc3339(minute)
     );
     crate::helpers::eventually(WAIT, "the corrected one_min_candle row", || async {
-        (app.psql(&row).trim() == "200,200,190,190,3").then_some(())
+        (app.psql_async(&row).await.trim() == "200,200,190,190,3").then_some(())
     })
     .await;
 
-    app.psql(&format!(
+    app.psql_async(&format!(
         "DELETE FROM ticks WHERE symbol = 'BTC/USD' AND time = '{a}'"
-    ));
+    ))
+    .await;
     let rest = candle(minute, 190.0, 190.0, 190.0, 190.0, 2.0);
     assert_update(
         &recv(&mut m1, "the candle without the deleted tick").await,
@@ -367,9 +371,10 @@ async fn psql_edits_of_an_old_minute_reach_viewers(app: &TestApp) {
     );
     recv(&mut h1, "the hour without the deleted tick").await;
 
-    app.psql(&format!(
+    app.psql_async(&format!(
         "DELETE FROM ticks WHERE symbol = 'BTC/USD' AND time = '{b}'"
-    ));
+    ))
+    .await;
     assert_update(
         &recv(&mut m1, "the removal").await,
         "BTC/USD",
@@ -391,7 +396,7 @@ async fn psql_edits_of_an_old_minute_reach_viewers(app: &TestApp) {
     crate::helpers::eventually(
         WAIT,
         "no one_min_candle row for the emptied minute",
-        || async { app.psql(&row).trim().is_empty().then_some(()) },
+        || async { app.psql_async(&row).await.trim().is_empty().then_some(()) },
     )
     .await;
 }
@@ -644,14 +649,15 @@ async fn a_viewer_that_stops_reading_is_resynced_while_another_gets_every_update
     // Polls 50 ms apart: overflowing a viewer's queue takes more polls with changes than it holds.
     let app = spawn_app_with(&["--poll-interval", "50ms"]).await;
     // Arrange: a long history, so the snapshot alone overfills the slow viewer's socket buffers.
-    app.psql(
+    app.psql_async(
         "INSERT INTO ticks (time, symbol, price, volume) \
          SELECT g, 'BTC/USD', 61000 + (extract(epoch FROM g)::bigint / 60) % 997, 1 \
          FROM generate_series(date_trunc('minute', now()) - interval '6 days', \
                               date_trunc('minute', now()) - interval '3 hours', interval '1 minute') AS g",
-    );
+    ).await;
     let history: usize = app
-        .psql("SELECT count(*) FROM one_min_candle")
+        .psql_async("SELECT count(*) FROM one_min_candle")
+        .await
         .trim()
         .parse()
         .expect("a count");
@@ -688,7 +694,7 @@ async fn a_viewer_that_stops_reading_is_resynced_while_another_gets_every_update
     // socket buffers (a few megabytes on loopback) fill at once, then the session's queue.
     const BULK: usize = 12;
     for k in 1..=BULK {
-        app.psql("UPDATE ticks SET volume = volume + 1 WHERE time < date_trunc('minute', now()) - interval '150 minutes'");
+        app.psql_async("UPDATE ticks SET volume = volume + 1 WHERE time < date_trunc('minute', now()) - interval '150 minutes'").await;
         let frame = recv(&mut healthy, &format!("whole-history update {k}")).await;
         let candles = frame["candles"]
             .as_array()
@@ -977,10 +983,11 @@ async fn an_unwatched_symbol_is_read_afresh_for_its_next_viewer() {
     drop(first);
     // Several polls after the viewer left: the window is gone.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    app.psql(
+    app.psql_async(
         "UPDATE candlewick_candles SET open = 12, high = 12, low = 12, close = 12 \
          WHERE symbol = 'COLD/USD'",
-    );
+    )
+    .await;
     let (_second, snapshot) = snapshot_with(&app, "symbol=COLD/USD", 1).await;
     assert_eq!(
         snapshot["candles"][0],
@@ -1037,10 +1044,11 @@ async fn a_limit_gives_the_newest_candles_and_updates_still_cover_the_whole_wind
     );
 
     // An edit to a minute older than the snapshot's first still comes as an update.
-    app.psql(&format!(
+    app.psql_async(&format!(
         "UPDATE ticks SET price = 1 WHERE symbol = 'LIM/USD' AND time = '{}'",
         rfc3339(first + 5)
-    ));
+    ))
+    .await;
     let update = recv(&mut ws, "the update of an old minute").await;
     assert_update(
         &update,
