@@ -8,9 +8,9 @@ use sqlx::postgres::PgArguments;
 use sqlx::query::QueryAs;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
-use super::WriteError;
 use super::audit::{self, Action, Author, Record};
 use super::copy::TickCopy;
+use super::{WriteError, storable_time_sql};
 use crate::domain::{Price, Tick, Volume};
 
 /// A stored tick as read back (other writers may have stored NULL price or volume).
@@ -304,16 +304,21 @@ pub struct TickFilter {
 /// The page of ticks a [`TickFilter`] selects, newest first; [`bind_filter`] binds $1 to $6.
 macro_rules! filtered_ticks_sql {
     () => {
-        r#"
+        concat!(
+            r#"
         SELECT time, symbol, price, volume
         FROM ticks
-        WHERE ($1::text IS NULL OR symbol = $1)
+        WHERE "#,
+            storable_time_sql!("time"),
+            r#"
+          AND ($1::text IS NULL OR symbol = $1)
           AND ($2::timestamptz IS NULL OR time >= $2)
           AND ($3::timestamptz IS NULL OR time < $3)
           AND ($4::timestamptz IS NULL OR (time, symbol) < ($4, $5::text))
         ORDER BY time DESC, symbol DESC
         LIMIT $6
         "#
+        )
     };
 }
 
@@ -407,4 +412,95 @@ pub async fn list_ticks_with_candles(
         .fetch_all(pool)
         .await
         .context("listing ticks with their candles")
+}
+
+/// A tick stored (by another program) at a time outside the range candlewick accepts, which
+/// chrono may not even hold: its time is the text PostgreSQL prints for it (in UTC), e.g.
+/// `200000-01-01 00:00:00+00` or `4714-11-24 00:00:00+00 BC`.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct UnstorableTick {
+    pub time: String,
+    pub symbol: String,
+    pub price: Option<f64>,
+    pub volume: Option<f64>,
+}
+
+/// How many ticks lie outside the accepted range, and the earliest `limit` of them.
+#[tracing::instrument(name = "List unstorable ticks", skip(pool))]
+pub async fn list_unstorable(
+    pool: &PgPool,
+    limit: i64,
+) -> anyhow::Result<(i64, Vec<UnstorableTick>)> {
+    let count: i64 = sqlx::query_scalar(concat!(
+        "SELECT count(*) FROM ticks WHERE NOT ",
+        storable_time_sql!("time")
+    ))
+    .fetch_one(pool)
+    .await
+    .context("counting ticks outside the accepted time range")?;
+    if count == 0 {
+        return Ok((0, Vec::new()));
+    }
+    let rows = sqlx::query_as(concat!(
+        r#"
+        SELECT time::text AS time, symbol, price, volume
+        FROM ticks
+        WHERE NOT "#,
+        storable_time_sql!("time"),
+        r#"
+        ORDER BY ticks.time, symbol
+        LIMIT $1
+        "#
+    ))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+    .context("listing ticks outside the accepted time range")?;
+    Ok((count, rows))
+}
+
+/// Deletes one tick named as [`list_unstorable`] shows it; `None` when there is no such tick.
+#[tracing::instrument(name = "Delete unstorable tick", skip(pool))]
+pub async fn delete_unstorable(
+    pool: &PgPool,
+    time: &str,
+    symbol: &str,
+    author: Author,
+) -> anyhow::Result<Option<UnstorableTick>> {
+    let mut tx = pool
+        .begin()
+        .await
+        .context("starting a transaction to delete a tick")?;
+    // The range condition first: the text comparison then only sees the few rows outside it.
+    let deleted: Option<UnstorableTick> = sqlx::query_as(concat!(
+        r#"
+        DELETE FROM ticks
+        WHERE NOT "#,
+        storable_time_sql!("time"),
+        r#"
+          AND time::text = $1
+          AND symbol = $2
+        RETURNING time::text AS time, symbol, price, volume
+        "#
+    ))
+    .bind(time)
+    .bind(symbol)
+    .fetch_optional(&mut *tx)
+    .await
+    .context("deleting a tick outside the accepted time range")?;
+    let Some(before) = deleted else {
+        return Ok(None);
+    };
+    let record = Record {
+        author,
+        action: Action::Delete,
+        symbol: Some(symbol),
+        tick_time: None,
+        rows: 1,
+        before: Some(serde_json::to_value(&before).context("encoding the audit row")?),
+        after: None,
+    };
+    audit::record(&mut tx, record).await?;
+    tx.commit().await.context("committing a tick delete")?;
+    Ok(Some(before))
 }

@@ -546,7 +546,7 @@ async fn the_list_filters_by_symbol_and_time_and_pages_by_keyset_newest_first() 
         "/admin?from=2024-07-03T07:00Z&to=2024-07-03T06:00Z",
         "/admin?before_time=x&before_symbol=y",
     ] {
-        let html = page(&app, client, bad, 400).await;
+        let html = page(&app, client, bad, 422).await;
         assert!(
             html.contains("field-error") || html.contains("problem"),
             "{bad}: a message"

@@ -15,6 +15,7 @@ mod import;
 mod journal;
 mod smoke;
 mod storage;
+mod times;
 mod timescale;
 mod tutorial;
 mod ws;

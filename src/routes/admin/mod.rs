@@ -86,6 +86,10 @@ pub fn configure(
                     web::get().to(ticks::delete::confirm_delete),
                 )
                 .route("/ticks/delete", web::post().to(ticks::delete::delete_tick))
+                .route(
+                    "/ticks/delete-unstorable",
+                    web::post().to(ticks::delete::delete_unstorable_tick),
+                )
                 .route("/import", web::get().to(import::import_form))
                 .route("/import", web::post().to(import::upload))
                 .route("/import/{id}", web::get().to(import::import_status))
@@ -253,6 +257,9 @@ pub enum AdminError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// Understood but refused (a time PostgreSQL cannot store).
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{message}")]
@@ -286,6 +293,7 @@ impl ResponseError for AdminError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::App(e) => e.status_code(),
