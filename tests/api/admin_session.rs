@@ -143,7 +143,11 @@ async fn old_and_idle_sessions_expire_and_forged_cookies_are_ignored() {
     };
 
     // The crafted cookie is exactly what the server issues: a fresh one is accepted.
-    let r = get_with(crafted_session_cookie(now - 60, now - 10, &csrf)).await;
+    let id = "crafted-session";
+    candlewick::db::sessions::create(&app.pool, id, SESSION_MAX_AGE_SECS)
+        .await
+        .unwrap();
+    let r = get_with(crafted_session_cookie(id, now - 60, now - 10, &csrf)).await;
     assert_eq!(r.status(), 200, "a fresh crafted session");
 
     let cases = [
@@ -159,7 +163,7 @@ async fn old_and_idle_sessions_expire_and_forged_cookies_are_ignored() {
         ),
     ];
     for (what, signed_in_at, last_seen) in cases {
-        let r = get_with(crafted_session_cookie(signed_in_at, last_seen, &csrf)).await;
+        let r = get_with(crafted_session_cookie(id, signed_in_at, last_seen, &csrf)).await;
         assert_eq!(r.status(), 303, "{what}");
         assert_eq!(location(&r), "/admin/sign-in?expired=1", "{what}");
         let removal = set_cookie(&r);
@@ -252,4 +256,141 @@ async fn admin_pages_carry_the_security_headers_and_are_not_cached() {
             h("content-type")
         );
     }
+}
+
+/// Signs in with a client that keeps no cookies and returns the session cookie (`name=value`),
+/// as a browser would have saved it.
+async fn saved_session_cookie(app: &crate::helpers::TestApp) -> String {
+    let r = post_form(app, &plain_client(), "/admin/sign-in", &[("token", TOKEN)]).await;
+    assert_eq!(r.status(), 303, "signing in");
+    let cookie = set_cookie(&r);
+    cookie
+        .split(';')
+        .next()
+        .filter(|c| c.starts_with("candlewick_admin="))
+        .unwrap_or_else(|| panic!("a session cookie: {cookie}"))
+        .to_owned()
+}
+
+fn plain_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// GET (no form) or POST (a form) `path` with exactly the cookie `cookie`.
+async fn with_cookie(
+    app: &crate::helpers::TestApp,
+    path: &str,
+    cookie: &str,
+    form: Option<&[(&str, &str)]>,
+) -> reqwest::Response {
+    let client = plain_client();
+    let req = match form {
+        None => client.get(app.url(path)),
+        Some(fields) => client.post(app.url(path)).form(fields),
+    };
+    req.header("Cookie", cookie).send().await.unwrap()
+}
+
+/// The CSRF token of the session behind `cookie`.
+async fn csrf_with(app: &crate::helpers::TestApp, cookie: &str) -> String {
+    let r = with_cookie(app, "/admin/ticks/new", cookie, None).await;
+    assert_eq!(r.status(), 200, "the session works");
+    crate::admin_support::csrf_of(&r.text().await.unwrap())
+}
+
+/// A saved cookie of an ended session: redirected to sign in, and its old CSRF token writes
+/// nothing (no tick, no audit row).
+async fn assert_cookie_is_dead(
+    app: &crate::helpers::TestApp,
+    cookie: &str,
+    csrf: &str,
+    what: &str,
+) {
+    let r = with_cookie(app, "/admin", cookie, None).await;
+    assert_eq!(r.status(), 303, "{what}: GET /admin");
+    assert!(location(&r).starts_with("/admin/sign-in"), "{what}");
+    let form = [
+        ("csrf_token", csrf),
+        ("time", "2024-07-03T06:25:00Z"),
+        ("symbol", "REPLAY"),
+        ("price", "1"),
+        ("volume", "1"),
+    ];
+    let r = with_cookie(app, "/admin/ticks/new", cookie, Some(&form)).await;
+    assert_eq!(r.status(), 303, "{what}: the create is refused");
+    assert!(location(&r).starts_with("/admin/sign-in"), "{what}");
+    assert_eq!(app.tick_count().await, 0, "{what}: nothing written");
+    assert!(
+        crate::admin_support::audit_rows(app).is_empty(),
+        "{what}: nothing audited"
+    );
+}
+
+#[actix_web::test]
+async fn a_saved_cookie_stops_working_once_its_session_signs_out() {
+    let app = spawn_app().await;
+    let cookie = saved_session_cookie(&app).await;
+    let token = csrf_with(&app, &cookie).await;
+    let r = with_cookie(
+        &app,
+        "/admin/sign-out",
+        &cookie,
+        Some(&[("csrf_token", &token)]),
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    assert_cookie_is_dead(&app, &cookie, &token, "after signing out").await;
+
+    // Signing in again starts a new session; the old cookie stays dead.
+    let fresh = saved_session_cookie(&app).await;
+    assert_ne!(fresh, cookie);
+    csrf_with(&app, &fresh).await;
+    assert_cookie_is_dead(&app, &cookie, &token, "after a new sign-in").await;
+}
+
+#[actix_web::test]
+async fn signing_out_everywhere_ends_the_sessions_of_every_browser() {
+    let app = spawn_app().await;
+    let elsewhere = saved_session_cookie(&app).await;
+    let elsewhere_csrf = csrf_with(&app, &elsewhere).await;
+    let here = saved_session_cookie(&app).await;
+    let here_csrf = csrf_with(&app, &here).await;
+    let layout = with_cookie(&app, "/admin", &here, None).await;
+    let layout = layout.text().await.unwrap();
+    assert!(
+        layout.contains(r#"action="/admin/sign-out-everywhere""#),
+        "the layout offers it: {layout}"
+    );
+
+    let r = with_cookie(&app, "/admin/sign-out-everywhere", &here, Some(&[])).await;
+    assert_eq!(r.status(), 403, "without the CSRF token");
+    csrf_with(&app, &elsewhere).await;
+
+    let r = with_cookie(
+        &app,
+        "/admin/sign-out-everywhere",
+        &here,
+        Some(&[("csrf_token", &here_csrf)]),
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), "/admin/sign-in?signed_out=everywhere");
+    assert_cookie_is_dead(&app, &elsewhere, &elsewhere_csrf, "the other browser").await;
+    assert_cookie_is_dead(&app, &here, &here_csrf, "this browser").await;
+    assert!(
+        page(
+            &app,
+            &app.client,
+            "/admin/sign-in?signed_out=everywhere",
+            200
+        )
+        .await
+        .contains("signed out everywhere")
+    );
+    // Signing in works as before.
+    let fresh = saved_session_cookie(&app).await;
+    csrf_with(&app, &fresh).await;
 }

@@ -86,11 +86,18 @@ pub async fn post_form(
         .expect("POST admin form")
 }
 
-/// A session cookie as the server would have issued it, with chosen timestamps: sessions
-/// are stateless (encrypted cookies), so this is how a test makes one old.
-pub fn crafted_session_cookie(signed_in_at: i64, last_seen: i64, csrf: &str) -> String {
+/// A session cookie as the server would have issued it for the sign-in `session_id`, with
+/// chosen timestamps: the timestamps live only in the encrypted cookie, so this is how a test
+/// makes one old.
+pub fn crafted_session_cookie(
+    session_id: &str,
+    signed_in_at: i64,
+    last_seen: i64,
+    csrf: &str,
+) -> String {
     let key = Auth::new(TOKEN.to_owned().into()).cookie_key();
     let state = serde_json::json!({
+        "session_id": serde_json::to_string(session_id).expect("JSON"),
         "signed_in_at": signed_in_at.to_string(),
         "last_seen": last_seen.to_string(),
         "csrf": serde_json::to_string(csrf).expect("JSON"),

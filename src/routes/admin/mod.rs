@@ -1,16 +1,15 @@
 //! `/admin`: sign-in with the admin token, then tick forms, CSV import and the audit trail.
 //!
 //! Sessions live in an encrypted cookie (actix-session's cookie store, keyed from the admin
-//! token). Every form carries the session's CSRF token; every write goes through `db::ticks` and
-//! records itself in `audit_log` as `admin session`.
+//! token) that names a row of `admin_sessions`: signing out deletes the row, so a saved copy of
+//! the cookie no longer works. Every form carries the session's CSRF token; every write goes
+//! through `db::ticks` and records itself in `audit_log` as `admin session`.
 
 pub mod audit;
 pub mod import;
 mod listing;
 pub mod session;
 pub mod ticks;
-
-use std::future::{Ready, ready};
 
 use actix_session::config::{CookieContentSecurity, PersistentSession};
 use actix_session::{Session, SessionExt, SessionMiddleware, storage::CookieSessionStore};
@@ -22,11 +21,13 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
 use askama::Template;
 use chrono::Utc;
+use futures_util::future::LocalBoxFuture;
 use rand::distr::{Alphanumeric, SampleString};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Auth, constant_time_eq};
 use crate::error::AppError;
+use crate::state::AppState;
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "candlewick_admin";
@@ -40,6 +41,7 @@ const TOUCH_EVERY_SECS: i64 = 60;
 const KEY_SIGNED_IN_AT: &str = "signed_in_at";
 const KEY_LAST_SEEN: &str = "last_seen";
 const KEY_CSRF: &str = "csrf";
+const KEY_SESSION_ID: &str = "session_id";
 const KEY_FLASH: &str = "flash";
 
 /// State of the admin pages shared by all workers of one server.
@@ -77,6 +79,10 @@ pub fn configure(
                 .route("/sign-in", web::get().to(session::sign_in_form))
                 .route("/sign-in", web::post().to(session::sign_in))
                 .route("/sign-out", web::post().to(session::sign_out))
+                .route(
+                    "/sign-out-everywhere",
+                    web::post().to(session::sign_out_everywhere),
+                )
                 .route("/ticks/new", web::get().to(ticks::new::new_tick_form))
                 .route("/ticks/new", web::post().to(ticks::new::create_tick))
                 .route("/ticks/edit", web::get().to(ticks::edit::edit_tick_form))
@@ -103,21 +109,38 @@ async fn not_found() -> Result<HttpResponse, AdminError> {
     Err(AdminError::NotFound("There is no such admin page.".into()))
 }
 
-/// A signed-in admin: extracting it checks the session and its expiry.
+/// A signed-in admin: extracting it checks the session, its expiry, and that it has not been
+/// signed out (one indexed lookup per admin request).
 pub struct Admin {
     session: Session,
     csrf: String,
+    id: String,
 }
 
 impl FromRequest for Admin {
     type Error = AdminError;
-    type Future = Ready<Result<Self, Self::Error>>;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(Admin::from_session(
-            req.get_session(),
-            Utc::now().timestamp(),
-        ))
+        let session = req.get_session();
+        let pool = req
+            .app_data::<web::Data<AppState>>()
+            .map(|s| s.pool.clone());
+        Box::pin(async move {
+            let admin = Admin::from_session(session, Utc::now().timestamp())?;
+            let pool = pool.ok_or_else(|| {
+                AdminError::infra(anyhow::anyhow!("no AppState registered with the app"))
+            })?;
+            let active = crate::db::sessions::is_active(&pool, &admin.id, SESSION_MAX_AGE_SECS)
+                .await
+                .map_err(AdminError::infra)?;
+            if !active {
+                // Signed out (here or everywhere): the saved cookie is worth nothing now.
+                admin.session.purge();
+                return Err(AdminError::SignInRequired { expired: false });
+            }
+            Ok(admin)
+        })
     }
 }
 
@@ -126,7 +149,9 @@ impl Admin {
         let signed_in_at: Option<i64> = session.get(KEY_SIGNED_IN_AT).ok().flatten();
         let last_seen: Option<i64> = session.get(KEY_LAST_SEEN).ok().flatten();
         let csrf: Option<String> = session.get(KEY_CSRF).ok().flatten();
-        let (Some(signed_in_at), Some(last_seen), Some(csrf)) = (signed_in_at, last_seen, csrf)
+        let id: Option<String> = session.get(KEY_SESSION_ID).ok().flatten();
+        let (Some(signed_in_at), Some(last_seen), Some(csrf), Some(id)) =
+            (signed_in_at, last_seen, csrf, id)
         else {
             return Err(AdminError::SignInRequired { expired: false });
         };
@@ -142,15 +167,30 @@ impl Admin {
         if now - last_seen >= TOUCH_EVERY_SECS {
             let _ = session.insert(KEY_LAST_SEEN, now);
         }
-        Ok(Self { session, csrf })
+        Ok(Self { session, csrf, id })
     }
 
-    /// Starts a fresh session (new CSRF token) after a successful sign-in.
-    fn start(session: &Session, now: i64) -> anyhow::Result<()> {
+    /// Starts a fresh session (new id, new CSRF token) after a successful sign-in; the
+    /// browser's previous session, if any, ends.
+    async fn start(session: &Session, pool: &sqlx::PgPool, now: i64) -> anyhow::Result<()> {
+        let previous: Option<String> = session.get(KEY_SESSION_ID).ok().flatten();
+        let id = Alphanumeric.sample_string(&mut rand::rng(), 43);
+        crate::db::sessions::create(pool, &id, SESSION_MAX_AGE_SECS).await?;
+        if let Some(previous) = previous {
+            crate::db::sessions::revoke(pool, &previous).await?;
+        }
         session.renew();
+        session.insert(KEY_SESSION_ID, id)?;
         session.insert(KEY_SIGNED_IN_AT, now)?;
         session.insert(KEY_LAST_SEEN, now)?;
         session.insert(KEY_CSRF, Alphanumeric.sample_string(&mut rand::rng(), 43))?;
+        Ok(())
+    }
+
+    /// Ends this session on the server and removes its cookie.
+    async fn end(self, pool: &sqlx::PgPool) -> anyhow::Result<()> {
+        crate::db::sessions::revoke(pool, &self.id).await?;
+        self.session.purge();
         Ok(())
     }
 
