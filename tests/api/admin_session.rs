@@ -394,3 +394,55 @@ async fn signing_out_everywhere_ends_the_sessions_of_every_browser() {
     let fresh = saved_session_cookie(&app).await;
     csrf_with(&app, &fresh).await;
 }
+
+/// Five wrong tokens from `forwarded_for`, then the right one from `then_from`; returns its status.
+async fn after_five_failures(
+    app: &crate::helpers::TestApp,
+    forwarded_for: &str,
+    then_from: &str,
+) -> u16 {
+    let client = plain_client();
+    for i in 0..5 {
+        let r = client
+            .post(app.url("/admin/sign-in"))
+            .header("X-Forwarded-For", forwarded_for)
+            .form(&[("token", "guess")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "attempt {}", i + 1);
+    }
+    let r = client
+        .post(app.url("/admin/sign-in"))
+        .header("X-Forwarded-For", then_from)
+        .form(&[("token", TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    r.status().as_u16()
+}
+
+#[actix_web::test]
+async fn sign_in_limits_follow_forwarded_addresses_only_behind_a_trusted_proxy() {
+    // Trusted: each forwarded client has its own limit.
+    let app = spawn_app_with(&["--trust-forwarded"]).await;
+    assert_eq!(
+        after_five_failures(&app, "203.0.113.5", "203.0.113.6").await,
+        303
+    );
+    let again = plain_client()
+        .post(app.url("/admin/sign-in"))
+        .header("X-Forwarded-For", "203.0.113.5")
+        .form(&[("token", TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 429, "the failing client stays limited");
+
+    // Not trusted: the header is the client's to choose and changes nothing.
+    let app = spawn_app().await;
+    assert_eq!(
+        after_five_failures(&app, "203.0.113.5", "203.0.113.6").await,
+        429
+    );
+}

@@ -142,10 +142,8 @@ pub async fn sign_in(
     auth: web::Data<Auth>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AdminError> {
-    // The connection's address: a forwarded-for header is the client's to choose.
-    let ip = req
-        .peer_addr()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    // The peer, or behind a trusted proxy the address it forwards (see `client`).
+    let ip = crate::client::client_ip(&req).unwrap_or(IpAddr::from([0, 0, 0, 0]));
     tracing::Span::current().record("client", tracing::field::display(ip));
     let now = Instant::now();
     if let Err(retry_after_secs) = admin.limiter.check(ip, now) {
