@@ -1,5 +1,6 @@
 //! The JSON API: ticks (read, write, bulk), candles (JSON and CSV) and symbols.
 
+mod body;
 mod candles;
 mod query;
 mod ticks;
