@@ -14,6 +14,7 @@ mod helpers;
 mod history;
 mod import;
 mod journal;
+mod memory;
 mod smoke;
 mod storage;
 mod times;

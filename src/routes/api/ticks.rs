@@ -41,6 +41,8 @@ async fn create_ticks(
     } else {
         ingest::json::parse_ticks(&body)?
     };
+    // The ticks hold all they need: the body need not stay in memory beside them.
+    drop(body);
     ingest::check_no_repeats(&ticks).map_err(AppError::Conflict)?;
     let inserted = ticks::insert_ticks(&state.pool, &ticks, Author::ApiToken).await?;
     metrics::counter!("candlewick_ticks_inserted_total", "via" => "api").increment(inserted);
