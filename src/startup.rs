@@ -69,7 +69,7 @@ impl Application {
             shutdown: shutdown.clone(),
         };
         let auth = web::Data::new(Auth::new(admin_token));
-        let admin = web::Data::new(AdminState::default());
+        let admin = web::Data::new(AdminState::new(&settings.db.data_dir));
         let trust_forwarded = settings.trust_forwarded;
         let server = HttpServer::new(move || {
             App::new()

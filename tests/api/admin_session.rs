@@ -4,18 +4,10 @@
 use candlewick::routes::admin::{SESSION_IDLE_SECS, SESSION_MAX_AGE_SECS};
 
 use crate::admin_support::{
-    browser, crafted_session_cookie, csrf, location, page, post_form, sign_in,
+    browser, crafted_session_cookie, csrf, location, page, plain_client, post_form,
+    saved_session_cookie, set_cookie, sign_in,
 };
 use crate::helpers::{TOKEN, spawn_app, spawn_app_with};
-
-/// The response's `Set-Cookie` header ("" when there is none).
-fn set_cookie(r: &reqwest::Response) -> String {
-    r.headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
-}
 
 #[actix_web::test]
 async fn without_a_session_admin_pages_redirect_to_the_sign_in_form() {
@@ -256,27 +248,6 @@ async fn admin_pages_carry_the_security_headers_and_are_not_cached() {
             h("content-type")
         );
     }
-}
-
-/// Signs in with a client that keeps no cookies and returns the session cookie (`name=value`),
-/// as a browser would have saved it.
-async fn saved_session_cookie(app: &crate::helpers::TestApp) -> String {
-    let r = post_form(app, &plain_client(), "/admin/sign-in", &[("token", TOKEN)]).await;
-    assert_eq!(r.status(), 303, "signing in");
-    let cookie = set_cookie(&r);
-    cookie
-        .split(';')
-        .next()
-        .filter(|c| c.starts_with("candlewick_admin="))
-        .unwrap_or_else(|| panic!("a session cookie: {cookie}"))
-        .to_owned()
-}
-
-fn plain_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
 }
 
 /// GET (no form) or POST (a form) `path` with exactly the cookie `cookie`.
