@@ -133,8 +133,11 @@ pub fn query_config() -> actix_web::web::QueryConfig {
     })
 }
 
+/// The largest urlencoded form taken.
+pub const MAX_FORM_BYTES: usize = 64 * 1024;
+
 pub fn form_config() -> actix_web::web::FormConfig {
     actix_web::web::FormConfig::default()
-        .limit(64 * 1024)
+        .limit(MAX_FORM_BYTES)
         .error_handler(|err, _req| AppError::BadRequest(format!("invalid form: {err}")).into())
 }

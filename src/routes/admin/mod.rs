@@ -85,6 +85,8 @@ pub fn configure(
             web::scope("/admin")
                 .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
                 .wrap(sessions)
+                .app_data(form_config())
+                .app_data(query_config())
                 .route("", web::get().to(ticks::list::list_ticks))
                 .route("/", web::get().to(ticks::list::list_ticks))
                 .route("/sign-in", web::get().to(session::sign_in_form))
@@ -114,6 +116,31 @@ pub fn configure(
                 .default_service(web::to(not_found)),
         );
     }
+}
+
+/// Forms that cannot be read get an admin error page (the app-wide handlers answer the API's
+/// JSON).
+fn form_config() -> web::FormConfig {
+    web::FormConfig::default()
+        .limit(crate::error::MAX_FORM_BYTES)
+        .error_handler(|err, _req| {
+            use actix_web::error::UrlencodedError as E;
+            match err {
+                E::Overflow { .. } => AdminError::PayloadTooLarge("The form is too large.".into()),
+                E::ContentType => AdminError::BadRequest(
+                    "The form was not sent as a form (application/x-www-form-urlencoded).".into(),
+                ),
+                other => AdminError::BadRequest(format!("The form could not be read: {other}.")),
+            }
+            .into()
+        })
+}
+
+/// Query strings that cannot be read get an admin error page too.
+fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err, _req| {
+        AdminError::BadRequest(format!("This address could not be read: {err}.")).into()
+    })
 }
 
 async fn not_found() -> Result<HttpResponse, AdminError> {
