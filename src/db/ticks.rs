@@ -243,18 +243,29 @@ pub async fn delete_tick(
         .execute(&mut *tx)
         .await
         .context("deleting a tick")?;
+    commit_delete(tx, author, symbol, Some(time), &before).await?;
+    Ok(Some(before))
+}
+
+/// Records the delete of one tick (`before`: the row as it was) and commits it.
+async fn commit_delete(
+    mut tx: Transaction<'_, Postgres>,
+    author: Author,
+    symbol: &str,
+    tick_time: Option<DateTime<Utc>>,
+    before: &impl Serialize,
+) -> anyhow::Result<()> {
     let record = Record {
         author,
         action: Action::Delete,
         symbol: Some(symbol),
-        tick_time: Some(time),
+        tick_time,
         rows: 1,
-        before: Some(serde_json::to_value(&before).context("encoding the audit row")?),
+        before: Some(serde_json::to_value(before).context("encoding the audit row")?),
         after: None,
     };
     audit::record(&mut tx, record).await?;
-    tx.commit().await.context("committing a tick delete")?;
-    Ok(Some(before))
+    tx.commit().await.context("committing a tick delete")
 }
 
 async fn lock_tick(
@@ -491,16 +502,7 @@ pub async fn delete_unstorable(
     let Some(before) = deleted else {
         return Ok(None);
     };
-    let record = Record {
-        author,
-        action: Action::Delete,
-        symbol: Some(symbol),
-        tick_time: None,
-        rows: 1,
-        before: Some(serde_json::to_value(&before).context("encoding the audit row")?),
-        after: None,
-    };
-    audit::record(&mut tx, record).await?;
-    tx.commit().await.context("committing a tick delete")?;
+    // No tick_time: the column could not hold every such time for reading back.
+    commit_delete(tx, author, symbol, None, &before).await?;
     Ok(Some(before))
 }

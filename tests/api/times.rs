@@ -130,19 +130,14 @@ async fn times_postgresql_cannot_store_are_refused_with_422_on_every_admin_form(
     let client = admin(&app).await;
     let token = csrf(&app, client).await;
     for time in OUT_OF_RANGE_FORM {
-        let r = post_form(
-            &app,
-            client,
-            "/admin/ticks/new",
-            &[
-                ("csrf_token", token.as_str()),
-                ("time", time),
-                ("symbol", "A"),
-                ("price", "1"),
-                ("volume", "1"),
-            ],
-        )
-        .await;
+        let form = [
+            ("csrf_token", token.as_str()),
+            ("time", time),
+            ("symbol", "A"),
+            ("price", "1"),
+            ("volume", "1"),
+        ];
+        let r = post_form(&app, client, "/admin/ticks/new", &form).await;
         assert_eq!(r.status(), 422, "new tick at {time}");
         let html = unescape(&r.text().await.unwrap());
         assert!(html.contains("field-error"), "{time}: a field message");
@@ -161,19 +156,7 @@ async fn times_postgresql_cannot_store_are_refused_with_422_on_every_admin_form(
             assert!(unescape(&html).contains("0001-01-01T00:00:00Z"), "{path}");
         }
         for path in ["/admin/ticks/edit", "/admin/ticks/delete"] {
-            let r = post_form(
-                &app,
-                client,
-                path,
-                &[
-                    ("csrf_token", token.as_str()),
-                    ("time", time),
-                    ("symbol", "A"),
-                    ("price", "1"),
-                    ("volume", "1"),
-                ],
-            )
-            .await;
+            let r = post_form(&app, client, path, &form).await;
             assert_eq!(r.status(), 422, "POST {path} at {time}");
         }
     }
@@ -333,17 +316,22 @@ async fn ticks_another_program_stored_out_of_range_break_nothing_and_can_be_dele
     page(&app, client, "/admin/audit", 200).await;
 
     let token = csrf(&app, client).await;
-    let r = post_form(
-        &app,
-        client,
-        "/admin/ticks/delete-unstorable",
-        &[
-            ("csrf_token", token.as_str()),
-            ("stored_time", "290000-01-01 00:00:00+00"),
-            ("symbol", "FAR"),
-        ],
-    )
-    .await;
+    let delete = |csrf: Option<&str>, stored_time: &str| {
+        let mut form = vec![
+            ("stored_time", stored_time.to_owned()),
+            ("symbol", "FAR".into()),
+        ];
+        if let Some(csrf) = csrf {
+            form.push(("csrf_token", csrf.to_owned()));
+        }
+        client
+            .post(app.url("/admin/ticks/delete-unstorable"))
+            .form(&form)
+            .send()
+    };
+    let r = delete(Some(&token), "290000-01-01 00:00:00+00")
+        .await
+        .unwrap();
     assert_eq!(r.status(), 303);
     assert_eq!(location(&r), "/admin");
     assert_eq!(app.tick_count().await, 4);
@@ -359,28 +347,11 @@ async fn ticks_another_program_stored_out_of_range_break_nothing_and_can_be_dele
     );
 
     // Without the CSRF token, or naming no such tick: refused, nothing deleted.
-    let r = post_form(
-        &app,
-        client,
-        "/admin/ticks/delete-unstorable",
-        &[
-            ("stored_time", "200000-01-01 00:00:00+00"),
-            ("symbol", "FAR"),
-        ],
-    )
-    .await;
+    let r = delete(None, "200000-01-01 00:00:00+00").await.unwrap();
     assert_eq!(r.status(), 403);
-    let r = post_form(
-        &app,
-        client,
-        "/admin/ticks/delete-unstorable",
-        &[
-            ("csrf_token", token.as_str()),
-            ("stored_time", "2024-07-03 06:25:00+00"),
-            ("symbol", "FAR"),
-        ],
-    )
-    .await;
+    let r = delete(Some(&token), "2024-07-03 06:25:00+00")
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404, "an in-range tick is not deleted this way");
     assert_eq!(app.tick_count().await, 4);
 }
