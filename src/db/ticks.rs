@@ -186,11 +186,7 @@ pub async fn update_tick(
     volume: Volume,
     author: Author,
 ) -> anyhow::Result<Option<TickRow>> {
-    let mut tx = pool
-        .begin()
-        .await
-        .context("starting a transaction to update a tick")?;
-    let Some(before) = lock_tick(&mut tx, time, symbol).await? else {
+    let Some((mut tx, before)) = lock_tick(pool, time, symbol).await? else {
         return Ok(None);
     };
     let after: TickRow = sqlx::query_as(
@@ -230,11 +226,7 @@ pub async fn delete_tick(
     symbol: &str,
     author: Author,
 ) -> anyhow::Result<Option<TickRow>> {
-    let mut tx = pool
-        .begin()
-        .await
-        .context("starting a transaction to delete a tick")?;
-    let Some(before) = lock_tick(&mut tx, time, symbol).await? else {
+    let Some((mut tx, before)) = lock_tick(pool, time, symbol).await? else {
         return Ok(None);
     };
     sqlx::query("DELETE FROM ticks WHERE time = $1 AND symbol = $2")
@@ -268,12 +260,18 @@ async fn commit_delete(
     tx.commit().await.context("committing a tick delete")
 }
 
+/// A transaction that holds the lock on one tick, and the tick as it is; `None` when there is
+/// no such tick.
 async fn lock_tick(
-    tx: &mut Transaction<'_, Postgres>,
+    pool: &PgPool,
     time: DateTime<Utc>,
     symbol: &str,
-) -> anyhow::Result<Option<TickRow>> {
-    sqlx::query_as(
+) -> anyhow::Result<Option<(Transaction<'static, Postgres>, TickRow)>> {
+    let mut tx = pool
+        .begin()
+        .await
+        .context("starting a transaction to change a tick")?;
+    let tick: Option<TickRow> = sqlx::query_as(
         r#"
         SELECT time, symbol, price, volume
         FROM ticks
@@ -283,9 +281,10 @@ async fn lock_tick(
     )
     .bind(time)
     .bind(symbol)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *tx)
     .await
-    .context("reading the tick to change")
+    .context("reading the tick to change")?;
+    Ok(tick.map(|t| (tx, t)))
 }
 
 pub async fn fetch_tick(
