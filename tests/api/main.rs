@@ -9,6 +9,7 @@ mod admin_ticks;
 mod api_errors;
 mod browser;
 mod candles;
+mod corrections;
 mod helpers;
 mod import;
 mod journal;
