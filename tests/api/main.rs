@@ -9,6 +9,7 @@ mod admin_ticks;
 mod api_errors;
 mod browser;
 mod candles;
+mod chart_page;
 mod corrections;
 mod helpers;
 mod import;
