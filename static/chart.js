@@ -439,5 +439,5 @@ applyTheme();
 showZone();
 live.connect();
 
-/** For the browser tests and the console: the chart and its correction markers. */
-export { chart, corrections };
+/** For the browser tests and the console: the chart, its series and correction markers. */
+export { chart, plots, corrections };

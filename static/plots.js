@@ -31,6 +31,7 @@ function lineSpecs(view) {
         label: `BB ${name}`,
         color: '--bb',
         dashed: band === 'middle',
+        band: true,
         width: 1,
         values: (rows, memo) => bands(rows, memo)[band],
       });
@@ -76,10 +77,10 @@ export function createPlots(chart) {
       const series = chart.addSeries(LineSeries, {
         lineWidth: spec.width ?? 2,
         lineStyle: spec.dashed ? LineStyle.Dashed : LineStyle.Solid,
-        title: spec.label,
-        priceLineVisible: false,
         // Three more labels on the price axis would only crowd it; the legend has the bands.
-        lastValueVisible: !spec.id.startsWith('bb-'),
+        title: spec.band ? '' : spec.label,
+        lastValueVisible: !spec.band,
+        priceLineVisible: false,
         crosshairMarkerVisible: false,
         priceFormat: spec.decimals ? formatOf(spec.decimals) : priceFormat ?? undefined,
         ...(spec.pane === 'rsi' ? { autoscaleInfoProvider: () => ({ priceRange: { minValue: 0, maxValue: 100 } }) } : {}),
@@ -149,7 +150,12 @@ export function createPlots(chart) {
     for (const { spec, series } of lines) if (!spec.decimals) series.applyOptions({ priceFormat });
   };
 
+  /** The indicator lines on the chart: id, label, series and the pane it is drawn in. */
+  const studies = () => lines.map(({ spec, series }) => ({
+    id: spec.id, label: spec.label, series, pane: series.getPane().paneIndex(),
+  }));
+
   return {
-    candles, setView, applyTheme, draw, drawTail, clear, studiesAt, setDecimals,
+    candles, setView, applyTheme, draw, drawTail, clear, studiesAt, studies, setDecimals,
   };
 }

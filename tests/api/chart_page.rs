@@ -82,11 +82,13 @@ fn number(text: &str) -> f64 {
 
 // ---- the page -----------------------------------------------------------------------------
 
-/// Runs `body` in the page as an async function with `chart` and `corrections` in scope (the
-/// page's own instances) and returns its result.
+/// Runs `body` in the page as an async function with `chart`, `plots` and `corrections` in
+/// scope (the page's own instances) and returns its result.
 async fn eval(browser: &Browser, body: &str) -> Value {
     let script = format!(
-        "return (async () => {{ const {{ chart, corrections }} = await import('/static/chart.js'); {body} }})();"
+        "return (async () => {{
+            const {{ chart, plots, corrections }} = await import('/static/chart.js'); {body}
+        }})();"
     );
     browser.run(&script).await
 }
@@ -232,16 +234,15 @@ async fn wait_legend(browser: &Browser, what: &str, done: impl Fn(&Legend) -> bo
     }
 }
 
-/// The titles of the series in each pane, top to bottom.
-async fn panes(browser: &Browser) -> Vec<Vec<String>> {
-    serde_json::from_value(
-        eval(
-            browser,
-            "return chart.panes().map((p) => p.getSeries().map((s) => s.options().title));",
-        )
-        .await,
+/// How many series each pane holds, top to bottom, and which pane each indicator is in.
+async fn panes(browser: &Browser) -> (Vec<usize>, BTreeMap<String, usize>) {
+    let v = eval(
+        browser,
+        "return [chart.panes().map((p) => p.getSeries().length),
+                 Object.fromEntries(plots.studies().map((s) => [s.id, s.pane]))];",
     )
-    .expect("pane titles")
+    .await;
+    serde_json::from_value(v).expect("panes")
 }
 
 /// Waits until a file ending in `ext` has been downloaded completely; returns its path.
@@ -340,40 +341,45 @@ async fn each_indicator_adds_its_series_survives_a_reload_and_follows_new_and_co
         open(&browser, &app, "/").await;
         assert_eq!(
             panes(&browser).await,
-            [vec![""], vec![""]],
+            (vec![1, 1], BTreeMap::new()),
             "candles and volume"
         );
 
         open_menu(&browser, "indicators-menu").await;
         let indicators: [(&str, &[&str]); 5] = [
-            ("ind-sma", &["SMA 20"]),
-            ("ind-ema", &["EMA 50"]),
-            ("ind-vwap", &["VWAP"]),
-            ("ind-bb", &["BB upper", "BB basis", "BB lower"]),
-            ("ind-rsi", &["RSI 14"]),
+            ("ind-sma", &["sma"]),
+            ("ind-ema", &["ema"]),
+            ("ind-vwap", &["vwap"]),
+            ("ind-bb", &["bb-upper", "bb-middle", "bb-lower"]),
+            ("ind-rsi", &["rsi"]),
         ];
-        for (checkbox, titles) in indicators {
+        for (checkbox, ids) in indicators {
             click(&browser, &format!("#{checkbox}")).await;
             let start = Instant::now();
             loop {
-                let shown = panes(&browser).await.concat();
-                if titles.iter().all(|t| shown.iter().any(|s| s == t)) {
+                let (_, shown) = panes(&browser).await;
+                if ids.iter().all(|id| shown.contains_key(*id)) {
                     break;
                 }
-                assert!(
-                    start.elapsed() < WAIT,
-                    "{checkbox} did not add {titles:?}: {shown:?}"
-                );
+                assert!(start.elapsed() < WAIT, "{checkbox} did not add {ids:?}: {shown:?}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        let want = vec![
-            vec![
-                "", "SMA 20", "EMA 50", "VWAP", "BB upper", "BB basis", "BB lower",
-            ],
-            vec![""],
-            vec!["RSI 14"],
-        ];
+        let want = (
+            vec![7, 1, 1],
+            BTreeMap::from(
+                [
+                    ("sma", 0),
+                    ("ema", 0),
+                    ("vwap", 0),
+                    ("bb-upper", 0),
+                    ("bb-middle", 0),
+                    ("bb-lower", 0),
+                    ("rsi", 2),
+                ]
+                .map(|(id, pane)| (id.to_owned(), pane)),
+            ),
+        );
         assert_eq!(panes(&browser).await, want, "RSI in a pane of its own");
         let ind = browser
             .run("return new URL(location.href).searchParams.get('ind');")
@@ -425,26 +431,16 @@ async fn each_indicator_adds_its_series_survives_a_reload_and_follows_new_and_co
         let drawn: BTreeMap<String, f64> = serde_json::from_value(
             eval(
                 &browser,
-                "return Object.fromEntries(chart.panes().flatMap((p) => p.getSeries())
-                    .filter((s) => s.options().title)
-                    .map((s) => [s.options().title, s.data().at(-1).value]));",
+                "return Object.fromEntries(plots.studies().map((s) => [s.id, s.series.data().at(-1).value]));",
             )
             .await,
         )
         .unwrap();
-        for (id, title) in [
-            ("sma", "SMA 20"),
-            ("ema", "EMA 50"),
-            ("vwap", "VWAP"),
-            ("bb-upper", "BB upper"),
-            ("bb-middle", "BB basis"),
-            ("bb-lower", "BB lower"),
-            ("rsi", "RSI 14"),
-        ] {
+        assert_eq!(drawn.len(), 7, "{drawn:?}");
+        for (id, value) in &drawn {
             assert!(
-                (drawn[title] - number(&after.studies[id])).abs() < 0.005 + 1e-9,
-                "{title}: drawn {}, legend {}",
-                drawn[title],
+                (value - number(&after.studies[id])).abs() < 0.005 + 1e-9,
+                "{id}: drawn {value}, legend {}",
                 after.studies[id]
             );
         }
@@ -866,6 +862,76 @@ async fn keys_pick_the_interval_show_the_help_and_reset_the_view() {
             "return Math.abs(chart.timeScale().scrollPosition()) < 1;",
         )
         .await;
+        browser.assert_no_console_errors(|_| false).await;
+        browser.close().await;
+    })
+    .await;
+}
+
+/// The README's screenshot (`docs/chart.png`): set `CANDLEWICK_UPDATE_SCREENSHOT=1` to write it
+/// from this run. Without it the test checks that the committed one is a small PNG of the size
+/// this scene renders at.
+#[actix_web::test]
+async fn the_readme_screenshot_is_a_small_png_of_the_chart_page() {
+    const MAX_BYTES: usize = 100 * 1024;
+    within_deadline(async {
+        let app = spawn_app().await;
+        let minutes = seed_minutes(&app, 150).await;
+        // One corrected bar, so the picture shows a marker.
+        let fixed = rfc3339(minutes[130] + TimeDelta::seconds(45));
+        let r = app
+            .client
+            .put(app.url(&format!("/api/ticks?time={fixed}&symbol=BTC%2FUSD")))
+            .bearer_auth(TOKEN)
+            .json(&json!({ "price": 61_150.0, "volume": 0.5 }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let browser = Browser::start_with_env(&[]).await;
+        browser
+            .client
+            .set_window_size(1000, 600)
+            .await
+            .expect("sizing the window");
+        open(&browser, &app, "/?ind=sma20,ema50,bb,rsi&theme=dark").await;
+        wait_for(
+            &browser,
+            WAIT,
+            "the correction marker",
+            "return corrections.markers().length > 0;",
+        )
+        .await;
+        hover_bar(&browser, minutes[122]).await;
+        wait_legend(&browser, "the hovered bar", |l| {
+            l.time == Some(minutes[122].timestamp())
+        })
+        .await;
+        let shot = browser.client.screenshot().await.expect("a screenshot");
+        let size = png_size(&shot);
+
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/chart.png");
+        if std::env::var_os("CANDLEWICK_UPDATE_SCREENSHOT").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &shot).unwrap();
+            println!("wrote {} ({} bytes)", path.display(), shot.len());
+        }
+        let committed = std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; write it with CANDLEWICK_UPDATE_SCREENSHOT=1",
+                path.display()
+            )
+        });
+        assert_eq!(
+            png_size(&committed),
+            size,
+            "docs/chart.png is not the size the page renders at; regenerate it"
+        );
+        assert!(
+            committed.len() <= MAX_BYTES,
+            "docs/chart.png is {} bytes; keep it under {MAX_BYTES}",
+            committed.len()
+        );
         browser.assert_no_console_errors(|_| false).await;
         browser.close().await;
     })
