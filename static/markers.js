@@ -1,8 +1,6 @@
 // Correction markers: bars whose minutes were changed after the fact, from the audit trail
 // (`GET /api/corrections`), with a tooltip that says what changed and when.
 
-const { createSeriesMarkers } = window.LightweightCharts;
-
 /** Changes listed in one tooltip; the rest are counted. */
 const TIP_CHANGES = 4;
 
@@ -11,7 +9,7 @@ const TIP_CHANGES = 4;
  * and times ({ price, volume, time, clock, zone }).
  */
 export function createCorrections(series, tip, fmt) {
-  const plugin = createSeriesMarkers(series, []);
+  const plugin = window.LightweightCharts.createSeriesMarkers(series, []);
   let byBar = new Map(); // bar time → [change]
   let shown = true;
   let color = '';
@@ -66,7 +64,7 @@ export function createCorrections(series, tip, fmt) {
       hide();
       return;
     }
-    const lines = changes.slice(0, TIP_CHANGES).map(describe);
+    const lines = changes.slice(0, TIP_CHANGES).map((c) => describeChange(c, fmt));
     if (changes.length > TIP_CHANGES) lines.push(`and ${changes.length - TIP_CHANGES} more`);
     tip.replaceChildren(heading(changes.length), ...lines.map((text) => {
       const p = document.createElement('p');
@@ -86,23 +84,6 @@ export function createCorrections(series, tip, fmt) {
     const h = document.createElement('strong');
     h.textContent = n === 1 ? 'Corrected after the fact' : `Corrected after the fact (${n} changes)`;
     return h;
-  }
-
-  /** `Jul 3, 2024, 09:00 UTC, api token: tick at 06:25:13 price 61,000.00 → 60,500.00` */
-  function describe(c) {
-    const when = `${fmt.time(Date.parse(c.at) / 1000)} ${fmt.zone()}, ${c.by}`;
-    const tick = `tick at ${fmt.clock(Date.parse(c.time) / 1000)}`;
-    const amounts = (v) => `price ${fmt.price(v.price)}, volume ${fmt.volume(v.volume)}`;
-    switch (c.action) {
-      case 'update': {
-        const parts = [];
-        if (c.before.price !== c.after.price) parts.push(`price ${fmt.price(c.before.price)} → ${fmt.price(c.after.price)}`);
-        if (c.before.volume !== c.after.volume) parts.push(`volume ${fmt.volume(c.before.volume)} → ${fmt.volume(c.after.volume)}`);
-        return `${when}: ${tick} ${parts.join(', ') || 'rewritten unchanged'}`;
-      }
-      case 'delete': return `${when}: deleted the ${tick} (${amounts(c.before)})`;
-      default: return `${when}: added a ${tick} (${amounts(c.after)})`;
-    }
   }
 
   return {
@@ -128,4 +109,27 @@ export function createCorrections(series, tip, fmt) {
       hide();
     },
   };
+}
+
+/**
+ * One change from `/api/corrections` in words, e.g. `Jul 3, 2024, 09:00 UTC, api token: tick
+ * at 06:25:13 price 61,000.00 → 60,500.00`; `fmt` formats as in `createCorrections`.
+ */
+export function describeChange(c, fmt) {
+  const when = `${fmt.time(Date.parse(c.at) / 1000)} ${fmt.zone()}, ${c.by}`;
+  const tick = `tick at ${fmt.clock(Date.parse(c.time) / 1000)}`;
+  // Ticks written by other programs may lack a price or volume.
+  const price = (v) => (typeof v?.price === 'number' ? fmt.price(v.price) : '—');
+  const volume = (v) => (typeof v?.volume === 'number' ? fmt.volume(v.volume) : '—');
+  const amounts = (v) => `price ${price(v)}, volume ${volume(v)}`;
+  switch (c.action) {
+    case 'update': {
+      const parts = [];
+      if (c.before?.price !== c.after?.price) parts.push(`price ${price(c.before)} → ${price(c.after)}`);
+      if (c.before?.volume !== c.after?.volume) parts.push(`volume ${volume(c.before)} → ${volume(c.after)}`);
+      return `${when}: ${tick} ${parts.join(', ') || 'rewritten unchanged'}`;
+    }
+    case 'delete': return `${when}: deleted the ${tick} (${amounts(c.before)})`;
+    default: return `${when}: added a ${tick} (${amounts(c.after)})`;
+  }
 }
