@@ -169,7 +169,8 @@ function applySnapshot(candles) {
   // A reconnect keeps the user's zoom and scroll; a new symbol or interval starts afresh.
   if (state.shownPair !== pair) chart.timeScale().resetTimeScale();
   state.shownPair = pair;
-  loadCorrections();
+  // Markers can wait for the candles' first paint; on a small box the request competes with it.
+  requestAnimationFrame(() => setTimeout(loadCorrections, 0));
 }
 
 function applyUpdate(candles, removed = []) {
