@@ -85,6 +85,51 @@ const fmt = {
   zone: () => zoneName(state.zone),
 };
 
+// ---- the connection ------------------------------------------------------------------------
+
+function setConnection(text) {
+  ui.connection.textContent = text;
+  ui.connection.dataset.state = text;
+}
+
+const isCurrent = (msg) => msg.symbol === state.symbol && msg.interval === state.interval;
+
+const live = createLive({
+  pair: () => ({ symbol: state.symbol, interval: state.interval }),
+  onConnecting() {
+    state.awaitingSnapshot = true;
+    setConnection('reconnecting');
+  },
+  onOpen: loadSymbols,
+  onMessage(msg) {
+    switch (msg.type) {
+      case 'snapshot':
+        // Snapshots and updates for another pair are leftovers from before a switch.
+        if (!isCurrent(msg)) return;
+        state.awaitingSnapshot = false;
+        live.settled();
+        applySnapshot(msg.candles);
+        if (ui.connection.dataset.state !== 'stale') setConnection('live');
+        break;
+      case 'update':
+        if (isCurrent(msg) && !state.awaitingSnapshot) applyUpdate(msg.candles, msg.removed);
+        break;
+      case 'status':
+        setConnection(msg.stale ? 'stale' : 'live');
+        break;
+      case 'error':
+        console.warn('candlewick server:', msg.error);
+        break;
+      default:
+        break;
+    }
+  },
+});
+
+// Connect before building the chart: the server prepares the snapshot while the page sets up.
+// Messages are handled only after this module has run to the end.
+live.connect();
+
 // ---- the chart -----------------------------------------------------------------------------
 
 const ZonedTimeScale = zonedTimeScale(defaultHorzScaleBehavior(), () => state.zone);
@@ -268,47 +313,6 @@ function scheduleCorrections() {
   state.correctionsTimer = setTimeout(loadCorrections, 100 + Math.random() * 900);
 }
 
-// ---- the connection ------------------------------------------------------------------------
-
-function setConnection(text) {
-  ui.connection.textContent = text;
-  ui.connection.dataset.state = text;
-}
-
-const isCurrent = (msg) => msg.symbol === state.symbol && msg.interval === state.interval;
-
-const live = createLive({
-  pair: () => ({ symbol: state.symbol, interval: state.interval }),
-  onConnecting() {
-    state.awaitingSnapshot = true;
-    setConnection('reconnecting');
-  },
-  onOpen: loadSymbols,
-  onMessage(msg) {
-    switch (msg.type) {
-      case 'snapshot':
-        // Snapshots and updates for another pair are leftovers from before a switch.
-        if (!isCurrent(msg)) return;
-        state.awaitingSnapshot = false;
-        live.settled();
-        applySnapshot(msg.candles);
-        if (ui.connection.dataset.state !== 'stale') setConnection('live');
-        break;
-      case 'update':
-        if (isCurrent(msg) && !state.awaitingSnapshot) applyUpdate(msg.candles, msg.removed);
-        break;
-      case 'status':
-        setConnection(msg.stale ? 'stale' : 'live');
-        break;
-      case 'error':
-        console.warn('candlewick server:', msg.error);
-        break;
-      default:
-        break;
-    }
-  },
-});
-
 // ---- controls ------------------------------------------------------------------------------
 
 async function loadSymbols() {
@@ -438,7 +442,6 @@ corrections.setShown(state.view.markers, state.candles);
 history.replaceState(history.state, '', withView(location.href, state.view, chosenTheme()));
 applyTheme();
 showZone();
-live.connect();
 
 /** For the browser tests and the console: the chart, its series and correction markers. */
 export { chart, plots, corrections };
