@@ -3,6 +3,7 @@
 
 use actix_web::{HttpResponse, get, web};
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::query;
@@ -18,12 +19,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(list_corrections);
 }
 
+#[derive(Debug, Deserialize)]
+struct CorrectionQuery {
+    symbol: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<String>,
+}
+
 /// `[{"minute": RFC 3339, "changes": [{"at", "by", "action", "time", "before", "after"}]}]`,
 /// newest minute first; `before`/`after` are `{"price", "volume"}` or null. `limit` counts
 /// changes.
 #[get("/api/corrections")]
 async fn list_corrections(
-    q: web::Query<query::RangeQuery>,
+    q: web::Query<CorrectionQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
     let symbol =

@@ -2,20 +2,10 @@
 //! message (400).
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 
 use crate::domain::Symbol;
 use crate::domain::time::parse_query_time;
 use crate::error::AppError;
-
-/// `?symbol=&from=&to=&limit=`, each validated by the functions below.
-#[derive(Debug, Deserialize)]
-pub struct RangeQuery {
-    pub symbol: Option<String>,
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub limit: Option<String>,
-}
 
 pub fn time(name: &str, value: &str) -> Result<DateTime<Utc>, AppError> {
     parse_query_time(value).map_err(|e| AppError::BadRequest(format!("{name}: {}", e.0)))

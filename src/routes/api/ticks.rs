@@ -69,9 +69,17 @@ async fn read_body(mut body: web::Payload, limit: usize) -> Result<web::BytesMut
     Ok(buf)
 }
 
+#[derive(Debug, Deserialize)]
+struct TickQuery {
+    symbol: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<String>,
+}
+
 #[get("/api/ticks")]
 async fn list_ticks(
-    q: web::Query<query::RangeQuery>,
+    q: web::Query<TickQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
     let filter = TickFilter {
