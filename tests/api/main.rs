@@ -10,6 +10,8 @@ mod api_errors;
 mod bodies;
 mod browser;
 mod candles;
+mod chart_page;
+mod corrections;
 mod helpers;
 mod history;
 mod import;
