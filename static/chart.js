@@ -1,8 +1,9 @@
 // The live chart: candles kept in a Map by time so that corrections and removals anywhere in
-// the window can be applied, not only at the end.
-// The pieces live in their own modules: the WebSocket (live.js), series and indicators
-// (plots.js), the read-out (legend.js), correction markers (markers.js), export, time zones,
-// the view kept in the URL (prefs.js) and keyboard shortcuts.
+// what is loaded can be applied, not only at the end. It opens with a screen's worth of the
+// newest candles and loads older ones page by page as the user scrolls back.
+// The pieces live in their own modules: the WebSocket (live.js), older pages (history.js),
+// series and indicators (plots.js), the read-out (legend.js), correction markers (markers.js),
+// export, time zones, the view kept in the URL (prefs.js) and keyboard shortcuts.
 
 import { createPlots } from './plots.js';
 import { createLegend } from './legend.js';
@@ -17,12 +18,20 @@ import {
 import { parsePeriod } from './indicators.js';
 import { installShortcuts } from './keys.js';
 import { createLive } from './live.js';
+import { createHistory } from './history.js';
 
 const {
   createChartEx, defaultHorzScaleBehavior, CrosshairMode, TickMarkType,
 } = window.LightweightCharts;
 
 const INTERVAL_SECONDS = { '1m': 60, '5m': 300, '15m': 900, '1h': 3_600, '4h': 14_400, '1d': 86_400 };
+/**
+ * Snapshot sizes the page asks for: the server caches one serialized snapshot per size, so
+ * every viewer of a pair shares one of these few.
+ */
+const LIMIT_CLASSES = [500, 1_000, 1_500];
+/** The chart library's default width of a bar, in CSS pixels. */
+const BAR_PX = 6;
 /** Colours the chart takes from chart.css, so each theme is defined in one place. */
 const COLOR_VARS = [
   '--chart-bg', '--muted', '--grid', '--up', '--down', '--up-volume', '--down-volume',
@@ -63,6 +72,9 @@ const state = {
   rows: [], // the same candles, ascending: what the series were last given
   firstT: null,
   lastT: null,
+  sinceT: null, // the snapshot's first bar: the quote's change is measured from it
+  seq: null, // the last snapshot or update seen, and the server run it came from: to resume
+  epoch: null,
   hoverT: null, // the bar under the crosshair, null while the pointer is off the chart
   awaitingSnapshot: true,
   shownPair: null, // the pair whose snapshot is on screen
@@ -93,9 +105,21 @@ function setConnection(text) {
 }
 
 const isCurrent = (msg) => msg.symbol === state.symbol && msg.interval === state.interval;
+const pair = () => ({ symbol: state.symbol, interval: state.interval });
+
+/** Twice the bars the chart's width shows at the default spacing, as one of the classes. */
+function snapshotLimit() {
+  const wanted = (2 * ui.chart.clientWidth) / BAR_PX;
+  return LIMIT_CLASSES.find((n) => n >= wanted) ?? LIMIT_CLASSES[LIMIT_CLASSES.length - 1];
+}
 
 const live = createLive({
-  pair: () => ({ symbol: state.symbol, interval: state.interval }),
+  pair,
+  limit: snapshotLimit,
+  resumeFrom() {
+    const current = state.shownPair === `${state.symbol} ${state.interval}`;
+    return current && state.epoch !== null ? { seq: state.seq, epoch: state.epoch } : null;
+  },
   onConnecting() {
     state.awaitingSnapshot = true;
     setConnection('reconnecting');
@@ -108,11 +132,22 @@ const live = createLive({
         if (!isCurrent(msg)) return;
         state.awaitingSnapshot = false;
         live.settled();
+        state.seq = msg.seq ?? null;
+        state.epoch = msg.epoch ?? null;
         applySnapshot(msg.candles);
         if (ui.connection.dataset.state !== 'stale') setConnection('live');
         break;
+      case 'resume':
+        // The server still had every update missed while away: they follow, nothing reloads.
+        if (!isCurrent(msg)) return;
+        state.awaitingSnapshot = false;
+        live.settled();
+        if (ui.connection.dataset.state !== 'stale') setConnection('live');
+        break;
       case 'update':
-        if (isCurrent(msg) && !state.awaitingSnapshot) applyUpdate(msg.candles, msg.removed);
+        if (!isCurrent(msg) || state.awaitingSnapshot) return;
+        state.seq = msg.seq ?? state.seq;
+        applyUpdate(msg.candles, msg.removed);
         break;
       case 'status':
         setConnection(msg.stale ? 'stale' : 'live');
@@ -144,6 +179,12 @@ const chart = createChartEx(ui.chart, new ZonedTimeScale(), {
 const plots = createPlots(chart);
 const legend = createLegend(byId('legend'));
 const corrections = createCorrections(plots.candles, ui.tip, fmt);
+const pages = createHistory({
+  pair,
+  oldest: () => state.firstT,
+  pageSize: snapshotLimit,
+  onPage: prependPage,
+});
 
 let colors = {};
 function applyTheme() {
@@ -206,19 +247,31 @@ function draw() {
 }
 
 function applySnapshot(candles) {
-  const pair = `${state.symbol} ${state.interval}`;
+  const shown = `${state.symbol} ${state.interval}`;
+  // Older pages loaded before may have missed changes while the socket was down: start over.
+  pages.reset();
   state.candles = new Map(candles.map((c) => [c[0], c]));
+  state.sinceT = candles[0]?.[0] ?? null;
   setDecimals(decimalsFor(candles[candles.length - 1]?.[4]));
-  if (state.shownPair !== pair) corrections.reset();
+  if (state.shownPair !== shown) corrections.reset();
   draw();
   // A reconnect keeps the user's zoom and scroll; a new symbol or interval starts afresh.
-  if (state.shownPair !== pair) chart.timeScale().resetTimeScale();
-  state.shownPair = pair;
+  if (state.shownPair !== shown) chart.timeScale().resetTimeScale();
+  state.shownPair = shown;
   // Markers can wait for the candles' first paint; on a small box the request competes with it.
   requestAnimationFrame(() => setTimeout(loadCorrections, 0));
 }
 
-function applyUpdate(candles, removed = []) {
+function applyUpdate(all, allRemoved = []) {
+  // Updates cover the whole window; bars older than those loaded wait for their page.
+  let candles = all;
+  let removed = allRemoved;
+  if (state.firstT !== null && !pages.complete()) {
+    const older = (t) => t < state.firstT;
+    pages.hold(candles.filter((c) => older(c[0])), removed.filter(older));
+    candles = candles.filter((c) => !older(c[0]));
+    removed = removed.filter((t) => !older(t));
+  }
   const changed = [...candles].sort((a, b) => a[0] - b[0]);
   if (state.lastT === null && changed.length) setDecimals(decimalsFor(changed[changed.length - 1][4]));
   const newest = state.lastT;
@@ -250,9 +303,33 @@ function applyUpdate(candles, removed = []) {
   showLegend();
 }
 
+/** Adds a page of older bars (and changes held for them) in front, keeping the same bars in view. */
+function prependPage(rows) {
+  const scale = chart.timeScale();
+  const range = scale.getVisibleLogicalRange();
+  const count = state.rows.length;
+  for (const c of rows) state.candles.set(c[0], c);
+  const held = pages.takeHeld(rows[0][0]);
+  for (const c of held.candles) state.candles.set(c[0], c);
+  for (const t of held.removed) state.candles.delete(t);
+  draw();
+  const added = state.rows.length - count;
+  // Logical indices count from the oldest bar: the bars on screen moved `added` to the right.
+  if (range && added) scale.setVisibleLogicalRange({ from: range.from + added, to: range.to + added });
+  loadCorrections();
+  loadOlderIfNear();
+}
+
+/** Fetches older bars while less than half a screen of them is left of the view. */
+function loadOlderIfNear() {
+  const range = chart.timeScale().getVisibleLogicalRange();
+  if (!range || state.awaitingSnapshot || !state.rows.length) return;
+  if (range.from < (range.to - range.from) / 2) pages.more();
+}
+
 function showQuote() {
   const last = state.candles.get(state.lastT);
-  const first = state.candles.get(state.firstT);
+  const first = state.candles.get(state.sinceT) ?? state.candles.get(state.firstT);
   if (!last || !first || !state.priceFormat) {
     ui.price.textContent = '—';
     ui.change.textContent = '—';
@@ -289,6 +366,8 @@ function showLegend() {
   const i = rowIndex(t);
   legend.show(state.candles.get(t), fmt, i >= 0 ? plots.studiesAt(i) : [], corrections.count(t));
 }
+
+chart.timeScale().subscribeVisibleLogicalRangeChange(loadOlderIfNear);
 
 chart.subscribeCrosshairMove((param) => {
   state.hoverT = param.point && typeof param.time === 'number' ? param.time : null;
@@ -334,6 +413,7 @@ function switchTo(symbol, interval) {
   state.symbol = symbol;
   state.interval = interval;
   state.awaitingSnapshot = true;
+  pages.reset();
   ui.interval.value = interval;
   document.title = `${symbol} · candlewick`;
   const url = new URL(location.href);

@@ -1,22 +1,33 @@
-// The page's one WebSocket (the protocol is in README.md): it asks for the pair on screen,
-// follows switches, and reconnects by itself with jittered exponential backoff.
+// The page's one WebSocket (the protocol is in README.md): it asks for the pair on screen with
+// a snapshot sized to the chart, takes snapshots as gzip binary frames, resumes after a drop
+// where the server still has what was missed, follows switches, and reconnects by itself with
+// jittered exponential backoff.
 
 const MAX_BACKOFF_MS = 10_000;
 const FIRST_BACKOFF_MS = 500;
 
+/** Binary frames are gzip-compressed JSON (snapshots); text frames are JSON. */
+async function decode(data) {
+  if (typeof data === 'string') return JSON.parse(data);
+  const stream = new Blob([data]).stream().pipeThrough(new DecompressionStream('gzip'));
+  return JSON.parse(await new Response(stream).text());
+}
+
 /**
- * `pair()` is what the page shows ({ symbol, interval }); `onMessage` gets each parsed
- * message; `onConnecting` runs when a new socket starts (nothing on screen is current until
- * its snapshot); `onOpen` when one is open.
+ * `pair()` is what the page shows ({ symbol, interval }); `limit()` how many candles a snapshot
+ * should hold; `resumeFrom()` where the page's data left off ({ seq, epoch }) or null;
+ * `onMessage` gets each parsed message, in the order sent; `onConnecting` runs when a new
+ * socket starts (nothing on screen is current until its snapshot or resume); `onOpen` when one
+ * is open.
  */
-export function createLive({ pair, onMessage, onConnecting, onOpen }) {
+export function createLive({ pair, limit, resumeFrom, onMessage, onConnecting, onOpen }) {
   let socket = null;
   let attempt = 0;
   let retryTimer = null;
   const key = () => `${pair().symbol} ${pair().interval}`;
 
   function subscribe(s) {
-    s.send(JSON.stringify({ type: 'subscribe', ...pair() }));
+    s.send(JSON.stringify({ type: 'subscribe', ...pair(), limit: limit() }));
   }
 
   function connect() {
@@ -24,26 +35,39 @@ export function createLive({ pair, onMessage, onConnecting, onOpen }) {
     retryTimer = null;
     const url = new URL('/ws', location.href);
     url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    url.search = new URLSearchParams(pair());
+    const query = new URLSearchParams({ ...pair(), limit: limit(), format: 'gzip' });
+    const from = resumeFrom();
+    if (from) {
+      query.set('since', from.seq);
+      query.set('epoch', from.epoch);
+    }
+    url.search = query;
     const s = new WebSocket(url);
+    s.binaryType = 'arraybuffer';
     const asked = key();
     socket = s;
     onConnecting();
 
+    // Inflating a snapshot takes a while: a text update sent after it must wait its turn.
+    let queue = Promise.resolve();
     s.addEventListener('open', () => {
       // The user switched while the socket was opening: ask for what is on screen now.
       if (asked !== key()) subscribe(s);
       onOpen();
     });
     s.addEventListener('message', (ev) => {
-      if (s !== socket) return;
-      let msg;
-      try {
-        msg = JSON.parse(ev.data);
-      } catch {
-        return;
-      }
-      onMessage(msg);
+      queue = queue
+        .then(() => decode(ev.data))
+        .catch(() => null) // an unreadable frame is skipped, as a malformed one always was
+        .then((msg) => {
+          if (msg === null || s !== socket) return;
+          // A failing handler is reported like any uncaught error and the queue goes on.
+          try {
+            onMessage(msg);
+          } catch (e) {
+            reportError(e);
+          }
+        });
     });
     // 'error' is always followed by 'close', so only 'close' schedules the retry.
     s.addEventListener('close', () => {
@@ -76,7 +100,7 @@ export function createLive({ pair, onMessage, onConnecting, onOpen }) {
     resubscribe() {
       if (socket?.readyState === WebSocket.OPEN) subscribe(socket);
     },
-    /** A snapshot arrived: the next failure starts the backoff afresh. */
+    /** A snapshot or resume arrived: the next failure starts the backoff afresh. */
     settled() {
       attempt = 0;
     },

@@ -1,8 +1,10 @@
 //! `payload`: the bytes of a week's snapshot (WebSocket frame raw and gzipped, and the same
-//! candles over HTTP with gzip), and the time from page load to the first drawn candle in
-//! headless Chromium, driven over the DevTools protocol.
+//! candles over HTTP with gzip), the chart page's own join (a screen of candles, gzip), and in
+//! headless Chromium, driven over the DevTools protocol, the time from page load to the first
+//! drawn candle and the bytes the page received until then; optionally beside a baseline build.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -34,6 +36,10 @@ pub struct PayloadArgs {
     pub chromium: String,
     #[command(flatten)]
     pub work: WorkArgs,
+    /// Another candlewick binary (e.g. a build of an older commit) whose page is measured in
+    /// the same run, on the same database, each load alternating with this build's.
+    #[arg(long)]
+    pub baseline_bin: Option<PathBuf>,
     /// The embedded cluster: `off` keeps to plain PostgreSQL (as BENCHMARKS.md measured),
     /// `auto` preloads TimescaleDB when it is installed.
     #[arg(long, value_enum, default_value_t = EmbeddedTimescaleDb::Off)]
@@ -54,8 +60,18 @@ pub async fn run(args: PayloadArgs) -> anyhow::Result<Value> {
             let storage = db.flavour.describe(&db.pool).await?;
             db.pool.close().await;
             let server = ws.spawn_server(&db.url, "payload-server").await?;
-            let measured = measure(&server, &args).await;
+            let baseline = match &args.baseline_bin {
+                Some(bin) => Some(
+                    ws.spawn_server_from(bin, &db.url, "payload-baseline")
+                        .await?,
+                ),
+                None => None,
+            };
+            let measured = measure(&server, baseline.as_ref(), &args).await;
             server.stop().await;
+            if let Some(b) = baseline {
+                b.stop().await;
+            }
             let mut measured = measured?;
             measured["storage"] = storage.into();
             Ok(measured)
@@ -63,23 +79,35 @@ pub async fn run(args: PayloadArgs) -> anyhow::Result<Value> {
         .await
 }
 
-async fn measure(server: &Server, args: &PayloadArgs) -> anyhow::Result<Value> {
-    // The WebSocket snapshot, as a viewer gets it.
-    let (mut ws, _) = tokio_tungstenite::connect_async(server.ws("symbol=BTC/USD&interval=1m"))
+/// The first frame `/ws?query` sends (text or binary), as bytes.
+async fn first_frame(server: &Server, query: &str) -> anyhow::Result<Vec<u8>> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(server.ws(query))
         .await
         .context("connecting to /ws")?;
-    let snapshot = loop {
+    let frame = loop {
         match tokio::time::timeout(Duration::from_secs(30), ws.next())
             .await
             .context("waiting for the snapshot")?
         {
-            Some(Ok(Message::Text(t))) => break t.to_string(),
+            Some(Ok(Message::Text(t))) => break t.as_bytes().to_vec(),
+            Some(Ok(Message::Binary(b))) => break b.to_vec(),
             Some(Ok(_)) => {}
             Some(Err(e)) => return Err(e).context("reading the snapshot"),
             None => bail!("closed before the snapshot"),
         }
     };
     let _ = ws.close(None).await;
+    Ok(frame)
+}
+
+async fn measure(
+    server: &Server,
+    baseline: Option<&Server>,
+    args: &PayloadArgs,
+) -> anyhow::Result<Value> {
+    // The WebSocket snapshot, as a viewer gets it.
+    let snapshot = String::from_utf8(first_frame(server, "symbol=BTC/USD&interval=1m").await?)
+        .context("a text snapshot")?;
     let parsed: Value = serde_json::from_str(&snapshot).context("parsing the snapshot")?;
     let candles = parsed["candles"].as_array().map(Vec::len).unwrap_or(0);
     let gzipped = gzip(snapshot.as_bytes())?;
@@ -110,25 +138,31 @@ async fn measure(server: &Server, args: &PayloadArgs) -> anyhow::Result<Value> {
         .unwrap_or("identity")
         .to_owned();
     let over_http = resp.bytes().await?.len();
+    // The chart page's join on a screen up to ~1,500 px wide.
+    let page_join = first_frame(server, "symbol=BTC/USD&interval=1m&limit=500&format=gzip")
+        .await?
+        .len();
+    say!("the page's join: a 500-candle gzip snapshot of {page_join} bytes");
 
+    let mut pages = vec![("", server)];
+    pages.extend(baseline.map(|b| ("baseline ", b)));
     let browser = if args.chromium_runs == 0 {
         json!({ "skipped": "--chromium-runs 0" })
     } else {
-        match first_candle(
-            &args.chromium,
-            &format!("{}/?symbol=BTC/USD", server.http()),
-            args.chromium_runs,
-        )
-        .await
-        {
-            Ok((times, cold)) => {
-                let s = Summary::of(&times);
-                say!(
-                    "first candle drawn: cold {:.0} ms, warm p50 {:.0} ms",
-                    cold.as_secs_f64() * 1e3,
-                    s.p50_ms
-                );
-                json!({ "cold_ms": cold.as_secs_f64() * 1e3, "warm": s })
+        let urls: Vec<String> = pages
+            .iter()
+            .map(|(_, s)| format!("{}/?symbol=BTC/USD", s.http()))
+            .collect();
+        match first_candle(&args.chromium, &urls, args.chromium_runs).await {
+            Ok(loads) => {
+                let mut out = serde_json::Map::new();
+                for ((label, _), loads) in pages.iter().zip(loads) {
+                    out.insert(
+                        format!("{label}page").trim().replace(' ', "_"),
+                        summarize(label, &loads),
+                    );
+                }
+                Value::Object(out)
             }
             Err(e) => {
                 say!("chromium: {e:#}");
@@ -137,6 +171,7 @@ async fn measure(server: &Server, args: &PayloadArgs) -> anyhow::Result<Value> {
         }
     };
     Ok(json!({
+        "page_join_snapshot_bytes": page_join,
         "snapshot_candles": candles,
         "snapshot_bytes": snapshot.len(),
         "snapshot_gzip_bytes": gzipped,
@@ -155,25 +190,80 @@ fn gzip(data: &[u8]) -> anyhow::Result<usize> {
     Ok(enc.finish()?.len())
 }
 
+/// One page load: time to the first drawn candle and the data bytes received until then.
+struct Load {
+    first_candle: Duration,
+    ws_bytes: u64,
+    api_bytes: u64,
+}
+
+/// The first (cold) load and the median of the warm ones, time and bytes.
+fn summarize(label: &str, loads: &[Load]) -> Value {
+    let Some((cold, warm)) = loads.split_first() else {
+        return json!({ "error": "no page loads" });
+    };
+    let warm = if warm.is_empty() { loads } else { warm };
+    let s = Summary::of(&warm.iter().map(|l| l.first_candle).collect::<Vec<_>>());
+    let mut bytes: Vec<u64> = warm.iter().map(|l| l.ws_bytes + l.api_bytes).collect();
+    bytes.sort_unstable();
+    let median = bytes[bytes.len() / 2];
+    say!(
+        "{label}page: first candle drawn cold {:.0} ms, warm p50 {:.0} ms; received on join {} bytes \
+         (WebSocket {} + /api/ {}; warm median {median})",
+        cold.first_candle.as_secs_f64() * 1e3,
+        s.p50_ms,
+        cold.ws_bytes + cold.api_bytes,
+        cold.ws_bytes,
+        cold.api_bytes,
+    );
+    json!({
+        "cold_ms": cold.first_candle.as_secs_f64() * 1e3,
+        "warm": s,
+        "join_bytes_cold": { "websocket": cold.ws_bytes, "api": cold.api_bytes },
+        "join_bytes_warm_median": median,
+    })
+}
+
 /// Marks when the page has its snapshot on screen: the chart shows `data-state="live"` right
-/// after drawing the snapshot, and the candles are painted by the next animation frames.
+/// after drawing the snapshot, and the candles are painted by the next animation frames. Until
+/// then it counts the data the page receives: WebSocket message payloads (frame headers
+/// aside) and `/api/` responses as transferred (headers and compressed body).
 const PROBE: &str = r#"
 (() => {
+  let wsBytes = 0;
+  const Native = window.WebSocket;
+  window.WebSocket = class extends Native {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener('message', (ev) => {
+        if (window.__cwFirstCandle) return;
+        const d = ev.data;
+        wsBytes += typeof d === 'string' ? new TextEncoder().encode(d).length : (d.byteLength ?? d.size);
+      });
+    }
+  };
   const seen = () => document.querySelector('[data-state="live"]') && document.querySelector('canvas');
   const mark = () => requestAnimationFrame(() => requestAnimationFrame(() => {
-    if (!window.__cwFirstCandle) window.__cwFirstCandle = performance.now();
+    if (window.__cwFirstCandle) return;
+    const now = performance.now();
+    const api = performance.getEntriesByType('resource')
+      .filter((e) => new URL(e.name).pathname.startsWith('/api/') && e.responseEnd <= now)
+      .reduce((n, e) => n + e.transferSize, 0);
+    window.__cwJoinBytes = { ws: wsBytes, api };
+    window.__cwFirstCandle = now;
   }));
   const obs = new MutationObserver(() => { if (seen()) { obs.disconnect(); mark(); } });
   obs.observe(document, { subtree: true, childList: true, attributes: true, attributeFilter: ['data-state'] });
 })();
 "#;
 
-/// Times `runs` page loads to the first drawn candle; returns the warm runs and the first (cold) one.
+/// Loads each of `pages` `runs` times (alternating, in one browser) to the first drawn
+/// candle; returns each page's loads, the first one cold.
 async fn first_candle(
     chromium: &str,
-    page: &str,
+    pages: &[String],
     runs: usize,
-) -> anyhow::Result<(Vec<Duration>, Duration)> {
+) -> anyhow::Result<Vec<Vec<Load>>> {
     let port = candlewick::embedded::free_port()?;
     let profile =
         std::env::temp_dir().join(format!("candlewick-bench-chromium-{}", std::process::id()));
@@ -232,43 +322,44 @@ async fn first_candle(
             json!({ "source": PROBE }),
         )
         .await?;
-        let mut times = Vec::new();
+        let mut loads: Vec<Vec<Load>> = pages.iter().map(|_| Vec::new()).collect();
         for _ in 0..runs {
-            call(&mut cdp, &mut id, "Page.navigate", json!({ "url": page })).await?;
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                let r = call(
-                    &mut cdp,
-                    &mut id,
-                    "Runtime.evaluate",
-                    json!({ "expression": "window.__cwFirstCandle || 0", "returnByValue": true }),
-                )
-                .await?;
-                let ms = r["result"]["value"].as_f64().unwrap_or(0.0);
-                if ms > 0.0 {
-                    times.push(Duration::from_secs_f64(ms / 1e3));
-                    break;
-                }
-                if Instant::now() > deadline {
-                    bail!("no candle drawn within 30 s of navigating to {page}");
+            for (page, loads) in pages.iter().zip(&mut loads) {
+                call(&mut cdp, &mut id, "Page.navigate", json!({ "url": page })).await?;
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let r = call(
+                        &mut cdp,
+                        &mut id,
+                        "Runtime.evaluate",
+                        json!({
+                            "expression": "window.__cwFirstCandle ? [window.__cwFirstCandle, window.__cwJoinBytes] : 0",
+                            "returnByValue": true,
+                        }),
+                    )
+                    .await?;
+                    let v = &r["result"]["value"];
+                    if let Some(ms) = v[0].as_f64() {
+                        loads.push(Load {
+                            first_candle: Duration::from_secs_f64(ms / 1e3),
+                            ws_bytes: v[1]["ws"].as_u64().unwrap_or(0),
+                            api_bytes: v[1]["api"].as_u64().unwrap_or(0),
+                        });
+                        break;
+                    }
+                    if Instant::now() > deadline {
+                        bail!("no candle drawn within 30 s of navigating to {page}");
+                    }
                 }
             }
         }
-        anyhow::Ok(times)
+        anyhow::Ok(loads)
     }
     .await;
     let _ = child.kill().await;
     let _ = std::fs::remove_dir_all(&profile);
-    let mut times = result?;
-    if times.is_empty() {
-        bail!("no page loads");
-    }
-    let cold = times.remove(0);
-    if times.is_empty() {
-        times.push(cold);
-    }
-    Ok((times, cold))
+    result
 }
 
 type Cdp =

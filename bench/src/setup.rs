@@ -142,6 +142,17 @@ impl Workspace {
     pub async fn spawn_server(&self, db_url: &SecretString, name: &str) -> anyhow::Result<Server> {
         Server::spawn(&self.bin, db_url, &self.dir, name).await
     }
+
+    /// Starts a server as [`Self::spawn_server`] does, from another binary (e.g. a build to
+    /// compare against).
+    pub async fn spawn_server_from(
+        &self,
+        bin: &Path,
+        db_url: &SecretString,
+        name: &str,
+    ) -> anyhow::Result<Server> {
+        Server::spawn(bin, db_url, &self.dir, name).await
+    }
 }
 
 /// A PostgreSQL cluster to make scratch databases in: our embedded one, or one given by URL.

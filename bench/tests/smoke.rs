@@ -222,6 +222,12 @@ fn payload_sizes_a_snapshot_raw_and_gzipped() {
         "raw {raw} gzip {gz}"
     );
     assert_eq!(r["http_candles_encoding"], "gzip", "{r:#}");
+    // The page's join: at most 500 of those candles, compressed.
+    let join = num(&r, "/page_join_snapshot_bytes");
+    assert!(
+        join > 0.0 && join < raw,
+        "the page's join {join} bytes, raw {raw}"
+    );
 }
 
 #[test]

@@ -13,8 +13,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// The modules `static/chart.js` imports, preloaded by the page so the browser fetches them
 /// all at once instead of discovering them one import at a time.
-const MODULES: [&str; 9] = [
+const MODULES: [&str; 10] = [
     "live.js",
+    "history.js",
     "plots.js",
     "indicators.js",
     "legend.js",

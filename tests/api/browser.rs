@@ -331,6 +331,28 @@ impl Browser {
         }
     }
 
+    /// Runs a DevTools command in the session's page (chromedriver's `goog/cdp/execute`): for
+    /// observing what the page does without the page exposing anything for tests.
+    pub(crate) async fn cdp(&self, cmd: &str, params: Value) -> Value {
+        let url = format!(
+            "{}/session/{}/goog/cdp/execute",
+            self.driver.url, self.session
+        );
+        let r = self
+            .http
+            .post(&url)
+            .json(&json!({ "cmd": cmd, "params": params }))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("DevTools {cmd}: {e}"));
+        let body: Value = r.json().await.expect("a JSON DevTools answer");
+        assert!(
+            body["value"].get("error").is_none(),
+            "DevTools {cmd}: {body}"
+        );
+        body["value"].clone()
+    }
+
     /// Browser log entries (console messages, uncaught errors, failed loads) since the last call.
     async fn console(&self) -> Vec<Value> {
         let url = format!("{}/session/{}/se/log", self.driver.url, self.session);

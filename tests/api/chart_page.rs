@@ -23,7 +23,7 @@ use crate::helpers::{TOKEN, TestApp, spawn_app};
 /// `n` one-minute BTC/USD candles ending with the current minute, loaded as one batch (history,
 /// not corrections): a wave with a drift, two ticks a minute (at :05 and :45, the current
 /// minute's at its first 200 ms). Returns the minutes, oldest first.
-async fn seed_minutes(app: &TestApp, n: i64) -> Vec<DateTime<Utc>> {
+pub(crate) async fn seed_minutes(app: &TestApp, n: i64) -> Vec<DateTime<Utc>> {
     let now = Utc::now().duration_trunc(TimeDelta::minutes(1)).unwrap();
     let minutes: Vec<DateTime<Utc>> = (0..n)
         .map(|i| now - TimeDelta::minutes(n - 1 - i))
@@ -84,7 +84,7 @@ fn number(text: &str) -> f64 {
 
 /// Runs `body` in the page as an async function with `chart`, `plots` and `corrections` in
 /// scope (the page's own instances) and returns its result.
-async fn eval(browser: &Browser, body: &str) -> Value {
+pub(crate) async fn eval(browser: &Browser, body: &str) -> Value {
     let script = format!(
         "return (async () => {{
             const {{ chart, plots, corrections }} = await import('/static/chart.js'); {body}
@@ -94,7 +94,12 @@ async fn eval(browser: &Browser, body: &str) -> Value {
 }
 
 /// Polls `body` (as in [`eval`]) until it returns something other than null or false.
-async fn wait_for(browser: &Browser, timeout: Duration, what: &str, body: &str) -> Value {
+pub(crate) async fn wait_for(
+    browser: &Browser,
+    timeout: Duration,
+    what: &str,
+    body: &str,
+) -> Value {
     let start = Instant::now();
     loop {
         let v = eval(browser, body).await;
@@ -110,7 +115,7 @@ async fn wait_for(browser: &Browser, timeout: Duration, what: &str, body: &str) 
 }
 
 /// Opens `path` and waits until the chart is live with a price.
-async fn open(browser: &Browser, app: &TestApp, path: &str) {
+pub(crate) async fn open(browser: &Browser, app: &TestApp, path: &str) {
     browser.goto(&app.url(path)).await;
     browser
         .wait_chart(SLOW_WAIT, "a live chart with a price", |s| {
@@ -140,7 +145,7 @@ async fn open_menu(browser: &Browser, id: &str) {
     }
 }
 
-async fn move_pointer(browser: &Browser, x: f64, y: f64) {
+pub(crate) async fn move_pointer(browser: &Browser, x: f64, y: f64) {
     let mouse = MouseActions::new("mouse".into()).then(PointerAction::MoveTo {
         duration: Some(Duration::from_millis(20)),
         x: x.round(),
@@ -165,7 +170,7 @@ async fn press(browser: &Browser, key: char) {
 }
 
 /// Puts the pointer over bar `t`, halfway down the candle pane.
-async fn hover_bar(browser: &Browser, t: DateTime<Utc>) {
+pub(crate) async fn hover_bar(browser: &Browser, t: DateTime<Utc>) {
     let at = wait_for(
         browser,
         WAIT,
@@ -188,8 +193,8 @@ async fn hover_bar(browser: &Browser, t: DateTime<Utc>) {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-struct Legend {
-    time: Option<i64>,
+pub(crate) struct Legend {
+    pub(crate) time: Option<i64>,
     text: String,
     open: String,
     high: String,
@@ -214,7 +219,7 @@ const READ_LEGEND: &str = r#"
     };
 "#;
 
-async fn legend(browser: &Browser) -> Legend {
+pub(crate) async fn legend(browser: &Browser) -> Legend {
     serde_json::from_value(browser.run(READ_LEGEND).await).expect("the legend")
 }
 

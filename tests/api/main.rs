@@ -11,6 +11,7 @@ mod bodies;
 mod browser;
 mod candles;
 mod chart_page;
+mod chart_paging;
 mod corrections;
 mod helpers;
 mod history;
