@@ -10,6 +10,7 @@ mod setup;
 mod statements;
 mod stats;
 mod system;
+mod tables;
 mod viewers;
 mod wsclient;
 

@@ -176,7 +176,7 @@ fn poll_cost_times_all_three_queries_and_counts_statements() {
 }
 
 #[test]
-fn ingest_measures_every_path_with_and_without_triggers() {
+fn ingest_measures_every_path_with_and_without_triggers_and_against_a_bare_table() {
     let r = bench(&[
         "ingest",
         "--single-rows",
@@ -189,15 +189,26 @@ fn ingest_measures_every_path_with_and_without_triggers() {
         "20000",
         "--bulk-batch",
         "10000",
+        "--select-symbols",
+        "10",
+        "--select-minutes",
+        "600",
     ]);
     let runs = r["runs"].as_array().expect("runs");
-    assert_eq!(runs.len(), 9, "three paths × three trigger settings: {r:#}");
+    assert_eq!(
+        runs.len(),
+        14,
+        "four paths × three trigger settings, two paths into the bare table: {r:#}"
+    );
     for run in runs {
         assert!(num(run, "/ticks_per_sec") > 0.0, "{run:#}");
     }
     for c in r["comparisons"].as_array().expect("comparisons") {
         assert!(num(c, "/journal_and_candles_slowdown") > 0.0, "{c:#}");
     }
+    let select = &r["comparisons"][1];
+    assert_eq!(select["path"], "insert_select", "{r:#}");
+    assert!(num(select, "/share_of_bare_table") > 0.0, "{select:#}");
 }
 
 #[test]
