@@ -4,6 +4,7 @@
 //! talks to loopback addresses, and every loop in it is bounded in count and time.
 
 mod ingest;
+mod page;
 mod payload;
 mod poll_cost;
 mod setup;
