@@ -4,6 +4,7 @@
 //! talks to loopback addresses, and every loop in it is bounded in count and time.
 
 mod ingest;
+mod join_storm;
 mod page;
 mod payload;
 mod poll_cost;
@@ -37,6 +38,8 @@ enum Command {
     Ingest(ingest::IngestArgs),
     /// Size of a week's snapshot and the time from page load to the first drawn candle.
     Payload(payload::PayloadArgs),
+    /// Residents' deliveries, snapshots and server memory while many viewers join at once.
+    JoinStorm(join_storm::JoinStormArgs),
     /// Internal: one process of viewers, driven by `viewers` over stdin/stdout.
     #[command(hide = true)]
     ViewersWorker {
@@ -59,6 +62,7 @@ fn main() -> std::process::ExitCode {
                     Command::PollCost(args) => poll_cost::run(args).await?,
                     Command::Ingest(args) => ingest::run(args).await?,
                     Command::Payload(args) => payload::run(args).await?,
+                    Command::JoinStorm(args) => join_storm::run(args).await?,
                     Command::ViewersWorker { .. } => unreachable!("handled above"),
                 };
                 println!("{}", serde_json::to_string_pretty(&report)?);

@@ -258,3 +258,39 @@ fn payload_runs_on_timescaledb_when_asked_and_installed() {
     };
     assert!(storage.starts_with(expected), "{r:#}");
 }
+
+#[test]
+fn a_join_storm_delivers_every_snapshot_and_residents_miss_nothing() {
+    let r = bench(&[
+        "join-storm",
+        "--residents",
+        "10",
+        "--resident-rate",
+        "200",
+        "--joiners",
+        "60",
+        "--rate",
+        "300",
+        "--storm-window",
+        "4s",
+        "--settle",
+        "1s",
+        "--steady",
+        "3s",
+        "--history",
+        "1h",
+        "--history-rate",
+        "0.2",
+    ]);
+    assert_eq!(num(&r, "/storm/snapshots_delivered"), 60.0, "{r:#}");
+    assert_eq!(num(&r, "/storm/failed"), 0.0, "{r:#}");
+    assert!(num(&r, "/storm/bytes_per_join") > 100.0, "{r:#}");
+    assert!(num(&r, "/storm/residents/frames") >= 1.0, "{r:#}");
+    assert_eq!(num(&r, "/storm/residents/missed_updates"), 0.0, "{r:#}");
+    assert_eq!(num(&r, "/steady/deliveries/held"), 70.0, "{r:#}");
+    assert_eq!(num(&r, "/steady/deliveries/missed_updates"), 0.0, "{r:#}");
+    assert!(
+        num(&r, "/server_rss_peak_bytes") >= num(&r, "/server_rss_before_bytes"),
+        "{r:#}"
+    );
+}

@@ -33,10 +33,10 @@ use clap::Args;
 pub use feed::Feed;
 pub use plan::{Layout, Plan};
 pub use processes::{Group, Workers};
-pub use report::{JoinReport, PeakRss, Probe, Ramp, ViewersReport, Window};
+pub use report::{Deliveries, JoinReport, PeakRss, Probe, Ramp, ViewersReport, Window};
 pub use worker::worker_main;
 
-use protocol::{ToWorker, WorkerResult};
+use protocol::WorkerResult;
 use report::Start;
 
 use crate::page::JoinArgs;
@@ -342,9 +342,7 @@ where
 {
     let worker_pids = workers.pids(group.clone());
     let (server_cpu0, client_cpu0) = (probe.cpu_seconds(), report::cpu_seconds(&worker_pids));
-    workers
-        .send(group.clone(), &ToWorker::Window { start, end })
-        .await?;
+    workers.open_window(group.clone(), start, end).await?;
     let seconds = Duration::from_nanos(end.saturating_sub(start));
     say!("measuring for {seconds:?}");
     let during = during(Duration::from_nanos(end.saturating_sub(now_ns()))).await;
@@ -357,10 +355,7 @@ where
     let client_cpu = report::cpu_seconds(&worker_pids) - client_cpu0;
     let load_after = system::load_average();
 
-    let first = workers.first_receipts(group.clone()).await?;
-    let judged = collect::in_window(&first, start, end);
-    let frames = judged.len();
-    let results = workers.judge(group, judged).await?;
+    let (frames, results) = workers.judge_window(group, start, end).await?;
     let window = Window {
         seconds: seconds.as_secs_f64(),
         frames,

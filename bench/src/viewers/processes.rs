@@ -150,7 +150,7 @@ impl Workers {
     }
 
     /// `group`'s frames, merged: each frame with its first receipt over all of them.
-    pub async fn first_receipts(&mut self, group: Group) -> anyhow::Result<HashMap<(u16, u64), u64>> {
+    async fn first_receipts(&mut self, group: Group) -> anyhow::Result<HashMap<(u16, u64), u64>> {
         let mut first = HashMap::new();
         for w in group {
             match self.next_from(w, "reporting frames").await? {
@@ -161,8 +161,27 @@ impl Workers {
         Ok(first)
     }
 
+    /// Opens the window `[start, end]` (CLOCK_MONOTONIC nanoseconds) on `group`.
+    pub async fn open_window(&mut self, group: Group, start: u64, end: u64) -> anyhow::Result<()> {
+        self.send(group, &ToWorker::Window { start, end }).await
+    }
+
+    /// After the window `[start, end]` closed on `group`: the frames first received inside it,
+    /// over all of `group`'s viewers, and each worker's viewers judged against them.
+    pub async fn judge_window(
+        &mut self,
+        group: Group,
+        start: u64,
+        end: u64,
+    ) -> anyhow::Result<(usize, Vec<WorkerResult>)> {
+        let first = self.first_receipts(group.clone()).await?;
+        let judged = collect::in_window(&first, start, end);
+        let frames = judged.len();
+        Ok((frames, self.judge(group, judged).await?))
+    }
+
     /// Sends `group` the frames to judge; returns each worker's result.
-    pub async fn judge(
+    async fn judge(
         &mut self,
         group: Group,
         frames: Vec<Receipt>,

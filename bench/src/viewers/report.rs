@@ -120,6 +120,9 @@ pub struct JoinReport {
     pub time_to_snapshot: Summary,
     /// Bytes read per viewer up to its snapshot, the upgrade response included.
     pub bytes_per_join: f64,
+    /// When the last snapshot came (CLOCK_MONOTONIC nanoseconds).
+    #[serde(skip)]
+    pub last_snapshot_ns: u64,
 }
 
 impl JoinReport {
@@ -137,6 +140,7 @@ impl JoinReport {
                 / 1e9,
             time_to_snapshot: Summary::of_hist(&hist),
             bytes_per_join: per,
+            last_snapshot_ns: all.last_snapshot_ns,
         }
     }
 }
@@ -180,6 +184,52 @@ impl PeakRss {
     }
 }
 
+/// What the viewers of a window got, summed over the workers.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Deliveries {
+    /// Viewers connected at the end of the window.
+    pub held: usize,
+    /// Viewers that never got a snapshot, after all their tries.
+    pub connect_failures: usize,
+    /// Attempts after a refused or timed-out one (as a browser reconnects).
+    pub connect_retries: u64,
+    pub dropped: usize,
+    /// Snapshots sent again after a lag.
+    pub resyncs: usize,
+    /// Distinct update frames whose first receipt fell in the window (summed over servers).
+    pub frames: usize,
+    pub deliveries: u64,
+    pub missed_updates: u64,
+    pub viewers_missing_updates: usize,
+    pub max_missed_per_viewer: u64,
+    /// Per update frame: time from its first receipt by any viewer to each other viewer's.
+    pub spread: Summary,
+    pub errors: Vec<String>,
+}
+
+impl Deliveries {
+    pub fn of(frames: usize, results: &[WorkerResult]) -> Self {
+        Self {
+            held: results.iter().map(|r| r.held).sum(),
+            connect_failures: results.iter().map(|r| r.failed).sum(),
+            connect_retries: results.iter().map(|r| r.retries).sum(),
+            dropped: results.iter().map(|r| r.dropped).sum(),
+            resyncs: results.iter().map(|r| r.resyncs).sum(),
+            frames,
+            deliveries: results.iter().map(|r| r.deliveries).sum(),
+            missed_updates: results.iter().map(|r| r.missed).sum(),
+            viewers_missing_updates: results.iter().map(|r| r.viewers_missing).sum(),
+            max_missed_per_viewer: results.iter().map(|r| r.max_missed).max().unwrap_or(0),
+            spread: Summary::of_hist(&collect::spread(results)),
+            errors: results
+                .iter()
+                .flat_map(|r| r.errors.iter().cloned())
+                .take(10)
+                .collect(),
+        }
+    }
+}
+
 /// Before the first viewer connects.
 pub struct Start {
     pub requested: usize,
@@ -220,45 +270,40 @@ impl ViewersReport {
         rss_peak: u64,
         rss_after_close: u64,
     ) -> Self {
-        let held: usize = results.iter().map(|r| r.held).sum();
-        let deliveries: u64 = results.iter().map(|r| r.deliveries).sum();
+        let d = Deliveries::of(window.frames, results);
         let per = |total: f64, n: f64| if n > 0.0 { total / n } else { 0.0 };
         Self {
             requested: start.requested,
             servers: start.servers,
             processes: start.processes,
             source_ips: start.source_ips,
-            held,
-            connect_failures: results.iter().map(|r| r.failed).sum(),
-            connect_retries: results.iter().map(|r| r.retries).sum(),
-            dropped: results.iter().map(|r| r.dropped).sum(),
-            resyncs: results.iter().map(|r| r.resyncs).sum(),
+            held: d.held,
+            connect_failures: d.connect_failures,
+            connect_retries: d.connect_retries,
+            dropped: d.dropped,
+            resyncs: d.resyncs,
             connect_seconds: ramp.seconds,
             join: ramp.join,
             window_seconds: window.seconds,
             frames_in_window: window.frames,
-            deliveries,
-            missed_updates: results.iter().map(|r| r.missed).sum(),
-            viewers_missing_updates: results.iter().map(|r| r.viewers_missing).sum(),
-            max_missed_per_viewer: results.iter().map(|r| r.max_missed).max().unwrap_or(0),
-            spread: Summary::of_hist(&collect::spread(results)),
+            deliveries: d.deliveries,
+            missed_updates: d.missed_updates,
+            viewers_missing_updates: d.viewers_missing_updates,
+            max_missed_per_viewer: d.max_missed_per_viewer,
+            spread: d.spread,
             server_rss_before_bytes: start.rss,
             server_rss_held_bytes: ramp.rss_held,
             server_rss_end_bytes: window.rss_end,
             server_rss_peak_bytes: rss_peak.max(window.rss_end),
             server_rss_after_close_bytes: rss_after_close,
-            rss_per_viewer_bytes: per(window.rss_end as f64 - start.rss as f64, held as f64),
+            rss_per_viewer_bytes: per(window.rss_end as f64 - start.rss as f64, d.held as f64),
             rss_slope_bytes_per_viewer: stats::slope(&ramp.rss_samples),
             server_cpu_seconds: window.server_cpu,
             client_cpu_seconds: window.client_cpu,
-            server_cpu_us_per_delivery: per(window.server_cpu * 1e6, deliveries as f64),
-            client_cpu_us_per_delivery: per(window.client_cpu * 1e6, deliveries as f64),
+            server_cpu_us_per_delivery: per(window.server_cpu * 1e6, d.deliveries as f64),
+            client_cpu_us_per_delivery: per(window.client_cpu * 1e6, d.deliveries as f64),
             feed_ticks_posted: window.feed_ticks_posted,
-            errors: results
-                .iter()
-                .flat_map(|r| r.errors.iter().cloned())
-                .take(10)
-                .collect(),
+            errors: d.errors,
             load_before: start.load,
             load_after: window.load_after,
             during: window.during,
