@@ -3,17 +3,22 @@
 //! Every subcommand prints progress on stderr and one JSON document on stdout. It only ever
 //! talks to loopback addresses, and every loop in it is bounded in count and time.
 
+mod feed;
 mod ingest;
 mod join_storm;
 mod page;
 mod payload;
 mod poll_cost;
+mod probe;
+mod server_metrics;
 mod setup;
 mod statements;
 mod stats;
 mod system;
 mod tables;
 mod viewers;
+mod watchers;
+mod writers;
 mod wsclient;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +43,8 @@ enum Command {
     Ingest(ingest::IngestArgs),
     /// Size of a week's snapshot and the time from page load to the first drawn candle.
     Payload(payload::PayloadArgs),
+    /// A realistic feed into `ticks` beside a bare table (or the tutorial's schema) while viewers watch.
+    Feed(feed::FeedArgs),
     /// Residents' deliveries, snapshots and server memory while many viewers join at once.
     JoinStorm(join_storm::JoinStormArgs),
     /// Internal: one process of viewers, driven by `viewers` over stdin/stdout.
@@ -63,6 +70,7 @@ fn main() -> std::process::ExitCode {
                     Command::Ingest(args) => ingest::run(args).await?,
                     Command::Payload(args) => payload::run(args).await?,
                     Command::JoinStorm(args) => join_storm::run(args).await?,
+                    Command::Feed(args) => feed::run(args).await?,
                     Command::ViewersWorker { .. } => unreachable!("handled above"),
                 };
                 println!("{}", serde_json::to_string_pretty(&report)?);
