@@ -10,8 +10,10 @@ mod page;
 mod payload;
 mod poll_cost;
 mod probe;
+mod sequence;
 mod server_metrics;
 mod setup;
+mod soak;
 mod statements;
 mod stats;
 mod system;
@@ -47,6 +49,8 @@ enum Command {
     Feed(feed::FeedArgs),
     /// Residents' deliveries, snapshots and server memory while many viewers join at once.
     JoinStorm(join_storm::JoinStormArgs),
+    /// One server for a long while under viewers and a feed: memory drift, missed updates, log.
+    Soak(soak::SoakArgs),
     /// Internal: one process of viewers, driven by `viewers` over stdin/stdout.
     #[command(hide = true)]
     ViewersWorker {
@@ -71,6 +75,7 @@ fn main() -> std::process::ExitCode {
                     Command::Payload(args) => payload::run(args).await?,
                     Command::JoinStorm(args) => join_storm::run(args).await?,
                     Command::Feed(args) => feed::run(args).await?,
+                    Command::Soak(args) => soak::run(args).await?,
                     Command::ViewersWorker { .. } => unreachable!("handled above"),
                 };
                 println!("{}", serde_json::to_string_pretty(&report)?);

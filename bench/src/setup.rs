@@ -142,6 +142,15 @@ impl Workspace {
     pub async fn spawn_server(&self, db_url: &SecretString, name: &str) -> anyhow::Result<Server> {
         Server::spawn(&self.bin, db_url, &self.dir, name).await
     }
+
+    /// Where the server named `name` writes its log.
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        log_path(&self.dir, name)
+    }
+}
+
+fn log_path(work_dir: &Path, name: &str) -> PathBuf {
+    work_dir.join(format!("{name}.log"))
 }
 
 /// A PostgreSQL cluster to make scratch databases in: our embedded one, or one given by URL.
@@ -281,7 +290,7 @@ impl Server {
         let port = embedded::free_port()?;
         let data_dir = work_dir.join(name);
         std::fs::create_dir_all(&data_dir)?;
-        let log = std::fs::File::create(work_dir.join(format!("{name}.log")))?;
+        let log = std::fs::File::create(log_path(work_dir, name))?;
         let child = tokio::process::Command::new(bin)
             .arg("serve")
             .args([

@@ -70,6 +70,7 @@ pub struct ViewersReport {
 }
 
 /// The server processes whose memory and CPU are sampled.
+#[derive(Clone)]
 pub struct Probe {
     pids: Vec<u32>,
 }
