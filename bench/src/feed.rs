@@ -46,7 +46,12 @@ pub struct FeedArgs {
     #[arg(long, default_value = "65s", value_parser = candlewick::config::parse_duration)]
     pub phase: Duration,
     /// The workloads, in order.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "one-row,batches,hot")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "one-row,batches,hot"
+    )]
     pub workloads: Vec<Workload>,
     /// Viewers watching (round-robin over the watched symbols).
     #[arg(long, default_value_t = 100)]
@@ -208,17 +213,30 @@ struct Phase {
 }
 
 impl Watch<'_> {
-    async fn phase(&self, workload: Workload, table: &str, args: &FeedArgs) -> anyhow::Result<Phase> {
+    async fn phase(
+        &self,
+        workload: Workload,
+        table: &str,
+        args: &FeedArgs,
+    ) -> anyhow::Result<Phase> {
         let symbols: Vec<String> = match workload {
             Workload::Hot => vec![tables::symbol(0)],
             _ => (0..args.symbols).map(tables::symbol).collect(),
         };
         let load = Load {
             table: table.to_owned(),
-            writers: if workload == Workload::Hot { 1 } else { args.writers },
+            writers: if workload == Workload::Hot {
+                1
+            } else {
+                args.writers
+            },
             symbols,
             hot_writer: workload != Workload::Hot,
-            batch: if workload == Workload::Batches { args.batch } else { 1 },
+            batch: if workload == Workload::Batches {
+                args.batch
+            } else {
+                1
+            },
             rate: None,
             duration: args.phase,
         };
@@ -278,7 +296,13 @@ fn compare(phases: &[Phase]) -> Vec<Value> {
     let mut out = Vec::new();
     for pair in phases.chunks(2) {
         let [ticks, base] = pair else { continue };
-        let share = |a: f64, b: f64| if b > 0.0 { (a / b * 1000.0).round() / 1000.0 } else { 0.0 };
+        let share = |a: f64, b: f64| {
+            if b > 0.0 {
+                (a / b * 1000.0).round() / 1000.0
+            } else {
+                0.0
+            }
+        };
         out.push(json!({
             "workload": ticks.workload,
             "rows_per_sec": ticks.written.rows_per_sec,

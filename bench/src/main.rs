@@ -14,6 +14,7 @@ mod sequence;
 mod server_metrics;
 mod setup;
 mod soak;
+mod startup;
 mod statements;
 mod stats;
 mod system;
@@ -28,7 +29,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "candlewick-bench",
-    about = "Benchmarks for candlewick: fan-out, poll cost, ingest, payload"
+    about = "Benchmarks for candlewick: fan-out, poll cost, ingest, payload, feed, start-up, soak"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -51,6 +52,8 @@ enum Command {
     JoinStorm(join_storm::JoinStormArgs),
     /// One server for a long while under viewers and a feed: memory drift, missed updates, log.
     Soak(soak::SoakArgs),
+    /// A server starting on many symbols' stored history: time to ready, memory, cold snapshots.
+    Startup(startup::StartupArgs),
     /// Internal: one process of viewers, driven by `viewers` over stdin/stdout.
     #[command(hide = true)]
     ViewersWorker {
@@ -76,6 +79,7 @@ fn main() -> std::process::ExitCode {
                     Command::JoinStorm(args) => join_storm::run(args).await?,
                     Command::Feed(args) => feed::run(args).await?,
                     Command::Soak(args) => soak::run(args).await?,
+                    Command::Startup(args) => startup::run(args).await?,
                     Command::ViewersWorker { .. } => unreachable!("handled above"),
                 };
                 println!("{}", serde_json::to_string_pretty(&report)?);

@@ -172,14 +172,13 @@ async fn write(
             _ = tick.tick() => {}
         }
         price += 1.0;
-        let done = sqlx::query(
-            "INSERT INTO ticks (time, symbol, price, volume) VALUES ($1, $2, $3, 1.0)",
-        )
-        .bind(Utc::now())
-        .bind(&symbol)
-        .bind(price)
-        .execute(&mut conn)
-        .await;
+        let done =
+            sqlx::query("INSERT INTO ticks (time, symbol, price, volume) VALUES ($1, $2, $3, 1.0)")
+                .bind(Utc::now())
+                .bind(&symbol)
+                .bind(price)
+                .execute(&mut conn)
+                .await;
         match done {
             Ok(_) => lock(&commits).push((price, Instant::now())),
             Err(e) => crate::say!("probe: {e}"),

@@ -329,7 +329,7 @@ impl Server {
             if Instant::now() > deadline {
                 bail!("the server was not ready within 180 s");
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -392,18 +392,29 @@ impl Walk {
 
 /// Loads `span` of history ending just before `end` at `per_sec` ticks per second into `db`,
 /// through the bulk (COPY) path in chunks; returns the tick count.
-///
-/// On TimescaleDB the history goes in with the journal trigger dropped, and the continuous
-/// aggregate is materialized after, as its refresh policy would have done for old ticks:
-/// TimescaleDB 2.27 logs no continuous-aggregate invalidation for a COPY into a hypertable
-/// that has a statement trigger with a transition table (our journal), so history loaded
-/// below the policy's watermark would never be materialized. History needs no journal.
 pub async fn load_history(
     db: &Scratch,
     end: DateTime<Utc>,
     span: Duration,
     per_sec: f64,
 ) -> anyhow::Result<u64> {
+    load_quietly(db, async |pool| {
+        copy_history(pool, end, span, per_sec).await
+    })
+    .await
+}
+
+/// Runs `load` (which writes history into `ticks`), then vacuums and analyzes.
+///
+/// On TimescaleDB the history goes in with the journal trigger dropped, and the continuous
+/// aggregate is materialized after, as its refresh policy would have done for old ticks:
+/// TimescaleDB 2.27 logs no continuous-aggregate invalidation for a COPY into a hypertable
+/// that has a statement trigger with a transition table (our journal), so history loaded
+/// below the policy's watermark would never be materialized. History needs no journal.
+pub async fn load_quietly<T>(
+    db: &Scratch,
+    load: impl AsyncFnOnce(&PgPool) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let pool = &db.pool;
     let timescale = db.flavour == Flavour::TimescaleDb;
     if timescale {
@@ -412,7 +423,7 @@ pub async fn load_history(
             .await
             .context("dropping the journal trigger for the history")?;
     }
-    let total = copy_history(pool, end, span, per_sec).await?;
+    let loaded = load(pool).await?;
     if timescale {
         sqlx::query(
             r#"
@@ -437,7 +448,7 @@ pub async fn load_history(
         .execute(pool)
         .await
         .context("analyzing")?;
-    Ok(total)
+    Ok(loaded)
 }
 
 async fn copy_history(

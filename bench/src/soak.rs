@@ -153,7 +153,11 @@ async fn soak(db: &Scratch, server: &Server, args: &SoakArgs) -> anyhow::Result<
     );
     let started = Instant::now();
     let sampling = CancellationToken::new();
-    let samples = tokio::spawn(sample_rss(probe.clone(), args.sample_every, sampling.clone()));
+    let samples = tokio::spawn(sample_rss(
+        probe.clone(),
+        args.sample_every,
+        sampling.clone(),
+    ));
     let feed = tokio::spawn({
         let (url, load) = (db.url.clone(), load.clone());
         async move { writers::write(&url, &load).await }

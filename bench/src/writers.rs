@@ -320,10 +320,20 @@ mod tests {
     #[test]
     fn writers_own_their_symbols_and_a_hot_writer_has_one() {
         let shares = shares(&load(7, 3, false));
-        assert_eq!(shares, [vec!["S0", "S3", "S6"], vec!["S1", "S4"], vec!["S2", "S5"]]);
+        assert_eq!(
+            shares,
+            [vec!["S0", "S3", "S6"], vec!["S1", "S4"], vec!["S2", "S5"]]
+        );
         let hot = super::shares(&load(7, 3, true));
-        assert_eq!(hot, [vec!["S0"], vec!["S1", "S3", "S5"], vec!["S2", "S4", "S6"]]);
-        assert_eq!(super::shares(&load(2, 4, false)).len(), 2, "no writer without symbols");
+        assert_eq!(
+            hot,
+            [vec!["S0"], vec!["S1", "S3", "S5"], vec!["S2", "S4", "S6"]]
+        );
+        assert_eq!(
+            super::shares(&load(2, 4, false)).len(),
+            2,
+            "no writer without symbols"
+        );
     }
 
     fn at(unix: i64) -> DateTime<Utc> {
