@@ -52,20 +52,9 @@ impl Probe {
         every: Duration,
         join: &JoinArgs,
     ) -> anyhow::Result<Self> {
-        let (mut ws, _) = tokio_tungstenite::connect_async(server.ws(&join.query(symbol)))
+        let ws = joined(&server.ws(&join.query(symbol)))
             .await
-            .context("connecting the probe's viewer")?;
-        let snapshot = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(m) = ws.next().await {
-                match m? {
-                    Message::Binary(_) => return anyhow::Ok(()),
-                    Message::Text(t) if t.starts_with(r#"{"type":"snapshot""#) => return Ok(()),
-                    _ => {}
-                }
-            }
-            bail!("closed before the snapshot")
-        });
-        snapshot.await.context("the probe's snapshot")??;
+            .context("the probe's viewer")?;
         let conn = PgConnection::connect_with(&candlewick::db::connect_options(db_url)?)
             .await
             .context("connecting the probe's writer")?;
@@ -121,8 +110,28 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-type Ws =
+/// A whole-message WebSocket client (tungstenite), for the few viewers that read updates.
+pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Connects to `url` (a `ws://` URL) and waits for the snapshot (30 s at most).
+pub async fn joined(url: &str) -> anyhow::Result<Ws> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .context("connecting")?;
+    let snapshot = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(m) = ws.next().await {
+            match m? {
+                Message::Binary(_) => return anyhow::Ok(()),
+                Message::Text(t) if t.starts_with(r#"{"type":"snapshot""#) => return Ok(()),
+                _ => {}
+            }
+        }
+        bail!("closed before the snapshot")
+    });
+    snapshot.await.context("waiting for the snapshot")??;
+    Ok(ws)
+}
 
 /// Records the highest close of every update.
 async fn watch(mut ws: Ws, frames: Frames, stop: CancellationToken) {

@@ -3,14 +3,15 @@
 //! update only while this viewer's channel is the only one anyone watches (as in `soak`).
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
+
+use crate::probe;
 
 /// What the viewer saw.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -67,21 +68,7 @@ pub struct Sequence {
 impl Sequence {
     /// Joins `url` (a `ws://` URL), waits for the snapshot, then reads updates until stopped.
     pub async fn watch(url: &str) -> anyhow::Result<Self> {
-        let (mut ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .context("connecting the numbered viewer")?;
-        tokio::time::timeout(Duration::from_secs(60), async {
-            while let Some(m) = ws.next().await {
-                match m? {
-                    Message::Binary(_) => return anyhow::Ok(()),
-                    Message::Text(t) if t.starts_with(r#"{"type":"snapshot""#) => return Ok(()),
-                    _ => {}
-                }
-            }
-            bail!("closed before the snapshot")
-        })
-        .await
-        .context("the numbered viewer's snapshot")??;
+        let mut ws = probe::joined(url).await.context("the numbered viewer")?;
         let seen = Arc::new(Mutex::new(Seen::default()));
         let stop = CancellationToken::new();
         let task = tokio::spawn({

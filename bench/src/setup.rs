@@ -153,6 +153,48 @@ fn log_path(work_dir: &Path, name: &str) -> PathBuf {
     work_dir.join(format!("{name}.log"))
 }
 
+/// One server on a scratch database holding BTC/USD history, for a measurement that needs
+/// nothing else.
+pub struct HistoryServer<'a> {
+    /// The scratch database's name, and the server's (its data dir and log).
+    pub database: &'a str,
+    pub server: &'a str,
+    pub timescaledb: EmbeddedTimescaleDb,
+    pub history: Duration,
+    pub history_rate: f64,
+}
+
+impl HistoryServer<'_> {
+    /// Loads the history, starts the server, runs `measure` against it and stops it; the
+    /// report (a JSON object) gains the storage it ran on.
+    pub async fn run(
+        self,
+        work: &WorkArgs,
+        measure: impl AsyncFnOnce(&Scratch, &Server) -> anyhow::Result<serde_json::Value>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let ws = work.open()?;
+        let cluster = ws
+            .cluster(Embedded {
+                timescaledb: self.timescaledb,
+                count_statements: false,
+            })
+            .await?;
+        cluster
+            .run_scratch(self.database, async |_, db| {
+                load_history(db, Utc::now(), self.history, self.history_rate).await?;
+                let storage = db.flavour.describe(&db.pool).await?;
+                db.pool.close().await;
+                let server = ws.spawn_server(&db.url, self.server).await?;
+                let report = measure(db, &server).await;
+                server.stop().await;
+                let mut report = report?;
+                report["storage"] = storage.into();
+                Ok(report)
+            })
+            .await
+    }
+}
+
 /// A PostgreSQL cluster to make scratch databases in: our embedded one, or one given by URL.
 pub struct Cluster {
     pg: Option<EmbeddedPostgres>,

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use candlewick::config::EmbeddedTimescaleDb;
-use chrono::Utc;
 use clap::Args;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -19,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::page::JoinArgs;
 use crate::say;
 use crate::sequence::Sequence;
-use crate::setup::{self, Embedded, Scratch, Server, WorkArgs};
+use crate::setup::{self, HistoryServer, Scratch, Server, WorkArgs};
 use crate::system::{self, now_ns};
 use crate::tables;
 use crate::viewers::{self, Deliveries, Layout, Plan, Probe, Workers};
@@ -76,27 +75,20 @@ pub struct SoakArgs {
 const SERVER: &str = "soak-server";
 
 pub async fn run(args: SoakArgs) -> anyhow::Result<Value> {
-    let ws = args.work.open()?;
-    let log = ws.log_path(SERVER);
-    let cluster = ws
-        .cluster(Embedded {
-            timescaledb: args.embedded_timescaledb,
-            count_statements: false,
-        })
+    let log = args.work.open()?.log_path(SERVER);
+    let server = HistoryServer {
+        database: "candlewick_bench_soak",
+        server: SERVER,
+        timescaledb: args.embedded_timescaledb,
+        history: args.history,
+        history_rate: args.history_rate,
+    };
+    let mut report = server
+        .run(&args.work, async |db, server| soak(db, server, &args).await)
         .await?;
-    cluster
-        .run_scratch("candlewick_bench_soak", async |_, db| {
-            setup::load_history(db, Utc::now(), args.history, args.history_rate).await?;
-            let storage = db.flavour.describe(&db.pool).await?;
-            let server = ws.spawn_server(&db.url, SERVER).await?;
-            let report = soak(db, &server, &args).await;
-            server.stop().await;
-            let mut report = report?;
-            report["storage"] = storage.into();
-            report["server_log"] = serde_json::to_value(LogFindings::read(&log)?)?;
-            Ok(report)
-        })
-        .await
+    // Read once the server has stopped: its shutdown is in the log too.
+    report["server_log"] = serde_json::to_value(LogFindings::read(&log)?)?;
+    Ok(report)
 }
 
 /// Per judging window: what the viewers got.
