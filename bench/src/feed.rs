@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use crate::page::JoinArgs;
 use crate::probe::{Latency, Probe};
 use crate::say;
-use crate::server_metrics::{self, Polls};
+use crate::server_metrics::{PollTimer, Polls};
 use crate::setup::{Cluster, Embedded, Scratch, Server, WorkArgs, Workspace};
 use crate::stats::ratio;
 use crate::tables::{self, Baseline};
@@ -242,16 +242,15 @@ impl Watch<'_> {
         };
         say!("{workload:?} into {table} for {:?}", args.phase);
         let load_before = system::load_average();
-        let client = reqwest::Client::new();
         let server = ServerProbe::new(&[self.server.pid], &[]);
         let peak = PeakRss::watch(&server);
         statements::enable(self.cluster).await;
-        let polls_before = server_metrics::read(&client, &self.server.http()).await?;
+        let polls = PollTimer::start(&self.server.http()).await?;
         let updates_before = self.viewers.updates();
         let started = Instant::now();
         let written = writers::write(&self.db.url, &load).await?;
         let ended = Instant::now();
-        let polls_after = server_metrics::read(&client, &self.server.http()).await?;
+        let polls = polls.stop().await?;
         let viewer_updates = self.viewers.updates() - updates_before;
         // The probe's last ticks need a poll or two to show.
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -266,7 +265,7 @@ impl Watch<'_> {
         let phase = Phase {
             workload,
             insert_exec_ms: exec(&format!("INSERT INTO {table} ")),
-            polls: Polls::between(&polls_before, &polls_after),
+            polls,
             poll_exec_ms: exec(statements::POLL_PREFIX),
             probe,
             viewer_updates,

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::page::JoinArgs;
 use crate::say;
-use crate::server_metrics::{self, Polls};
+use crate::server_metrics::{self, PollTimer};
 use crate::setup::{self, Embedded, Scratch, WorkArgs, Workspace};
 use crate::stats::Summary;
 use crate::tables;
@@ -116,7 +116,7 @@ async fn started(ws: &Workspace, db: &Scratch, args: &StartupArgs) -> anyhow::Re
             rss_idle as f64 / 1e6,
             rss_watched as f64 / 1e6
         );
-        let fed = feed(db, &client, &server.http(), args).await?;
+        let fed = feed(db, &server.http(), args).await?;
         let dropped = viewers.dropped();
         viewers.stop().await;
         anyhow::Ok(json!({
@@ -125,7 +125,6 @@ async fn started(ws: &Workspace, db: &Scratch, args: &StartupArgs) -> anyhow::Re
             // poll, its duration.
             "polls_at_ready": first.count,
             "first_poll_ms": (first.count == 1).then_some(first.sum_seconds * 1e3),
-            "poll_max_ms_at_ready": first.max_ms,
             "server_rss_at_ready_bytes": rss_ready,
             "server_rss_idle_bytes": rss_idle,
             "cold_snapshot": cold,
@@ -142,12 +141,7 @@ async fn started(ws: &Workspace, db: &Scratch, args: &StartupArgs) -> anyhow::Re
 
 /// `--feed-rate` ticks per second across every stored symbol for `--feed-for`, and the polls
 /// meanwhile.
-async fn feed(
-    db: &Scratch,
-    client: &reqwest::Client,
-    http: &str,
-    args: &StartupArgs,
-) -> anyhow::Result<Value> {
+async fn feed(db: &Scratch, http: &str, args: &StartupArgs) -> anyhow::Result<Value> {
     if args.feed_rate <= 0.0 || args.feed_for.is_zero() {
         return Ok(Value::Null);
     }
@@ -166,10 +160,9 @@ async fn feed(
         args.symbols,
         args.feed_for
     );
-    let before = server_metrics::read(client, http).await?;
+    let timer = PollTimer::start(http).await?;
     let written = writers::write(&db.url, &load).await?;
-    let after = server_metrics::read(client, http).await?;
-    let polls = Polls::between(&before, &after);
+    let polls = timer.stop().await?;
     say!(
         "{:.0} ticks/s written; polls p50 {:?} ms p99 {:?} ms",
         written.rows_per_sec,
