@@ -3,14 +3,25 @@
 //! Every subcommand prints progress on stderr and one JSON document on stdout. It only ever
 //! talks to loopback addresses, and every loop in it is bounded in count and time.
 
+mod feed;
 mod ingest;
+mod join_storm;
+mod page;
 mod payload;
 mod poll_cost;
+mod probe;
+mod sequence;
+mod server_metrics;
 mod setup;
+mod soak;
+mod startup;
 mod statements;
 mod stats;
 mod system;
+mod tables;
 mod viewers;
+mod watchers;
+mod writers;
 mod wsclient;
 
 use clap::{Parser, Subcommand};
@@ -18,7 +29,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "candlewick-bench",
-    about = "Benchmarks for candlewick: fan-out, poll cost, ingest, payload"
+    about = "Benchmarks for candlewick: fan-out, poll cost, ingest, payload, feed, start-up, soak"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -35,6 +46,14 @@ enum Command {
     Ingest(ingest::IngestArgs),
     /// Size of a week's snapshot and the time from page load to the first drawn candle.
     Payload(payload::PayloadArgs),
+    /// A realistic feed into `ticks` beside a bare table (or the tutorial's schema) while viewers watch.
+    Feed(feed::FeedArgs),
+    /// Residents' deliveries, snapshots and server memory while many viewers join at once.
+    JoinStorm(join_storm::JoinStormArgs),
+    /// One server for a long while under viewers and a feed: memory drift, missed updates, log.
+    Soak(soak::SoakArgs),
+    /// A server starting on many symbols' stored history: time to ready, memory, cold snapshots.
+    Startup(startup::StartupArgs),
     /// Internal: one process of viewers, driven by `viewers` over stdin/stdout.
     #[command(hide = true)]
     ViewersWorker {
@@ -57,6 +76,10 @@ fn main() -> std::process::ExitCode {
                     Command::PollCost(args) => poll_cost::run(args).await?,
                     Command::Ingest(args) => ingest::run(args).await?,
                     Command::Payload(args) => payload::run(args).await?,
+                    Command::JoinStorm(args) => join_storm::run(args).await?,
+                    Command::Feed(args) => feed::run(args).await?,
+                    Command::Soak(args) => soak::run(args).await?,
+                    Command::Startup(args) => startup::run(args).await?,
                     Command::ViewersWorker { .. } => unreachable!("handled above"),
                 };
                 println!("{}", serde_json::to_string_pretty(&report)?);

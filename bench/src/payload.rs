@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::say;
-use crate::setup::{self, Embedded, Server, WorkArgs};
+use crate::setup::{HistoryServer, Server, WorkArgs};
 use crate::stats::Summary;
 use crate::system;
 
@@ -47,34 +47,17 @@ pub struct PayloadArgs {
 }
 
 pub async fn run(args: PayloadArgs) -> anyhow::Result<Value> {
-    let ws = args.work.open()?;
-    let cluster = ws
-        .cluster(Embedded {
-            timescaledb: args.embedded_timescaledb,
-            count_statements: false,
-        })
-        .await?;
-    cluster
-        .run_scratch("candlewick_bench_payload", async |_, db| {
-            setup::load_history(db, Utc::now(), args.history, args.history_rate).await?;
-            let storage = db.flavour.describe(&db.pool).await?;
-            db.pool.close().await;
-            let server = ws.spawn_server(&db.url, "payload-server").await?;
-            let baseline = match &args.baseline_bin {
-                Some(bin) => Some(
-                    ws.spawn_server_from(bin, &db.url, "payload-baseline")
-                        .await?,
-                ),
-                None => None,
-            };
-            let measured = measure(&server, baseline.as_ref(), &args).await;
-            server.stop().await;
-            if let Some(b) = baseline {
-                b.stop().await;
-            }
-            let mut measured = measured?;
-            measured["storage"] = storage.into();
-            Ok(measured)
+    let server = HistoryServer {
+        database: "candlewick_bench_payload",
+        server: "payload-server",
+        timescaledb: args.embedded_timescaledb,
+        history: args.history,
+        history_rate: args.history_rate,
+        baseline_bin: args.baseline_bin.as_deref(),
+    };
+    server
+        .run(&args.work, async |_, server, baseline| {
+            measure(server, baseline, &args).await
         })
         .await
 }

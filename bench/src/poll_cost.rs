@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::Connection;
 
+use crate::page::JoinArgs;
 use crate::say;
 use crate::setup::{self, Cluster, Embedded, Scratch, Walk, WorkArgs, Workspace};
 use crate::stats::{Summary, ratio};
@@ -368,11 +369,12 @@ async fn statements_per_second(
                 (measure(window).await?, None)
             } else {
                 let plan = Plan {
-                    urls: vec![server.ws("symbol=BTC/USD")],
+                    urls: vec![server.ws(&JoinArgs::default().query(setup::SYMBOL))],
                     count: n,
                     rate: args.rate,
                     processes: 0,
                     duration: window,
+                    settle: Duration::from_secs(2),
                     source_ips: 0,
                     server_pids: vec![server.pid],
                     feed: None,

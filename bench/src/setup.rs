@@ -153,6 +153,74 @@ impl Workspace {
     ) -> anyhow::Result<Server> {
         Server::spawn(bin, db_url, &self.dir, name).await
     }
+
+    /// Where the server named `name` writes its log.
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        log_path(&self.dir, name)
+    }
+}
+
+fn log_path(work_dir: &Path, name: &str) -> PathBuf {
+    work_dir.join(format!("{name}.log"))
+}
+
+/// One server on a scratch database holding BTC/USD history, for a measurement that needs
+/// nothing else.
+pub struct HistoryServer<'a> {
+    /// The scratch database's name, and the server's (its data dir and log).
+    pub database: &'a str,
+    pub server: &'a str,
+    pub timescaledb: EmbeddedTimescaleDb,
+    pub history: Duration,
+    pub history_rate: f64,
+    /// Another build to start beside it on the same database (`<server>-baseline`), to
+    /// compare against.
+    pub baseline_bin: Option<&'a Path>,
+}
+
+impl HistoryServer<'_> {
+    /// Loads the history, starts the server (and the baseline build, if any), runs `measure`
+    /// against them and stops them; the report (a JSON object) gains the storage it ran on.
+    pub async fn run(
+        self,
+        work: &WorkArgs,
+        measure: impl AsyncFnOnce(
+            &Scratch,
+            &Server,
+            Option<&Server>,
+        ) -> anyhow::Result<serde_json::Value>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let ws = work.open()?;
+        let cluster = ws
+            .cluster(Embedded {
+                timescaledb: self.timescaledb,
+                count_statements: false,
+            })
+            .await?;
+        cluster
+            .run_scratch(self.database, async |_, db| {
+                load_history(db, Utc::now(), self.history, self.history_rate).await?;
+                let storage = db.flavour.describe(&db.pool).await?;
+                db.pool.close().await;
+                let server = ws.spawn_server(&db.url, self.server).await?;
+                let baseline = match self.baseline_bin {
+                    Some(bin) => {
+                        let name = format!("{}-baseline", self.server);
+                        Some(ws.spawn_server_from(bin, &db.url, &name).await?)
+                    }
+                    None => None,
+                };
+                let report = measure(db, &server, baseline.as_ref()).await;
+                server.stop().await;
+                if let Some(baseline) = baseline {
+                    baseline.stop().await;
+                }
+                let mut report = report?;
+                report["storage"] = storage.into();
+                Ok(report)
+            })
+            .await
+    }
 }
 
 /// A PostgreSQL cluster to make scratch databases in: our embedded one, or one given by URL.
@@ -292,7 +360,7 @@ impl Server {
         let port = embedded::free_port()?;
         let data_dir = work_dir.join(name);
         std::fs::create_dir_all(&data_dir)?;
-        let log = std::fs::File::create(work_dir.join(format!("{name}.log")))?;
+        let log = std::fs::File::create(log_path(work_dir, name))?;
         let child = tokio::process::Command::new(bin)
             .arg("serve")
             .args([
@@ -331,7 +399,7 @@ impl Server {
             if Instant::now() > deadline {
                 bail!("the server was not ready within 180 s");
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -394,18 +462,29 @@ impl Walk {
 
 /// Loads `span` of history ending just before `end` at `per_sec` ticks per second into `db`,
 /// through the bulk (COPY) path in chunks; returns the tick count.
-///
-/// On TimescaleDB the history goes in with the journal trigger dropped, and the continuous
-/// aggregate is materialized after, as its refresh policy would have done for old ticks:
-/// TimescaleDB 2.27 logs no continuous-aggregate invalidation for a COPY into a hypertable
-/// that has a statement trigger with a transition table (our journal), so history loaded
-/// below the policy's watermark would never be materialized. History needs no journal.
 pub async fn load_history(
     db: &Scratch,
     end: DateTime<Utc>,
     span: Duration,
     per_sec: f64,
 ) -> anyhow::Result<u64> {
+    load_quietly(db, async |pool| {
+        copy_history(pool, end, span, per_sec).await
+    })
+    .await
+}
+
+/// Runs `load` (which writes history into `ticks`), then vacuums and analyzes.
+///
+/// On TimescaleDB the history goes in with the journal trigger dropped, and the continuous
+/// aggregate is materialized after, as its refresh policy would have done for old ticks:
+/// TimescaleDB 2.27 logs no continuous-aggregate invalidation for a COPY into a hypertable
+/// that has a statement trigger with a transition table (our journal), so history loaded
+/// below the policy's watermark would never be materialized. History needs no journal.
+pub async fn load_quietly<T>(
+    db: &Scratch,
+    load: impl AsyncFnOnce(&PgPool) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let pool = &db.pool;
     let timescale = db.flavour == Flavour::TimescaleDb;
     if timescale {
@@ -414,7 +493,7 @@ pub async fn load_history(
             .await
             .context("dropping the journal trigger for the history")?;
     }
-    let total = copy_history(pool, end, span, per_sec).await?;
+    let loaded = load(pool).await?;
     if timescale {
         sqlx::query(
             r#"
@@ -439,7 +518,7 @@ pub async fn load_history(
         .execute(pool)
         .await
         .context("analyzing")?;
-    Ok(total)
+    Ok(loaded)
 }
 
 async fn copy_history(

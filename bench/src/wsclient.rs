@@ -4,7 +4,8 @@
 //! snapshot is over half a megabyte: 50,000 such viewers would need tens of GiB on the load
 //! generator alone. This client streams every frame through a fixed buffer instead, keeps only
 //! the first bytes of each message (to tell its type) and a hash of updates, and answers pings.
-//! The handshake key and its check come from tungstenite.
+//! A binary message is a snapshot (`format=gzip` sends only snapshots that way). The handshake
+//! key and its check come from tungstenite.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
@@ -70,6 +71,8 @@ pub struct Message {
 
 pub struct Viewer {
     stream: TcpStream,
+    /// Bytes read from the socket so far, the upgrade response included.
+    bytes_read: u64,
     buf: Box<[u8]>,
     start: usize,
     end: usize,
@@ -92,6 +95,7 @@ impl Viewer {
         stream.set_nodelay(true)?;
         let mut v = Self {
             stream,
+            bytes_read: 0,
             buf: vec![0u8; BUF].into_boxed_slice(),
             start: 0,
             end: 0,
@@ -126,6 +130,7 @@ impl Viewer {
             if n == 0 {
                 bail!("the server closed the connection during the upgrade");
             }
+            self.bytes_read += n as u64;
             self.end += n;
         };
         let head = String::from_utf8_lossy(&self.buf[..head_end]).to_ascii_lowercase();
@@ -174,8 +179,14 @@ impl Viewer {
             if n == 0 {
                 return Ok(None);
             }
+            self.bytes_read += n as u64;
             self.end += n;
         }
+    }
+
+    /// Bytes read from the socket so far, the upgrade response included.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
     }
 
     /// Consumes buffered bytes; `None` when more are needed.
@@ -284,6 +295,8 @@ struct Assembler {
     hash: u64,
     len: u64,
     in_message: bool,
+    /// The message is binary (its first frame's opcode is 2).
+    binary: bool,
     control: Vec<u8>,
 }
 
@@ -303,6 +316,7 @@ impl Assembler {
             None => {
                 if h.opcode != 0 && !self.in_message {
                     self.in_message = true;
+                    self.binary = h.opcode == 0x2;
                     self.prefix_len = 0;
                     self.hash = FNV_OFFSET;
                     self.len = 0;
@@ -329,9 +343,10 @@ impl Assembler {
             self.prefix_len += keep;
             self.len += data.len() as u64;
             // Snapshots are large and never compared: only other messages are hashed.
-            if !self.prefix[..self.prefix_len].starts_with(b"{\"type\":\"snapshot\"")
-                || self.prefix_len < 18
-            {
+            let snapshot = self.binary
+                || (self.prefix_len >= 18
+                    && self.prefix[..self.prefix_len].starts_with(b"{\"type\":\"snapshot\""));
+            if !snapshot {
                 for &b in data {
                     self.hash = (self.hash ^ u64::from(b)).wrapping_mul(FNV_PRIME);
                 }
@@ -349,7 +364,7 @@ impl Assembler {
             None if frame.fin => {
                 self.in_message = false;
                 let p = &self.prefix[..self.prefix_len];
-                let kind = if p.starts_with(b"{\"type\":\"snapshot\"") {
+                let kind = if self.binary || p.starts_with(b"{\"type\":\"snapshot\"") {
                     Kind::Snapshot
                 } else if p.starts_with(b"{\"type\":\"update\"") {
                     Kind::Update
@@ -437,13 +452,19 @@ mod tests {
         wire.extend(frame(0x1, false, &upd[..30]));
         wire.extend(frame(0x0, true, &upd[30..]));
         wire.extend(frame(0x1, true, br#"{"type":"status","stale":true}"#));
+        wire.extend(frame(0x2, true, &[0x1f, 0x8b, 8, 0, 0, 0]));
         let a = messages(&wire, 7);
         let b = messages(&wire, 4096);
-        assert_eq!(a.len(), 3, "{a:?}");
+        assert_eq!(a.len(), 4, "{a:?}");
         assert_eq!(a[0].0, Kind::Snapshot);
         assert_eq!(a[0].2, big.len() as u64);
         assert_eq!(a[1].0, Kind::Update);
         assert_eq!(a[2].0, Kind::Status);
+        assert_eq!(
+            a[3].0,
+            Kind::Snapshot,
+            "a binary message is a gzip snapshot"
+        );
         assert_eq!(
             a[1].1, b[1].1,
             "the hash does not depend on how the bytes arrive"

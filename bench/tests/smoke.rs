@@ -176,7 +176,7 @@ fn poll_cost_times_all_three_queries_and_counts_statements() {
 }
 
 #[test]
-fn ingest_measures_every_path_with_and_without_triggers() {
+fn ingest_measures_every_path_with_and_without_triggers_and_against_a_bare_table() {
     let r = bench(&[
         "ingest",
         "--single-rows",
@@ -189,15 +189,26 @@ fn ingest_measures_every_path_with_and_without_triggers() {
         "20000",
         "--bulk-batch",
         "10000",
+        "--select-symbols",
+        "10",
+        "--select-minutes",
+        "600",
     ]);
     let runs = r["runs"].as_array().expect("runs");
-    assert_eq!(runs.len(), 9, "three paths × three trigger settings: {r:#}");
+    assert_eq!(
+        runs.len(),
+        14,
+        "four paths × three trigger settings, two paths into the bare table: {r:#}"
+    );
     for run in runs {
         assert!(num(run, "/ticks_per_sec") > 0.0, "{run:#}");
     }
     for c in r["comparisons"].as_array().expect("comparisons") {
         assert!(num(c, "/journal_and_candles_slowdown") > 0.0, "{c:#}");
     }
+    let select = &r["comparisons"][1];
+    assert_eq!(select["path"], "insert_select", "{r:#}");
+    assert!(num(select, "/share_of_bare_table") > 0.0, "{select:#}");
 }
 
 #[test]
@@ -252,4 +263,187 @@ fn payload_runs_on_timescaledb_when_asked_and_installed() {
         "postgresql"
     };
     assert!(storage.starts_with(expected), "{r:#}");
+}
+
+#[test]
+fn a_join_storm_delivers_every_snapshot_and_residents_miss_nothing() {
+    let r = bench(&[
+        "join-storm",
+        "--residents",
+        "10",
+        "--resident-rate",
+        "200",
+        "--joiners",
+        "60",
+        "--rate",
+        "300",
+        "--storm-window",
+        "4s",
+        "--settle",
+        "1s",
+        "--steady",
+        "3s",
+        "--history",
+        "1h",
+        "--history-rate",
+        "0.2",
+    ]);
+    assert_eq!(num(&r, "/storm/snapshots_delivered"), 60.0, "{r:#}");
+    assert_eq!(num(&r, "/storm/failed"), 0.0, "{r:#}");
+    assert!(num(&r, "/storm/bytes_per_join") > 100.0, "{r:#}");
+    assert!(num(&r, "/storm/residents/frames") >= 1.0, "{r:#}");
+    assert_eq!(num(&r, "/storm/residents/missed_updates"), 0.0, "{r:#}");
+    assert_eq!(num(&r, "/steady/deliveries/held"), 70.0, "{r:#}");
+    assert_eq!(num(&r, "/steady/deliveries/missed_updates"), 0.0, "{r:#}");
+    assert!(
+        num(&r, "/server_rss_peak_bytes") >= num(&r, "/server_rss_before_bytes"),
+        "{r:#}"
+    );
+}
+
+#[test]
+fn a_feed_is_measured_beside_its_baseline_on_every_installed_flavour() {
+    let r = bench(&[
+        "feed",
+        "--phase",
+        "3s",
+        "--symbols",
+        "10",
+        "--viewers",
+        "4",
+        "--watched",
+        "2",
+        "--probe-every",
+        "100ms",
+    ]);
+    let mut flavours = vec![("postgresql", "bare_table", "bare_ticks")];
+    if timescaledb_installed() {
+        flavours.push(("timescaledb", "tutorial_schema", "tutorial_ticks"));
+    } else {
+        assert!(r["timescaledb"]["skipped"].is_string(), "{r:#}");
+    }
+    for (flavour, baseline, table) in flavours {
+        let f = &r[flavour];
+        assert_eq!(f["baseline"], baseline, "{r:#}");
+        let comparisons = f["comparisons"].as_array().expect("comparisons");
+        let workloads: Vec<&str> = comparisons
+            .iter()
+            .filter_map(|c| c["workload"].as_str())
+            .collect();
+        assert_eq!(workloads, ["one-row", "batches", "hot"], "{f:#}");
+        for c in comparisons {
+            assert!(num(c, "/rows_per_sec") > 0.0, "{c:#}");
+            assert!(num(c, "/share_of_baseline") > 0.0, "{c:#}");
+        }
+        let phases = f["phases"].as_array().expect("phases");
+        assert_eq!(
+            phases.len(),
+            6,
+            "each workload into ticks and the baseline: {f:#}"
+        );
+        for p in phases {
+            assert_eq!(num(p, "/written/errors"), 0.0, "{p:#}");
+            assert!(num(p, "/polls/polls") >= 1.0, "{p:#}");
+            assert!(num(p, "/server_rss_peak_bytes") > 0.0, "{p:#}");
+            assert_eq!(num(p, "/viewers_dropped"), 0.0, "{p:#}");
+            assert!(num(p, "/probe/ticks") >= 5.0, "{p:#}");
+            assert!(
+                num(p, "/probe/tick_to_update/n") >= 1.0,
+                "no probe tick reached its viewer: {p:#}"
+            );
+        }
+        assert_eq!(phases[0]["written"]["table"], "ticks", "{f:#}");
+        assert_eq!(phases[1]["written"]["table"], table, "{f:#}");
+        assert_eq!(num(&phases[2], "/written/batch"), 10.0, "{f:#}");
+        assert_eq!(num(&phases[4], "/written/writers"), 1.0, "{f:#}");
+    }
+}
+
+#[test]
+fn a_start_on_many_stored_symbols_is_timed_and_cold_symbols_load_on_their_first_viewer() {
+    let r = bench(&[
+        "startup",
+        "--symbols",
+        "5",
+        "--history",
+        "2h",
+        "--watched",
+        "2",
+        "--feed-rate",
+        "100",
+        "--feed-for",
+        "3s",
+    ]);
+    assert_eq!(
+        num(&r, "/stored/rows"),
+        600.0,
+        "5 symbols × 120 minutes: {r:#}"
+    );
+    assert!(num(&r, "/stored/insert_select_rows_per_sec") > 0.0, "{r:#}");
+    assert!(num(&r, "/seconds_to_readyz") > 0.0, "{r:#}");
+    assert!(
+        num(&r, "/polls_at_ready") >= 1.0,
+        "/readyz waits for a poll: {r:#}"
+    );
+    assert_eq!(num(&r, "/cold_snapshot/n"), 2.0, "{r:#}");
+    assert_percentiles(&r, "/cold_snapshot");
+    for rss in [
+        "server_rss_at_ready_bytes",
+        "server_rss_idle_bytes",
+        "server_rss_watched_bytes",
+    ] {
+        assert!(num(&r, &format!("/{rss}")) > 1e6, "{rss}: {r:#}");
+    }
+    assert!(num(&r, "/feed/written/rows") > 0.0, "{r:#}");
+    assert_eq!(num(&r, "/feed/written/errors"), 0.0, "{r:#}");
+    assert!(num(&r, "/feed/polls/polls") >= 1.0, "{r:#}");
+    assert_eq!(num(&r, "/viewers_dropped"), 0.0, "{r:#}");
+}
+
+#[test]
+fn a_short_soak_misses_no_update_and_logs_no_error() {
+    let r = bench(&[
+        "soak",
+        "--duration",
+        "8s",
+        "--viewers",
+        "20",
+        "--rate",
+        "200",
+        "--ticks-per-sec",
+        "100",
+        "--symbols",
+        "5",
+        "--sample-every",
+        "1s",
+        "--warm-up",
+        "2s",
+        "--window",
+        "3s",
+        "--history",
+        "1h",
+        "--embedded-timescaledb",
+        "off",
+    ]);
+    assert_eq!(num(&r, "/deliveries/held"), 20.0, "{r:#}");
+    assert_eq!(
+        r["windows"].as_array().map(Vec::len),
+        Some(3),
+        "3 s, 3 s, 2 s: {r:#}"
+    );
+    let frames = num(&r, "/deliveries/frames");
+    assert!(frames >= 3.0, "updates flow about once a second: {r:#}");
+    assert_eq!(num(&r, "/expected_deliveries"), 20.0 * frames, "{r:#}");
+    assert_eq!(num(&r, "/deliveries/missed_updates"), 0.0, "{r:#}");
+    assert!(num(&r, "/sequence/updates") >= 3.0, "{r:#}");
+    assert_eq!(num(&r, "/sequence/skipped"), 0.0, "{r:#}");
+    assert!(num(&r, "/feed/rows") > 0.0, "{r:#}");
+    assert_eq!(num(&r, "/feed/errors"), 0.0, "{r:#}");
+    assert!(
+        r["rss_samples"].as_array().map_or(0, Vec::len) >= 8,
+        "one sample a second: {r:#}"
+    );
+    assert!(num(&r, "/rss/rss_after_warm_up_bytes") > 1e6, "{r:#}");
+    assert!(num(&r, "/server_log/lines") >= 1.0, "{r:#}");
+    assert_eq!(num(&r, "/server_log/errors"), 0.0, "{r:#}");
 }

@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 
 use hdrhistogram::Histogram;
 
-use super::protocol::{Receipt, WorkerResult};
-use super::viewer::Log;
+use super::protocol::{JoinSummary, Receipt, WorkerResult};
+use super::viewer::{Join, Log};
 
 /// How many distinct error messages a worker reports.
 const MAX_ERRORS: usize = 10;
@@ -24,7 +24,7 @@ pub fn keep_first(
 }
 
 /// The first receipt in this worker of every frame its viewers got.
-pub fn first_receipts(logs: &[Log]) -> Vec<Receipt> {
+pub fn first_receipts<'a>(logs: impl IntoIterator<Item = &'a Log>) -> Vec<Receipt> {
     let mut first = HashMap::new();
     for log in logs {
         keep_first(
@@ -46,7 +46,7 @@ pub fn in_window(first: &HashMap<(u16, u64), u64>, start: u64, end: u64) -> Vec<
 
 /// One worker's viewers judged against `frames` (each with its first receipt over all
 /// workers): who was held, dropped or failed, the spread of every delivery, and what each missed.
-pub fn judge(logs: &[Log], frames: Vec<Receipt>) -> WorkerResult {
+pub fn judge<'a>(logs: impl IntoIterator<Item = &'a Log>, frames: Vec<Receipt>) -> WorkerResult {
     let mut judged: HashMap<(u16, u64), u64> = HashMap::new();
     let mut per_server: HashMap<u16, u64> = HashMap::new();
     for (s, h, t) in frames {
@@ -92,11 +92,56 @@ pub fn judge(logs: &[Log], frames: Vec<Receipt>) -> WorkerResult {
             result.viewers_missing += 1;
         }
     }
-    result.spread_us = hist
-        .iter_recorded()
-        .map(|v| (v.value_iterated_to(), v.count_at_value()))
-        .collect();
+    result.spread_us = pairs(&hist);
     result
+}
+
+/// How `joins` went, summed up (bytes, the span from the first attempt to the last snapshot,
+/// and the histogram of each viewer's time to its snapshot).
+pub fn join_summary(joins: &[Join]) -> JoinSummary {
+    let mut hist = new_hist();
+    for j in joins {
+        hist.record(j.snapshot_ns.saturating_sub(j.first_attempt_ns) / 1_000)
+            .ok();
+    }
+    JoinSummary {
+        joined: joins.len(),
+        first_attempt_ns: joins.iter().map(|j| j.first_attempt_ns).min().unwrap_or(0),
+        last_snapshot_ns: joins.iter().map(|j| j.snapshot_ns).max().unwrap_or(0),
+        bytes: joins.iter().map(|j| j.bytes).sum(),
+        join_us: pairs(&hist),
+    }
+}
+
+/// Several workers' joins in one: the earliest attempt, the latest snapshot, the bytes and the
+/// merged histogram (microseconds).
+pub fn merge_joins<'a>(
+    joins: impl IntoIterator<Item = &'a JoinSummary>,
+) -> (JoinSummary, Histogram<u64>) {
+    let mut hist = new_hist();
+    let mut all = JoinSummary::default();
+    for j in joins {
+        if j.joined == 0 {
+            continue;
+        }
+        all.first_attempt_ns = match all.first_attempt_ns {
+            0 => j.first_attempt_ns,
+            t => t.min(j.first_attempt_ns),
+        };
+        all.last_snapshot_ns = all.last_snapshot_ns.max(j.last_snapshot_ns);
+        all.joined += j.joined;
+        all.bytes += j.bytes;
+        for (v, n) in &j.join_us {
+            hist.record_n(*v, *n).ok();
+        }
+    }
+    (all, hist)
+}
+
+fn pairs(hist: &Histogram<u64>) -> Vec<(u64, u64)> {
+    hist.iter_recorded()
+        .map(|v| (v.value_iterated_to(), v.count_at_value()))
+        .collect()
 }
 
 fn note_error(errors: &mut Vec<String>, e: &str) {
@@ -164,6 +209,41 @@ mod tests {
         let spread = spread(std::slice::from_ref(&r));
         assert_eq!(spread.len(), 3);
         assert_eq!(spread.max(), 2_000, "2 ms after the first receipt, in µs");
+    }
+
+    #[test]
+    fn joins_merge_into_the_earliest_attempt_the_latest_snapshot_and_all_bytes() {
+        let a = join_summary(&[
+            Join {
+                first_attempt_ns: 1_000_000,
+                snapshot_ns: 3_000_000,
+                bytes: 100,
+            },
+            Join {
+                first_attempt_ns: 2_000_000,
+                snapshot_ns: 9_000_000,
+                bytes: 50,
+            },
+        ]);
+        let b = join_summary(&[Join {
+            first_attempt_ns: 500_000,
+            snapshot_ns: 1_500_000,
+            bytes: 10,
+        }]);
+        let (all, hist) = merge_joins([&a, &JoinSummary::default(), &b]);
+        assert_eq!(all.joined, 3);
+        assert_eq!(
+            (all.first_attempt_ns, all.last_snapshot_ns),
+            (500_000, 9_000_000)
+        );
+        assert_eq!(all.bytes, 160);
+        assert_eq!(hist.len(), 3);
+        // 3 significant figures: the histogram's max is the top of 7,000's bucket.
+        assert!(
+            hist.equivalent(hist.max(), 7_000),
+            "7 ms from attempt to snapshot, in µs: {}",
+            hist.max()
+        );
     }
 
     #[test]

@@ -2,15 +2,17 @@
 //!
 //! The parent re-runs this binary as `viewers-worker` processes (one process holds at most its
 //! open-file limit of sockets) and talks to them in JSON lines: workers report progress and
-//! `ready`; the parent opens a measurement window (CLOCK_MONOTONIC times, one clock for the
-//! whole box); workers report, per update frame (server, hash), when they first saw it; the
-//! parent finds each frame's first receipt over all workers and sends it back; workers answer
-//! with the spread of every viewer's receipt from that first one, and the frames each viewer missed.
+//! `ready` (with how their viewers joined); the parent opens measurement windows
+//! (CLOCK_MONOTONIC times, one clock for the whole box); after each, workers report, per update
+//! frame (server, hash), when they first saw it; the parent finds each frame's first receipt
+//! over all workers and sends it back; workers answer with the spread of every viewer's receipt
+//! from that first one, and the frames each viewer missed. Viewers stay connected from one
+//! window to the next until the parent lets the workers go.
 //!
-//! Here: the options and the parent's phases. `plan` lays the run out over processes and
-//! source addresses, `processes` and `protocol` carry the messages, `worker` and `viewer` are
-//! the worker process, `collect` turns receipts into spread and missed updates, `report` sums
-//! up, and `feed` posts the ticks that make updates flow.
+//! Here: the options and the parent's phases, which `join_storm` and `soak` reuse. `plan` lays
+//! the run out over processes and source addresses, `processes` and `protocol` carry the
+//! messages, `worker` and `viewer` are the worker process, `collect` turns receipts into spread
+//! and missed updates, `report` sums up, and `feed` posts the ticks that make updates flow.
 
 mod collect;
 mod feed;
@@ -28,16 +30,16 @@ use candlewick::config::EmbeddedTimescaleDb;
 use chrono::Utc;
 use clap::Args;
 
-pub use plan::Plan;
-pub use report::ViewersReport;
+pub use feed::Feed;
+pub use plan::{Layout, Plan};
+pub use processes::{Group, Workers};
+pub use report::{Deliveries, JoinReport, PeakRss, Probe, Ramp, ViewersReport, Window};
 pub use worker::worker_main;
 
-use feed::Feed;
-use plan::Layout;
-use processes::Workers;
-use protocol::{FromWorker, ToWorker, WorkerResult};
-use report::{Probe, Ramp, Start, Window};
+use protocol::WorkerResult;
+use report::Start;
 
+use crate::page::JoinArgs;
 use crate::say;
 use crate::setup::{self, Cluster, Embedded, WorkArgs};
 use crate::statements;
@@ -66,6 +68,11 @@ pub struct ViewersArgs {
     /// How long to measure once every viewer is connected.
     #[arg(long, default_value = "30s", value_parser = candlewick::config::parse_duration)]
     pub duration: Duration,
+    /// How long after every viewer has joined the window opens.
+    #[arg(long, default_value = "2s", value_parser = candlewick::config::parse_duration)]
+    pub settle: Duration,
+    #[command(flatten)]
+    pub join: JoinArgs,
     /// Source addresses 127.0.0.2, 127.0.0.3, ... (0: one per 20,000 viewers).
     #[arg(long, default_value_t = 0)]
     pub source_ips: usize,
@@ -98,11 +105,12 @@ pub struct ViewersArgs {
 
 pub async fn run_cli(args: ViewersArgs) -> anyhow::Result<serde_json::Value> {
     let plan = Plan {
-        urls: args.urls.clone(),
+        urls: args.urls.iter().map(|u| args.join.apply_to(u)).collect(),
         count: args.count,
         rate: args.rate,
         processes: args.processes,
         duration: args.duration,
+        settle: args.settle,
         source_ips: args.source_ips,
         server_pids: args.server_pids.clone(),
         feed: None,
@@ -155,7 +163,10 @@ async fn run_on_spawned_servers(args: &ViewersArgs, plan: Plan) -> anyhow::Resul
                 servers.push(ws.spawn_server(&db.url, &format!("server-{i}")).await?);
             }
             let plan = Plan {
-                urls: servers.iter().map(|s| s.ws("symbol=BTC/USD")).collect(),
+                urls: servers
+                    .iter()
+                    .map(|s| s.ws(&args.join.query(setup::SYMBOL)))
+                    .collect(),
                 server_pids: servers.iter().map(|s| s.pid).collect(),
                 feed: Some((servers[0].http(), setup::TOKEN.to_owned())),
                 ..plan
@@ -238,51 +249,64 @@ where
         start.source_ips,
         plan.rate
     );
-    let mut workers = Workers::spawn(&layout.workers(plan))?;
+    let peak = PeakRss::watch(&probe);
+    let mut workers = Workers::new();
+    let group = workers.spawn(&layout.workers(plan))?;
     let feed = Feed::start(plan.feed.clone(), plan.feed_every);
-    let ramp = connect_all(plan, &mut workers, &probe, start.rss).await?;
-    let (window, results) = measure(plan, &mut workers, &probe, feed, during).await?;
+    let ramp = connect_all(&mut workers, group.clone(), plan, &probe, start.rss).await?;
+    say!("settling for {:?}", plan.settle);
+    tokio::time::sleep(plan.settle).await;
+    let window_start = now_ns() + 500_000_000;
+    let window_end = window_start + plan.duration.as_nanos() as u64;
+    let (mut window, results) = measure(
+        &mut workers,
+        group,
+        &probe,
+        (window_start, window_end),
+        during,
+    )
+    .await?;
+    feed.stop();
+    window.feed_ticks_posted = feed.join().await;
     workers.finish().await;
-    let report = ViewersReport::new(start, ramp, window, &results);
+    let rss_after_close = after_close(&probe).await;
+    let report = ViewersReport::new(start, ramp, window, &results, peak.stop(), rss_after_close);
     report.say();
     Ok(report)
 }
 
-/// Waits until every worker is ready (each viewer connected or given up), sampling the
-/// servers' memory against connected viewers; then lets things settle for 2 s.
-async fn connect_all(
-    plan: &Plan,
+/// The servers' RSS a few seconds after every viewer has gone.
+pub async fn after_close(probe: &Probe) -> u64 {
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    probe.rss()
+}
+
+/// Waits until every worker of `group` is ready (each viewer connected or given up), sampling
+/// the servers' memory against connected viewers.
+pub async fn connect_all(
     workers: &mut Workers,
+    group: Group,
+    plan: &Plan,
     probe: &Probe,
     rss_before: u64,
 ) -> anyhow::Result<Ramp> {
     let started = Instant::now();
-    let mut progress = vec![(0usize, 0usize); workers.len()];
-    let mut ready = vec![false; workers.len()];
     let mut samples: Vec<(f64, f64)> = vec![(0.0, rss_before as f64)];
     let mut sample_every = tokio::time::interval(Duration::from_millis(500));
     let deadline = started
         + Duration::from_secs_f64(plan.count as f64 / plan.rate)
         + viewer::CONNECT_TIMEOUT * 2;
     let mut last_said = Instant::now();
-    while !ready.iter().all(|r| *r) {
+    while workers.joins(group.clone())?.is_none() {
         tokio::select! {
-            msg = workers.recv("connecting") => match msg? {
-                (w, FromWorker::Progress { connected, failed }) => progress[w] = (connected, failed),
-                (w, FromWorker::Ready { connected, failed }) => {
-                    progress[w] = (connected, failed);
-                    ready[w] = true;
-                }
-                (w, other) => bail!("worker {w} sent {other:?} before the window"),
-            },
+            () = workers.next_event() => {}
             _ = sample_every.tick() => {
-                let connected: usize = progress.iter().map(|p| p.0).sum();
+                let (connected, failed) = workers.progress(group.clone());
                 if probe.found() {
                     samples.push((connected as f64, probe.rss() as f64));
                 }
                 if last_said.elapsed() > Duration::from_secs(5) {
                     last_said = Instant::now();
-                    let failed: usize = progress.iter().map(|p| p.1).sum();
                     say!("connected {connected}, failed {failed}");
                 }
             }
@@ -290,38 +314,38 @@ async fn connect_all(
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    let connected: usize = progress.iter().map(|p| p.0).sum();
-    say!("{connected} viewers connected in {seconds:.1} s; settling");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (connected, _) = workers.progress(group.clone());
+    say!("{connected} viewers connected in {seconds:.1} s");
+    let join = JoinReport::of(workers.joins(group)?.unwrap_or_default());
     let rss_held = probe.rss();
     samples.push((connected as f64, rss_held as f64));
     Ok(Ramp {
         seconds,
         rss_held,
         rss_samples: samples,
+        join,
     })
 }
 
-/// Opens the window half a second from now, runs `during` meanwhile, samples the servers and
+/// Opens the window `(start, end)` on `group`, runs `during` meanwhile, samples the servers and
 /// the viewers around it, then has the workers judge the frames first received inside it.
-async fn measure<F, Fut>(
-    plan: &Plan,
+pub async fn measure<F, Fut>(
     workers: &mut Workers,
+    group: Group,
     probe: &Probe,
-    feed: Feed,
+    (start, end): (u64, u64),
     during: F,
 ) -> anyhow::Result<(Window, Vec<WorkerResult>)>
 where
     F: FnOnce(Duration) -> Fut,
     Fut: std::future::Future<Output = serde_json::Value>,
 {
-    let start = now_ns() + 500_000_000;
-    let end = start + plan.duration.as_nanos() as u64;
-    let worker_pids = workers.pids();
+    let worker_pids = workers.pids(group.clone());
     let (server_cpu0, client_cpu0) = (probe.cpu_seconds(), report::cpu_seconds(&worker_pids));
-    workers.send_all(&ToWorker::Window { start, end }).await?;
-    say!("measuring for {:?}", plan.duration);
-    let during = during(plan.duration + Duration::from_millis(500)).await;
+    workers.open_window(group.clone(), start, end).await?;
+    let seconds = Duration::from_nanos(end.saturating_sub(start));
+    say!("measuring for {seconds:?}");
+    let during = during(Duration::from_nanos(end.saturating_sub(now_ns()))).await;
     let now = now_ns();
     if now < end {
         tokio::time::sleep(Duration::from_nanos(end - now)).await;
@@ -331,19 +355,14 @@ where
     let client_cpu = report::cpu_seconds(&worker_pids) - client_cpu0;
     let load_after = system::load_average();
 
-    let first = workers.first_receipts().await?;
-    feed.stop();
-    let judged = collect::in_window(&first, start, end);
-    let frames = judged.len();
-    let results = workers.judge(judged).await?;
-    let feed_ticks_posted = feed.join().await;
+    let (frames, results) = workers.judge_window(group, start, end).await?;
     let window = Window {
-        seconds: plan.duration.as_secs_f64(),
+        seconds: seconds.as_secs_f64(),
         frames,
         rss_end,
         server_cpu,
         client_cpu,
-        feed_ticks_posted,
+        feed_ticks_posted: 0,
         load_after,
         during,
     };

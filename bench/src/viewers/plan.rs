@@ -23,6 +23,8 @@ pub struct Plan {
     pub rate: f64,
     pub processes: usize,
     pub duration: Duration,
+    /// From every viewer joined to the window's start.
+    pub settle: Duration,
     pub source_ips: usize,
     pub server_pids: Vec<u32>,
     /// (HTTP base URL, token) to post ticks to.
@@ -81,8 +83,10 @@ impl Layout {
     /// one viewer more when the count does not divide.
     pub fn workers(&self, plan: &Plan) -> Vec<WorkerConfig> {
         let processes = self.processes;
-        let max_seconds =
-            (plan.count as f64 / plan.rate + plan.duration.as_secs_f64() + 300.0) as u64;
+        let max_seconds = (plan.count as f64 / plan.rate
+            + plan.settle.as_secs_f64()
+            + plan.duration.as_secs_f64()
+            + 300.0) as u64;
         let mut offset = 0;
         (0..processes)
             .map(|w| {

@@ -33,9 +33,11 @@ pub enum FromWorker {
         connected: usize,
         failed: usize,
     },
+    /// Every viewer has its snapshot or has given up.
     Ready {
         connected: usize,
         failed: usize,
+        join: JoinSummary,
     },
     /// The first receipt in this worker of every frame it saw.
     Frames {
@@ -55,6 +57,20 @@ pub enum ToWorker {
     Judge {
         frames: Vec<Receipt>,
     },
+}
+
+/// How a worker's viewers joined: from each one's first connection attempt to its snapshot.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct JoinSummary {
+    /// Viewers that got their snapshot.
+    pub joined: usize,
+    /// The earliest first attempt and the latest snapshot (CLOCK_MONOTONIC nanoseconds; 0: none).
+    pub first_attempt_ns: u64,
+    pub last_snapshot_ns: u64,
+    /// Bytes read by the joined viewers up to their snapshot, the upgrade response included.
+    pub bytes: u64,
+    /// (microseconds, count) pairs of the time from first attempt to snapshot.
+    pub join_us: Vec<(u64, u64)>,
 }
 
 /// One worker's viewers, summed up.

@@ -1,9 +1,9 @@
 //! One viewer: connect (retrying as the chart page does), take the snapshot, then record the
-//! receipt of every update until told to stop.
+//! receipt of every update until told to stop, in a log its worker reads between windows.
 
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::bail;
@@ -32,6 +32,25 @@ pub struct Log {
     pub snapshots: usize,
     /// (hash, receipt) of update frames received since the recording started.
     pub frames: Vec<(u64, u64)>,
+    /// How the first snapshot came, once it has.
+    pub join: Option<Join>,
+}
+
+/// A viewer's way in: its first connection attempt, its snapshot's receipt (CLOCK_MONOTONIC
+/// nanoseconds) and the bytes read until then.
+#[derive(Debug, Clone, Copy)]
+pub struct Join {
+    pub first_attempt_ns: u64,
+    pub snapshot_ns: u64,
+    pub bytes: u64,
+}
+
+/// A viewer's log, written by the viewer and read by its worker (one thread: never contended).
+pub type SharedLog = Arc<Mutex<Log>>;
+
+/// Locks a log; a viewer task that panicked leaves its log as it was.
+pub fn lock(log: &SharedLog) -> std::sync::MutexGuard<'_, Log> {
+    log.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What a worker's viewers share.
@@ -70,45 +89,54 @@ pub struct Route {
     pub rcvbuf: u32,
 }
 
-pub async fn viewer(route: Route, shared: Arc<Shared>) -> Log {
-    let mut log = Log {
-        server: route.server,
-        ..Log::default()
+/// Runs one viewer until the connection ends or `shared.stop`, writing into `log`.
+pub async fn viewer(route: Route, shared: Arc<Shared>, log: SharedLog) {
+    lock(&log).server = route.server;
+    let first_attempt_ns = now_ns();
+    let Some(mut v) = connect(&route, &shared, &log).await else {
+        return;
     };
-    let Some(mut v) = connect(&route, &shared, &mut log).await else {
-        return log;
-    };
-    log.connected = true;
-    log.snapshots = 1;
+    {
+        let mut log = lock(&log);
+        log.connected = true;
+        log.snapshots = 1;
+        log.join = Some(Join {
+            first_attempt_ns,
+            snapshot_ns: now_ns(),
+            bytes: v.bytes_read(),
+        });
+    }
     shared.connected.fetch_add(1, Ordering::Relaxed);
     loop {
         tokio::select! {
-            m = v.next() => match m {
-                Ok(Some(m)) => {
-                    let t = now_ns();
-                    match m.kind {
-                        Kind::Update if t >= shared.record_from.load(Ordering::Relaxed) => log.frames.push((m.hash, t)),
-                        Kind::Snapshot => log.snapshots += 1,
-                        _ => {}
+            m = v.next() => {
+                let ended = match m {
+                    Ok(Some(m)) => {
+                        let t = now_ns();
+                        let mut log = lock(&log);
+                        match m.kind {
+                            Kind::Update if t >= shared.record_from.load(Ordering::Relaxed) => log.frames.push((m.hash, t)),
+                            Kind::Snapshot => log.snapshots += 1,
+                            _ => {}
+                        }
+                        None
                     }
-                }
-                Ok(None) => {
-                    log.dropped = Some("the connection ended without a close frame".into());
-                    return log;
-                }
-                Err(e) => {
-                    log.dropped = Some(format!("{e:#}"));
-                    return log;
+                    Ok(None) => Some("the connection ended without a close frame".to_owned()),
+                    Err(e) => Some(format!("{e:#}")),
+                };
+                if let Some(why) = ended {
+                    lock(&log).dropped = Some(why);
+                    return;
                 }
             },
-            _ = shared.stop.cancelled() => return log,
+            _ = shared.stop.cancelled() => return,
         }
     }
 }
 
 /// Connects and waits for the snapshot; like the chart page, a refused or timed-out viewer
 /// tries again after a pause. `None` (with the reason in `log`) when it never got one.
-async fn connect(route: &Route, shared: &Shared, log: &mut Log) -> Option<Viewer> {
+async fn connect(route: &Route, shared: &Shared, log: &SharedLog) -> Option<Viewer> {
     let mut attempt = 0;
     loop {
         let outcome = tokio::select! {
@@ -118,7 +146,7 @@ async fn connect(route: &Route, shared: &Shared, log: &mut Log) -> Option<Viewer
                 Err(_) => Err("timed out connecting".to_owned()),
             },
             _ = shared.stop.cancelled() => {
-                log.failed = Some("still connecting at the end".into());
+                lock(log).failed = Some("still connecting at the end".into());
                 return None;
             }
         };
@@ -126,12 +154,15 @@ async fn connect(route: &Route, shared: &Shared, log: &mut Log) -> Option<Viewer
             Ok(v) => return Some(v),
             Err(e) if attempt < CONNECT_ATTEMPTS - 1 => {
                 attempt += 1;
-                log.retries += 1;
-                log.retry_reason = Some(e);
+                {
+                    let mut log = lock(log);
+                    log.retries += 1;
+                    log.retry_reason = Some(e);
+                }
                 tokio::time::sleep(RETRY_PAUSE * attempt).await;
             }
             Err(e) => {
-                log.failed = Some(e);
+                lock(log).failed = Some(e);
                 shared.failed.fetch_add(1, Ordering::Relaxed);
                 return None;
             }
