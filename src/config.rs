@@ -102,6 +102,11 @@ pub struct Settings {
     /// Mark the session cookie `Secure` (set when serving behind TLS).
     #[arg(long, env = "CANDLEWICK_SECURE_COOKIES")]
     pub secure_cookies: bool,
+    /// Behind a reverse proxy: take the client address (logs, sign-in limits) from
+    /// `X-Forwarded-For`/`Forwarded` as the proxy sets them. Off, it is the TCP peer, since
+    /// any client can send those headers.
+    #[arg(long, env = "CANDLEWICK_TRUST_FORWARDED")]
+    pub trust_forwarded: bool,
 }
 
 #[derive(Debug, Clone, Args)]

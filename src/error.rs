@@ -27,6 +27,9 @@ pub enum AppError {
     PayloadTooLarge(String),
     #[error("{0}")]
     TooManyRequests(String),
+    /// A body in an encoding we do not read.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("the database is unavailable; try again shortly")]
     Unavailable(#[source] anyhow::Error),
     #[error("something went wrong on our side; it has been logged")]
@@ -82,6 +85,7 @@ impl ResponseError for AppError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -129,8 +133,11 @@ pub fn query_config() -> actix_web::web::QueryConfig {
     })
 }
 
+/// The largest urlencoded form taken.
+pub const MAX_FORM_BYTES: usize = 64 * 1024;
+
 pub fn form_config() -> actix_web::web::FormConfig {
     actix_web::web::FormConfig::default()
-        .limit(64 * 1024)
+        .limit(MAX_FORM_BYTES)
         .error_handler(|err, _req| AppError::BadRequest(format!("invalid form: {err}")).into())
 }

@@ -1,4 +1,8 @@
 use candlewick::commands;
+
+/// jemalloc gives memory back to the system once a large request is done (see Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use candlewick::config::{Cli, Command};
 
 fn main() -> std::process::ExitCode {

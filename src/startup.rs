@@ -11,7 +11,6 @@ use anyhow::Context;
 use secrecy::SecretString;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use tracing_actix_web::TracingLogger;
 
 use crate::auth::Auth;
 use crate::config::Settings;
@@ -70,12 +69,14 @@ impl Application {
             shutdown: shutdown.clone(),
         };
         let auth = web::Data::new(Auth::new(admin_token));
-        let admin = web::Data::new(AdminState::default());
+        let admin = web::Data::new(AdminState::new(&settings.db.data_dir));
+        let trust_forwarded = settings.trust_forwarded;
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(routes::security_headers())
                 .wrap(Compress::default())
-                .wrap(TracingLogger::default())
+                .wrap(crate::telemetry::request_logger())
+                .app_data(crate::client::TrustForwarded(trust_forwarded))
                 .app_data(web::Data::new(state.clone()))
                 .app_data(auth.clone())
                 .app_data(admin.clone())

@@ -1,10 +1,16 @@
 //! Logs and metrics: the tracing subscriber (compact text, or JSON lines with
-//! `CANDLEWICK_LOG_FORMAT=json`; filtered by `RUST_LOG`, default `info`) and the process-wide
-//! Prometheus recorder behind `/metrics`.
+//! `CANDLEWICK_LOG_FORMAT=json`; filtered by `RUST_LOG`, default `info`), the span each request
+//! runs in, and the process-wide Prometheus recorder behind `/metrics`.
 
 use std::io::IsTerminal;
 
+use actix_web::HttpMessage;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Uri;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing::Span;
+use tracing_actix_web::{RequestId, RootSpanBuilder, TracingLogger};
 use tracing_subscriber::EnvFilter;
 
 pub fn init() {
@@ -46,4 +52,250 @@ pub fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// The request logger: [`RequestSpan`] for every request.
+pub fn request_logger() -> TracingLogger<RequestSpan> {
+    TracingLogger::new()
+}
+
+/// The span of one request, as tracing-actix-web's default one but: the client address is the
+/// TCP peer unless `--trust-forwarded` (see `client`), secrets in the query string are
+/// redacted, and an error response is logged at the level its status deserves — a redirect to
+/// the sign-in page is how the admin pages work, not an error.
+pub struct RequestSpan;
+
+impl RootSpanBuilder for RequestSpan {
+    fn on_request_start(req: &ServiceRequest) -> Span {
+        let client = crate::client::client_ip(req.request())
+            .map_or_else(|| "-".to_owned(), |ip| ip.to_string());
+        let route = req.match_pattern().unwrap_or_else(|| "default".into());
+        let user_agent = req
+            .headers()
+            .get(actix_web::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let request_id = req
+            .extensions()
+            .get::<RequestId>()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        tracing::info_span!(
+            "HTTP request",
+            http.method = %req.method(),
+            http.route = %route,
+            http.client_ip = %client,
+            http.target = %redacted_target(req.uri()),
+            http.user_agent = %user_agent,
+            http.status_code = tracing::field::Empty,
+            request_id = %request_id,
+            exception.message = tracing::field::Empty,
+        )
+    }
+
+    fn on_request_end<B: MessageBody>(
+        span: Span,
+        outcome: &Result<ServiceResponse<B>, actix_web::Error>,
+    ) {
+        let (status, error) = match outcome {
+            Ok(res) => (res.status(), res.response().error()),
+            Err(e) => (e.as_response_error().status_code(), Some(e)),
+        };
+        span.record("http.status_code", status.as_u16());
+        let Some(error) = error else {
+            return;
+        };
+        let message = error.to_string();
+        span.record("exception.message", message.as_str());
+        let _entered = span.enter();
+        if status.is_server_error() {
+            tracing::error!(status = status.as_u16(), "request failed: {message}");
+        } else if status.is_client_error() {
+            tracing::warn!(status = status.as_u16(), "request refused: {message}");
+        } else {
+            tracing::debug!(status = status.as_u16(), "request redirected: {message}");
+        }
+    }
+}
+
+/// Query parameters whose values are secrets (names compared case-insensitively).
+fn is_secret_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    const PARTS: [&str; 9] = [
+        "token",
+        "secret",
+        "passw",
+        "apikey",
+        "api_key",
+        "api-key",
+        "auth",
+        "credential",
+        "signature",
+    ];
+    PARTS.iter().any(|p| name.contains(p))
+        || name.ends_with("key")
+        || matches!(name.as_str(), "pwd" | "pass" | "sig" | "jwt" | "session")
+}
+
+/// The request's path and query, with the value of every secret-looking query parameter
+/// replaced: a token pasted into a URL by mistake must not land in the logs.
+pub fn redacted_target(uri: &Uri) -> String {
+    let path = uri.path();
+    let Some(query) = uri.query() else {
+        return path.to_owned();
+    };
+    let query = query
+        .split('&')
+        .map(|pair| {
+            let (name, _) = pair.split_once('=').unwrap_or((pair, ""));
+            let decoded: String = url::form_urlencoded::parse(name.as_bytes())
+                .next()
+                .map(|(n, _)| n.into_owned())
+                .unwrap_or_default();
+            if is_secret_name(&decoded) {
+                format!("{name}=[redacted]")
+            } else {
+                pair.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("&");
+    format!("{path}?{query}")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use actix_web::test::{self as actix_test, TestRequest};
+    use actix_web::{App, HttpResponse, web};
+
+    use super::*;
+
+    #[test]
+    fn secrets_in_the_query_string_are_redacted() {
+        let cases = [
+            (
+                "/api/ticks?token=s3cret&symbol=A",
+                "/api/ticks?token=[redacted]&symbol=A",
+            ),
+            (
+                "/admin?ACCESS_TOKEN=s3cret",
+                "/admin?ACCESS_TOKEN=[redacted]",
+            ),
+            (
+                "/x?api_key=1&apiKey=2&key=3",
+                "/x?api_key=[redacted]&apiKey=[redacted]&key=[redacted]",
+            ),
+            (
+                "/x?Password=1&client_secret=2",
+                "/x?Password=[redacted]&client_secret=[redacted]",
+            ),
+            ("/x?%74oken=s3cret", "/x?%74oken=[redacted]"),
+            ("/x?token", "/x?token=[redacted]"),
+            (
+                "/api/candles?symbol=BTC/USD&from=2024-07-03T00:00:00Z",
+                "/api/candles?symbol=BTC/USD&from=2024-07-03T00:00:00Z",
+            ),
+            ("/healthz", "/healthz"),
+        ];
+        for (target, want) in cases {
+            let uri: Uri = target.parse().unwrap();
+            assert_eq!(redacted_target(&uri), want, "{target}");
+        }
+    }
+
+    /// Everything logged while `f` runs on this thread, as the compact text format writes it.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Sends `req` through an app logging with [`request_logger`] (its handler answers as the
+    /// admin pages do without a session) and returns the log text.
+    async fn log_of(trust_forwarded: bool, req: TestRequest) -> String {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let app = actix_test::init_service(
+            App::new()
+                .wrap(request_logger())
+                .app_data(crate::client::TrustForwarded(trust_forwarded))
+                .route(
+                    "/admin",
+                    web::get().to(|| async {
+                        Err::<HttpResponse, _>(crate::routes::admin::AdminError::SignInRequired {
+                            expired: false,
+                        })
+                    }),
+                )
+                .route(
+                    "/boom",
+                    web::get().to(|| async {
+                        Err::<HttpResponse, _>(crate::error::AppError::Unexpected(anyhow::anyhow!(
+                            "the disk is on fire"
+                        )))
+                    }),
+                ),
+        )
+        .await;
+        let res = actix_test::call_service(&app, req.to_request()).await;
+        drop(res);
+        drop(app);
+        String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[actix_web::test]
+    async fn an_admin_page_without_a_session_is_a_redirect_not_an_error_in_the_log() {
+        let log = log_of(false, TestRequest::get().uri("/admin")).await;
+        assert!(log.contains("http.status_code=303"), "{log}");
+        assert!(!log.contains("ERROR"), "{log}");
+        let log = log_of(false, TestRequest::get().uri("/boom")).await;
+        assert!(log.contains("ERROR"), "a real failure still is: {log}");
+    }
+
+    #[actix_web::test]
+    async fn the_logged_client_is_the_peer_and_query_secrets_are_redacted() {
+        let log = log_of(
+            false,
+            TestRequest::get()
+                .uri("/admin?token=s3cret-admin-token")
+                .peer_addr("198.51.100.7:40000".parse().unwrap())
+                .insert_header(("X-Forwarded-For", "203.0.113.9")),
+        )
+        .await;
+        assert!(log.contains("http.client_ip=198.51.100.7"), "{log}");
+        assert!(!log.contains("203.0.113.9"), "{log}");
+        assert!(!log.contains("s3cret-admin-token"), "{log}");
+        assert!(log.contains("token=[redacted]"), "{log}");
+    }
+
+    #[actix_web::test]
+    async fn behind_a_trusted_proxy_the_logged_client_is_the_forwarded_one() {
+        let log = log_of(
+            true,
+            TestRequest::get()
+                .uri("/admin")
+                .peer_addr("198.51.100.7:40000".parse().unwrap())
+                .insert_header(("X-Forwarded-For", "203.0.113.9")),
+        )
+        .await;
+        assert!(log.contains("http.client_ip=203.0.113.9"), "{log}");
+    }
 }

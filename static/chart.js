@@ -1,25 +1,58 @@
-// The live chart: one WebSocket per page (the protocol is in README.md), candles kept in a Map by
-// time so that corrections and removals anywhere in the window can be applied, not only at the end.
+// The live chart: candles kept in a Map by time so that corrections and removals anywhere in
+// the window can be applied, not only at the end.
+// The pieces live in their own modules: the WebSocket (live.js), series and indicators
+// (plots.js), the read-out (legend.js), correction markers (markers.js), export, time zones,
+// the view kept in the URL (prefs.js) and keyboard shortcuts.
+
+import { createPlots } from './plots.js';
+import { createLegend } from './legend.js';
+import { createCorrections } from './markers.js';
+import { fileStem, savePng, saveCsv } from './export.js';
+import {
+  readZone, saveZone, formatTime, formatClock, formatTickMark, zoneName, zonedTimeScale,
+} from './zone.js';
+import {
+  DEFAULT_PERIODS, loadView, saveView, withView, chosenTheme, saveTheme,
+} from './prefs.js';
+import { parsePeriod } from './indicators.js';
+import { installShortcuts } from './keys.js';
+import { createLive } from './live.js';
 
 const {
-  createChart, CandlestickSeries, HistogramSeries, CrosshairMode, TickMarkType,
+  createChartEx, defaultHorzScaleBehavior, CrosshairMode, TickMarkType,
 } = window.LightweightCharts;
 
-const MAX_BACKOFF_MS = 10_000;
-const FIRST_BACKOFF_MS = 500;
-const ZONE_KEY = 'candlewick.timezone';
+const INTERVAL_SECONDS = { '1m': 60, '5m': 300, '15m': 900, '1h': 3_600, '4h': 14_400, '1d': 86_400 };
+/** Colours the chart takes from chart.css, so each theme is defined in one place. */
+const COLOR_VARS = [
+  '--chart-bg', '--muted', '--grid', '--up', '--down', '--up-volume', '--down-volume',
+  '--sma', '--ema', '--vwap', '--bb', '--rsi', '--marker',
+];
 
 const page = document.getElementById('dashboard');
+const byId = (id) => document.getElementById(id);
 const ui = {
-  chart: document.getElementById('chart'),
-  empty: document.getElementById('chart-empty'),
-  symbol: document.getElementById('symbol'),
-  interval: document.getElementById('interval'),
-  zone: document.getElementById('timezone'),
-  price: document.getElementById('last-price'),
-  change: document.getElementById('change'),
-  changeSince: document.getElementById('change-since'),
-  connection: document.getElementById('connection'),
+  chart: byId('chart'),
+  empty: byId('chart-empty'),
+  symbol: byId('symbol'),
+  interval: byId('interval'),
+  zone: byId('timezone'),
+  theme: byId('theme'),
+  price: byId('last-price'),
+  change: byId('change'),
+  changeSince: byId('change-since'),
+  connection: byId('connection'),
+  tip: byId('marker-tip'),
+  help: byId('help'),
+  sma: byId('ind-sma'),
+  smaPeriod: byId('sma-period'),
+  ema: byId('ind-ema'),
+  emaPeriod: byId('ema-period'),
+  vwap: byId('ind-vwap'),
+  bb: byId('ind-bb'),
+  rsi: byId('ind-rsi'),
+  volume: byId('volume-mode'),
+  markers: byId('show-markers'),
 };
 
 const state = {
@@ -27,55 +60,111 @@ const state = {
   symbol: page.dataset.symbol,
   interval: page.dataset.interval,
   candles: new Map(), // t → [t, open, high, low, close, volume]
+  rows: [], // the same candles, ascending: what the series were last given
   firstT: null,
   lastT: null,
+  hoverT: null, // the bar under the crosshair, null while the pointer is off the chart
   awaitingSnapshot: true,
   shownPair: null, // the pair whose snapshot is on screen
-  socket: null,
-  attempt: 0,
-  retryTimer: null,
+  correctionsTimer: null,
   zone: readZone(),
+  view: loadView(),
   priceFormat: null,
 };
 
-// ---- time zones ----------------------------------------------------------------------------
+const volumeFormat = new Intl.NumberFormat(undefined, { maximumFractionDigits: 4 });
+const studyFormat = new Intl.NumberFormat(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 2 });
 
-function readZone() {
-  try {
-    return localStorage.getItem(ZONE_KEY) === 'local' ? 'local' : 'utc';
-  } catch {
-    return 'utc'; // storage can be disabled
-  }
+/** How the legend, tooltips and quote write numbers and times. */
+const fmt = {
+  price: (v) => (state.priceFormat ? state.priceFormat.format(v) : String(v)),
+  volume: (v) => volumeFormat.format(v),
+  study: (s) => (s.decimals ? studyFormat.format(s.value) : fmt.price(s.value)),
+  time: (t) => formatTime(state.zone, t),
+  clock: (t) => formatClock(state.zone, t),
+  zone: () => zoneName(state.zone),
+};
+
+// ---- the connection ------------------------------------------------------------------------
+
+function setConnection(text) {
+  ui.connection.textContent = text;
+  ui.connection.dataset.state = text;
 }
 
-function dateFormats(timeZone) {
-  const f = (options) => new Intl.DateTimeFormat(undefined, { timeZone, ...options });
-  const hm = { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' };
-  return {
-    full: f({ year: 'numeric', month: 'short', day: 'numeric', ...hm }),
-    year: f({ year: 'numeric' }),
-    month: f({ month: 'short' }),
-    day: f({ day: 'numeric', month: 'short' }),
-    time: f(hm),
-    seconds: f({ ...hm, second: '2-digit' }),
-  };
-}
+const isCurrent = (msg) => msg.symbol === state.symbol && msg.interval === state.interval;
 
-// Built once: Intl formatters are expensive and the axis formats many labels per frame.
-const FORMATS = { utc: dateFormats('UTC'), local: dateFormats(undefined) };
+const live = createLive({
+  pair: () => ({ symbol: state.symbol, interval: state.interval }),
+  onConnecting() {
+    state.awaitingSnapshot = true;
+    setConnection('reconnecting');
+  },
+  onOpen: loadSymbols,
+  onMessage(msg) {
+    switch (msg.type) {
+      case 'snapshot':
+        // Snapshots and updates for another pair are leftovers from before a switch.
+        if (!isCurrent(msg)) return;
+        state.awaitingSnapshot = false;
+        live.settled();
+        applySnapshot(msg.candles);
+        if (ui.connection.dataset.state !== 'stale') setConnection('live');
+        break;
+      case 'update':
+        if (isCurrent(msg) && !state.awaitingSnapshot) applyUpdate(msg.candles, msg.removed);
+        break;
+      case 'status':
+        setConnection(msg.stale ? 'stale' : 'live');
+        break;
+      case 'error':
+        console.warn('candlewick server:', msg.error);
+        break;
+      default:
+        break;
+    }
+  },
+});
 
-const formatTime = (t) => FORMATS[state.zone].full.format(new Date(t * 1000));
+// Connect before building the chart: the server prepares the snapshot while the page sets up.
+// Messages are handled only after this module has run to the end.
+live.connect();
 
-function formatTickMark(t, type) {
-  const f = FORMATS[state.zone];
-  const date = new Date(t * 1000);
-  switch (type) {
-    case TickMarkType.Year: return f.year.format(date);
-    case TickMarkType.Month: return f.month.format(date);
-    case TickMarkType.DayOfMonth: return f.day.format(date);
-    case TickMarkType.TimeWithSeconds: return f.seconds.format(date);
-    default: return f.time.format(date);
-  }
+// ---- the chart -----------------------------------------------------------------------------
+
+const ZonedTimeScale = zonedTimeScale(defaultHorzScaleBehavior(), () => state.zone);
+const chart = createChartEx(ui.chart, new ZonedTimeScale(), {
+  autoSize: true,
+  crosshair: { mode: CrosshairMode.Normal },
+  rightPriceScale: { borderVisible: false },
+  timeScale: { borderVisible: false, timeVisible: true, secondsVisible: false },
+  // Vertical swipes scroll the page on phones instead of being swallowed by the chart.
+  handleScroll: { vertTouchDrag: false },
+});
+const plots = createPlots(chart);
+const legend = createLegend(byId('legend'));
+const corrections = createCorrections(plots.candles, ui.tip, fmt);
+
+let colors = {};
+function applyTheme() {
+  const css = getComputedStyle(document.documentElement);
+  colors = Object.fromEntries(COLOR_VARS.map((name) => [name, css.getPropertyValue(name).trim()]));
+  const grid = colors['--grid'];
+  chart.applyOptions({
+    layout: {
+      background: { color: colors['--chart-bg'] },
+      textColor: colors['--muted'],
+      attributionLogo: true, // the library's licence asks for the link to TradingView
+      panes: { separatorColor: grid },
+    },
+    grid: { vertLines: { color: grid }, horzLines: { color: grid } },
+  });
+  plots.applyTheme(colors);
+  corrections.setColor(colors['--marker'], state.candles);
+  const dark = document.documentElement.dataset.theme === 'dark';
+  ui.theme.textContent = dark ? 'Dark' : 'Light';
+  ui.theme.title = dark ? 'Dark theme; switch to light' : 'Light theme; switch to dark';
+  if (state.rows.length) draw(); // volume colours are part of the data
 }
 
 function showZone() {
@@ -83,70 +172,12 @@ function showZone() {
   ui.zone.title = state.zone === 'utc' ? 'Times are in UTC; switch to local time' : 'Times are local; switch to UTC';
   // New function objects make the chart redraw its axis and crosshair labels.
   chart.applyOptions({
-    localization: { timeFormatter: (t) => formatTime(t) },
-    timeScale: { tickMarkFormatter: (t, type) => formatTickMark(t, type) },
+    localization: { timeFormatter: (t) => formatTime(state.zone, t) },
+    timeScale: { tickMarkFormatter: (t, type) => formatTickMark(state.zone, t, type, TickMarkType) },
   });
   showQuote();
+  showLegend();
 }
-
-// ---- the chart -----------------------------------------------------------------------------
-
-// Colours live in chart.css, so the light and dark themes are defined in one place.
-function themeColor(name) {
-  return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
-}
-
-function themeOptions() {
-  const grid = themeColor('--grid');
-  return {
-    layout: {
-      background: { color: themeColor('--chart-bg') },
-      textColor: themeColor('--muted'),
-      attributionLogo: true, // the library's licence asks for the link to TradingView
-    },
-    grid: { vertLines: { color: grid }, horzLines: { color: grid } },
-  };
-}
-
-const chart = createChart(ui.chart, {
-  autoSize: true,
-  ...themeOptions(),
-  crosshair: { mode: CrosshairMode.Normal },
-  rightPriceScale: { borderVisible: false, scaleMargins: { top: 0.08, bottom: 0.26 } },
-  timeScale: { borderVisible: false, timeVisible: true, secondsVisible: false },
-  // Vertical swipes scroll the page on phones instead of being swallowed by the chart.
-  handleScroll: { vertTouchDrag: false },
-});
-
-const candleSeries = chart.addSeries(CandlestickSeries, {});
-// Volume on its own overlay scale, squeezed into the bottom fifth below the candles.
-const volumeSeries = chart.addSeries(HistogramSeries, {
-  priceScaleId: 'volume',
-  priceFormat: { type: 'volume' },
-  lastValueVisible: false,
-  priceLineVisible: false,
-});
-chart.priceScale('volume').applyOptions({ scaleMargins: { top: 0.8, bottom: 0 } });
-
-let colors = {};
-function applyTheme() {
-  colors = {
-    up: themeColor('--up'),
-    down: themeColor('--down'),
-    upVolume: themeColor('--up-volume'),
-    downVolume: themeColor('--down-volume'),
-  };
-  chart.applyOptions(themeOptions());
-  candleSeries.applyOptions({
-    upColor: colors.up, borderUpColor: colors.up, wickUpColor: colors.up,
-    downColor: colors.down, borderDownColor: colors.down, wickDownColor: colors.down,
-  });
-}
-
-const toBar = ([time, open, high, low, close]) => ({ time, open, high, low, close });
-const toVolume = ([time, open, , , close, value]) => ({
-  time, value, color: close >= open ? colors.upVolume : colors.downVolume,
-});
 
 // Enough decimals for the symbol's magnitude: 2 for BTC/USD, more for sub-unit prices.
 function decimalsFor(price) {
@@ -159,49 +190,64 @@ function setDecimals(decimals) {
   state.priceFormat = new Intl.NumberFormat(undefined, {
     minimumFractionDigits: decimals, maximumFractionDigits: decimals,
   });
-  candleSeries.applyOptions({ priceFormat: { type: 'price', precision: decimals, minMove: 10 ** -decimals } });
+  plots.setDecimals(decimals);
 }
 
 /** Replaces everything on screen with the contents of `state.candles`. */
-function redraw() {
-  const rows = [...state.candles.values()].sort((a, b) => a[0] - b[0]);
-  candleSeries.setData(rows.map(toBar));
-  volumeSeries.setData(rows.map(toVolume));
-  state.firstT = rows.length ? rows[0][0] : null;
-  state.lastT = rows.length ? rows[rows.length - 1][0] : null;
-  ui.empty.hidden = rows.length > 0;
+function draw() {
+  state.rows = [...state.candles.values()].sort((a, b) => a[0] - b[0]);
+  plots.draw(state.rows);
+  state.firstT = state.rows.length ? state.rows[0][0] : null;
+  state.lastT = state.rows.length ? state.rows[state.rows.length - 1][0] : null;
+  ui.empty.hidden = state.rows.length > 0;
+  corrections.mark(state.candles);
   showQuote();
+  showLegend();
 }
 
 function applySnapshot(candles) {
   const pair = `${state.symbol} ${state.interval}`;
   state.candles = new Map(candles.map((c) => [c[0], c]));
   setDecimals(decimalsFor(candles[candles.length - 1]?.[4]));
-  redraw();
+  if (state.shownPair !== pair) corrections.reset();
+  draw();
   // A reconnect keeps the user's zoom and scroll; a new symbol or interval starts afresh.
   if (state.shownPair !== pair) chart.timeScale().resetTimeScale();
   state.shownPair = pair;
+  // Markers can wait for the candles' first paint; on a small box the request competes with it.
+  requestAnimationFrame(() => setTimeout(loadCorrections, 0));
 }
 
 function applyUpdate(candles, removed = []) {
   const changed = [...candles].sort((a, b) => a[0] - b[0]);
   if (state.lastT === null && changed.length) setDecimals(decimalsFor(changed[changed.length - 1][4]));
+  const newest = state.lastT;
   for (const c of changed) state.candles.set(c[0], c);
   let rebuild = false;
   for (const t of removed) rebuild = state.candles.delete(t) || rebuild;
+  // A change to any bar but the newest is a late write or a correction: markers may follow.
+  const historic = rebuild || (newest !== null && changed.length > 0 && changed[0][0] < newest);
+  if (historic) scheduleCorrections();
   // series.update() only accepts the newest bar or a later one; anything older needs setData.
-  if (rebuild || state.lastT === null || (changed.length && changed[0][0] < state.lastT)) {
-    redraw();
+  if (historic || newest === null) {
+    draw();
     return;
   }
+  if (!changed.length) return;
+  const rows = state.rows;
+  let from = rows.length;
   for (const c of changed) {
-    candleSeries.update(toBar(c));
-    volumeSeries.update(toVolume(c));
+    if (c[0] === rows[rows.length - 1]?.[0]) {
+      rows[rows.length - 1] = c;
+      from = Math.min(from, rows.length - 1);
+    } else {
+      rows.push(c);
+    }
   }
-  if (changed.length) {
-    state.lastT = changed[changed.length - 1][0];
-    showQuote();
-  }
+  plots.drawTail(rows, from);
+  state.lastT = rows[rows.length - 1][0];
+  showQuote();
+  showLegend();
 }
 
 function showQuote() {
@@ -214,97 +260,57 @@ function showQuote() {
     ui.changeSince.textContent = '';
     return;
   }
-  const fmt = state.priceFormat;
   const diff = last[4] - first[1];
   const pct = first[1] ? (diff / first[1]) * 100 : 0;
   const sign = diff > 0 ? '+' : diff < 0 ? '−' : '±';
-  ui.price.textContent = fmt.format(last[4]);
-  ui.change.textContent = `${sign}${fmt.format(Math.abs(diff))} (${sign}${Math.abs(pct).toFixed(2)}%)`;
+  ui.price.textContent = fmt.price(last[4]);
+  ui.change.textContent = `${sign}${fmt.price(Math.abs(diff))} (${sign}${Math.abs(pct).toFixed(2)}%)`;
   ui.change.dataset.direction = diff > 0 ? 'up' : diff < 0 ? 'down' : 'flat';
-  ui.changeSince.textContent = `since ${formatTime(first[0])}`;
+  ui.changeSince.textContent = `since ${fmt.time(first[0])}`;
 }
 
-// ---- the connection ------------------------------------------------------------------------
-
-function setConnection(text) {
-  ui.connection.textContent = text;
-  ui.connection.dataset.state = text;
-}
-
-const isCurrent = (msg) => msg.symbol === state.symbol && msg.interval === state.interval;
-
-function subscribe(socket) {
-  socket.send(JSON.stringify({ type: 'subscribe', symbol: state.symbol, interval: state.interval }));
-}
-
-function onMessage(data) {
-  let msg;
-  try {
-    msg = JSON.parse(data);
-  } catch {
-    return;
+/** The index of bar `t` in `state.rows`, or -1. */
+function rowIndex(t) {
+  const rows = state.rows;
+  let lo = 0;
+  let hi = rows.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (rows[mid][0] === t) return mid;
+    if (rows[mid][0] < t) lo = mid + 1;
+    else hi = mid - 1;
   }
-  switch (msg.type) {
-    case 'snapshot':
-      // Snapshots and updates for another pair are leftovers from before a switch.
-      if (!isCurrent(msg)) return;
-      state.awaitingSnapshot = false;
-      state.attempt = 0;
-      applySnapshot(msg.candles);
-      if (ui.connection.dataset.state !== 'stale') setConnection('live');
-      break;
-    case 'update':
-      if (isCurrent(msg) && !state.awaitingSnapshot) applyUpdate(msg.candles, msg.removed);
-      break;
-    case 'status':
-      setConnection(msg.stale ? 'stale' : 'live');
-      break;
-    case 'error':
-      console.warn('candlewick server:', msg.error);
-      break;
-    default:
-      break;
-  }
+  return -1;
 }
 
-function connect() {
-  clearTimeout(state.retryTimer);
-  state.retryTimer = null;
-  const url = new URL('/ws', location.href);
-  url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  url.search = new URLSearchParams({ symbol: state.symbol, interval: state.interval });
-  const socket = new WebSocket(url);
-  const pair = `${state.symbol} ${state.interval}`;
-  state.socket = socket;
-  state.awaitingSnapshot = true;
-  setConnection('reconnecting');
-
-  socket.addEventListener('open', () => {
-    // The user switched while the socket was opening: ask for what is shown in the selectors now.
-    if (pair !== `${state.symbol} ${state.interval}`) subscribe(socket);
-    loadSymbols();
-  });
-  socket.addEventListener('message', (ev) => {
-    if (socket === state.socket) onMessage(ev.data);
-  });
-  // 'error' is always followed by 'close', so only 'close' schedules the retry.
-  socket.addEventListener('close', () => {
-    if (socket !== state.socket) return;
-    state.socket = null;
-    scheduleReconnect();
-  });
+/** The legend for the bar under the crosshair, else the newest. */
+function showLegend() {
+  const t = state.hoverT !== null && state.candles.has(state.hoverT) ? state.hoverT : state.lastT;
+  const i = rowIndex(t);
+  legend.show(state.candles.get(t), fmt, i >= 0 ? plots.studiesAt(i) : [], corrections.count(t));
 }
 
-function scheduleReconnect() {
-  setConnection('reconnecting');
-  const ceiling = Math.min(MAX_BACKOFF_MS, FIRST_BACKOFF_MS * 2 ** state.attempt);
-  state.attempt += 1;
-  // Jitter spreads the viewers of a restarted server over the interval instead of one burst.
-  state.retryTimer = setTimeout(connect, ceiling / 2 + Math.random() * (ceiling / 2));
+chart.subscribeCrosshairMove((param) => {
+  state.hoverT = param.point && typeof param.time === 'number' ? param.time : null;
+  showLegend();
+  corrections.hover(param);
+});
+
+// ---- correction markers --------------------------------------------------------------------
+
+function loadCorrections() {
+  clearTimeout(state.correctionsTimer);
+  if (!state.view.markers || state.firstT === null) return;
+  const seconds = INTERVAL_SECONDS[state.interval];
+  corrections
+    .load({ symbol: state.symbol, seconds, from: state.firstT, to: state.lastT + seconds }, state.candles)
+    .then(showLegend);
 }
 
-function reconnectNow() {
-  if (state.socket === null && state.retryTimer !== null) connect();
+function scheduleCorrections() {
+  clearTimeout(state.correctionsTimer);
+  // Every open chart sees the same update at once: spread their requests over a second.
+  state.correctionsTimer = setTimeout(loadCorrections, 100 + Math.random() * 900);
 }
 
 // ---- controls ------------------------------------------------------------------------------
@@ -328,37 +334,114 @@ function switchTo(symbol, interval) {
   state.symbol = symbol;
   state.interval = interval;
   state.awaitingSnapshot = true;
+  ui.interval.value = interval;
   document.title = `${symbol} · candlewick`;
   const url = new URL(location.href);
   url.searchParams.set('symbol', symbol);
   url.searchParams.set('interval', interval);
-  history.replaceState(null, '', url);
-  // A closed or still-connecting socket asks for the new pair once it opens.
-  if (state.socket?.readyState === WebSocket.OPEN) subscribe(state.socket);
+  history.replaceState(history.state, '', url);
+  live.resubscribe();
+}
+
+/** Shows `view` in the indicator menu. */
+function showView(view) {
+  ui.sma.checked = view.sma !== null;
+  ui.smaPeriod.value = String(view.sma ?? DEFAULT_PERIODS.sma);
+  ui.ema.checked = view.ema !== null;
+  ui.emaPeriod.value = String(view.ema ?? DEFAULT_PERIODS.ema);
+  ui.vwap.checked = view.vwap;
+  ui.bb.checked = view.bb;
+  ui.rsi.checked = view.rsi;
+  ui.volume.value = view.volume;
+  ui.markers.checked = view.markers;
+}
+
+/** The view the indicator menu describes; an invalid period keeps the one in use. */
+function viewOfMenu() {
+  const period = (input, on, current, fallback) => {
+    const typed = parsePeriod(input.value);
+    input.setAttribute('aria-invalid', String(typed === null));
+    return on ? typed ?? current ?? fallback : null;
+  };
+  return {
+    sma: period(ui.smaPeriod, ui.sma.checked, state.view.sma, DEFAULT_PERIODS.sma),
+    ema: period(ui.emaPeriod, ui.ema.checked, state.view.ema, DEFAULT_PERIODS.ema),
+    vwap: ui.vwap.checked,
+    bb: ui.bb.checked,
+    rsi: ui.rsi.checked,
+    volume: ui.volume.value === 'overlay' ? 'overlay' : 'pane',
+    markers: ui.markers.checked,
+  };
+}
+
+function changeView() {
+  const view = viewOfMenu();
+  const wasMarked = state.view.markers;
+  state.view = view;
+  saveView(view, chosenTheme());
+  plots.setView(view);
+  if (state.rows.length) draw();
+  corrections.setShown(view.markers, state.candles);
+  if (view.markers && !wasMarked) loadCorrections();
+  showLegend();
+}
+
+/** Esc: the newest bars at the default zoom, every price scale fitted again. */
+function resetView() {
+  chart.timeScale().resetTimeScale();
+  chart.panes().forEach((_, i) => chart.priceScale('right', i).applyOptions({ autoScale: true }));
 }
 
 ui.symbol.addEventListener('change', () => switchTo(ui.symbol.value, state.interval));
 ui.interval.addEventListener('change', () => switchTo(state.symbol, ui.interval.value));
 ui.zone.addEventListener('click', () => {
   state.zone = state.zone === 'utc' ? 'local' : 'utc';
-  try {
-    localStorage.setItem(ZONE_KEY, state.zone);
-  } catch {
-    // not persisted; the toggle still works for this page
-  }
+  saveZone(state.zone);
   showZone();
+  // The axis picks its day and month marks when data is set: lay it out again, same view.
+  const range = chart.timeScale().getVisibleLogicalRange();
+  plots.clear();
+  draw();
+  if (range) chart.timeScale().setVisibleLogicalRange(range);
 });
-
-window.matchMedia('(prefers-color-scheme: dark)').addEventListener('change', () => {
+ui.theme.addEventListener('click', () => {
+  saveTheme(document.documentElement.dataset.theme === 'dark' ? 'light' : 'dark');
+  saveView(state.view, chosenTheme());
   applyTheme();
-  redraw(); // volume colours are part of the data
 });
-// Coming back online or to the tab skips the rest of a long backoff.
-window.addEventListener('online', reconnectNow);
-document.addEventListener('visibilitychange', () => {
-  if (document.visibilityState === 'visible') reconnectNow();
+for (const control of [ui.sma, ui.ema, ui.vwap, ui.bb, ui.rsi, ui.volume, ui.markers, ui.smaPeriod, ui.emaPeriod]) {
+  control.addEventListener('change', changeView);
+}
+byId('export-png').addEventListener('click', () => {
+  savePng(chart, fileStem(state.symbol, state.interval, state.lastT ?? Date.now() / 1000));
+});
+byId('export-csv').addEventListener('click', () => {
+  const range = chart.timeScale().getVisibleRange();
+  if (!range) return;
+  const stem = fileStem(state.symbol, state.interval, range.to);
+  saveCsv(state.symbol, state.interval, INTERVAL_SECONDS[state.interval], range, stem);
+});
+byId('help-open').addEventListener('click', () => ui.help.showModal());
+installShortcuts({
+  help: ui.help,
+  intervals: [...ui.interval.options].map((o) => o.value),
+  onInterval: (interval) => switchTo(state.symbol, interval),
+  onReset: resetView,
 });
 
+window.matchMedia('(prefers-color-scheme: dark)').addEventListener('change', (ev) => {
+  if (chosenTheme()) return;
+  document.documentElement.dataset.theme = ev.matches ? 'dark' : 'light';
+  applyTheme();
+});
+
+showView(state.view);
+plots.setView(state.view);
+corrections.setShown(state.view.markers, state.candles);
+// The address bar shows the whole view, so copying it shares what is on screen.
+history.replaceState(history.state, '', withView(location.href, state.view, chosenTheme()));
 applyTheme();
 showZone();
-connect();
+
+/** For the browser tests and the console: the chart, its series and correction markers. */
+export { chart, plots, corrections };

@@ -213,3 +213,61 @@ pub async fn list(pool: &PgPool, f: &AuditFilter) -> anyhow::Result<Vec<AuditEnt
     .await
     .context("listing audit entries")
 }
+
+/// One change to one tick that counts as a correction of its minute (see [`corrections`]).
+#[derive(Debug, sqlx::FromRow)]
+pub struct Correction {
+    pub id: i64,
+    /// When the change was written.
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    /// The changed tick's time, and the minute it falls in.
+    pub time: DateTime<Utc>,
+    pub minute: DateTime<Utc>,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+}
+
+/// Changes of `symbol`'s ticks in `[from, to)` made after the fact: one tick inserted, updated
+/// or deleted through the admin pages or the API when its minute had been closed for at least a
+/// whole minute (so a live writer that sends a minute's last tick a little late does not count).
+/// A one-tick array is one tick. Batches and imports load history rather than fix it, and the
+/// demo feed is not audited, so none of them count. Newest minute first, each minute's changes in the order they were made;
+/// at most `limit` changes.
+#[tracing::instrument(name = "List corrections", skip(pool))]
+pub async fn corrections(
+    pool: &PgPool,
+    symbol: &str,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    limit: i64,
+) -> anyhow::Result<Vec<Correction>> {
+    // Only single-tick writes record `tick_time`. A correction is written after its minute,
+    // so `at >= from` holds for every match and lets the (symbol, at) index skip older entries.
+    sqlx::query_as(
+        r#"
+        SELECT id, at, actor, action, tick_time AS time,
+               date_bin('1 minute', tick_time, 'epoch') AS minute, before, after
+        FROM audit_log
+        WHERE symbol = $1
+          AND at >= COALESCE($2::timestamptz, '-infinity')
+          AND tick_time >= COALESCE($2::timestamptz, '-infinity')
+          AND tick_time < COALESCE($3::timestamptz, 'infinity')
+          AND actor = ANY($5)
+          AND action = ANY($6)
+          AND at >= date_bin('1 minute', tick_time, 'epoch') + INTERVAL '2 minutes'
+        ORDER BY minute DESC, id
+        LIMIT $4
+        "#,
+    )
+    .bind(symbol)
+    .bind(from)
+    .bind(to)
+    .bind(limit)
+    .bind([Author::AdminSession.as_str(), Author::ApiToken.as_str()])
+    .bind([Action::Insert, Action::Update, Action::Delete].map(Action::as_str))
+    .fetch_all(pool)
+    .await
+    .context("listing corrections")
+}

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
+use super::storable_time_sql;
 use crate::domain::Interval;
 
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
@@ -88,17 +89,20 @@ async fn minutes(
     to: Option<DateTime<Utc>>,
     limit: i64,
 ) -> anyhow::Result<Vec<CandleRow>> {
-    sqlx::query_as(
+    sqlx::query_as(concat!(
         r#"
         SELECT bucket, open, high, low, close, volume
         FROM one_min_candle
         WHERE symbol = $1
+          AND "#,
+        storable_time_sql!("bucket"),
+        r#"
           AND bucket >= coalesce($2::timestamptz, '-infinity')
           AND bucket < coalesce($3::timestamptz, 'infinity')
         ORDER BY bucket DESC
         LIMIT $4
-        "#,
-    )
+        "#
+    ))
     .bind(symbol)
     .bind(from)
     .bind(to)
@@ -114,14 +118,17 @@ async fn stored_span(
     symbol: &str,
     to: Option<DateTime<Utc>>,
 ) -> anyhow::Result<Option<(DateTime<Utc>, DateTime<Utc>)>> {
-    let (oldest, newest): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = sqlx::query_as(
+    let (oldest, newest): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = sqlx::query_as(concat!(
         r#"
         SELECT min(bucket), max(bucket)
         FROM one_min_candle
         WHERE symbol = $1
+          AND "#,
+        storable_time_sql!("bucket"),
+        r#"
           AND bucket < coalesce($2::timestamptz, 'infinity')
-        "#,
-    )
+        "#
+    ))
     .bind(symbol)
     .bind(to)
     .fetch_one(pool)

@@ -6,6 +6,7 @@ pub mod candles;
 pub mod copy;
 pub mod flavour;
 pub mod journal;
+pub mod sessions;
 pub mod ticks;
 
 use std::str::FromStr;
@@ -21,6 +22,23 @@ pub use flavour::Flavour;
 use crate::config::{DbSettings, EmbeddedTimescaleDb};
 use crate::domain::RowErrors;
 use crate::embedded::{self, EmbeddedPostgres};
+
+/// A condition keeping a `timestamptz` column to the instants candlewick accepts
+/// (`domain::time`: the years 0001 to 9999 in UTC). Reads that hand times back use it, so a row
+/// another program stored outside that range is never decoded (chrono cannot hold every year
+/// PostgreSQL can) nor printed as a time the API would refuse.
+macro_rules! storable_time_sql {
+    ($column:literal) => {
+        concat!(
+            "(",
+            $column,
+            " >= '0001-01-01 00:00:00+00' AND ",
+            $column,
+            " < '10000-01-01 00:00:00+00')"
+        )
+    };
+}
+pub(crate) use storable_time_sql;
 
 /// Embedded in the binary; `serve` applies them at boot, `candlewick migrate` alone.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();

@@ -8,9 +8,9 @@ use sqlx::postgres::PgArguments;
 use sqlx::query::QueryAs;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
-use super::WriteError;
 use super::audit::{self, Action, Author, Record};
 use super::copy::TickCopy;
+use super::{WriteError, storable_time_sql};
 use crate::domain::{Price, Tick, Volume};
 
 /// A stored tick as read back (other writers may have stored NULL price or volume).
@@ -186,11 +186,7 @@ pub async fn update_tick(
     volume: Volume,
     author: Author,
 ) -> anyhow::Result<Option<TickRow>> {
-    let mut tx = pool
-        .begin()
-        .await
-        .context("starting a transaction to update a tick")?;
-    let Some(before) = lock_tick(&mut tx, time, symbol).await? else {
+    let Some((mut tx, before)) = lock_tick(pool, time, symbol).await? else {
         return Ok(None);
     };
     let after: TickRow = sqlx::query_as(
@@ -230,11 +226,7 @@ pub async fn delete_tick(
     symbol: &str,
     author: Author,
 ) -> anyhow::Result<Option<TickRow>> {
-    let mut tx = pool
-        .begin()
-        .await
-        .context("starting a transaction to delete a tick")?;
-    let Some(before) = lock_tick(&mut tx, time, symbol).await? else {
+    let Some((mut tx, before)) = lock_tick(pool, time, symbol).await? else {
         return Ok(None);
     };
     sqlx::query("DELETE FROM ticks WHERE time = $1 AND symbol = $2")
@@ -243,26 +235,43 @@ pub async fn delete_tick(
         .execute(&mut *tx)
         .await
         .context("deleting a tick")?;
+    commit_delete(tx, author, symbol, Some(time), &before).await?;
+    Ok(Some(before))
+}
+
+/// Records the delete of one tick (`before`: the row as it was) and commits it.
+async fn commit_delete(
+    mut tx: Transaction<'_, Postgres>,
+    author: Author,
+    symbol: &str,
+    tick_time: Option<DateTime<Utc>>,
+    before: &impl Serialize,
+) -> anyhow::Result<()> {
     let record = Record {
         author,
         action: Action::Delete,
         symbol: Some(symbol),
-        tick_time: Some(time),
+        tick_time,
         rows: 1,
-        before: Some(serde_json::to_value(&before).context("encoding the audit row")?),
+        before: Some(serde_json::to_value(before).context("encoding the audit row")?),
         after: None,
     };
     audit::record(&mut tx, record).await?;
-    tx.commit().await.context("committing a tick delete")?;
-    Ok(Some(before))
+    tx.commit().await.context("committing a tick delete")
 }
 
+/// A transaction that holds the lock on one tick, and the tick as it is; `None` when there is
+/// no such tick.
 async fn lock_tick(
-    tx: &mut Transaction<'_, Postgres>,
+    pool: &PgPool,
     time: DateTime<Utc>,
     symbol: &str,
-) -> anyhow::Result<Option<TickRow>> {
-    sqlx::query_as(
+) -> anyhow::Result<Option<(Transaction<'static, Postgres>, TickRow)>> {
+    let mut tx = pool
+        .begin()
+        .await
+        .context("starting a transaction to change a tick")?;
+    let tick: Option<TickRow> = sqlx::query_as(
         r#"
         SELECT time, symbol, price, volume
         FROM ticks
@@ -272,9 +281,10 @@ async fn lock_tick(
     )
     .bind(time)
     .bind(symbol)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *tx)
     .await
-    .context("reading the tick to change")
+    .context("reading the tick to change")?;
+    Ok(tick.map(|t| (tx, t)))
 }
 
 pub async fn fetch_tick(
@@ -304,16 +314,21 @@ pub struct TickFilter {
 /// The page of ticks a [`TickFilter`] selects, newest first; [`bind_filter`] binds $1 to $6.
 macro_rules! filtered_ticks_sql {
     () => {
-        r#"
+        concat!(
+            r#"
         SELECT time, symbol, price, volume
         FROM ticks
-        WHERE ($1::text IS NULL OR symbol = $1)
+        WHERE "#,
+            storable_time_sql!("time"),
+            r#"
+          AND ($1::text IS NULL OR symbol = $1)
           AND ($2::timestamptz IS NULL OR time >= $2)
           AND ($3::timestamptz IS NULL OR time < $3)
           AND ($4::timestamptz IS NULL OR (time, symbol) < ($4, $5::text))
         ORDER BY time DESC, symbol DESC
         LIMIT $6
         "#
+        )
     };
 }
 
@@ -407,4 +422,86 @@ pub async fn list_ticks_with_candles(
         .fetch_all(pool)
         .await
         .context("listing ticks with their candles")
+}
+
+/// A tick stored (by another program) at a time outside the range candlewick accepts, which
+/// chrono may not even hold: its time is the text PostgreSQL prints for it (in UTC), e.g.
+/// `200000-01-01 00:00:00+00` or `4714-11-24 00:00:00+00 BC`.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct UnstorableTick {
+    pub time: String,
+    pub symbol: String,
+    pub price: Option<f64>,
+    pub volume: Option<f64>,
+}
+
+/// How many ticks lie outside the accepted range, and the earliest `limit` of them.
+#[tracing::instrument(name = "List unstorable ticks", skip(pool))]
+pub async fn list_unstorable(
+    pool: &PgPool,
+    limit: i64,
+) -> anyhow::Result<(i64, Vec<UnstorableTick>)> {
+    let count: i64 = sqlx::query_scalar(concat!(
+        "SELECT count(*) FROM ticks WHERE NOT ",
+        storable_time_sql!("time")
+    ))
+    .fetch_one(pool)
+    .await
+    .context("counting ticks outside the accepted time range")?;
+    if count == 0 {
+        return Ok((0, Vec::new()));
+    }
+    let rows = sqlx::query_as(concat!(
+        r#"
+        SELECT time::text AS time, symbol, price, volume
+        FROM ticks
+        WHERE NOT "#,
+        storable_time_sql!("time"),
+        r#"
+        ORDER BY ticks.time, symbol
+        LIMIT $1
+        "#
+    ))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+    .context("listing ticks outside the accepted time range")?;
+    Ok((count, rows))
+}
+
+/// Deletes one tick named as [`list_unstorable`] shows it; `None` when there is no such tick.
+#[tracing::instrument(name = "Delete unstorable tick", skip(pool))]
+pub async fn delete_unstorable(
+    pool: &PgPool,
+    time: &str,
+    symbol: &str,
+    author: Author,
+) -> anyhow::Result<Option<UnstorableTick>> {
+    let mut tx = pool
+        .begin()
+        .await
+        .context("starting a transaction to delete a tick")?;
+    // The range condition first: the text comparison then only sees the few rows outside it.
+    let deleted: Option<UnstorableTick> = sqlx::query_as(concat!(
+        r#"
+        DELETE FROM ticks
+        WHERE NOT "#,
+        storable_time_sql!("time"),
+        r#"
+          AND time::text = $1
+          AND symbol = $2
+        RETURNING time::text AS time, symbol, price, volume
+        "#
+    ))
+    .bind(time)
+    .bind(symbol)
+    .fetch_optional(&mut *tx)
+    .await
+    .context("deleting a tick outside the accepted time range")?;
+    let Some(before) = deleted else {
+        return Ok(None);
+    };
+    // No tick_time: the column could not hold every such time for reading back.
+    commit_delete(tx, author, symbol, None, &before).await?;
+    Ok(Some(before))
 }

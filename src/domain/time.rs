@@ -1,50 +1,116 @@
 //! Instants as users type them and as we print them: the one parser for every route and form.
+//!
+//! Accepted instants are those PostgreSQL stores *and* RFC 3339 writes back in a form this
+//! parser takes again: the years 0001 to 9999 in UTC, to the microsecond (PostgreSQL's
+//! resolution). So every time candlewick prints is accepted back by every route and form.
 
-use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, SubsecRound, TimeDelta, Timelike, Utc};
 
-use super::{ParseError, refuse};
+use super::ParseError;
+
+/// `0001-01-01T00:00:00Z` in Unix seconds: the earliest instant accepted.
+pub const EARLIEST_SECS: i64 = -62_135_596_800;
+/// `10000-01-01T00:00:00Z` in Unix seconds: the first instant no longer accepted (RFC 3339
+/// has four-digit years).
+pub const END_SECS: i64 = 253_402_300_800;
+
+/// Why a time was refused; the message is safe to show.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimeError {
+    /// Not a time as we take them (400 in a query string).
+    #[error("{0}")]
+    Malformed(String),
+    /// A real instant that PostgreSQL cannot store, or RFC 3339 cannot write back (422
+    /// everywhere).
+    #[error("{0}")]
+    OutOfRange(String),
+}
+
+impl From<TimeError> for ParseError {
+    fn from(e: TimeError) -> Self {
+        ParseError(e.to_string())
+    }
+}
+
+fn malformed<T>(msg: String) -> Result<T, TimeError> {
+    Err(TimeError::Malformed(msg))
+}
+
+/// Whether `t` lies in the accepted range.
+pub fn in_range(t: DateTime<Utc>) -> bool {
+    (EARLIEST_SECS..END_SECS).contains(&t.timestamp())
+}
+
+/// `t` as PostgreSQL will store it (microseconds; a leap second as the next second), or why it
+/// cannot be accepted.
+fn storable(t: DateTime<Utc>, input: &str) -> Result<DateTime<Utc>, TimeError> {
+    // Sub-microsecond digits are dropped here, not by the database: both write paths (bound
+    // values and COPY) then store exactly what was parsed.
+    let mut t = t.trunc_subsecs(6);
+    if t.nanosecond() >= 1_000_000_000 {
+        // unwrap: a nanosecond below 1e9 is always valid.
+        #[allow(clippy::unwrap_used)]
+        let within = t.with_nanosecond(t.nanosecond() - 1_000_000_000).unwrap();
+        t = within + TimeDelta::seconds(1);
+    }
+    if in_range(t) {
+        Ok(t)
+    } else {
+        Err(TimeError::OutOfRange(format!(
+            "time {input:?} is {} in UTC; times must lie between 0001-01-01T00:00:00Z and \
+             9999-12-31T23:59:59.999999Z",
+            t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+        )))
+    }
+}
 
 /// An instant given as RFC 3339 with an explicit offset (`Z` or `+02:00`): JSON and CSV bodies.
-pub fn parse_time(s: &str) -> Result<DateTime<Utc>, ParseError> {
+pub fn parse_time(s: &str) -> Result<DateTime<Utc>, TimeError> {
     let t = s.trim();
     if t.is_empty() {
-        return refuse("time is required");
+        return malformed("time is required".into());
     }
-    DateTime::parse_from_rfc3339(t)
-        .map(|d| d.with_timezone(&Utc))
-        .or_else(|_| {
-            refuse(format!(
-                "time must be RFC 3339 with an offset, like 2024-07-03T06:25:00Z; got {t:?}"
-            ))
-        })
+    match DateTime::parse_from_rfc3339(t) {
+        Ok(d) => storable(d.with_timezone(&Utc), t),
+        Err(_) => malformed(format!(
+            "time must be RFC 3339 with an offset, like 2024-07-03T06:25:00Z; got {t:?}"
+        )),
+    }
 }
 
 /// A time in a query string: RFC 3339, forgiving a `+` offset that form-encoding turned into
 /// a space (`?time=2024-07-03T08:25:00+02:00` typed into a browser's address bar).
-pub fn parse_query_time(s: &str) -> Result<DateTime<Utc>, ParseError> {
-    parse_time(s).or_else(|e| match plus_restored(s.trim()) {
-        Some(fixed) => parse_time(&fixed),
-        None => Err(e),
-    })
+pub fn parse_query_time(s: &str) -> Result<DateTime<Utc>, TimeError> {
+    match parse_time(s) {
+        Err(e @ TimeError::Malformed(_)) => match plus_restored(s.trim()) {
+            Some(fixed) => match parse_time(&fixed) {
+                Err(TimeError::Malformed(_)) => Err(e),
+                other => other,
+            },
+            None => Err(e),
+        },
+        other => other,
+    }
 }
 
 /// A time typed into an admin form or filter: what [`parse_query_time`] takes, or a
 /// `datetime-local` value (`2024-07-03T06:25`, seconds and fractions optional), taken as UTC.
-pub fn parse_form_time(s: &str) -> Result<DateTime<Utc>, ParseError> {
+pub fn parse_form_time(s: &str) -> Result<DateTime<Utc>, TimeError> {
     let t = s.trim();
     if t.is_empty() {
-        return refuse("time is required");
+        return malformed("time is required".into());
     }
-    if let Ok(d) = parse_query_time(t) {
-        return Ok(d);
+    match parse_query_time(t) {
+        Err(TimeError::Malformed(_)) => {}
+        other => return other,
     }
     let local = t.replacen(' ', "T", 1);
     for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
         if let Ok(naive) = NaiveDateTime::parse_from_str(&local, fmt) {
-            return Ok(naive.and_utc());
+            return storable(naive.and_utc(), t);
         }
     }
-    refuse(format!(
+    malformed(format!(
         "time must be a UTC date and time like 2024-07-03T06:25:00 or RFC 3339 like 2024-07-03T06:25:00Z; got {t:?}"
     ))
 }
@@ -126,5 +192,81 @@ mod tests {
             let t = parse_form_time(s).unwrap();
             assert_eq!(datetime_local(t), s);
         }
+    }
+
+    #[test]
+    fn the_range_constants_are_year_1_and_year_10000() {
+        let at = |y| {
+            chrono::NaiveDate::from_ymd_opt(y, 1, 1)
+                .unwrap()
+                .and_hms_opt(0, 0, 0)
+                .unwrap()
+                .and_utc()
+                .timestamp()
+        };
+        assert_eq!((EARLIEST_SECS, END_SECS), (at(1), at(10000)));
+    }
+
+    #[test]
+    fn times_postgresql_or_rfc3339_cannot_hold_are_out_of_range_in_every_parser() {
+        for bad in [
+            // Year 10000 once in UTC: it was stored and printed as +10000-01-01T23:58:59Z.
+            "9999-12-31T23:59:59-23:59",
+            "0001-01-01T00:00:00+00:01",
+            "0000-12-31T23:59:59Z",
+        ] {
+            for parse in [parse_time, parse_query_time, parse_form_time] {
+                assert!(
+                    matches!(parse(bad), Err(TimeError::OutOfRange(_))),
+                    "{bad:?}: {:?}",
+                    parse(bad)
+                );
+            }
+        }
+        // What forms take beyond RFC 3339: signed and five-digit years, read as UTC.
+        for bad in [
+            "-5000-01-01T00:00:00",
+            "+200000-01-01T00:00",
+            "+10000-01-01T00:00:00",
+            "+262000-01-01 00:00:00",
+        ] {
+            let e = parse_form_time(bad).unwrap_err();
+            assert!(matches!(e, TimeError::OutOfRange(_)), "{bad:?}: {e:?}");
+            assert!(e.to_string().contains("0001-01-01T00:00:00Z"), "{e}");
+        }
+        assert!(matches!(
+            parse_query_time("soon"),
+            Err(TimeError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn the_first_and_last_microsecond_of_the_range_are_accepted_and_round_trip() {
+        for (input, want) in [
+            ("0001-01-01T00:00:00Z", "0001-01-01T00:00:00Z"),
+            ("0001-01-01T00:00:00-00:01", "0001-01-01T00:01:00Z"),
+            ("9999-12-31T23:59:59.999999Z", "9999-12-31T23:59:59.999999Z"),
+            ("9999-12-31T23:59:59+00:00", "9999-12-31T23:59:59Z"),
+        ] {
+            let t = parse_time(input).unwrap();
+            assert_eq!(rfc3339(t), want, "{input}");
+            assert_eq!(parse_query_time(&rfc3339(t)), Ok(t), "{input}");
+            assert_eq!(parse_form_time(&rfc3339(t)), Ok(t), "{input}");
+        }
+    }
+
+    #[test]
+    fn digits_below_a_microsecond_are_dropped_as_postgresql_would_not_keep_them() {
+        let t = parse_time("9999-12-31T23:59:59.9999999Z").unwrap();
+        assert_eq!(rfc3339(t), "9999-12-31T23:59:59.999999Z");
+        // Before 2000 too (the bound path once rounded these toward 2000, COPY down).
+        let t = parse_time("1999-12-31T23:59:59.0000005Z").unwrap();
+        assert_eq!(rfc3339(t), "1999-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn a_leap_second_is_the_next_second_as_postgresql_stores_it() {
+        let t = parse_time("2016-12-31T23:59:60.5Z").unwrap();
+        assert_eq!(rfc3339(t), "2017-01-01T00:00:00.500Z");
     }
 }

@@ -163,7 +163,13 @@ mod tests {
 
     #[test]
     fn the_page_assets_are_embedded() {
-        for path in ["chart.js", "chart.css", "favicon.svg"] {
+        for path in [
+            "chart.js",
+            "theme.js",
+            "indicators.js",
+            "chart.css",
+            "favicon.svg",
+        ] {
             assert!(StaticFiles::get(path).is_some(), "static/{path} is missing");
         }
     }

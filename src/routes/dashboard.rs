@@ -11,12 +11,27 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(show_dashboard));
 }
 
+/// The modules `static/chart.js` imports, preloaded by the page so the browser fetches them
+/// all at once instead of discovering them one import at a time.
+const MODULES: [&str; 9] = [
+    "live.js",
+    "plots.js",
+    "indicators.js",
+    "legend.js",
+    "markers.js",
+    "export.js",
+    "zone.js",
+    "prefs.js",
+    "keys.js",
+];
+
 #[derive(Template)]
 #[template(path = "dashboard.html")]
 struct DashboardPage {
     symbol: String,
     interval: Interval,
     intervals: Vec<IntervalChoice>,
+    modules: &'static [&'static str],
 }
 
 struct IntervalChoice {
@@ -48,6 +63,7 @@ impl DashboardPage {
                     selected: i == interval,
                 })
                 .collect(),
+            modules: &MODULES,
         }
     }
 }
@@ -119,11 +135,41 @@ mod tests {
             html.contains(r#"<script defer src="/static/vendor/lightweight-charts.js"></script>"#)
         );
         assert!(html.contains(r#"<script type="module" src="/static/chart.js"></script>"#));
+        assert!(html.contains(r#"<script src="/static/theme.js"></script>"#));
         let inline_handler = html.split(" on").skip(1).any(|rest| {
             rest.split_once('=').is_some_and(|(name, _)| {
                 !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase())
             })
         });
         assert!(!html.contains("<script>") && !html.contains(" style=") && !inline_handler);
+    }
+
+    #[test]
+    fn the_page_preloads_exactly_the_modules_the_chart_imports() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("static");
+        let mut imported = std::collections::BTreeSet::new();
+        let mut pending = vec!["chart.js".to_owned()];
+        while let Some(file) = pending.pop() {
+            let text = std::fs::read_to_string(dir.join(&file))
+                .unwrap_or_else(|e| panic!("reading static/{file}: {e}"));
+            for line in text.lines() {
+                let Some((_, rest)) = line.split_once("from './") else {
+                    continue;
+                };
+                let module = rest.split('\'').next().unwrap_or_default().to_owned();
+                if imported.insert(module.clone()) {
+                    pending.push(module);
+                }
+            }
+        }
+        let preloaded: std::collections::BTreeSet<String> =
+            MODULES.iter().map(|m| (*m).to_owned()).collect();
+        assert_eq!(preloaded, imported);
+        let html = DashboardPage::from_query("", &btc())
+            .render()
+            .expect("the page renders");
+        for m in MODULES {
+            assert!(html.contains(&format!(r#"<link rel="modulepreload" href="/static/{m}">"#)));
+        }
     }
 }

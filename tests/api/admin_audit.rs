@@ -104,7 +104,7 @@ async fn the_audit_trail_lists_every_write_with_who_and_filters() {
         assert_eq!(rows(&html), want, "{query}");
     }
     for bad in ["?actor=root", "?action=drop", "?from=tomorrow", "?before=x"] {
-        let html = page(&app, client, &format!("/admin/audit{bad}"), 400).await;
+        let html = page(&app, client, &format!("/admin/audit{bad}"), 422).await;
         assert!(
             html.contains("field-error") || html.contains("problem"),
             "{bad}"

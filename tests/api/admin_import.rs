@@ -3,8 +3,13 @@
 
 use std::time::Duration;
 
-use crate::admin_support::{admin, audit_rows, csrf, location, multipart, page};
-use crate::helpers::{TestApp, eventually, spawn_app};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::admin_support::{
+    admin, audit_rows, csrf, csrf_of, location, multipart, page, saved_session_cookie,
+};
+use crate::helpers::{TestApp, eventually, spawn_app, spawn_app_with};
 
 fn csv_rows(n: usize, symbol: &str) -> String {
     let mut s = String::from("time,symbol,price,volume\n");
@@ -196,4 +201,187 @@ async fn uploads_over_100_mb_are_refused() {
     assert_eq!(r.status(), 413);
     assert!(r.text().await.unwrap().contains("larger than 100 MB"));
     assert_eq!(app.tick_count().await, 0);
+}
+
+/// An upload sent by hand over TCP, so a test can stop part-way through the body.
+struct RawUpload {
+    stream: TcpStream,
+    body: Vec<u8>,
+    sent: usize,
+}
+
+impl RawUpload {
+    /// Sends the request head (announcing `content_length`, the whole body's or more) and the
+    /// first `first` bytes of the multipart body of `parts`.
+    async fn start(
+        app: &TestApp,
+        cookie: &str,
+        parts: &[Part<'_>],
+        content_length: Option<usize>,
+        first: usize,
+    ) -> Self {
+        let (content_type, body) = multipart(parts);
+        let mut stream = TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+        let head = format!(
+            "POST /admin/import HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\n\
+             Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            content_length.unwrap_or(body.len())
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&body[..first]).await.unwrap();
+        stream.flush().await.unwrap();
+        Self {
+            stream,
+            body,
+            sent: first,
+        }
+    }
+
+    async fn send_rest(&mut self) {
+        self.stream
+            .write_all(&self.body[self.sent..])
+            .await
+            .unwrap();
+        self.sent = self.body.len();
+    }
+
+    /// The response's status and head, without waiting for more of the request to be sent.
+    async fn response(&mut self) -> (u16, String) {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let read = tokio::time::timeout(Duration::from_secs(30), async {
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = self.stream.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the server closed the connection without answering");
+                got.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await;
+        assert!(read.is_ok(), "no answer while the upload was unfinished");
+        let head = String::from_utf8_lossy(&got).into_owned();
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("a status line: {head}"));
+        (status, head)
+    }
+}
+
+/// Spooled uploads in `dir`.
+fn spooled(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("candlewick-upload-"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[actix_web::test]
+async fn uploads_are_spooled_under_the_data_dir_and_a_killed_servers_leftovers_go_at_start() {
+    let data = tempfile::tempdir().unwrap();
+    let uploads = data.path().join("uploads");
+    std::fs::create_dir_all(&uploads).unwrap();
+    let ours = format!("candlewick-upload-{}-live.csv", std::process::id());
+    for name in [
+        // A process id above any pid_max: that server is gone.
+        "candlewick-upload-999999999-a1b2.csv",
+        "candlewick-upload-old.csv",
+        ours.as_str(),
+        "notes.txt",
+    ] {
+        std::fs::write(uploads.join(name), b"time,symbol,price,volume\n").unwrap();
+    }
+    let app = spawn_app_with(&["--data-dir", data.path().to_str().unwrap()]).await;
+    assert_eq!(
+        spooled(&uploads),
+        std::slice::from_ref(&ours),
+        "only a live server's upload stays"
+    );
+    assert!(
+        uploads.join("notes.txt").exists(),
+        "other files are not ours to remove"
+    );
+
+    // An upload in flight is spooled there, and removed once imported.
+    let cookie = saved_session_cookie(&app).await;
+    let token = {
+        let r = crate::admin_support::plain_client()
+            .get(app.url("/admin/import"))
+            .header("Cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        csrf_of(&r.text().await.unwrap())
+    };
+    let csv = csv_rows(20_000, "SPOOL");
+    let parts = [
+        ("csrf_token", None, token.as_bytes()),
+        ("file", Some("spool.csv"), csv.as_bytes()),
+    ];
+    let mut upload = RawUpload::start(&app, &cookie, &parts, None, csv.len() / 2).await;
+    eventually(
+        Duration::from_secs(20),
+        "the upload's spool file",
+        || async { (spooled(&uploads).len() == 2).then_some(()) },
+    )
+    .await;
+    upload.send_rest().await;
+    let (status, head) = upload.response().await;
+    assert_eq!(status, 303, "{head}");
+    eventually(Duration::from_secs(60), "the import", || async {
+        (app.tick_count().await == 20_000).then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(10), "the spool file to go", || async {
+        (spooled(&uploads) == std::slice::from_ref(&ours)).then_some(())
+    })
+    .await;
+}
+
+#[actix_web::test]
+async fn with_two_imports_running_a_third_is_refused_before_its_upload_is_read() {
+    let app = spawn_app().await;
+    let client = admin(&app).await;
+    let token = csrf(&app, client).await;
+    // Imports stay running while their COPY waits for this lock.
+    let mut lock = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE ticks IN SHARE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    for name in ["one.csv", "two.csv"] {
+        let csv = csv_rows(10, name);
+        let r = upload_file(&app, client, &token, name, csv.as_bytes()).await;
+        assert_eq!(r.status(), 303, "{name}");
+    }
+
+    // The third announces 50 MB and sends a few bytes: the answer must not wait for the rest.
+    let cookie = saved_session_cookie(&app).await;
+    let csv = csv_rows(10, "three");
+    let parts = [
+        ("csrf_token", None, token.as_bytes()),
+        ("file", Some("three.csv"), csv.as_bytes()),
+    ];
+    let mut upload = RawUpload::start(&app, &cookie, &parts, Some(50_000_000), 100).await;
+    let (status, head) = upload.response().await;
+    assert_eq!(status, 429, "{head}");
+
+    lock.rollback().await.unwrap();
+    eventually(Duration::from_secs(60), "the two imports", || async {
+        (app.tick_count().await == 20).then_some(())
+    })
+    .await;
+    // With the slots free again, an upload is taken.
+    let r = upload_file(
+        &app,
+        client,
+        &token,
+        "four.csv",
+        csv_rows(10, "four").as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status(), 303);
 }

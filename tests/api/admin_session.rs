@@ -4,18 +4,10 @@
 use candlewick::routes::admin::{SESSION_IDLE_SECS, SESSION_MAX_AGE_SECS};
 
 use crate::admin_support::{
-    browser, crafted_session_cookie, csrf, location, page, post_form, sign_in,
+    browser, crafted_session_cookie, csrf, location, page, plain_client, post_form,
+    saved_session_cookie, set_cookie, sign_in,
 };
 use crate::helpers::{TOKEN, spawn_app, spawn_app_with};
-
-/// The response's `Set-Cookie` header ("" when there is none).
-fn set_cookie(r: &reqwest::Response) -> String {
-    r.headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
-}
 
 #[actix_web::test]
 async fn without_a_session_admin_pages_redirect_to_the_sign_in_form() {
@@ -143,7 +135,11 @@ async fn old_and_idle_sessions_expire_and_forged_cookies_are_ignored() {
     };
 
     // The crafted cookie is exactly what the server issues: a fresh one is accepted.
-    let r = get_with(crafted_session_cookie(now - 60, now - 10, &csrf)).await;
+    let id = "crafted-session";
+    candlewick::db::sessions::create(&app.pool, id, SESSION_MAX_AGE_SECS)
+        .await
+        .unwrap();
+    let r = get_with(crafted_session_cookie(id, now - 60, now - 10, &csrf)).await;
     assert_eq!(r.status(), 200, "a fresh crafted session");
 
     let cases = [
@@ -159,7 +155,7 @@ async fn old_and_idle_sessions_expire_and_forged_cookies_are_ignored() {
         ),
     ];
     for (what, signed_in_at, last_seen) in cases {
-        let r = get_with(crafted_session_cookie(signed_in_at, last_seen, &csrf)).await;
+        let r = get_with(crafted_session_cookie(id, signed_in_at, last_seen, &csrf)).await;
         assert_eq!(r.status(), 303, "{what}");
         assert_eq!(location(&r), "/admin/sign-in?expired=1", "{what}");
         let removal = set_cookie(&r);
@@ -252,4 +248,172 @@ async fn admin_pages_carry_the_security_headers_and_are_not_cached() {
             h("content-type")
         );
     }
+}
+
+/// GET (no form) or POST (a form) `path` with exactly the cookie `cookie`.
+async fn with_cookie(
+    app: &crate::helpers::TestApp,
+    path: &str,
+    cookie: &str,
+    form: Option<&[(&str, &str)]>,
+) -> reqwest::Response {
+    let client = plain_client();
+    let req = match form {
+        None => client.get(app.url(path)),
+        Some(fields) => client.post(app.url(path)).form(fields),
+    };
+    req.header("Cookie", cookie).send().await.unwrap()
+}
+
+/// The CSRF token of the session behind `cookie`.
+async fn csrf_with(app: &crate::helpers::TestApp, cookie: &str) -> String {
+    let r = with_cookie(app, "/admin/ticks/new", cookie, None).await;
+    assert_eq!(r.status(), 200, "the session works");
+    crate::admin_support::csrf_of(&r.text().await.unwrap())
+}
+
+/// A saved cookie of an ended session: redirected to sign in, and its old CSRF token writes
+/// nothing (no tick, no audit row).
+async fn assert_cookie_is_dead(
+    app: &crate::helpers::TestApp,
+    cookie: &str,
+    csrf: &str,
+    what: &str,
+) {
+    let r = with_cookie(app, "/admin", cookie, None).await;
+    assert_eq!(r.status(), 303, "{what}: GET /admin");
+    assert!(location(&r).starts_with("/admin/sign-in"), "{what}");
+    let form = [
+        ("csrf_token", csrf),
+        ("time", "2024-07-03T06:25:00Z"),
+        ("symbol", "REPLAY"),
+        ("price", "1"),
+        ("volume", "1"),
+    ];
+    let r = with_cookie(app, "/admin/ticks/new", cookie, Some(&form)).await;
+    assert_eq!(r.status(), 303, "{what}: the create is refused");
+    assert!(location(&r).starts_with("/admin/sign-in"), "{what}");
+    assert_eq!(app.tick_count().await, 0, "{what}: nothing written");
+    assert!(
+        crate::admin_support::audit_rows(app).is_empty(),
+        "{what}: nothing audited"
+    );
+}
+
+#[actix_web::test]
+async fn a_saved_cookie_stops_working_once_its_session_signs_out() {
+    let app = spawn_app().await;
+    let cookie = saved_session_cookie(&app).await;
+    let token = csrf_with(&app, &cookie).await;
+    let r = with_cookie(
+        &app,
+        "/admin/sign-out",
+        &cookie,
+        Some(&[("csrf_token", &token)]),
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    assert_cookie_is_dead(&app, &cookie, &token, "after signing out").await;
+
+    // Signing in again starts a new session; the old cookie stays dead.
+    let fresh = saved_session_cookie(&app).await;
+    assert_ne!(fresh, cookie);
+    csrf_with(&app, &fresh).await;
+    assert_cookie_is_dead(&app, &cookie, &token, "after a new sign-in").await;
+}
+
+#[actix_web::test]
+async fn signing_out_everywhere_ends_the_sessions_of_every_browser() {
+    let app = spawn_app().await;
+    let elsewhere = saved_session_cookie(&app).await;
+    let elsewhere_csrf = csrf_with(&app, &elsewhere).await;
+    let here = saved_session_cookie(&app).await;
+    let here_csrf = csrf_with(&app, &here).await;
+    let layout = with_cookie(&app, "/admin", &here, None).await;
+    let layout = layout.text().await.unwrap();
+    assert!(
+        layout.contains(r#"action="/admin/sign-out-everywhere""#),
+        "the layout offers it: {layout}"
+    );
+
+    let r = with_cookie(&app, "/admin/sign-out-everywhere", &here, Some(&[])).await;
+    assert_eq!(r.status(), 403, "without the CSRF token");
+    csrf_with(&app, &elsewhere).await;
+
+    let r = with_cookie(
+        &app,
+        "/admin/sign-out-everywhere",
+        &here,
+        Some(&[("csrf_token", &here_csrf)]),
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), "/admin/sign-in?signed_out=everywhere");
+    assert_cookie_is_dead(&app, &elsewhere, &elsewhere_csrf, "the other browser").await;
+    assert_cookie_is_dead(&app, &here, &here_csrf, "this browser").await;
+    assert!(
+        page(
+            &app,
+            &app.client,
+            "/admin/sign-in?signed_out=everywhere",
+            200
+        )
+        .await
+        .contains("signed out everywhere")
+    );
+    // Signing in works as before.
+    let fresh = saved_session_cookie(&app).await;
+    csrf_with(&app, &fresh).await;
+}
+
+/// Five wrong tokens from `forwarded_for`, then the right one from `then_from`; returns its status.
+async fn after_five_failures(
+    app: &crate::helpers::TestApp,
+    forwarded_for: &str,
+    then_from: &str,
+) -> u16 {
+    let client = plain_client();
+    for i in 0..5 {
+        let r = client
+            .post(app.url("/admin/sign-in"))
+            .header("X-Forwarded-For", forwarded_for)
+            .form(&[("token", "guess")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "attempt {}", i + 1);
+    }
+    let r = client
+        .post(app.url("/admin/sign-in"))
+        .header("X-Forwarded-For", then_from)
+        .form(&[("token", TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    r.status().as_u16()
+}
+
+#[actix_web::test]
+async fn sign_in_limits_follow_forwarded_addresses_only_behind_a_trusted_proxy() {
+    // Trusted: each forwarded client has its own limit.
+    let app = spawn_app_with(&["--trust-forwarded"]).await;
+    assert_eq!(
+        after_five_failures(&app, "203.0.113.5", "203.0.113.6").await,
+        303
+    );
+    let again = plain_client()
+        .post(app.url("/admin/sign-in"))
+        .header("X-Forwarded-For", "203.0.113.5")
+        .form(&[("token", TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 429, "the failing client stays limited");
+
+    // Not trusted: the header is the client's to choose and changes nothing.
+    let app = spawn_app().await;
+    assert_eq!(
+        after_five_failures(&app, "203.0.113.5", "203.0.113.6").await,
+        429
+    );
 }

@@ -29,10 +29,40 @@ pub async fn sign_in(app: &TestApp, client: &reqwest::Client) {
     assert_eq!(location(&r), "/admin");
 }
 
+/// Signs in with a client that keeps no cookies and returns the session cookie (`name=value`),
+/// as a browser would have saved it.
+pub async fn saved_session_cookie(app: &TestApp) -> String {
+    let r = post_form(app, &plain_client(), "/admin/sign-in", &[("token", TOKEN)]).await;
+    assert_eq!(r.status(), 303, "signing in");
+    let cookie = set_cookie(&r);
+    cookie
+        .split(';')
+        .next()
+        .filter(|c| c.starts_with("candlewick_admin="))
+        .unwrap_or_else(|| panic!("a session cookie: {cookie}"))
+        .to_owned()
+}
+
+pub fn plain_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
 /// `app.client`, signed in.
 pub async fn admin(app: &TestApp) -> &reqwest::Client {
     sign_in(app, &app.client).await;
     &app.client
+}
+
+/// The response's `Set-Cookie` header ("" when there is none).
+pub fn set_cookie(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 pub fn location(r: &reqwest::Response) -> String {
@@ -86,11 +116,18 @@ pub async fn post_form(
         .expect("POST admin form")
 }
 
-/// A session cookie as the server would have issued it, with chosen timestamps: sessions
-/// are stateless (encrypted cookies), so this is how a test makes one old.
-pub fn crafted_session_cookie(signed_in_at: i64, last_seen: i64, csrf: &str) -> String {
+/// A session cookie as the server would have issued it for the sign-in `session_id`, with
+/// chosen timestamps: the timestamps live only in the encrypted cookie, so this is how a test
+/// makes one old.
+pub fn crafted_session_cookie(
+    session_id: &str,
+    signed_in_at: i64,
+    last_seen: i64,
+    csrf: &str,
+) -> String {
     let key = Auth::new(TOKEN.to_owned().into()).cookie_key();
     let state = serde_json::json!({
+        "session_id": serde_json::to_string(session_id).expect("JSON"),
         "signed_in_at": signed_in_at.to_string(),
         "last_seen": last_seen.to_string(),
         "csrf": serde_json::to_string(csrf).expect("JSON"),

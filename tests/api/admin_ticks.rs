@@ -546,7 +546,7 @@ async fn the_list_filters_by_symbol_and_time_and_pages_by_keyset_newest_first() 
         "/admin?from=2024-07-03T07:00Z&to=2024-07-03T06:00Z",
         "/admin?before_time=x&before_symbol=y",
     ] {
-        let html = page(&app, client, bad, 400).await;
+        let html = page(&app, client, bad, 422).await;
         assert!(
             html.contains("field-error") || html.contains("problem"),
             "{bad}: a message"
@@ -699,4 +699,47 @@ async fn admin_edits_and_deletes_reach_chart_viewers() {
         v["type"] == "update" && v["removed"] == serde_json::json!([t])
     })
     .await;
+}
+
+#[actix_web::test]
+async fn forms_and_addresses_that_cannot_be_read_get_an_html_error_page() {
+    let app = spawn_app().await;
+    let client = admin(&app).await;
+    let token = csrf(&app, client).await;
+    let not_a_form = client
+        .post(app.url("/admin/ticks/new"))
+        .header("Content-Type", "application/json")
+        .body(format!(r#"{{"csrf_token":"{token}"}}"#))
+        .send()
+        .await
+        .unwrap();
+    let too_large = client
+        .post(app.url("/admin/ticks/new"))
+        .form(&[
+            ("csrf_token", token.as_str()),
+            ("symbol", &"A".repeat(100_000)),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let twice = client
+        .get(app.url("/admin?symbol=A&symbol=B"))
+        .send()
+        .await
+        .unwrap();
+    for (what, r, status) in [
+        ("a JSON body", not_a_form, 400),
+        ("a form over 64 KiB", too_large, 413),
+        ("a query naming a field twice", twice, 400),
+    ] {
+        assert_eq!(r.status(), status, "{what}");
+        let content_type = r.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(
+            content_type.starts_with("text/html"),
+            "{what}: {content_type}"
+        );
+        let body = r.text().await.unwrap();
+        assert!(body.contains("<!doctype html>"), "{what}: {body}");
+    }
+    assert_eq!(app.tick_count().await, 0);
 }

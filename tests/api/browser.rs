@@ -37,9 +37,9 @@ const PACKAGES: &str = "apt-get install -y chromium chromium-driver";
 
 /// Generous limit for what the page should do within two polls (tests poll every 200 ms); it
 /// only keeps a broken page from hanging the run.
-const WAIT: Duration = Duration::from_secs(5);
+pub(crate) const WAIT: Duration = Duration::from_secs(5);
 /// Loading, reconnecting (with the page's backoff), sign-in round trips.
-const SLOW_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const SLOW_WAIT: Duration = Duration::from_secs(30);
 /// A whole test never takes longer: a hung browser fails the test instead of blocking CI.
 const TEST_DEADLINE: Duration = Duration::from_secs(180);
 
@@ -79,7 +79,8 @@ struct Driver {
 }
 
 impl Driver {
-    async fn start() -> Driver {
+    /// `env`: variables for chromedriver and the Chromium it starts (e.g. `TZ`).
+    async fn start(env: &[(&str, &str)]) -> Driver {
         let chromedriver = program("chromedriver");
         let dir = tempfile::Builder::new()
             .prefix("candlewick-browser-")
@@ -98,6 +99,7 @@ impl Driver {
             // chromedriver leaves Chromium running when it dies; in a process group of their
             // own, `Drop` ends both.
             .process_group(0)
+            .envs(env.iter().copied())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {} ({PACKAGES}): {e}", chromedriver.display()));
         let mut driver = Driver {
@@ -149,8 +151,8 @@ impl Drop for Driver {
 }
 
 /// One headless Chromium session (fresh profile) on its own chromedriver.
-struct Browser {
-    client: Client,
+pub(crate) struct Browser {
+    pub(crate) client: Client,
     session: String,
     http: reqwest::Client,
     driver: Driver,
@@ -158,11 +160,11 @@ struct Browser {
 
 /// What the chart page shows, read in one script call.
 #[derive(Debug, Deserialize)]
-struct ChartState {
+pub(crate) struct ChartState {
     /// The connection indicator's text: `live`, `stale` or `reconnecting`.
-    connection: Option<String>,
+    pub(crate) connection: Option<String>,
     /// The last price text.
-    price: Option<String>,
+    pub(crate) price: Option<String>,
     /// `<canvas>` elements the chart library drew into `#chart`.
     canvases: usize,
     /// Whether the "no candles" notice is hidden.
@@ -204,8 +206,13 @@ const COUNT_CANDLE_PIXELS: &str = r#"
 
 impl Browser {
     async fn start() -> Browser {
+        Browser::start_with_env(&[]).await
+    }
+
+    /// A browser whose environment has `env` (e.g. `TZ`); downloads go to [`Self::downloads`].
+    pub(crate) async fn start_with_env(env: &[(&str, &str)]) -> Browser {
         let chromium = program("chromium");
-        let driver = Driver::start().await;
+        let driver = Driver::start(env).await;
         let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|f| (*f).to_owned()).collect();
         args.push(format!(
             "--user-data-dir={}",
@@ -213,7 +220,14 @@ impl Browser {
         ));
         let capabilities: Capabilities = serde_json::from_value(json!({
             "browserName": "chrome",
-            "goog:chromeOptions": { "binary": chromium, "args": args },
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": args,
+                "prefs": {
+                    "download.default_directory": driver.dir.path().join("downloads"),
+                    "download.prompt_for_download": false,
+                },
+            },
             // Console messages and page errors, read back through the driver's browser log.
             "goog:loggingPrefs": { "browser": "ALL" },
         }))
@@ -245,11 +259,16 @@ impl Browser {
     }
 
     /// Ends the session the polite way (chromedriver closes Chromium); `Drop` does the rest.
-    async fn close(self) {
+    pub(crate) async fn close(self) {
         let _ = self.client.clone().close().await;
     }
 
-    async fn goto(&self, url: &str) {
+    /// Where downloads from the page land.
+    pub(crate) fn downloads(&self) -> PathBuf {
+        self.driver.dir.path().join("downloads")
+    }
+
+    pub(crate) async fn goto(&self, url: &str) {
         self.client
             .goto(url)
             .await
@@ -265,19 +284,19 @@ impl Browser {
             .to_owned()
     }
 
-    async fn run(&self, script: &str) -> Value {
+    pub(crate) async fn run(&self, script: &str) -> Value {
         self.client
             .execute(script, vec![])
             .await
             .unwrap_or_else(|e| panic!("running a script: {e}"))
     }
 
-    async fn chart(&self) -> ChartState {
+    pub(crate) async fn chart(&self) -> ChartState {
         serde_json::from_value(self.run(READ_CHART).await).expect("the chart state")
     }
 
     /// Polls the chart page until `done` holds; panics after `timeout` with what it showed last.
-    async fn wait_chart(
+    pub(crate) async fn wait_chart(
         &self,
         timeout: Duration,
         what: &str,
@@ -330,7 +349,7 @@ impl Browser {
     }
 
     /// Fails on any console error (level SEVERE) that `expected` does not excuse.
-    async fn assert_no_console_errors(&self, expected: impl Fn(&str) -> bool) {
+    pub(crate) async fn assert_no_console_errors(&self, expected: impl Fn(&str) -> bool) {
         let errors: Vec<Value> = self
             .console()
             .await
@@ -343,7 +362,7 @@ impl Browser {
     }
 
     /// Opens the chart page and waits until it is live and shows the seeded minute's price.
-    async fn open_chart(&self, app: &TestApp) {
+    pub(crate) async fn open_chart(&self, app: &TestApp) {
         self.goto(&app.url("/")).await;
         self.wait_chart(SLOW_WAIT, "the seeded last price, live", |s| {
             s.connection.as_deref() == Some("live") && s.price.as_deref() == Some(SEEDED.1)
@@ -353,7 +372,7 @@ impl Browser {
 }
 
 /// Runs a browser test with an outer limit, so a hang fails instead of blocking the run.
-async fn within_deadline(test: impl std::future::Future<Output = ()>) {
+pub(crate) async fn within_deadline(test: impl std::future::Future<Output = ()>) {
     tokio::time::timeout(TEST_DEADLINE, test)
         .await
         .unwrap_or_else(|_| panic!("the browser test did not finish within {TEST_DEADLINE:?}"));
@@ -361,11 +380,11 @@ async fn within_deadline(test: impl std::future::Future<Output = ()>) {
 
 // ---- data ---------------------------------------------------------------------------------
 
-fn rfc3339(t: DateTime<Utc>) -> String {
+pub(crate) fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-async fn post_ticks(app: &TestApp, ticks: &[(DateTime<Utc>, f64, f64)]) {
+pub(crate) async fn post_ticks(app: &TestApp, ticks: &[(DateTime<Utc>, f64, f64)]) {
     let body: Vec<Value> = ticks
         .iter()
         .map(|(t, price, volume)| json!({"time": rfc3339(*t), "symbol": "BTC/USD", "price": price, "volume": volume}))

@@ -1,14 +1,15 @@
-//! `/admin/import`: upload a CSV file (up to 100 MB). The upload is streamed to a temp file, then
-//! imported in the background exactly as `candlewick import` does; its page refreshes itself
-//! (no JavaScript) until the import is done.
+//! `/admin/import`: upload a CSV file (up to 100 MB). The upload is streamed to a temp file under
+//! the data dir, then imported in the background exactly as `candlewick import` does; its page
+//! refreshes itself (no JavaScript) until the import is done.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_multipart::Multipart;
-use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, web};
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
@@ -32,39 +33,151 @@ const KEEP_FINISHED: Duration = Duration::from_secs(6 * 3600);
 /// The progress page reloads itself this often while the import runs (seconds).
 const REFRESH_SECS: u32 = 1;
 
+/// The beginning of a spooled upload's file name; the server's process id follows it.
+const SPOOL_PREFIX: &str = "candlewick-upload-";
+
+/// Where uploads are spooled: `<data-dir>/uploads`, next to the data they are for (the system's
+/// temp dir may be small, and nothing removed what a killed server left there).
+pub struct UploadDir(PathBuf);
+
+impl UploadDir {
+    /// Creates the folder and removes what servers that are gone left in it (a killed process
+    /// cannot delete its temp files). Uploads of live servers sharing the folder are kept:
+    /// their names carry the process id. Problems are logged; uploads report them when they
+    /// happen.
+    pub fn prepare(data_dir: &Path) -> Self {
+        let dir = data_dir.join("uploads");
+        if let Err(e) = create_private_dir(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot create the upload folder");
+            return Self(dir);
+        }
+        let removed = remove_leftovers(&dir);
+        if removed > 0 {
+            tracing::info!(dir = %dir.display(), removed, "removed uploads left by a stopped server");
+        }
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Removes the spooled uploads in `dir` whose server process is gone; returns how many.
+fn remove_leftovers(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix(SPOOL_PREFIX))
+                .is_some_and(|rest| !owner_is_alive(rest))
+        })
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
+/// Whether the process named at the start of `rest` (`<pid>-...`) still runs.
+fn owner_is_alive(rest: &str) -> bool {
+    let Some(pid) = rest
+        .split('-')
+        .next()
+        .and_then(|p| p.parse::<i32>().ok())
+        .filter(|p| *p > 0)
+    else {
+        return false;
+    };
+    // Signal 0 checks for the process without signalling it; EPERM means it exists.
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
 /// Imports started from the admin pages of this server.
 #[derive(Default)]
 pub struct ImportRegistry {
-    jobs: Mutex<HashMap<String, Arc<ImportJob>>>,
+    jobs: Mutex<Jobs>,
+}
+
+#[derive(Default)]
+struct Jobs {
+    by_id: HashMap<String, Arc<ImportJob>>,
+    /// Slots taken by uploads still being received.
+    uploading: usize,
+}
+
+/// A place for one import, taken before its upload is read: given back when dropped, unless
+/// the import starts.
+pub struct Slot<'a> {
+    registry: &'a ImportRegistry,
+    held: bool,
+}
+
+impl Slot<'_> {
+    fn start(mut self, job: Arc<ImportJob>) {
+        let mut jobs = self.registry.lock();
+        jobs.uploading -= 1;
+        jobs.by_id.insert(job.id.clone(), job);
+        self.held = false;
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            self.registry.lock().uploading -= 1;
+        }
+    }
 }
 
 impl ImportRegistry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ImportJob>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Jobs> {
         self.jobs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn get(&self, id: &str) -> Option<Arc<ImportJob>> {
-        self.lock().get(id).cloned()
+        self.lock().by_id.get(id).cloned()
     }
 
     /// Newest first.
     fn recent(&self) -> Vec<Arc<ImportJob>> {
-        let mut jobs: Vec<_> = self.lock().values().cloned().collect();
+        let mut jobs: Vec<_> = self.lock().by_id.values().cloned().collect();
         jobs.sort_by_key(|j| std::cmp::Reverse(j.started_at));
         jobs
     }
 
-    /// Registers a job unless [`MAX_RUNNING`] are running already.
-    fn start(&self, job: Arc<ImportJob>) -> bool {
+    /// A slot for one more import, unless [`MAX_RUNNING`] are running or being uploaded.
+    fn reserve(&self) -> Option<Slot<'_>> {
         let mut jobs = self.lock();
-        jobs.retain(|_, j| j.finished_since().is_none_or(|d| d < KEEP_FINISHED));
-        if jobs.values().filter(|j| j.outcome().is_none()).count() >= MAX_RUNNING {
-            return false;
+        jobs.by_id
+            .retain(|_, j| j.finished_since().is_none_or(|d| d < KEEP_FINISHED));
+        let running = jobs
+            .by_id
+            .values()
+            .filter(|j| j.outcome().is_none())
+            .count();
+        if running + jobs.uploading >= MAX_RUNNING {
+            return None;
         }
-        jobs.insert(job.id.clone(), job);
-        true
+        jobs.uploading += 1;
+        Some(Slot {
+            registry: self,
+            held: true,
+        })
     }
 }
 
@@ -204,11 +317,30 @@ pub async fn import_form(
 #[tracing::instrument(name = "Admin CSV upload", skip_all)]
 pub async fn upload(
     admin: Admin,
+    req: HttpRequest,
     mut multipart: Multipart,
     state: web::Data<AppState>,
     admin_state: web::Data<AdminState>,
 ) -> Result<HttpResponse, AdminError> {
     let imports = &admin_state.imports;
+    // Before anything of the body is read: refusing after spooling 100 MB helps no one.
+    let Some(slot) = imports.reserve() else {
+        let error = Some(format!(
+            "{MAX_RUNNING} imports are running already. Wait for one to finish, then upload again."
+        ));
+        return page(
+            StatusCode::TOO_MANY_REQUESTS,
+            &form_page(&admin, imports, error),
+        );
+    };
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD) {
+        return Err(too_large());
+    }
     let mut csrf_ok = false;
     let mut spooled: Option<(tempfile::NamedTempFile, String, u64)> = None;
     while let Some(field) = multipart.next().await {
@@ -233,7 +365,14 @@ pub async fn upload(
                     .chars()
                     .take(200)
                     .collect::<String>();
-                let (file, bytes) = spool(&mut field).await?;
+                let (file, bytes) = match spool(&mut field, admin_state.uploads.path()).await {
+                    Err(e @ AdminError::PayloadTooLarge(_)) => {
+                        drop(field);
+                        drain(&mut multipart).await;
+                        return Err(e);
+                    }
+                    other => other?,
+                };
                 spooled = Some((file, name, bytes));
             }
             _ => {
@@ -260,15 +399,7 @@ pub async fn upload(
         progress: Arc::new(Progress::new(Some(bytes))),
         outcome: Mutex::new(None),
     });
-    if !imports.start(job.clone()) {
-        let error = Some(format!(
-            "{MAX_RUNNING} imports are running already. Wait for one to finish, then upload again."
-        ));
-        return page(
-            StatusCode::TOO_MANY_REQUESTS,
-            &form_page(&admin, imports, error),
-        );
-    }
+    slot.start(job.clone());
     tracing::info!(import = %job.id, bytes, "import started");
     let pool = state.pool.clone();
     let running = job.clone();
@@ -330,15 +461,56 @@ async fn read_small_field(field: &mut actix_multipart::Field) -> Result<String, 
         .map_err(|_| AdminError::BadRequest("A form field is not valid UTF-8.".into()))
 }
 
-/// Streams the file field to a temp file, refusing more than [`MAX_UPLOAD_BYTES`].
+/// How much of a refused upload is still read (and dropped): a body just over the limit is read
+/// to its end, so the client gets the 413 rather than a connection reset while it sends.
+const DRAIN_BYTES: usize = 1 << 20;
+
+/// Reads and drops up to `budget` more bytes of `field`; returns what is left of the budget.
+async fn drain_field(field: &mut actix_multipart::Field, mut budget: usize) -> usize {
+    while budget > 0 {
+        match field.next().await {
+            Some(Ok(chunk)) => budget = budget.saturating_sub(chunk.len()),
+            _ => break,
+        }
+    }
+    budget
+}
+
+/// Reads and drops the rest of a refused upload, up to [`DRAIN_BYTES`].
+async fn drain(multipart: &mut Multipart) {
+    let mut budget = DRAIN_BYTES;
+    while budget > 0 {
+        match multipart.next().await {
+            Some(Ok(mut field)) => budget = drain_field(&mut field, budget).await,
+            _ => break,
+        }
+    }
+}
+
+/// What a multipart body may hold beyond the file itself (boundaries, headers, the token).
+const MULTIPART_OVERHEAD: u64 = 64 * 1024;
+
+fn too_large() -> AdminError {
+    AdminError::PayloadTooLarge(format!(
+        "The file is larger than {} MB; nothing was imported. Use `candlewick import FILE.csv` for larger files.",
+        MAX_UPLOAD_BYTES / (1024 * 1024)
+    ))
+}
+
+/// Streams the file field to a temp file in `dir`, refusing more than [`MAX_UPLOAD_BYTES`].
 async fn spool(
     field: &mut actix_multipart::Field,
+    dir: &Path,
 ) -> Result<(tempfile::NamedTempFile, u64), AdminError> {
     use anyhow::Context;
+    // Made again if it went away since the start (or could not be made then).
+    create_private_dir(dir)
+        .with_context(|| format!("creating the upload folder {}", dir.display()))
+        .map_err(AdminError::infra)?;
     let tmp = tempfile::Builder::new()
-        .prefix("candlewick-upload-")
+        .prefix(&format!("{SPOOL_PREFIX}{}-", std::process::id()))
         .suffix(".csv")
-        .tempfile()
+        .tempfile_in(dir)
         .context("creating a temp file for the upload")
         .map_err(AdminError::infra)?;
     let std_file = tmp
@@ -352,10 +524,8 @@ async fn spool(
             .map_err(|e| AdminError::BadRequest(format!("The upload could not be read: {e}.")))?;
         bytes += chunk.len() as u64;
         if bytes > MAX_UPLOAD_BYTES {
-            return Err(AdminError::PayloadTooLarge(format!(
-                "The file is larger than {} MB; nothing was imported. Use `candlewick import FILE.csv` for larger files.",
-                MAX_UPLOAD_BYTES / (1024 * 1024)
-            )));
+            drain_field(field, DRAIN_BYTES).await;
+            return Err(too_large());
         }
         out.write_all(&chunk)
             .await

@@ -29,12 +29,15 @@ pub fn time(input: &str, error: &mut Option<String>) -> Option<DateTime<Utc>> {
     if input.is_empty() {
         return None;
     }
-    parse_form_time(input).map_err(|e| *error = Some(e.0)).ok()
+    parse_form_time(input)
+        .map_err(|e| *error = Some(e.to_string()))
+        .ok()
 }
 
 /// One page of rows, newest first.
 pub struct Page<T> {
-    /// 400 when a filter was refused (and nothing fetched).
+    /// 422 when a filter was refused (the form is shown again with its messages; nothing
+    /// fetched).
     pub status: StatusCode,
     pub rows: Vec<T>,
     /// Whether older rows follow this page.
@@ -50,7 +53,7 @@ pub async fn fetch_page<T>(
 ) -> Result<Page<T>, AdminError> {
     if refused {
         return Ok(Page {
-            status: StatusCode::BAD_REQUEST,
+            status: StatusCode::UNPROCESSABLE_ENTITY,
             rows: Vec::new(),
             more: false,
         });

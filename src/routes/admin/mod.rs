@@ -1,16 +1,15 @@
 //! `/admin`: sign-in with the admin token, then tick forms, CSV import and the audit trail.
 //!
 //! Sessions live in an encrypted cookie (actix-session's cookie store, keyed from the admin
-//! token). Every form carries the session's CSRF token; every write goes through `db::ticks` and
-//! records itself in `audit_log` as `admin session`.
+//! token) that names a row of `admin_sessions`: signing out deletes the row, so a saved copy of
+//! the cookie no longer works. Every form carries the session's CSRF token; every write goes
+//! through `db::ticks` and records itself in `audit_log` as `admin session`.
 
 pub mod audit;
 pub mod import;
 mod listing;
 pub mod session;
 pub mod ticks;
-
-use std::future::{Ready, ready};
 
 use actix_session::config::{CookieContentSecurity, PersistentSession};
 use actix_session::{Session, SessionExt, SessionMiddleware, storage::CookieSessionStore};
@@ -22,11 +21,13 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
 use askama::Template;
 use chrono::Utc;
+use futures_util::future::LocalBoxFuture;
 use rand::distr::{Alphanumeric, SampleString};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Auth, constant_time_eq};
 use crate::error::AppError;
+use crate::state::AppState;
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "candlewick_admin";
@@ -40,13 +41,25 @@ const TOUCH_EVERY_SECS: i64 = 60;
 const KEY_SIGNED_IN_AT: &str = "signed_in_at";
 const KEY_LAST_SEEN: &str = "last_seen";
 const KEY_CSRF: &str = "csrf";
+const KEY_SESSION_ID: &str = "session_id";
 const KEY_FLASH: &str = "flash";
 
 /// State of the admin pages shared by all workers of one server.
-#[derive(Default)]
 pub struct AdminState {
     pub limiter: session::SignInLimiter,
     pub imports: import::ImportRegistry,
+    pub uploads: import::UploadDir,
+}
+
+impl AdminState {
+    /// Uploads are spooled under `data_dir` (leftovers of a killed server are removed now).
+    pub fn new(data_dir: &std::path::Path) -> Self {
+        Self {
+            limiter: session::SignInLimiter::default(),
+            imports: import::ImportRegistry::default(),
+            uploads: import::UploadDir::prepare(data_dir),
+        }
+    }
 }
 
 /// Registers `/admin` and everything under it, behind the session middleware.
@@ -72,11 +85,17 @@ pub fn configure(
             web::scope("/admin")
                 .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
                 .wrap(sessions)
+                .app_data(form_config())
+                .app_data(query_config())
                 .route("", web::get().to(ticks::list::list_ticks))
                 .route("/", web::get().to(ticks::list::list_ticks))
                 .route("/sign-in", web::get().to(session::sign_in_form))
                 .route("/sign-in", web::post().to(session::sign_in))
                 .route("/sign-out", web::post().to(session::sign_out))
+                .route(
+                    "/sign-out-everywhere",
+                    web::post().to(session::sign_out_everywhere),
+                )
                 .route("/ticks/new", web::get().to(ticks::new::new_tick_form))
                 .route("/ticks/new", web::post().to(ticks::new::create_tick))
                 .route("/ticks/edit", web::get().to(ticks::edit::edit_tick_form))
@@ -86,6 +105,10 @@ pub fn configure(
                     web::get().to(ticks::delete::confirm_delete),
                 )
                 .route("/ticks/delete", web::post().to(ticks::delete::delete_tick))
+                .route(
+                    "/ticks/delete-unstorable",
+                    web::post().to(ticks::delete::delete_unstorable_tick),
+                )
                 .route("/import", web::get().to(import::import_form))
                 .route("/import", web::post().to(import::upload))
                 .route("/import/{id}", web::get().to(import::import_status))
@@ -95,25 +118,67 @@ pub fn configure(
     }
 }
 
+/// Forms that cannot be read get an admin error page (the app-wide handlers answer the API's
+/// JSON).
+fn form_config() -> web::FormConfig {
+    web::FormConfig::default()
+        .limit(crate::error::MAX_FORM_BYTES)
+        .error_handler(|err, _req| {
+            use actix_web::error::UrlencodedError as E;
+            match err {
+                E::Overflow { .. } => AdminError::PayloadTooLarge("The form is too large.".into()),
+                E::ContentType => AdminError::BadRequest(
+                    "The form was not sent as a form (application/x-www-form-urlencoded).".into(),
+                ),
+                other => AdminError::BadRequest(format!("The form could not be read: {other}.")),
+            }
+            .into()
+        })
+}
+
+/// Query strings that cannot be read get an admin error page too.
+fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err, _req| {
+        AdminError::BadRequest(format!("This address could not be read: {err}.")).into()
+    })
+}
+
 async fn not_found() -> Result<HttpResponse, AdminError> {
     Err(AdminError::NotFound("There is no such admin page.".into()))
 }
 
-/// A signed-in admin: extracting it checks the session and its expiry.
+/// A signed-in admin: extracting it checks the session, its expiry, and that it has not been
+/// signed out (one indexed lookup per admin request).
 pub struct Admin {
     session: Session,
     csrf: String,
+    id: String,
 }
 
 impl FromRequest for Admin {
     type Error = AdminError;
-    type Future = Ready<Result<Self, Self::Error>>;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(Admin::from_session(
-            req.get_session(),
-            Utc::now().timestamp(),
-        ))
+        let session = req.get_session();
+        let pool = req
+            .app_data::<web::Data<AppState>>()
+            .map(|s| s.pool.clone());
+        Box::pin(async move {
+            let admin = Admin::from_session(session, Utc::now().timestamp())?;
+            let pool = pool.ok_or_else(|| {
+                AdminError::infra(anyhow::anyhow!("no AppState registered with the app"))
+            })?;
+            let active = crate::db::sessions::is_active(&pool, &admin.id, SESSION_MAX_AGE_SECS)
+                .await
+                .map_err(AdminError::infra)?;
+            if !active {
+                // Signed out (here or everywhere): the saved cookie is worth nothing now.
+                admin.session.purge();
+                return Err(AdminError::SignInRequired { expired: false });
+            }
+            Ok(admin)
+        })
     }
 }
 
@@ -122,7 +187,9 @@ impl Admin {
         let signed_in_at: Option<i64> = session.get(KEY_SIGNED_IN_AT).ok().flatten();
         let last_seen: Option<i64> = session.get(KEY_LAST_SEEN).ok().flatten();
         let csrf: Option<String> = session.get(KEY_CSRF).ok().flatten();
-        let (Some(signed_in_at), Some(last_seen), Some(csrf)) = (signed_in_at, last_seen, csrf)
+        let id: Option<String> = session.get(KEY_SESSION_ID).ok().flatten();
+        let (Some(signed_in_at), Some(last_seen), Some(csrf), Some(id)) =
+            (signed_in_at, last_seen, csrf, id)
         else {
             return Err(AdminError::SignInRequired { expired: false });
         };
@@ -138,15 +205,30 @@ impl Admin {
         if now - last_seen >= TOUCH_EVERY_SECS {
             let _ = session.insert(KEY_LAST_SEEN, now);
         }
-        Ok(Self { session, csrf })
+        Ok(Self { session, csrf, id })
     }
 
-    /// Starts a fresh session (new CSRF token) after a successful sign-in.
-    fn start(session: &Session, now: i64) -> anyhow::Result<()> {
+    /// Starts a fresh session (new id, new CSRF token) after a successful sign-in; the
+    /// browser's previous session, if any, ends.
+    async fn start(session: &Session, pool: &sqlx::PgPool, now: i64) -> anyhow::Result<()> {
+        let previous: Option<String> = session.get(KEY_SESSION_ID).ok().flatten();
+        let id = Alphanumeric.sample_string(&mut rand::rng(), 43);
+        crate::db::sessions::create(pool, &id, SESSION_MAX_AGE_SECS).await?;
+        if let Some(previous) = previous {
+            crate::db::sessions::revoke(pool, &previous).await?;
+        }
         session.renew();
+        session.insert(KEY_SESSION_ID, id)?;
         session.insert(KEY_SIGNED_IN_AT, now)?;
         session.insert(KEY_LAST_SEEN, now)?;
         session.insert(KEY_CSRF, Alphanumeric.sample_string(&mut rand::rng(), 43))?;
+        Ok(())
+    }
+
+    /// Ends this session on the server and removes its cookie.
+    async fn end(self, pool: &sqlx::PgPool) -> anyhow::Result<()> {
+        crate::db::sessions::revoke(pool, &self.id).await?;
+        self.session.purge();
         Ok(())
     }
 
@@ -253,6 +335,9 @@ pub enum AdminError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// Understood but refused (a time PostgreSQL cannot store).
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{message}")]
@@ -286,6 +371,7 @@ impl ResponseError for AdminError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::App(e) => e.status_code(),

@@ -1,4 +1,5 @@
-//! Signing in with the admin token (rate-limited per client address) and signing out.
+//! Signing in with the admin token (rate-limited per client address), signing out, and signing
+//! out everywhere.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -14,6 +15,7 @@ use serde::Deserialize;
 
 use super::{Admin, AdminError, AdminState, page, see_other};
 use crate::auth::Auth;
+use crate::state::AppState;
 
 /// Failed sign-ins one client address may make per [`FAILURE_WINDOW`].
 pub const MAX_FAILURES: usize = 5;
@@ -109,6 +111,8 @@ pub async fn sign_in_form(
     }
     let notice = if q.expired.is_some() {
         Some("Your session has expired. Sign in again.")
+    } else if q.signed_out.as_deref() == Some(EVERYWHERE) {
+        Some("You have signed out everywhere: every admin session has ended.")
     } else if q.signed_out.is_some() {
         Some("You have signed out.")
     } else {
@@ -136,11 +140,10 @@ pub async fn sign_in(
     session: Session,
     admin: web::Data<AdminState>,
     auth: web::Data<Auth>,
+    state: web::Data<AppState>,
 ) -> Result<HttpResponse, AdminError> {
-    // The connection's address: a forwarded-for header is the client's to choose.
-    let ip = req
-        .peer_addr()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    // The peer, or behind a trusted proxy the address it forwards (see `client`).
+    let ip = crate::client::client_ip(&req).unwrap_or(IpAddr::from([0, 0, 0, 0]));
     tracing::Span::current().record("client", tracing::field::display(ip));
     let now = Instant::now();
     if let Err(retry_after_secs) = admin.limiter.check(ip, now) {
@@ -169,7 +172,9 @@ pub async fn sign_in(
             },
         );
     }
-    Admin::start(&session, Utc::now().timestamp()).map_err(AdminError::infra)?;
+    Admin::start(&session, &state.pool, Utc::now().timestamp())
+        .await
+        .map_err(AdminError::infra)?;
     tracing::info!("admin signed in");
     Ok(see_other("/admin"))
 }
@@ -179,13 +184,36 @@ pub struct SignOutForm {
     csrf_token: Option<String>,
 }
 
+/// The `signed_out` value after signing out everywhere.
+const EVERYWHERE: &str = "everywhere";
+
+/// Ends this session on the server: a saved copy of its cookie no longer works.
 pub async fn sign_out(
     admin: Admin,
     form: web::Form<SignOutForm>,
+    state: web::Data<AppState>,
 ) -> Result<HttpResponse, AdminError> {
     admin.check_csrf(form.csrf_token.as_deref())?;
-    admin.session.purge();
+    admin.end(&state.pool).await.map_err(AdminError::infra)?;
+    tracing::info!("admin signed out");
     Ok(see_other("/admin/sign-in?signed_out=1"))
+}
+
+/// Ends every admin session, in every browser (e.g. after a cookie may have leaked).
+pub async fn sign_out_everywhere(
+    admin: Admin,
+    form: web::Form<SignOutForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AdminError> {
+    admin.check_csrf(form.csrf_token.as_deref())?;
+    let ended = crate::db::sessions::revoke_all(&state.pool)
+        .await
+        .map_err(AdminError::infra)?;
+    admin.session.purge();
+    tracing::info!(sessions = ended, "admin signed out everywhere");
+    Ok(see_other(&format!(
+        "/admin/sign-in?signed_out={EVERYWHERE}"
+    )))
 }
 
 #[cfg(test)]

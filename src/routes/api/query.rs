@@ -4,11 +4,15 @@
 use chrono::{DateTime, Utc};
 
 use crate::domain::Symbol;
-use crate::domain::time::parse_query_time;
+use crate::domain::time::{EARLIEST_SECS, END_SECS, TimeError, parse_query_time};
 use crate::error::AppError;
 
+/// 400 for what is not a time, 422 for an instant PostgreSQL cannot store.
 pub fn time(name: &str, value: &str) -> Result<DateTime<Utc>, AppError> {
-    parse_query_time(value).map_err(|e| AppError::BadRequest(format!("{name}: {}", e.0)))
+    parse_query_time(value).map_err(|e| match e {
+        TimeError::Malformed(m) => AppError::BadRequest(format!("{name}: {m}")),
+        TimeError::OutOfRange(m) => AppError::Validation(format!("{name}: {m}")),
+    })
 }
 
 pub fn optional_time(name: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, AppError> {
@@ -26,10 +30,10 @@ pub fn optional_instant(
     let Some(v) = value.filter(|v| !v.is_empty()) else {
         return Ok(None);
     };
-    /// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z: the years RFC 3339 writes.
-    const SECONDS: std::ops::RangeInclusive<i64> = -62_135_596_800..=253_402_300_799;
     match v.parse::<i64>() {
-        Ok(secs) if SECONDS.contains(&secs) => Ok(DateTime::from_timestamp(secs, 0)),
+        Ok(secs) if (EARLIEST_SECS..END_SECS).contains(&secs) => {
+            Ok(DateTime::from_timestamp(secs, 0))
+        }
         Ok(secs) => Err(AppError::Validation(format!(
             "{name}: {secs} is outside the years 1 to 9999"
         ))),

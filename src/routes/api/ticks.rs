@@ -1,11 +1,10 @@
 //! `/api/ticks`: list, create (one, a JSON array, or CSV), update and delete.
 
-use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, delete, get, post, put, web};
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
 use serde::Deserialize;
 
+use super::body::{self, read_body};
 use super::query;
 use crate::auth::Bearer;
 use crate::db::audit::Author;
@@ -36,37 +35,18 @@ async fn create_ticks(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
-    let body = read_body(body, MAX_BODY_BYTES).await?;
-    let is_csv = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/csv"));
-    let ticks = if is_csv {
+    let body = read_body(&req, body, MAX_BODY_BYTES).await?;
+    let ticks = if body::is_csv(&req) {
         ingest::csv::parse_ticks(&body).map_err(|e| AppError::Validation(e.to_string()))?
     } else {
         ingest::json::parse_ticks(&body)?
     };
+    // The ticks hold all they need: the body need not stay in memory beside them.
+    drop(body);
     ingest::check_no_repeats(&ticks).map_err(AppError::Conflict)?;
     let inserted = ticks::insert_ticks(&state.pool, &ticks, Author::ApiToken).await?;
     metrics::counter!("candlewick_ticks_inserted_total", "via" => "api").increment(inserted);
     Ok(HttpResponse::Created().json(serde_json::json!({ "inserted": inserted })))
-}
-
-/// Reads the whole body, refusing more than `limit` bytes with a JSON 413.
-async fn read_body(mut body: web::Payload, limit: usize) -> Result<web::BytesMut, AppError> {
-    let mut buf = web::BytesMut::new();
-    while let Some(chunk) = body.next().await {
-        let chunk =
-            chunk.map_err(|e| AppError::BadRequest(format!("reading the request body: {e}")))?;
-        if buf.len() + chunk.len() > limit {
-            return Err(AppError::PayloadTooLarge(format!(
-                "the body is larger than {limit} bytes"
-            )));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf)
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,12 +98,13 @@ impl TickKey {
 #[put("/api/ticks")]
 async fn update_tick(
     _: Bearer,
+    req: HttpRequest,
     key: web::Query<TickKey>,
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
     let (time, symbol) = key.parse()?;
-    let body = read_body(body, MAX_UPDATE_BYTES).await?;
+    let body = read_body(&req, body, MAX_UPDATE_BYTES).await?;
     let (price, volume) = ingest::json::parse_amounts(&body)?;
     let updated = ticks::update_tick(
         &state.pool,

@@ -66,3 +66,46 @@ pub async fn delete_tick(
     );
     Ok(see_other("/admin"))
 }
+
+#[derive(Debug, Deserialize)]
+pub struct DeleteUnstorableForm {
+    csrf_token: Option<String>,
+    /// The time as the list shows it (PostgreSQL's text for it).
+    stored_time: Option<String>,
+    symbol: Option<String>,
+}
+
+/// `POST /admin/ticks/delete-unstorable`: removes a tick another program stored at a time
+/// candlewick cannot show, edit or chart (the list names such ticks with this button).
+#[tracing::instrument(name = "Admin delete unstorable tick", skip_all, fields(symbol = ?form.symbol, time = ?form.stored_time))]
+pub async fn delete_unstorable_tick(
+    admin: Admin,
+    form: web::Form<DeleteUnstorableForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AdminError> {
+    admin.check_csrf(form.csrf_token.as_deref())?;
+    let (Some(time), Some(symbol)) = (form.stored_time.as_deref(), form.symbol.as_deref()) else {
+        return Err(AdminError::BadRequest("This form names no tick.".into()));
+    };
+    let deleted = crate::db::ticks::delete_unstorable(
+        &state.pool,
+        time,
+        symbol,
+        Author::AdminSession,
+    )
+    .await
+    .map_err(AdminError::infra)?
+    .ok_or_else(|| {
+        AdminError::NotFound(format!(
+            "There is no tick for {symbol} stored at {time}. It may have been deleted meanwhile."
+        ))
+    })?;
+    admin.flash(
+        FlashKind::Success,
+        format!(
+            "Deleted the tick for {} stored at {}.",
+            deleted.symbol, deleted.time
+        ),
+    );
+    Ok(see_other("/admin"))
+}

@@ -6,7 +6,7 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::key_query;
-use crate::db::ticks::{TickFilter, TickWithCandle};
+use crate::db::ticks::{TickFilter, TickWithCandle, UnstorableTick};
 use crate::domain::Symbol;
 use crate::domain::time::{parse_form_time, rfc3339};
 use crate::routes::admin::listing::{self, text};
@@ -15,6 +15,8 @@ use crate::state::AppState;
 
 /// Ticks per page.
 pub const PAGE_SIZE: i64 = 50;
+/// Ticks stored outside the accepted time range that the list names (all are counted).
+const UNSTORABLE_SHOWN: i64 = 20;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct ListQuery {
@@ -53,6 +55,28 @@ struct TickListPage {
     older: Option<String>,
     /// Query string of the first page with the same filters, when not on it.
     newest: Option<String>,
+    /// How many ticks another program stored at times candlewick cannot show, and some of them.
+    unstorable_count: usize,
+    unstorable: Vec<UnstorableRow>,
+}
+
+/// A tick outside the accepted range; its time is PostgreSQL's text, also the key to delete it.
+struct UnstorableRow {
+    time: String,
+    symbol: String,
+    price: String,
+    volume: String,
+}
+
+impl From<UnstorableTick> for UnstorableRow {
+    fn from(t: UnstorableTick) -> Self {
+        Self {
+            price: number(t.price),
+            volume: number(t.volume),
+            time: t.time,
+            symbol: t.symbol,
+        }
+    }
 }
 
 struct Row {
@@ -121,6 +145,10 @@ pub async fn list_ticks(
     let symbols = crate::db::ticks::list_symbols(&state.pool)
         .await
         .map_err(AdminError::infra)?;
+    let (unstorable_count, unstorable) =
+        crate::db::ticks::list_unstorable(&state.pool, UNSTORABLE_SHOWN)
+            .await
+            .map_err(AdminError::infra)?;
     let ticks = listing::fetch_page(
         errors.any(),
         PAGE_SIZE,
@@ -153,6 +181,8 @@ pub async fn list_ticks(
         rows: ticks.rows.iter().map(Row::from).collect(),
         older,
         newest,
+        unstorable_count: usize::try_from(unstorable_count).unwrap_or(usize::MAX),
+        unstorable: unstorable.into_iter().map(UnstorableRow::from).collect(),
     };
     page(ticks.status, &page_data)
 }

@@ -11,7 +11,7 @@ use sqlx::PgPool;
 
 use super::{AdminError, query};
 use crate::db::ticks::TickRow;
-use crate::domain::time::{parse_form_time, rfc3339};
+use crate::domain::time::{TimeError, parse_form_time, rfc3339};
 use crate::domain::{Price, Symbol, Volume};
 
 /// Messages next to the form fields; empty when the input is fine.
@@ -68,13 +68,18 @@ impl TickKeyQuery {
     }
 }
 
-/// A tick's key from a link or a hidden field: 400 when it cannot name a tick.
+/// A tick's key from a link or a hidden field: 400 when it cannot name a tick, 422 when its
+/// time is one PostgreSQL cannot store.
 pub fn parse_key(
     time: Option<&str>,
     symbol: Option<&str>,
 ) -> Result<(DateTime<Utc>, Symbol), AdminError> {
-    let time = parse_form_time(time.unwrap_or_default())
-        .map_err(|e| AdminError::BadRequest(format!("This link names no tick: {e}.")))?;
+    let time = parse_form_time(time.unwrap_or_default()).map_err(|e| match e {
+        TimeError::Malformed(m) => AdminError::BadRequest(format!("This link names no tick: {m}.")),
+        TimeError::OutOfRange(m) => {
+            AdminError::Unprocessable(format!("This link names no tick: {m}."))
+        }
+    })?;
     let symbol = Symbol::parse(symbol.unwrap_or_default())
         .map_err(|e| AdminError::BadRequest(format!("This link names no tick: {e}.")))?;
     Ok((time, symbol))

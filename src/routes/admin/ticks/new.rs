@@ -62,7 +62,7 @@ pub async fn create_tick(
     let form = form.into_inner();
     let mut errors = FieldErrors::default();
     let time = parse_form_time(&form.time)
-        .map_err(|e| errors.time = Some(e.0))
+        .map_err(|e| errors.time = Some(e.to_string()))
         .ok();
     let symbol = Symbol::parse(form.symbol.trim())
         .map_err(|e| errors.symbol = Some(e.0))
