@@ -230,8 +230,8 @@ async fn reset(pool: &PgPool) -> anyhow::Result<()> {
         let done = sqlx::query(
             "TRUNCATE ticks, candle_changes, audit_log, candlewick_candles, bare_ticks",
         )
-            .execute(pool)
-            .await;
+        .execute(pool)
+        .await;
         match done {
             Ok(_) => break,
             Err(e) if attempt < 5 => {

@@ -115,7 +115,8 @@ async fn storm(server: &Server, args: &JoinStormArgs) -> anyhow::Result<Value> {
 
     say!("{} residents joining", args.residents);
     let r = workers.spawn(&Layout::of(&residents)?.workers(&residents))?;
-    let resident_ramp = viewers::connect_all(&mut workers, r.clone(), &residents, &probe, rss_before).await?;
+    let resident_ramp =
+        viewers::connect_all(&mut workers, r.clone(), &residents, &probe, rss_before).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_residents = probe.rss();
 
@@ -126,7 +127,8 @@ async fn storm(server: &Server, args: &JoinStormArgs) -> anyhow::Result<Value> {
     sleep_until_ns(start + LEAD_IN.as_nanos() as u64).await;
     say!("storm: {} viewers at {}/s", args.joiners, args.rate);
     let j = workers.spawn(&Layout::of(&joiners)?.workers(&joiners))?;
-    let storm_ramp = viewers::connect_all(&mut workers, j.clone(), &joiners, &probe, rss_residents).await?;
+    let storm_ramp =
+        viewers::connect_all(&mut workers, j.clone(), &joiners, &probe, rss_residents).await?;
     let (held, failed) = workers.progress(j.clone());
     say!(
         "storm: {held} joined, {failed} failed; the last snapshot {:.2} s after the first attempt",

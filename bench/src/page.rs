@@ -66,10 +66,8 @@ impl JoinArgs {
     /// `url` with this way of joining added, unless it already names a limit or format.
     pub fn apply_to(&self, url: &str) -> String {
         let has = |key: &str| {
-            url.split_once('?').is_some_and(|(_, q)| {
-                q.split('&')
-                    .any(|kv| kv.split('=').next() == Some(key))
-            })
+            url.split_once('?')
+                .is_some_and(|(_, q)| q.split('&').any(|kv| kv.split('=').next() == Some(key)))
         };
         let mut out = url.to_owned();
         let mut add = |kv: String| {

@@ -460,7 +460,11 @@ mod tests {
         assert_eq!(a[0].2, big.len() as u64);
         assert_eq!(a[1].0, Kind::Update);
         assert_eq!(a[2].0, Kind::Status);
-        assert_eq!(a[3].0, Kind::Snapshot, "a binary message is a gzip snapshot");
+        assert_eq!(
+            a[3].0,
+            Kind::Snapshot,
+            "a binary message is a gzip snapshot"
+        );
         assert_eq!(
             a[1].1, b[1].1,
             "the hash does not depend on how the bytes arrive"

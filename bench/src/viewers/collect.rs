@@ -115,7 +115,9 @@ pub fn join_summary(joins: &[Join]) -> JoinSummary {
 
 /// Several workers' joins in one: the earliest attempt, the latest snapshot, the bytes and the
 /// merged histogram (microseconds).
-pub fn merge_joins<'a>(joins: impl IntoIterator<Item = &'a JoinSummary>) -> (JoinSummary, Histogram<u64>) {
+pub fn merge_joins<'a>(
+    joins: impl IntoIterator<Item = &'a JoinSummary>,
+) -> (JoinSummary, Histogram<u64>) {
     let mut hist = new_hist();
     let mut all = JoinSummary::default();
     for j in joins {
@@ -230,7 +232,10 @@ mod tests {
         }]);
         let (all, hist) = merge_joins([&a, &JoinSummary::default(), &b]);
         assert_eq!(all.joined, 3);
-        assert_eq!((all.first_attempt_ns, all.last_snapshot_ns), (500_000, 9_000_000));
+        assert_eq!(
+            (all.first_attempt_ns, all.last_snapshot_ns),
+            (500_000, 9_000_000)
+        );
         assert_eq!(all.bytes, 160);
         assert_eq!(hist.len(), 3);
         assert_eq!(hist.max(), 7_000, "7 ms from attempt to snapshot, in µs");

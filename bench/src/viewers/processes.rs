@@ -71,7 +71,8 @@ impl Workers {
                 .spawn()
                 .context("starting a viewers worker")?;
             let stdout = child.stdout.take().context("worker stdout")?;
-            self.stdins.push(child.stdin.take().context("worker stdin")?);
+            self.stdins
+                .push(child.stdin.take().context("worker stdin")?);
             self.children.push(child);
             self.states.push(State::default());
             tokio::spawn(forward_lines(w, stdout, self.tx.clone()));
@@ -99,7 +100,10 @@ impl Workers {
         {
             bail!("viewers worker {w} exited before its viewers had joined");
         }
-        Ok(self.states[group].iter().map(|s| s.ready.as_ref()).collect())
+        Ok(self.states[group]
+            .iter()
+            .map(|s| s.ready.as_ref())
+            .collect())
     }
 
     pub async fn send(&mut self, group: Group, msg: &ToWorker) -> anyhow::Result<()> {
@@ -186,7 +190,8 @@ impl Workers {
         group: Group,
         frames: Vec<Receipt>,
     ) -> anyhow::Result<Vec<WorkerResult>> {
-        self.send(group.clone(), &ToWorker::Judge { frames }).await?;
+        self.send(group.clone(), &ToWorker::Judge { frames })
+            .await?;
         let mut results = Vec::new();
         for w in group {
             match self.next_from(w, "reporting results").await? {
