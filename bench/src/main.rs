@@ -6,6 +6,7 @@
 mod ingest;
 mod join_storm;
 mod page;
+mod paging;
 mod payload;
 mod poll_cost;
 mod setup;
@@ -40,6 +41,8 @@ enum Command {
     Payload(payload::PayloadArgs),
     /// Residents' deliveries, snapshots and server memory while many viewers join at once.
     JoinStorm(join_storm::JoinStormArgs),
+    /// Paging back through stored history with `/api/candles?before=`, against the full range at once.
+    Paging(paging::PagingArgs),
     /// Internal: one process of viewers, driven by `viewers` over stdin/stdout.
     #[command(hide = true)]
     ViewersWorker {
@@ -63,6 +66,7 @@ fn main() -> std::process::ExitCode {
                     Command::Ingest(args) => ingest::run(args).await?,
                     Command::Payload(args) => payload::run(args).await?,
                     Command::JoinStorm(args) => join_storm::run(args).await?,
+                    Command::Paging(args) => paging::run(args).await?,
                     Command::ViewersWorker { .. } => unreachable!("handled above"),
                 };
                 println!("{}", serde_json::to_string_pretty(&report)?);
