@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, rt, web};
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Item, ProtocolError};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
@@ -32,6 +33,10 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// kernel drops the connection. Ending the session alone leaves a stuck peer's socket, with
 /// megabytes in its buffers, open for as long as the peer likes.
 const STALLED_WRITE_TIMEOUT: Duration = SEND_TIMEOUT;
+/// The largest WebSocket frame sent; a larger message (a snapshot) goes out in fragments. The
+/// connection's write buffer starts at 8 KiB and, once a frame has grown it, keeps the grown
+/// capacity (up to 128 KiB) for as long as the viewer stays: frames under a page keep it small.
+const FRAGMENT_BYTES: usize = 4096 - 16;
 /// Viewers only send small `subscribe` messages.
 const MAX_FRAME_BYTES: usize = 4 * 1024;
 /// Snapshots a viewer may ask for in a burst, and how fast that allowance comes back: a
@@ -404,12 +409,43 @@ impl Limits {
     }
 }
 
-/// Sends one frame; false when the viewer is gone or has not read for SEND_TIMEOUT.
+/// Sends one message; false when the viewer is gone or has not read for SEND_TIMEOUT.
 async fn send(session: &mut actix_ws::Session, frame: Frame) -> bool {
-    match frame {
-        Frame::Text(text) => within_send_timeout(session.text(text)).await,
-        Frame::Binary(bytes) => within_send_timeout(session.binary(bytes)).await,
+    let (bytes, binary) = match frame {
+        Frame::Text(text) if text.len() <= FRAGMENT_BYTES => {
+            return within_send_timeout(session.text(text)).await;
+        }
+        Frame::Binary(bytes) if bytes.len() <= FRAGMENT_BYTES => {
+            return within_send_timeout(session.binary(bytes)).await;
+        }
+        Frame::Text(text) => (text.into_bytes(), false),
+        Frame::Binary(bytes) => (bytes, true),
+    };
+    for (i, item) in fragments(bytes, binary).enumerate() {
+        if i > 0 {
+            // Lets the connection write the previous fragment out before this one is queued.
+            tokio::task::yield_now().await;
+        }
+        if !within_send_timeout(session.continuation(item)).await {
+            return false;
+        }
     }
+    true
+}
+
+/// `bytes` as one fragmented message (RFC 6455 §5.4): a first frame, continuations and a last
+/// one, each at most [`FRAGMENT_BYTES`].
+fn fragments(bytes: Bytes, binary: bool) -> impl Iterator<Item = Item> {
+    let count = bytes.len().div_ceil(FRAGMENT_BYTES);
+    (0..count).map(move |i| {
+        let part = bytes.slice(i * FRAGMENT_BYTES..((i + 1) * FRAGMENT_BYTES).min(bytes.len()));
+        match i {
+            0 if binary => Item::FirstBinary(part),
+            0 => Item::FirstText(part),
+            _ if i + 1 == count => Item::Last(part),
+            _ => Item::Continue(part),
+        }
+    })
 }
 
 /// The first frames, then the status when stale (or, with `always_status`, in any case).
