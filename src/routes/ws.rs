@@ -53,11 +53,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// For `HttpServer::on_connect`: every accepted socket gets TCP_USER_TIMEOUT, so a peer that
-/// stops reading (a stuck viewer, or any client of a large response) is closed by the kernel.
-#[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
+/// stops reading (a stuck viewer, or any client of a large response) is closed by the kernel;
+/// and TCP_NODELAY, so the last small write of a response (a compressed body's tail, the next
+/// fragment of a snapshot) leaves at once instead of waiting up to 40 ms for the peer's
+/// delayed acknowledgement of the previous one (Nagle's algorithm; actix leaves it on).
 pub fn on_connect(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
+    let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else {
+        return;
+    };
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "setting TCP_NODELAY");
+    }
     #[cfg(target_os = "linux")]
-    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+    {
         use nix::sys::socket::{setsockopt, sockopt::TcpUserTimeout};
         let ms = u32::try_from(STALLED_WRITE_TIMEOUT.as_millis()).unwrap_or(u32::MAX);
         if let Err(e) = setsockopt(tcp, TcpUserTimeout, &ms) {
@@ -473,4 +481,29 @@ async fn within_send_timeout(sending: impl Future<Output = Result<(), actix_ws::
         tokio::time::timeout(SEND_TIMEOUT, sending).await,
         Ok(Ok(()))
     )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+mod tests {
+    use super::*;
+
+    #[actix_web::test]
+    async fn an_accepted_socket_sends_small_writes_at_once_and_gives_up_on_a_stalled_peer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (accepted, _client) = tokio::join!(listener.accept(), client);
+        let (tcp, _) = accepted.unwrap();
+        assert!(!tcp.nodelay().unwrap(), "Nagle is on by default");
+
+        on_connect(&tcp, &mut actix_web::dev::Extensions::new());
+
+        assert!(tcp.nodelay().unwrap());
+        #[cfg(target_os = "linux")]
+        {
+            use nix::sys::socket::{getsockopt, sockopt::TcpUserTimeout};
+            let ms = getsockopt(&tcp, TcpUserTimeout).unwrap();
+            assert_eq!(u128::from(ms), STALLED_WRITE_TIMEOUT.as_millis());
+        }
+    }
 }
