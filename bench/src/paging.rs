@@ -218,7 +218,7 @@ async fn page_through(
         "{}/api/candles?symbol={}&interval={interval}&from={}&limit=200000",
         server.http(),
         setup::SYMBOL,
-        from.timestamp()
+        candlewick::domain::time::rfc3339(from)
     );
     let mut full_http = Vec::new();
     let mut full_wire = 0;
