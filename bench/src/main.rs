@@ -7,6 +7,7 @@ mod feed;
 mod ingest;
 mod join_storm;
 mod page;
+mod paging;
 mod payload;
 mod poll_cost;
 mod probe;
@@ -54,6 +55,8 @@ enum Command {
     Soak(soak::SoakArgs),
     /// A server starting on many symbols' stored history: time to ready, memory, cold snapshots.
     Startup(startup::StartupArgs),
+    /// Paging back through stored history with `/api/candles?before=`, against the full range at once.
+    Paging(paging::PagingArgs),
     /// Internal: one process of viewers, driven by `viewers` over stdin/stdout.
     #[command(hide = true)]
     ViewersWorker {
@@ -80,6 +83,7 @@ fn main() -> std::process::ExitCode {
                     Command::Feed(args) => feed::run(args).await?,
                     Command::Soak(args) => soak::run(args).await?,
                     Command::Startup(args) => startup::run(args).await?,
+                    Command::Paging(args) => paging::run(args).await?,
                     Command::ViewersWorker { .. } => unreachable!("handled above"),
                 };
                 println!("{}", serde_json::to_string_pretty(&report)?);

@@ -13,6 +13,7 @@ use sqlx::PgPool;
 use crate::setup::Scratch;
 
 /// The name of the `i`-th synthetic symbol (`S000`, `S001`, …): what [`insert_minutely`] writes.
+#[allow(dead_code)] // for the write-path benches beside ingest
 pub fn symbol(i: u32) -> String {
     format!("S{i:03}")
 }
@@ -30,6 +31,7 @@ pub enum Baseline {
 
 impl Baseline {
     /// The baseline of `flavour`.
+    #[allow(dead_code)] // for the write-path benches beside ingest
     pub fn of(flavour: Flavour) -> Self {
         match flavour {
             Flavour::Postgres => Self::BareTable,

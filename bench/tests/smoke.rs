@@ -447,3 +447,53 @@ fn a_short_soak_misses_no_update_and_logs_no_error() {
     assert!(num(&r, "/server_log/lines") >= 1.0, "{r:#}");
     assert_eq!(num(&r, "/server_log/errors"), 0.0, "{r:#}");
 }
+
+#[test]
+fn paging_walks_back_through_all_history_on_both_flavours_without_a_seam() {
+    for flavour in ["off", "auto"] {
+        let r = bench(&[
+            "paging",
+            "--ticks",
+            "10800",
+            "--span",
+            "6h",
+            "--page",
+            "100",
+            "--min-pages",
+            "6",
+            "--baseline-runs",
+            "2",
+            "--embedded-timescaledb",
+            flavour,
+        ]);
+        let storage = r["storage"].as_str().unwrap_or_default();
+        let expected = if flavour == "auto" && timescaledb_installed() {
+            "timescaledb"
+        } else {
+            "postgresql"
+        };
+        assert!(storage.starts_with(expected), "{r:#}");
+        assert_eq!(num(&r, "/ticks"), 10_800.0, "{r:#}");
+        let minutes = &r["intervals"][0];
+        assert_eq!(minutes["interval"], "1m", "{r:#}");
+        // Six hours of minutes, every one with ticks: four pages of 100, the last one short.
+        assert!(num(minutes, "/candles_per_walk") >= 360.0, "{r:#}");
+        assert_eq!(num(minutes, "/pages_per_walk"), 4.0, "{r:#}");
+        let hours = &r["intervals"][1];
+        assert_eq!(hours["interval"], "1h", "{r:#}");
+        assert!(
+            (6.0..=7.0).contains(&num(hours, "/candles_per_walk")),
+            "{r:#}"
+        );
+        for at in [
+            "page_http",
+            "page_query",
+            "full_range_http",
+            "tutorial_full_range",
+        ] {
+            assert_percentiles(minutes, &format!("/{at}"));
+            assert_percentiles(hours, &format!("/{at}"));
+        }
+        assert!(num(minutes, "/page_wire_bytes_mean") > 100.0, "{r:#}");
+    }
+}

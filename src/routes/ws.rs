@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, rt, web};
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Item, ProtocolError};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
@@ -32,6 +33,10 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// kernel drops the connection. Ending the session alone leaves a stuck peer's socket, with
 /// megabytes in its buffers, open for as long as the peer likes.
 const STALLED_WRITE_TIMEOUT: Duration = SEND_TIMEOUT;
+/// The largest WebSocket frame sent; a larger message (a snapshot) goes out in fragments. The
+/// connection's write buffer starts at 8 KiB and, once a frame has grown it, keeps the grown
+/// capacity (up to 128 KiB) for as long as the viewer stays: frames under a page keep it small.
+const FRAGMENT_BYTES: usize = 4096 - 16;
 /// Viewers only send small `subscribe` messages.
 const MAX_FRAME_BYTES: usize = 4 * 1024;
 /// Snapshots a viewer may ask for in a burst, and how fast that allowance comes back: a
@@ -48,11 +53,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// For `HttpServer::on_connect`: every accepted socket gets TCP_USER_TIMEOUT, so a peer that
-/// stops reading (a stuck viewer, or any client of a large response) is closed by the kernel.
-#[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
+/// stops reading (a stuck viewer, or any client of a large response) is closed by the kernel;
+/// and TCP_NODELAY, so the last small write of a response (a compressed body's tail, the next
+/// fragment of a snapshot) leaves at once instead of waiting up to 40 ms for the peer's
+/// delayed acknowledgement of the previous one (Nagle's algorithm; actix leaves it on).
 pub fn on_connect(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
+    let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else {
+        return;
+    };
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "setting TCP_NODELAY");
+    }
     #[cfg(target_os = "linux")]
-    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+    {
         use nix::sys::socket::{setsockopt, sockopt::TcpUserTimeout};
         let ms = u32::try_from(STALLED_WRITE_TIMEOUT.as_millis()).unwrap_or(u32::MAX);
         if let Err(e) = setsockopt(tcp, TcpUserTimeout, &ms) {
@@ -404,12 +417,43 @@ impl Limits {
     }
 }
 
-/// Sends one frame; false when the viewer is gone or has not read for SEND_TIMEOUT.
+/// Sends one message; false when the viewer is gone or has not read for SEND_TIMEOUT.
 async fn send(session: &mut actix_ws::Session, frame: Frame) -> bool {
-    match frame {
-        Frame::Text(text) => within_send_timeout(session.text(text)).await,
-        Frame::Binary(bytes) => within_send_timeout(session.binary(bytes)).await,
+    let (bytes, binary) = match frame {
+        Frame::Text(text) if text.len() <= FRAGMENT_BYTES => {
+            return within_send_timeout(session.text(text)).await;
+        }
+        Frame::Binary(bytes) if bytes.len() <= FRAGMENT_BYTES => {
+            return within_send_timeout(session.binary(bytes)).await;
+        }
+        Frame::Text(text) => (text.into_bytes(), false),
+        Frame::Binary(bytes) => (bytes, true),
+    };
+    for (i, item) in fragments(bytes, binary).enumerate() {
+        if i > 0 {
+            // Lets the connection write the previous fragment out before this one is queued.
+            tokio::task::yield_now().await;
+        }
+        if !within_send_timeout(session.continuation(item)).await {
+            return false;
+        }
     }
+    true
+}
+
+/// `bytes` as one fragmented message (RFC 6455 §5.4): a first frame, continuations and a last
+/// one, each at most [`FRAGMENT_BYTES`].
+fn fragments(bytes: Bytes, binary: bool) -> impl Iterator<Item = Item> {
+    let count = bytes.len().div_ceil(FRAGMENT_BYTES);
+    (0..count).map(move |i| {
+        let part = bytes.slice(i * FRAGMENT_BYTES..((i + 1) * FRAGMENT_BYTES).min(bytes.len()));
+        match i {
+            0 if binary => Item::FirstBinary(part),
+            0 => Item::FirstText(part),
+            _ if i + 1 == count => Item::Last(part),
+            _ => Item::Continue(part),
+        }
+    })
 }
 
 /// The first frames, then the status when stale (or, with `always_status`, in any case).
@@ -437,4 +481,29 @@ async fn within_send_timeout(sending: impl Future<Output = Result<(), actix_ws::
         tokio::time::timeout(SEND_TIMEOUT, sending).await,
         Ok(Ok(()))
     )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+mod tests {
+    use super::*;
+
+    #[actix_web::test]
+    async fn an_accepted_socket_sends_small_writes_at_once_and_gives_up_on_a_stalled_peer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (accepted, _client) = tokio::join!(listener.accept(), client);
+        let (tcp, _) = accepted.unwrap();
+        assert!(!tcp.nodelay().unwrap(), "Nagle is on by default");
+
+        on_connect(&tcp, &mut actix_web::dev::Extensions::new());
+
+        assert!(tcp.nodelay().unwrap());
+        #[cfg(target_os = "linux")]
+        {
+            use nix::sys::socket::{getsockopt, sockopt::TcpUserTimeout};
+            let ms = getsockopt(&tcp, TcpUserTimeout).unwrap();
+            assert_eq!(u128::from(ms), STALLED_WRITE_TIMEOUT.as_millis());
+        }
+    }
 }

@@ -1162,6 +1162,101 @@ async fn with_format_gzip_the_snapshot_is_one_compressed_binary_frame() {
     assert_eq!(app.get("/ws?symbol=GZ/USD&format=zip").await.status(), 400);
 }
 
+/// Frames as they come off the socket, for what a WebSocket library reassembles unseen:
+/// `(fin, opcode, payload)` up to and including the first frame with `fin` set.
+async fn raw_message(app: &TestApp, query: &str) -> Vec<(bool, u8, Vec<u8>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .expect("connecting");
+    let request = format!(
+        "GET /ws?{query} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n",
+        app.port
+    );
+    tcp.write_all(request.as_bytes()).await.expect("handshake");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut frames = Vec::new();
+    let mut at = None;
+    loop {
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut chunk))
+            .await
+            .expect("frames in time")
+            .expect("reading");
+        assert!(n > 0, "closed before the whole message: {frames:?}");
+        buf.extend_from_slice(&chunk[..n]);
+        let start = match at {
+            Some(s) => s,
+            None => match buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                Some(p) => *at.insert(p + 4),
+                None => continue,
+            },
+        };
+        // Server frames are unmasked: a 2-byte head, then a 16- or 64-bit length if flagged.
+        let mut pos = start;
+        frames.clear();
+        while buf.len() >= pos + 2 {
+            let (fin, opcode) = (buf[pos] & 0x80 != 0, buf[pos] & 0x0f);
+            let (len, head) = match buf[pos + 1] & 0x7f {
+                126 if buf.len() >= pos + 4 => {
+                    (u16::from_be_bytes([buf[pos + 2], buf[pos + 3]]) as usize, 4)
+                }
+                127 if buf.len() >= pos + 10 => {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&buf[pos + 2..pos + 10]);
+                    (u64::from_be_bytes(b) as usize, 10)
+                }
+                126 | 127 => break,
+                n => (n as usize, 2),
+            };
+            if buf.len() < pos + head + len {
+                break;
+            }
+            frames.push((fin, opcode, buf[pos + head..pos + head + len].to_vec()));
+            pos += head + len;
+            if fin {
+                return frames;
+            }
+        }
+    }
+}
+
+/// A snapshot larger than a few KiB leaves as one message in frames of at most 4 KiB, so that
+/// no connection's write buffer grows to the snapshot's size and stays that big.
+#[actix_web::test]
+async fn a_large_snapshot_is_one_message_sent_in_frames_of_at_most_4_kib() {
+    let app = spawn_app().await;
+    let t = bucket_of(now() - 6 * 3600, 60);
+    let r = app
+        .post_ticks_json(&ticks_every_minute("FRAG/USD", t, 300))
+        .await;
+    assert_eq!(r.status(), 201);
+    let (_, whole) = snapshot_with(&app, "symbol=FRAG/USD", 300).await;
+
+    let frames = raw_message(&app, "symbol=FRAG/USD").await;
+
+    assert!(frames.len() > 2, "{} frames", frames.len());
+    for (i, (fin, opcode, payload)) in frames.iter().enumerate() {
+        assert!(payload.len() <= 4096, "frame {i}: {} bytes", payload.len());
+        let first = i == 0;
+        assert_eq!(
+            *opcode,
+            if first { 1 } else { 0 },
+            "frame {i}: text, then continuations"
+        );
+        assert_eq!(
+            *fin,
+            i + 1 == frames.len(),
+            "frame {i}: only the last one ends it"
+        );
+    }
+    let text: Vec<u8> = frames.into_iter().flat_map(|(_, _, p)| p).collect();
+    let snapshot: Value = serde_json::from_slice(&text).expect("the frames join into JSON");
+    assert_eq!(snapshot["candles"], whole["candles"]);
+}
+
 /// One connection sending hundreds of subscribes gets a handful of snapshots, not one each,
 /// and is closed as abusive.
 #[actix_web::test]
