@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use fantoccini::actions::{InputSource, MOUSE_BUTTON_LEFT, MouseActions, PointerAction};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::browser::{Browser, SLOW_WAIT, WAIT, post_ticks, rfc3339, within_deadline};
 use crate::chart_page::{eval, hover_bar, legend, open, seed_minutes, wait_for};
@@ -162,6 +162,21 @@ async fn drag(browser: &Browser, dx: f64) {
         .expect("releasing the mouse");
 }
 
+/// The visible time range once the chart has laid it out: it applies a new range (ours or a
+/// prepended page's shift) on a later frame, so a read straight after may see a passing state.
+async fn settled_range(browser: &Browser) -> Value {
+    let read = || eval(browser, "return chart.timeScale().getVisibleRange();");
+    let mut last = read().await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = read().await;
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
 /// Puts the view's left edge `from` bars after the oldest loaded one, keeping its width.
 async fn show_from(browser: &Browser, from: f64) {
     eval(
@@ -224,10 +239,10 @@ async fn the_chart_joins_with_a_gzip_snapshot_of_a_screen_and_dragging_back_load
 
         // A page arriving does not move the view: the same bars stay on screen.
         show_from(&browser, 20.0).await;
-        let before = eval(&browser, "return chart.timeScale().getVisibleRange();").await;
+        let before = settled_range(&browser).await;
         let bars = wait_beyond(&browser, 2 * SCREEN_LIMIT).await;
         assert_eq!(bars.len(), 3 * SCREEN_LIMIT);
-        let after = eval(&browser, "return chart.timeScale().getVisibleRange();").await;
+        let after = settled_range(&browser).await;
         assert_eq!(
             after, before,
             "the view kept its bars while a page was prepended"
