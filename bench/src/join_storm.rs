@@ -9,13 +9,12 @@
 use std::time::Duration;
 
 use candlewick::config::EmbeddedTimescaleDb;
-use chrono::Utc;
 use clap::Args;
 use serde_json::{Value, json};
 
 use crate::page::JoinArgs;
 use crate::say;
-use crate::setup::{self, Embedded, Server, WorkArgs};
+use crate::setup::{self, HistoryServer, Server, WorkArgs};
 use crate::system::{self, now_ns};
 use crate::viewers::{self, Deliveries, Feed, Layout, PeakRss, Plan, Probe, Workers};
 
@@ -61,25 +60,16 @@ pub struct JoinStormArgs {
 const LEAD_IN: Duration = Duration::from_secs(2);
 
 pub async fn run(args: JoinStormArgs) -> anyhow::Result<Value> {
-    let ws = args.work.open()?;
-    let cluster = ws
-        .cluster(Embedded {
-            timescaledb: args.embedded_timescaledb,
-            count_statements: false,
-        })
-        .await?;
-    cluster
-        .run_scratch("candlewick_bench_storm", async |_, db| {
-            setup::load_history(db, Utc::now(), args.history, args.history_rate).await?;
-            let storage = db.flavour.describe(&db.pool).await?;
-            db.pool.close().await;
-            let server = ws.spawn_server(&db.url, "storm-server").await?;
-            let report = storm(&server, &args).await;
-            server.stop().await;
-            let mut report = report?;
-            report["storage"] = storage.into();
-            Ok(report)
-        })
+    let server = HistoryServer {
+        database: "candlewick_bench_storm",
+        server: "storm-server",
+        timescaledb: args.embedded_timescaledb,
+        history: args.history,
+        history_rate: args.history_rate,
+        baseline_bin: None,
+    };
+    server
+        .run(&args.work, async |_, server, _| storm(server, &args).await)
         .await
 }
 
