@@ -258,13 +258,17 @@ impl Viewer {
         let mut last_seen = Instant::now();
         let mut limits = Limits::new();
         let mut pending: Option<Want> = None;
+        // Made once: a fresh one per turn would enter and leave the waiter list of the token
+        // every session shares, on every update.
+        let shutdown = self.shutdown.cancelled();
+        tokio::pin!(shutdown);
         loop {
             let allowed_at = limits.next_allowed();
             // Biased: the peer's own messages (pings, subscribes) are taken before the silence
             // check, also when the loop was held up sending to a slow reader.
             tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => return going_away,
+                _ = &mut shutdown => return going_away,
                 msg = stream.next() => {
                     let msg = match msg {
                         Some(Ok(msg)) => msg,
