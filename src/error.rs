@@ -27,6 +27,12 @@ pub enum AppError {
     PayloadTooLarge(String),
     #[error("{0}")]
     TooManyRequests(String),
+    /// Refused for a while (answered with `Retry-After`).
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after_secs: u64,
+    },
     /// A body in an encoding we do not read.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -84,7 +90,7 @@ impl ResponseError for AppError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyRequests(_) | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -101,6 +107,15 @@ impl ResponseError for AppError {
         let mut res = HttpResponse::build(self.status_code());
         if matches!(self, Self::Unauthorized(_)) {
             res.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if let Self::RateLimited {
+            retry_after_secs, ..
+        } = self
+        {
+            res.insert_header((
+                actix_web::http::header::RETRY_AFTER,
+                retry_after_secs.to_string(),
+            ));
         }
         res.insert_header(ContentType::json())
             .body(serde_json::json!({ "error": self.to_string() }).to_string())

@@ -9,6 +9,11 @@ use crate::config::Settings;
 use crate::startup::Application;
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    // Before anything starts: a server nobody can sign in to, or with a guessable token, is
+    // a configuration mistake to report at once.
+    if let Some(t) = &settings.admin_token {
+        crate::config::check_admin_token(t.expose_secret()).map_err(anyhow::Error::msg)?;
+    }
     let database = crate::db::open(&settings.db).await?;
     let token = match &settings.admin_token {
         Some(t) => t.clone(),

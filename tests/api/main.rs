@@ -7,6 +7,7 @@ mod admin_session;
 mod admin_support;
 mod admin_ticks;
 mod api_errors;
+mod bearer;
 mod bodies;
 mod browser;
 mod candles;
