@@ -2,6 +2,7 @@
 //! database per test (copied from a migrated template).
 
 mod admin_audit;
+mod admin_conflicts;
 mod admin_import;
 mod admin_session;
 mod admin_support;
