@@ -45,20 +45,25 @@ pub enum AppError {
 impl AppError {
     /// An infrastructure failure: `Unavailable` when the database cannot be reached.
     pub fn from_infra(e: anyhow::Error) -> Self {
-        let unreachable = e.chain().any(|c| {
-            c.downcast_ref::<sqlx::Error>().is_some_and(|s| {
-                matches!(
-                    s,
-                    sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
-                )
-            })
-        });
-        if unreachable {
+        if unreachable(&e) {
             Self::Unavailable(e)
         } else {
             Self::Unexpected(e)
         }
     }
+}
+
+/// Whether `e` comes of not reaching the database (no connection, pool closed or exhausted),
+/// rather than of a statement it refused.
+pub fn unreachable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<sqlx::Error>().is_some_and(|s| {
+            matches!(
+                s,
+                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
+            )
+        })
+    })
 }
 
 impl From<WriteError> for AppError {

@@ -40,6 +40,22 @@ macro_rules! storable_time_sql {
 }
 pub(crate) use storable_time_sql;
 
+/// A condition keeping to the ticks candlewick can use: a storable time and, where there is
+/// one, a finite price and volume (NaN sorts above `Infinity` in PostgreSQL, so the bounds
+/// refuse it too). The same text as the candle functions and the `ticks_unusable` index of
+/// migration 0007, so `NOT usable_tick_sql!()` is answered from that index.
+macro_rules! usable_tick_sql {
+    () => {
+        concat!(
+            "(",
+            storable_time_sql!("time"),
+            " AND (price IS NULL OR (price > '-Infinity' AND price < 'Infinity'))",
+            " AND (volume IS NULL OR (volume > '-Infinity' AND volume < 'Infinity')))"
+        )
+    };
+}
+pub(crate) use usable_tick_sql;
+
 /// Embedded in the binary; `serve` applies them at boot, `candlewick migrate` alone.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 

@@ -10,7 +10,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::audit::{self, Action, Author, Record};
 use super::copy::TickCopy;
-use super::{WriteError, storable_time_sql};
+use super::{WriteError, storable_time_sql, usable_tick_sql};
 use crate::domain::{Price, Tick, Volume};
 
 /// A stored tick as read back (other writers may have stored NULL price or volume).
@@ -479,18 +479,23 @@ pub async fn list_ticks_with_candles(
         .context("listing ticks with their candles")
 }
 
-/// A tick stored (by another program) at a time outside the range candlewick accepts, which
-/// chrono may not even hold: its time is the text PostgreSQL prints for it (in UTC), e.g.
-/// `200000-01-01 00:00:00+00` or `4714-11-24 00:00:00+00 BC`.
+/// A tick stored (by another program) that candlewick cannot use: at a time outside the range
+/// candlewick accepts, which chrono may not even hold, or with a NaN or infinite price or
+/// volume. Its time is the text PostgreSQL prints for it (in UTC), e.g.
+/// `200000-01-01 00:00:00+00`, `infinity` or `4714-11-24 00:00:00+00 BC`.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct UnstorableTick {
     pub time: String,
     pub symbol: String,
     pub price: Option<f64>,
     pub volume: Option<f64>,
+    /// What is wrong with it, in words.
+    #[serde(skip)]
+    pub problem: String,
 }
 
-/// How many ticks lie outside the accepted range, and the earliest `limit` of them.
+/// How many ticks candlewick cannot use, and the earliest `limit` of them (both read from the
+/// partial index `ticks_unusable`, however many ticks are stored).
 #[tracing::instrument(name = "List unstorable ticks", skip(pool))]
 pub async fn list_unstorable(
     pool: &PgPool,
@@ -498,20 +503,28 @@ pub async fn list_unstorable(
 ) -> anyhow::Result<(i64, Vec<UnstorableTick>)> {
     let count: i64 = sqlx::query_scalar(concat!(
         "SELECT count(*) FROM ticks WHERE NOT ",
-        storable_time_sql!("time")
+        usable_tick_sql!()
     ))
     .fetch_one(pool)
     .await
-    .context("counting ticks outside the accepted time range")?;
+    .context("counting ticks candlewick cannot use")?;
     if count == 0 {
         return Ok((0, Vec::new()));
     }
     let rows = sqlx::query_as(concat!(
         r#"
-        SELECT time::text AS time, symbol, price, volume
+        SELECT time::text AS time, symbol, price, volume,
+               CASE
+                   WHEN NOT "#,
+        storable_time_sql!("time"),
+        r#" THEN 'time outside 0001-9999'
+                   WHEN NOT (price IS NULL OR (price > '-Infinity' AND price < 'Infinity'))
+                       THEN 'price not a finite number'
+                   ELSE 'volume not a finite number'
+               END AS problem
         FROM ticks
         WHERE NOT "#,
-        storable_time_sql!("time"),
+        usable_tick_sql!(),
         r#"
         ORDER BY ticks.time, symbol
         LIMIT $1
@@ -520,7 +533,7 @@ pub async fn list_unstorable(
     .bind(limit)
     .fetch_all(pool)
     .await
-    .context("listing ticks outside the accepted time range")?;
+    .context("listing ticks candlewick cannot use")?;
     Ok((count, rows))
 }
 
@@ -536,16 +549,17 @@ pub async fn delete_unstorable(
         .begin()
         .await
         .context("starting a transaction to delete a tick")?;
-    // The range condition first: the text comparison then only sees the few rows outside it.
+    // The usability condition first: the text comparison then only sees the few rows the
+    // partial index holds.
     let deleted: Option<UnstorableTick> = sqlx::query_as(concat!(
         r#"
         DELETE FROM ticks
         WHERE NOT "#,
-        storable_time_sql!("time"),
+        usable_tick_sql!(),
         r#"
           AND time::text = $1
           AND symbol = $2
-        RETURNING time::text AS time, symbol, price, volume
+        RETURNING time::text AS time, symbol, price, volume, '' AS problem
         "#
     ))
     .bind(time)

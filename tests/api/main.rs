@@ -25,4 +25,5 @@ mod storage;
 mod times;
 mod timescale;
 mod tutorial;
+mod unusable_ticks;
 mod ws;
