@@ -20,6 +20,7 @@ mod history;
 mod import;
 mod journal;
 mod memory;
+mod migrations;
 mod smoke;
 mod storage;
 mod times;
