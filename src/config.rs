@@ -95,6 +95,10 @@ pub struct Settings {
     /// How long a symbol's candles stay in memory after its last viewer left (e.g. `5m`).
     #[arg(long, env = "CANDLEWICK_KEEP_UNWATCHED", default_value = "5m", value_parser = parse_duration)]
     pub keep_unwatched: Duration,
+    /// The longest a read of the JSON/CSV API may run in the database (e.g. `15s`); a longer one
+    /// is cancelled there and answered 503.
+    #[arg(long, env = "CANDLEWICK_API_READ_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub api_read_timeout: Duration,
     /// Browser origins besides the server's own that may open `/ws`, comma-separated
     /// (`https://a.example,https://b.example`; `*` allows every origin).
     #[arg(long, env = "CANDLEWICK_ALLOWED_ORIGINS", default_value = "", value_parser = AllowedOrigins::parse)]

@@ -38,6 +38,12 @@ pub enum AppError {
     UnsupportedMediaType(String),
     #[error("the database is unavailable; try again shortly")]
     Unavailable(#[source] anyhow::Error),
+    /// A read cancelled by its statement timeout (`--api-read-timeout`).
+    #[error(
+        "the database took too long to answer and the read was cancelled; ask for less (a \
+         shorter range, a smaller limit) or try again shortly"
+    )]
+    TimedOut(#[source] anyhow::Error),
     #[error("something went wrong on our side; it has been logged")]
     Unexpected(#[from] anyhow::Error),
 }
@@ -47,6 +53,8 @@ impl AppError {
     pub fn from_infra(e: anyhow::Error) -> Self {
         if unreachable(&e) {
             Self::Unavailable(e)
+        } else if timed_out(&e) {
+            Self::TimedOut(e)
         } else {
             Self::Unexpected(e)
         }
@@ -63,6 +71,15 @@ pub fn unreachable(e: &anyhow::Error) -> bool {
                 sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
             )
         })
+    })
+}
+
+/// Whether `e` is a statement PostgreSQL cancelled (57014: `statement_timeout`).
+pub fn timed_out(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<sqlx::Error>().is_some_and(
+            |s| matches!(s, sqlx::Error::Database(d) if d.code().as_deref() == Some("57014")),
+        )
     })
 }
 
@@ -97,14 +114,14 @@ impl ResponseError for AppError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests(_) | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::TimedOut(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         match self {
-            Self::Unexpected(e) | Self::Unavailable(e) => {
+            Self::Unexpected(e) | Self::Unavailable(e) | Self::TimedOut(e) => {
                 tracing::error!(error.cause_chain = ?e, "request failed");
             }
             _ => {}

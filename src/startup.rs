@@ -62,6 +62,7 @@ impl Application {
             .demo_enabled()
             .then(|| tokio::spawn(feed::demo::run(pool.clone(), shutdown.clone())));
         let state = AppState {
+            read_pool: crate::db::read_pool(&pool, settings.api_read_timeout),
             pool,
             default_symbol: settings.symbol.clone(),
             feed,

@@ -79,6 +79,27 @@ pub fn build_pool(options: PgConnectOptions) -> PgPool {
         .connect_lazy_with(options)
 }
 
+/// The `application_name` of [`read_pool`]'s connections (in `pg_stat_activity`).
+pub const READ_POOL_NAME: &str = "candlewick api read";
+
+/// A pool for the API's reads, over the same database as `pool`: each of its statements is
+/// cancelled by PostgreSQL after `timeout` (`statement_timeout`, lock waits included), so an
+/// abandoned or runaway read never keeps running there. Writes, imports, polls and refreshes
+/// use `pool`, unbounded.
+pub fn read_pool(pool: &PgPool, timeout: Duration) -> PgPool {
+    let millis = timeout.as_millis().max(1);
+    let options = (*pool.connect_options())
+        .clone()
+        .application_name(READ_POOL_NAME)
+        .options([("statement_timeout", format!("{millis}ms"))]);
+    PgPoolOptions::new()
+        .max_connections(8)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(5))
+        .idle_timeout(Duration::from_secs(300))
+        .connect_lazy_with(options)
+}
+
 /// Migrations whose text was revised after release, with the checksum of their first text
 /// (see migrations/README.md: an applied migration is never edited any more).
 ///

@@ -21,6 +21,7 @@ mod import;
 mod journal;
 mod memory;
 mod migrations;
+mod read_timeouts;
 mod smoke;
 mod storage;
 mod times;

@@ -69,7 +69,7 @@ async fn list_ticks(
         before: None,
         limit: query::limit(q.limit.as_deref(), DEFAULT_TICK_LIMIT, MAX_TICK_LIMIT)?,
     };
-    let rows = ticks::list_ticks(&state.pool, &filter)
+    let rows = ticks::list_ticks(&state.read_pool, &filter)
         .await
         .map_err(AppError::from_infra)?;
     Ok(HttpResponse::Ok().json(rows))
