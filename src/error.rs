@@ -38,6 +38,9 @@ pub enum AppError {
     UnsupportedMediaType(String),
     #[error("the database is unavailable; try again shortly")]
     Unavailable(#[source] anyhow::Error),
+    /// Too much of one kind of work in flight: try again in a second (`Retry-After: 1`).
+    #[error("{0}")]
+    Overloaded(String),
     /// A read cancelled by its statement timeout (`--api-read-timeout`).
     #[error(
         "the database took too long to answer and the read was cancelled; ask for less (a \
@@ -114,7 +117,9 @@ impl ResponseError for AppError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests(_) | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unavailable(_) | Self::TimedOut(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::TimedOut(_) | Self::Overloaded(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -129,6 +134,9 @@ impl ResponseError for AppError {
         let mut res = HttpResponse::build(self.status_code());
         if matches!(self, Self::Unauthorized(_)) {
             res.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if matches!(self, Self::Overloaded(_)) {
+            res.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
         }
         if let Self::RateLimited {
             retry_after_secs, ..
