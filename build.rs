@@ -18,6 +18,9 @@ fn main() {
     // rust-embed and askama only track files that already exist; new ones must trigger a rebuild too.
     println!("cargo:rerun-if-changed=static");
     println!("cargo:rerun-if-changed=templates");
+    // sqlx::migrate!() embeds migrations/ at compile time; sqlx documents that a build script
+    // must name the directory, or a new migration file is not picked up without a rebuild.
+    println!("cargo:rerun-if-changed=migrations");
 
     let root =
         PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));

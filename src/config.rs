@@ -69,8 +69,8 @@ pub struct Settings {
     /// Address to listen on.
     #[arg(long, env = "CANDLEWICK_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
-    /// Token for the admin pages and the write API; unset means generated once and kept in
-    /// `<data-dir>/admin-token`.
+    /// Token for the admin pages and the write API, at least 16 characters; unset means
+    /// generated once and kept in `<data-dir>/admin-token`.
     #[arg(long, env = "CANDLEWICK_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<SecretString>,
     /// Run the synthetic demo feed [env: CANDLEWICK_DEMO=1|0] (default: on with the embedded
@@ -95,6 +95,10 @@ pub struct Settings {
     /// How long a symbol's candles stay in memory after its last viewer left (e.g. `5m`).
     #[arg(long, env = "CANDLEWICK_KEEP_UNWATCHED", default_value = "5m", value_parser = parse_duration)]
     pub keep_unwatched: Duration,
+    /// The longest a read of the JSON/CSV API may run in the database (e.g. `15s`); a longer one
+    /// is cancelled there and answered 503.
+    #[arg(long, env = "CANDLEWICK_API_READ_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub api_read_timeout: Duration,
     /// Browser origins besides the server's own that may open `/ws`, comma-separated
     /// (`https://a.example,https://b.example`; `*` allows every origin).
     #[arg(long, env = "CANDLEWICK_ALLOWED_ORIGINS", default_value = "", value_parser = AllowedOrigins::parse)]
@@ -199,6 +203,30 @@ impl AllowedOrigins {
     }
 }
 
+/// The shortest admin token taken: shorter ones are guessable despite the failure limit.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
+
+/// Refuses an empty or short admin token, saying why without repeating it.
+pub fn check_admin_token(token: &str) -> Result<(), String> {
+    let chars = token.trim().chars().count();
+    if chars == 0 {
+        return Err(
+            "the admin token (--admin-token / CANDLEWICK_ADMIN_TOKEN) is set but empty: \
+             nobody could sign in; give one of at least 16 characters, or unset it to have one \
+             generated into <data-dir>/admin-token"
+                .into(),
+        );
+    }
+    if chars < MIN_ADMIN_TOKEN_CHARS {
+        return Err(format!(
+            "the admin token (--admin-token / CANDLEWICK_ADMIN_TOKEN) has {chars} characters: \
+             it must have at least {MIN_ADMIN_TOKEN_CHARS}, or it can be guessed; unset it to \
+             have one generated into <data-dir>/admin-token"
+        ));
+    }
+    Ok(())
+}
+
 fn parse_symbol(s: &str) -> Result<Symbol, String> {
     Symbol::parse(s).map_err(|e| e.to_string())
 }
@@ -249,6 +277,20 @@ mod tests {
         );
         assert!(AllowedOrigins::parse("not an origin").is_err());
         assert!(AllowedOrigins::parse("https://a.example/path").is_err());
+    }
+
+    #[test]
+    fn empty_and_short_admin_tokens_are_refused_without_being_repeated() {
+        for (bad, says) in [
+            ("", "empty"),
+            ("   ", "empty"),
+            ("s3cret-but-15ch", "15 characters"),
+        ] {
+            let e = check_admin_token(bad).expect_err(bad);
+            assert!(e.contains(says), "{bad:?}: {e}");
+            assert!(bad.trim().is_empty() || !e.contains(bad), "{e}");
+        }
+        assert!(check_admin_token("test-admin-token").is_ok());
     }
 
     #[test]

@@ -27,11 +27,26 @@ pub enum AppError {
     PayloadTooLarge(String),
     #[error("{0}")]
     TooManyRequests(String),
+    /// Refused for a while (answered with `Retry-After`).
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after_secs: u64,
+    },
     /// A body in an encoding we do not read.
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("the database is unavailable; try again shortly")]
     Unavailable(#[source] anyhow::Error),
+    /// Too much of one kind of work in flight: try again in a second (`Retry-After: 1`).
+    #[error("{0}")]
+    Overloaded(String),
+    /// A read cancelled by its statement timeout (`--api-read-timeout`).
+    #[error(
+        "the database took too long to answer and the read was cancelled; ask for less (a \
+         shorter range, a smaller limit) or try again shortly"
+    )]
+    TimedOut(#[source] anyhow::Error),
     #[error("something went wrong on our side; it has been logged")]
     Unexpected(#[from] anyhow::Error),
 }
@@ -39,20 +54,36 @@ pub enum AppError {
 impl AppError {
     /// An infrastructure failure: `Unavailable` when the database cannot be reached.
     pub fn from_infra(e: anyhow::Error) -> Self {
-        let unreachable = e.chain().any(|c| {
-            c.downcast_ref::<sqlx::Error>().is_some_and(|s| {
-                matches!(
-                    s,
-                    sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
-                )
-            })
-        });
-        if unreachable {
+        if unreachable(&e) {
             Self::Unavailable(e)
+        } else if timed_out(&e) {
+            Self::TimedOut(e)
         } else {
             Self::Unexpected(e)
         }
     }
+}
+
+/// Whether `e` comes of not reaching the database (no connection, pool closed or exhausted),
+/// rather than of a statement it refused.
+pub fn unreachable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<sqlx::Error>().is_some_and(|s| {
+            matches!(
+                s,
+                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
+            )
+        })
+    })
+}
+
+/// Whether `e` is a statement PostgreSQL cancelled (57014: `statement_timeout`).
+pub fn timed_out(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<sqlx::Error>().is_some_and(
+            |s| matches!(s, sqlx::Error::Database(d) if d.code().as_deref() == Some("57014")),
+        )
+    })
 }
 
 impl From<WriteError> for AppError {
@@ -84,16 +115,18 @@ impl ResponseError for AppError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyRequests(_) | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::TimedOut(_) | Self::Overloaded(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         match self {
-            Self::Unexpected(e) | Self::Unavailable(e) => {
+            Self::Unexpected(e) | Self::Unavailable(e) | Self::TimedOut(e) => {
                 tracing::error!(error.cause_chain = ?e, "request failed");
             }
             _ => {}
@@ -101,6 +134,18 @@ impl ResponseError for AppError {
         let mut res = HttpResponse::build(self.status_code());
         if matches!(self, Self::Unauthorized(_)) {
             res.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if matches!(self, Self::Overloaded(_)) {
+            res.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
+        }
+        if let Self::RateLimited {
+            retry_after_secs, ..
+        } = self
+        {
+            res.insert_header((
+                actix_web::http::header::RETRY_AFTER,
+                retry_after_secs.to_string(),
+            ));
         }
         res.insert_header(ContentType::json())
             .body(serde_json::json!({ "error": self.to_string() }).to_string())

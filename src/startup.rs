@@ -36,6 +36,9 @@ impl Application {
         flavour: Flavour,
         admin_token: SecretString,
     ) -> anyhow::Result<Self> {
+        use secrecy::ExposeSecret;
+        crate::config::check_admin_token(admin_token.expose_secret())
+            .map_err(anyhow::Error::msg)?;
         let listener = TcpListener::bind(settings.bind)
             .with_context(|| format!("binding {}", settings.bind))?;
         let port = listener
@@ -59,6 +62,7 @@ impl Application {
             .demo_enabled()
             .then(|| tokio::spawn(feed::demo::run(pool.clone(), shutdown.clone())));
         let state = AppState {
+            read_pool: crate::db::read_pool(&pool, settings.api_read_timeout),
             pool,
             default_symbol: settings.symbol.clone(),
             feed,

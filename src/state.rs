@@ -15,6 +15,8 @@ use crate::health::Health;
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
+    /// For the API's reads: statements time out (`--api-read-timeout`, see `db::read_pool`).
+    pub read_pool: PgPool,
     pub default_symbol: Symbol,
     pub feed: Feed,
     pub health: Arc<Health>,

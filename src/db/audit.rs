@@ -214,6 +214,26 @@ pub async fn list(pool: &PgPool, f: &AuditFilter) -> anyhow::Result<Vec<AuditEnt
     .context("listing audit entries")
 }
 
+/// The statement of [`corrections`] ($1 symbol, $2 from, $3 to, $4 limit, $5 actors, $6
+/// actions). Only single-tick writes record `tick_time`. The partial index
+/// `audit_log_corrections` (migration 0007) hands rows over in the order listed, so the scan
+/// stops after `limit` matches instead of sorting every match of the symbol.
+pub const CORRECTIONS_SQL: &str = r#"
+        SELECT id, at, actor, action, tick_time AS time,
+               date_bin('1 minute', tick_time, 'epoch') AS minute, before, after
+        FROM audit_log
+        WHERE symbol = $1
+          AND tick_time IS NOT NULL
+          AND at >= COALESCE($2::timestamptz, '-infinity')
+          AND tick_time >= COALESCE($2::timestamptz, '-infinity')
+          AND tick_time < COALESCE($3::timestamptz, 'infinity')
+          AND actor = ANY($5)
+          AND action = ANY($6)
+          AND at >= date_bin('1 minute', tick_time, 'epoch') + INTERVAL '2 minutes'
+        ORDER BY date_bin('1 minute', tick_time, 'epoch') DESC, id
+        LIMIT $4
+        "#;
+
 /// One change to one tick that counts as a correction of its minute (see [`corrections`]).
 #[derive(Debug, sqlx::FromRow)]
 pub struct Correction {
@@ -243,31 +263,14 @@ pub async fn corrections(
     to: Option<DateTime<Utc>>,
     limit: i64,
 ) -> anyhow::Result<Vec<Correction>> {
-    // Only single-tick writes record `tick_time`. A correction is written after its minute,
-    // so `at >= from` holds for every match and lets the (symbol, at) index skip older entries.
-    sqlx::query_as(
-        r#"
-        SELECT id, at, actor, action, tick_time AS time,
-               date_bin('1 minute', tick_time, 'epoch') AS minute, before, after
-        FROM audit_log
-        WHERE symbol = $1
-          AND at >= COALESCE($2::timestamptz, '-infinity')
-          AND tick_time >= COALESCE($2::timestamptz, '-infinity')
-          AND tick_time < COALESCE($3::timestamptz, 'infinity')
-          AND actor = ANY($5)
-          AND action = ANY($6)
-          AND at >= date_bin('1 minute', tick_time, 'epoch') + INTERVAL '2 minutes'
-        ORDER BY minute DESC, id
-        LIMIT $4
-        "#,
-    )
-    .bind(symbol)
-    .bind(from)
-    .bind(to)
-    .bind(limit)
-    .bind([Author::AdminSession.as_str(), Author::ApiToken.as_str()])
-    .bind([Action::Insert, Action::Update, Action::Delete].map(Action::as_str))
-    .fetch_all(pool)
-    .await
-    .context("listing corrections")
+    sqlx::query_as(CORRECTIONS_SQL)
+        .bind(symbol)
+        .bind(from)
+        .bind(to)
+        .bind(limit)
+        .bind([Author::AdminSession.as_str(), Author::ApiToken.as_str()])
+        .bind([Action::Insert, Action::Update, Action::Delete].map(Action::as_str))
+        .fetch_all(pool)
+        .await
+        .context("listing corrections")
 }

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 
 use super::flavour::{Flavour, MinuteSource};
+use super::storable_time_sql;
 use crate::domain::Candle;
 
 /// Where the poller is in the journal: the text form of a `pg_snapshot`.
@@ -72,15 +73,27 @@ struct CandleRecord {
 }
 
 impl CandleRecord {
+    /// The candle, unless it has no prices or a value JSON cannot carry (a NaN or infinite
+    /// sum of another writer's huge volumes): such a minute is left out, never sent as null.
     fn candle(&self) -> Option<Candle> {
-        Some(Candle {
+        let candle = Candle {
             t: self.t?,
             open: self.open?,
             high: self.high?,
             low: self.low?,
             close: self.close?,
             volume: self.volume.unwrap_or(0.0),
-        })
+        };
+        [
+            candle.open,
+            candle.high,
+            candle.low,
+            candle.close,
+            candle.volume,
+        ]
+        .iter()
+        .all(|v| v.is_finite())
+        .then_some(candle)
     }
 }
 
@@ -102,6 +115,11 @@ macro_rules! changes_sql {
             FROM candle_changes c, prev
             WHERE c.xid >= pg_snapshot_xmin(prev.snap)
               AND NOT pg_visible_in_snapshot(c.xid, prev.snap)
+              -- A minute no Unix second can name (another writer's `infinity`) is no change
+              -- candlewick can show; journals written before migration 0007 may hold one.
+              AND (c.symbol IS NULL OR "#,
+            storable_time_sql!("c.bucket"),
+            r#")
         ),
         summary AS (
             SELECT
@@ -235,6 +253,7 @@ async fn load_windows(
         FROM one_min_candle
         WHERE symbol = ANY($1)
           AND bucket >= $2
+          AND bucket < '10000-01-01 00:00:00+00'
         ORDER BY symbol, bucket
         "#,
     )

@@ -40,6 +40,22 @@ macro_rules! storable_time_sql {
 }
 pub(crate) use storable_time_sql;
 
+/// A condition keeping to the ticks candlewick can use: a storable time and, where there is
+/// one, a finite price and volume (NaN sorts above `Infinity` in PostgreSQL, so the bounds
+/// refuse it too). The same text as the candle functions and the `ticks_unusable` index of
+/// migration 0007, so `NOT usable_tick_sql!()` is answered from that index.
+macro_rules! usable_tick_sql {
+    () => {
+        concat!(
+            "(",
+            storable_time_sql!("time"),
+            " AND (price IS NULL OR (price > '-Infinity' AND price < 'Infinity'))",
+            " AND (volume IS NULL OR (volume > '-Infinity' AND volume < 'Infinity')))"
+        )
+    };
+}
+pub(crate) use usable_tick_sql;
+
 /// Embedded in the binary; `serve` applies them at boot, `candlewick migrate` alone.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
@@ -63,16 +79,83 @@ pub fn build_pool(options: PgConnectOptions) -> PgPool {
         .connect_lazy_with(options)
 }
 
-/// Migrations whose text was revised after release, with the checksum of their first text.
+/// The `application_name` of [`read_pool`]'s connections (in `pg_stat_activity`).
+pub const READ_POOL_NAME: &str = "candlewick api read";
+
+/// A pool for the API's reads, over the same database as `pool`: each of its statements is
+/// cancelled by PostgreSQL after `timeout` (`statement_timeout`, lock waits included), so an
+/// abandoned or runaway read never keeps running there. Writes, imports, polls and refreshes
+/// use `pool`, unbounded.
+pub fn read_pool(pool: &PgPool, timeout: Duration) -> PgPool {
+    let millis = timeout.as_millis().max(1);
+    let options = (*pool.connect_options())
+        .clone()
+        .application_name(READ_POOL_NAME)
+        .options([("statement_timeout", format!("{millis}ms"))]);
+    PgPoolOptions::new()
+        .max_connections(8)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(5))
+        .idle_timeout(Duration::from_secs(300))
+        .connect_lazy_with(options)
+}
+
+/// Migrations whose text was revised after release, with the checksum of their first text
+/// (see migrations/README.md: an applied migration is never edited any more).
 ///
 /// 0002 first ran `CREATE EXTENSION timescaledb` wherever TimescaleDB was installed; when it was
 /// not preloaded that ends the connection, so the migration could not succeed there. It now
 /// checks `shared_preload_libraries` first. Everywhere the first text did succeed, the two
 /// give the same schema, so a database that applied it counts as having applied the revision.
-const REVISED: [(i64, &str); 1] = [(
-    2,
-    "3861e5b879c7d4ea52ea7bbbae8df76dc8cb4bd68f42c044b54b8d1470193592c8e36fb2694c5eade41e6629e149e406",
-)];
+///
+/// 0003's first text gave `candlewick_minute_candle` six columns (no `open_time`,
+/// `close_time`), and 0004's kept an unused candle index and had no one-row insert path.
+/// Migration 0007 redefines that function and the trigger functions and drops that index, so a
+/// database that applied either first text ends with the same schema as any other.
+const REVISED: [(i64, &str); 3] = [
+    (
+        2,
+        "3861e5b879c7d4ea52ea7bbbae8df76dc8cb4bd68f42c044b54b8d1470193592c8e36fb2694c5eade41e6629e149e406",
+    ),
+    (
+        3,
+        "096736c58392275a240116e8e969537927de8e1bfc368ad916c21542ad5e8d693c3ef01684a2ab6edb33a955296454cb",
+    ),
+    (
+        4,
+        "107690ef71483266a4169e3fb09589c3f473eba0361761728d5d60b23d562c7ed55886d903ab3f58918258b6b7985887",
+    ),
+];
+
+/// Every migration's checksum (SHA-384 of its file) as released. A test holds the embedded
+/// migrations to it: editing an applied migration fails the build's tests instead of every
+/// database that applied it. A new migration adds its line here.
+pub const RELEASED: &[(i64, &str)] = &[
+    (
+        1,
+        "34d3586b3d9270bb60012570353c3270ee9621155b2479e10ce8d71617dd96c21c6cc49627433bcb6a4f890228f500dc",
+    ),
+    (
+        2,
+        "459ea89ac3396c1f44e41d98d0bde6249f1e32fb98a66b37cafb42fe047035eea2457db4a5c88c42b7b186bd35be97f9",
+    ),
+    (
+        3,
+        "152d92f59aa1a1a41745ec35b1230b3fd9c3ccf8bfded5ebd11b424621fac17a42d441ef226312ee2c3cde77dc856875",
+    ),
+    (
+        4,
+        "22710b3c9a50a4f174abc4b58fef1a238cae89cc6af0466dc059fd8e273a5de9ddb31aca04444f8f4f736f4f8c0c7820",
+    ),
+    (
+        6,
+        "4cfa3a3d9da501ecf58ac3323658f39619f7a3403bcc0f669ec65ea2bb66e2abc57d96825406254561c91102b86f2951",
+    ),
+    (
+        7,
+        "0f7b00eca1c872904802ecc8fac84609570116aece57a9e533d61b0bb55dfb2a99ca608c16ef0fd3f839ee04dbccb90b",
+    ),
+];
 
 /// Applies the migrations (both storage flavours live in them) and reports the flavour.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<Flavour> {
@@ -258,21 +341,49 @@ pub fn is_unique_violation(e: &sqlx::Error) -> bool {
 mod tests {
     use super::*;
 
-    /// [`REVISED`] holds checksums computed this way from the released files.
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// An applied migration is never edited: each keeps the checksum it was released with, and
+    /// every migration has its line in [`RELEASED`].
     #[test]
-    fn a_migrations_checksum_is_the_sha384_of_its_file() {
-        let first = MIGRATOR.iter().find(|m| m.version == 1).map(|m| {
-            m.checksum
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        });
+    fn every_migration_keeps_the_checksum_it_was_released_with() {
+        let embedded: Vec<(i64, String)> = MIGRATOR
+            .iter()
+            .map(|m| (m.version, hex(&m.checksum)))
+            .collect();
+        let released: Vec<(i64, String)> = RELEASED
+            .iter()
+            .map(|(v, sum)| (*v, (*sum).to_owned()))
+            .collect();
+        for (version, sum) in &embedded {
+            let pinned = released.iter().find(|(v, _)| v == version);
+            assert_eq!(
+                pinned.map(|(_, s)| s),
+                Some(sum),
+                "migration {version} is not the text it was released with (or has no line in \
+                 RELEASED): add a new migration instead of editing one (migrations/README.md)"
+            );
+        }
         assert_eq!(
-            first.as_deref(),
-            Some(
-                "34d3586b3d9270bb60012570353c3270ee9621155b2479e10ce8d71617dd96c21c6cc49627433bcb6a4f890228f500dc"
-            )
+            embedded.len(),
+            released.len(),
+            "RELEASED names a migration that is not there"
         );
+    }
+
+    /// [`REVISED`] names earlier texts of released migrations, never a current one.
+    #[test]
+    fn revised_checksums_are_first_texts() {
+        for (version, first) in REVISED {
+            let current = RELEASED
+                .iter()
+                .find(|(v, _)| *v == version)
+                .map(|(_, s)| *s);
+            assert!(current.is_some(), "{version} is released");
+            assert_ne!(current, Some(first), "{version}");
+        }
     }
 
     #[test]

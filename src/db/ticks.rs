@@ -10,7 +10,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::audit::{self, Action, Author, Record};
 use super::copy::TickCopy;
-use super::{WriteError, storable_time_sql};
+use super::{WriteError, storable_time_sql, usable_tick_sql};
 use crate::domain::{Price, Tick, Volume};
 
 /// A stored tick as read back (other writers may have stored NULL price or volume).
@@ -176,7 +176,38 @@ async fn find_duplicate(pool: &PgPool, ticks: &[Tick]) -> WriteError {
     }
 }
 
-/// Changes one tick's price and volume; `None` when there is no such tick.
+/// A tick's price and volume as a form showed them: a write made from that form applies only
+/// while the tick still has them (optimistic concurrency; NULL matches NULL, NaN NaN).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Seen {
+    pub price: Option<f64>,
+    pub volume: Option<f64>,
+}
+
+/// What a write of one tick did.
+#[derive(Debug)]
+pub enum Written {
+    /// Written: the row as it is now (after an update) or was (before a delete).
+    Done(TickRow),
+    /// There is no such tick.
+    Missing,
+    /// The tick no longer has the values the write expected: nothing was written; the row as
+    /// it is now.
+    Changed(TickRow),
+}
+
+impl Written {
+    /// The row, or `None` when there was no such tick, for writes that expected nothing (they
+    /// are never `Changed`).
+    pub fn unconditional(self) -> Option<TickRow> {
+        match self {
+            Self::Done(row) | Self::Changed(row) => Some(row),
+            Self::Missing => None,
+        }
+    }
+}
+
+/// Changes one tick's price and volume (only while it has the values `seen`, when given).
 #[tracing::instrument(name = "Update tick", skip(pool))]
 pub async fn update_tick(
     pool: &PgPool,
@@ -184,16 +215,20 @@ pub async fn update_tick(
     symbol: &str,
     price: Price,
     volume: Volume,
+    seen: Option<Seen>,
     author: Author,
-) -> anyhow::Result<Option<TickRow>> {
+) -> anyhow::Result<Written> {
     let Some((mut tx, before)) = lock_tick(pool, time, symbol).await? else {
-        return Ok(None);
+        return Ok(Written::Missing);
     };
-    let after: TickRow = sqlx::query_as(
+    // The condition is part of the write itself: what the form showed must still be there.
+    let after: Option<TickRow> = sqlx::query_as(
         r#"
         UPDATE ticks
         SET price = $3, volume = $4
-        WHERE time = $1 AND symbol = $2
+        WHERE time = $1
+          AND symbol = $2
+          AND ($5 OR (price IS NOT DISTINCT FROM $6 AND volume IS NOT DISTINCT FROM $7))
         RETURNING time, symbol, price, volume
         "#,
     )
@@ -201,9 +236,15 @@ pub async fn update_tick(
     .bind(symbol)
     .bind(price.get())
     .bind(volume.get())
-    .fetch_one(&mut *tx)
+    .bind(seen.is_none())
+    .bind(seen.and_then(|s| s.price))
+    .bind(seen.and_then(|s| s.volume))
+    .fetch_optional(&mut *tx)
     .await
     .context("updating a tick")?;
+    let Some(after) = after else {
+        return Ok(Written::Changed(before));
+    };
     let record = Record {
         author,
         action: Action::Update,
@@ -215,28 +256,42 @@ pub async fn update_tick(
     };
     audit::record(&mut tx, record).await?;
     tx.commit().await.context("committing a tick update")?;
-    Ok(Some(after))
+    Ok(Written::Done(after))
 }
 
-/// Deletes one tick; `None` when there is no such tick.
+/// Deletes one tick (only while it has the values `seen`, when given).
 #[tracing::instrument(name = "Delete tick", skip(pool))]
 pub async fn delete_tick(
     pool: &PgPool,
     time: DateTime<Utc>,
     symbol: &str,
+    seen: Option<Seen>,
     author: Author,
-) -> anyhow::Result<Option<TickRow>> {
+) -> anyhow::Result<Written> {
     let Some((mut tx, before)) = lock_tick(pool, time, symbol).await? else {
-        return Ok(None);
+        return Ok(Written::Missing);
     };
-    sqlx::query("DELETE FROM ticks WHERE time = $1 AND symbol = $2")
-        .bind(time)
-        .bind(symbol)
-        .execute(&mut *tx)
-        .await
-        .context("deleting a tick")?;
+    let deleted = sqlx::query(
+        r#"
+        DELETE FROM ticks
+        WHERE time = $1
+          AND symbol = $2
+          AND ($3 OR (price IS NOT DISTINCT FROM $4 AND volume IS NOT DISTINCT FROM $5))
+        "#,
+    )
+    .bind(time)
+    .bind(symbol)
+    .bind(seen.is_none())
+    .bind(seen.and_then(|s| s.price))
+    .bind(seen.and_then(|s| s.volume))
+    .execute(&mut *tx)
+    .await
+    .context("deleting a tick")?;
+    if deleted.rows_affected() == 0 {
+        return Ok(Written::Changed(before));
+    }
     commit_delete(tx, author, symbol, Some(time), &before).await?;
-    Ok(Some(before))
+    Ok(Written::Done(before))
 }
 
 /// Records the delete of one tick (`before`: the row as it was) and commits it.
@@ -424,18 +479,23 @@ pub async fn list_ticks_with_candles(
         .context("listing ticks with their candles")
 }
 
-/// A tick stored (by another program) at a time outside the range candlewick accepts, which
-/// chrono may not even hold: its time is the text PostgreSQL prints for it (in UTC), e.g.
-/// `200000-01-01 00:00:00+00` or `4714-11-24 00:00:00+00 BC`.
+/// A tick stored (by another program) that candlewick cannot use: at a time outside the range
+/// candlewick accepts, which chrono may not even hold, or with a NaN or infinite price or
+/// volume. Its time is the text PostgreSQL prints for it (in UTC), e.g.
+/// `200000-01-01 00:00:00+00`, `infinity` or `4714-11-24 00:00:00+00 BC`.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct UnstorableTick {
     pub time: String,
     pub symbol: String,
     pub price: Option<f64>,
     pub volume: Option<f64>,
+    /// What is wrong with it, in words.
+    #[serde(skip)]
+    pub problem: String,
 }
 
-/// How many ticks lie outside the accepted range, and the earliest `limit` of them.
+/// How many ticks candlewick cannot use, and the earliest `limit` of them (both read from the
+/// partial index `ticks_unusable`, however many ticks are stored).
 #[tracing::instrument(name = "List unstorable ticks", skip(pool))]
 pub async fn list_unstorable(
     pool: &PgPool,
@@ -443,20 +503,28 @@ pub async fn list_unstorable(
 ) -> anyhow::Result<(i64, Vec<UnstorableTick>)> {
     let count: i64 = sqlx::query_scalar(concat!(
         "SELECT count(*) FROM ticks WHERE NOT ",
-        storable_time_sql!("time")
+        usable_tick_sql!()
     ))
     .fetch_one(pool)
     .await
-    .context("counting ticks outside the accepted time range")?;
+    .context("counting ticks candlewick cannot use")?;
     if count == 0 {
         return Ok((0, Vec::new()));
     }
     let rows = sqlx::query_as(concat!(
         r#"
-        SELECT time::text AS time, symbol, price, volume
+        SELECT time::text AS time, symbol, price, volume,
+               CASE
+                   WHEN NOT "#,
+        storable_time_sql!("time"),
+        r#" THEN 'time outside 0001-9999'
+                   WHEN NOT (price IS NULL OR (price > '-Infinity' AND price < 'Infinity'))
+                       THEN 'price not a finite number'
+                   ELSE 'volume not a finite number'
+               END AS problem
         FROM ticks
         WHERE NOT "#,
-        storable_time_sql!("time"),
+        usable_tick_sql!(),
         r#"
         ORDER BY ticks.time, symbol
         LIMIT $1
@@ -465,7 +533,7 @@ pub async fn list_unstorable(
     .bind(limit)
     .fetch_all(pool)
     .await
-    .context("listing ticks outside the accepted time range")?;
+    .context("listing ticks candlewick cannot use")?;
     Ok((count, rows))
 }
 
@@ -481,16 +549,17 @@ pub async fn delete_unstorable(
         .begin()
         .await
         .context("starting a transaction to delete a tick")?;
-    // The range condition first: the text comparison then only sees the few rows outside it.
+    // The usability condition first: the text comparison then only sees the few rows the
+    // partial index holds.
     let deleted: Option<UnstorableTick> = sqlx::query_as(concat!(
         r#"
         DELETE FROM ticks
         WHERE NOT "#,
-        storable_time_sql!("time"),
+        usable_tick_sql!(),
         r#"
           AND time::text = $1
           AND symbol = $2
-        RETURNING time::text AS time, symbol, price, volume
+        RETURNING time::text AS time, symbol, price, volume, '' AS problem
         "#
     ))
     .bind(time)

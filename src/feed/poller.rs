@@ -380,7 +380,14 @@ impl Poller {
         metrics::counter!("candlewick_poll_failures_total").increment(1);
         if self.stale_since.is_none() {
             self.stale_since = Some(Instant::now());
-            tracing::error!(error.cause_chain = ?e, "poll failed; viewers see stale data until the database is back");
+            // Says which: an unreachable database, or a statement the database refused (the
+            // cause chain names it), so the log does not blame an outage that is none.
+            let why = if crate::error::unreachable(&e) {
+                "the database is unreachable"
+            } else {
+                "the database refused the poll's query"
+            };
+            tracing::error!(error.cause_chain = ?e, "poll failed ({why}); viewers see stale data until a poll succeeds");
             self.hub.send_status(true);
         } else {
             tracing::warn!(error = %e, retry_in = ?backoff, "poll failed again");

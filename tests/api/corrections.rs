@@ -238,3 +238,45 @@ async fn bad_corrections_parameters_are_refused_with_400_naming_them() {
         assert!(message.contains(named), "{query}: {body}");
     }
 }
+
+/// The plan of the corrections query for `limit`, as text.
+async fn corrections_plan(app: &TestApp, limit: i64) -> String {
+    let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN {}",
+        candlewick::db::audit::CORRECTIONS_SQL
+    )))
+    .bind(SYMBOL)
+    .bind(None::<DateTime<Utc>>)
+    .bind(None::<DateTime<Utc>>)
+    .bind(limit)
+    .bind(["admin session", "api token"])
+    .bind(["insert", "update", "delete"])
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    rows.join("\n")
+}
+
+#[actix_web::test]
+async fn listing_corrections_reads_in_order_and_stops_at_the_limit() {
+    let app = spawn_app().await;
+    // A long audit trail: 60,000 corrections of one symbol over 1,000 minutes, and others'.
+    app.psql(&format!(
+        "INSERT INTO audit_log (at, actor, action, symbol, tick_time, before, after)
+         SELECT t + INTERVAL '1 hour', 'api token', 'update', s, t, '{{}}', '{{}}'
+         FROM generate_series(1, 60000) AS i,
+              LATERAL (SELECT TIMESTAMPTZ '2024-07-01' + (i % 1000) * INTERVAL '1 minute' AS t) AS m,
+              LATERAL (SELECT CASE WHEN i % 3 = 0 THEN 'OTHER' ELSE '{SYMBOL}' END AS s) AS w;
+         ANALYZE audit_log;"
+    ));
+    for limit in [1, 100, 1_000] {
+        let plan = corrections_plan(&app, limit).await;
+        assert!(
+            plan.contains("audit_log_corrections") && !plan.contains("Sort"),
+            "limit {limit}: the rows come in order from the index, no sort of every match:\n{plan}"
+        );
+    }
+    // And the answer is the same as before: newest minute first, then in the order written.
+    let list = corrections(&app, "&limit=3").await;
+    assert_eq!(minutes(&list)[0], "2024-07-01T16:39:00Z", "{list:?}");
+}

@@ -131,6 +131,23 @@ pub async fn fresh_database() -> (String, SecretString) {
     (name, url)
 }
 
+/// An empty database (no migrations applied), e.g. to apply earlier migration texts to.
+pub async fn blank_database() -> (String, SecretString) {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "test_blank_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut conn = admin_connection().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
+        .execute(&mut conn)
+        .await
+        .expect("creating a blank test database");
+    let url = cluster().url(&name);
+    (name, url)
+}
+
 pub struct TestApp {
     pub address: String,
     pub port: u16,

@@ -2,11 +2,13 @@
 //! database per test (copied from a migrated template).
 
 mod admin_audit;
+mod admin_conflicts;
 mod admin_import;
 mod admin_session;
 mod admin_support;
 mod admin_ticks;
 mod api_errors;
+mod bearer;
 mod bodies;
 mod browser;
 mod candles;
@@ -18,9 +20,12 @@ mod history;
 mod import;
 mod journal;
 mod memory;
+mod migrations;
+mod read_timeouts;
 mod smoke;
 mod storage;
 mod times;
 mod timescale;
 mod tutorial;
+mod unusable_ticks;
 mod ws;

@@ -1297,6 +1297,25 @@ async fn a_frame_over_4_kib_closes_the_connection_with_1009() {
 }
 
 #[actix_web::test]
+async fn a_message_over_4_kib_in_small_fragments_closes_with_1009_too() {
+    use tungstenite::protocol::frame::Frame;
+    use tungstenite::protocol::frame::coding::{Data, OpCode};
+    let app = spawn_app().await;
+    let mut ws = connect(&app, "symbol=BIG/USD").await;
+    recv(&mut ws, "the snapshot").await;
+    // 8,000 bytes in 1,000-byte fragments: each frame is small, the message is not.
+    for i in 0..8 {
+        let opcode = if i == 0 { Data::Text } else { Data::Continue };
+        let frame = Frame::message("x".repeat(1000), OpCode::Data(opcode), i == 7);
+        if ws.send(Message::Frame(frame)).await.is_err() {
+            break; // closed already
+        }
+    }
+    let (code, _) = until_closed(&mut ws).await;
+    assert_eq!(code, Some(1009));
+}
+
+#[actix_web::test]
 async fn a_browser_page_from_another_origin_may_not_open_the_websocket() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let app = spawn_app().await;

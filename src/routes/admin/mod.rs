@@ -46,7 +46,6 @@ const KEY_FLASH: &str = "flash";
 
 /// State of the admin pages shared by all workers of one server.
 pub struct AdminState {
-    pub limiter: session::SignInLimiter,
     pub imports: import::ImportRegistry,
     pub uploads: import::UploadDir,
 }
@@ -55,7 +54,6 @@ impl AdminState {
     /// Uploads are spooled under `data_dir` (leftovers of a killed server are removed now).
     pub fn new(data_dir: &std::path::Path) -> Self {
         Self {
-            limiter: session::SignInLimiter::default(),
             imports: import::ImportRegistry::default(),
             uploads: import::UploadDir::prepare(data_dir),
         }

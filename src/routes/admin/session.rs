@@ -1,10 +1,9 @@
-//! Signing in with the admin token (rate-limited per client address), signing out, and signing
+//! Signing in with the admin token (rate-limited per client address with the bearer check,
+//! see [`crate::auth::FailureLimiter`]), signing out, and signing
 //! out everywhere.
 
-use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix_session::Session;
 use actix_web::http::StatusCode;
@@ -13,81 +12,9 @@ use askama::Template;
 use chrono::Utc;
 use serde::Deserialize;
 
-use super::{Admin, AdminError, AdminState, page, see_other};
+use super::{Admin, AdminError, page, see_other};
 use crate::auth::Auth;
 use crate::state::AppState;
-
-/// Failed sign-ins one client address may make per [`FAILURE_WINDOW`].
-pub const MAX_FAILURES: usize = 5;
-pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// Above this many tracked addresses, forget those with no recent failure.
-const TRACKED_ADDRESSES: usize = 10_000;
-
-/// Recent failed sign-ins per client address (IPv6 per /64, what one host usually holds).
-#[derive(Default)]
-pub struct SignInLimiter {
-    failures: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
-}
-
-impl SignInLimiter {
-    /// `Err(seconds until the next attempt is allowed)` when `ip` has used up its failures.
-    pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
-        let mut map = self
-            .failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(times) = map.get_mut(&bucket(ip)) else {
-            return Ok(());
-        };
-        while times
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= FAILURE_WINDOW)
-        {
-            times.pop_front();
-        }
-        if times.len() < MAX_FAILURES {
-            return Ok(());
-        }
-        let oldest = times.front().copied().unwrap_or(now);
-        Err(FAILURE_WINDOW
-            .saturating_sub(now.duration_since(oldest))
-            .as_secs()
-            .max(1))
-    }
-
-    pub fn record_failure(&self, ip: IpAddr, now: Instant) {
-        let mut map = self
-            .failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if map.len() >= TRACKED_ADDRESSES {
-            map.retain(|_, times| {
-                times
-                    .back()
-                    .is_some_and(|t| now.duration_since(*t) < FAILURE_WINDOW)
-            });
-        }
-        let times = map.entry(bucket(ip)).or_default();
-        times.push_back(now);
-        while times.len() > MAX_FAILURES {
-            times.pop_front();
-        }
-    }
-}
-
-fn bucket(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let mut segments = v6.segments();
-                segments[4..].fill(0);
-                IpAddr::V6(segments.into())
-            }
-        },
-    }
-}
 
 #[derive(Template)]
 #[template(path = "admin/sign_in.html")]
@@ -138,7 +65,6 @@ pub async fn sign_in(
     req: HttpRequest,
     form: web::Form<SignInForm>,
     session: Session,
-    admin: web::Data<AdminState>,
     auth: web::Data<Auth>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AdminError> {
@@ -146,7 +72,7 @@ pub async fn sign_in(
     let ip = crate::client::client_ip(&req).unwrap_or(IpAddr::from([0, 0, 0, 0]));
     tracing::Span::current().record("client", tracing::field::display(ip));
     let now = Instant::now();
-    if let Err(retry_after_secs) = admin.limiter.check(ip, now) {
+    if let Err(retry_after_secs) = auth.limiter.check(ip, now) {
         tracing::warn!("sign-in refused: too many failed attempts");
         return Err(AdminError::TooManyRequests {
             message: format!(
@@ -157,7 +83,7 @@ pub async fn sign_in(
     }
     let token = form.token.as_deref().unwrap_or_default().trim();
     if token.is_empty() || !auth.token_matches(token) {
-        admin.limiter.record_failure(ip, now);
+        auth.limiter.record_failure(ip, now);
         tracing::warn!("sign-in failed: wrong admin token");
         let error = if token.is_empty() {
             "Enter the admin token."
@@ -214,47 +140,4 @@ pub async fn sign_out_everywhere(
     Ok(see_other(&format!(
         "/admin/sign-in?signed_out={EVERYWHERE}"
     )))
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)] // a failing unwrap is a failing test
-mod tests {
-    use super::*;
-
-    #[test]
-    fn five_failures_in_a_minute_lock_the_address_until_the_oldest_expires() {
-        let limiter = SignInLimiter::default();
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        let t0 = Instant::now();
-        for i in 0..MAX_FAILURES {
-            assert!(limiter.check(ip, t0).is_ok(), "attempt {i}");
-            limiter.record_failure(ip, t0 + Duration::from_secs(i as u64));
-        }
-        let wait = limiter.check(ip, t0 + Duration::from_secs(10)).unwrap_err();
-        assert_eq!(wait, 50);
-        assert!(
-            limiter.check("192.0.2.2".parse().unwrap(), t0).is_ok(),
-            "other addresses are not affected"
-        );
-        assert!(limiter.check(ip, t0 + FAILURE_WINDOW).is_ok());
-    }
-
-    #[test]
-    fn ipv6_addresses_count_per_64_prefix() {
-        let limiter = SignInLimiter::default();
-        let t0 = Instant::now();
-        for i in 0..MAX_FAILURES {
-            limiter.record_failure(format!("2001:db8::{i}").parse().unwrap(), t0);
-        }
-        assert!(
-            limiter
-                .check("2001:db8::ffff".parse().unwrap(), t0)
-                .is_err()
-        );
-        assert!(
-            limiter
-                .check("2001:db8:0:1::1".parse().unwrap(), t0)
-                .is_ok()
-        );
-    }
 }

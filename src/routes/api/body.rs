@@ -2,6 +2,8 @@
 //! (`Content-Encoding`) and bounded, before a parser reads them.
 
 use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, web};
@@ -45,6 +47,67 @@ fn encoding(req: &HttpRequest) -> Result<Encoding, AppError> {
     }
 }
 
+/// Bodies inflated at once, server-wide: each may grow to its limit (64 MiB) in memory, so 8 gzip
+/// bombs at once held 496 MB; now at most this many inflate and the rest queue.
+pub const MAX_INFLATING: usize = 2;
+/// How long a compressed body waits for its turn before 503 (`Retry-After`).
+const INFLATE_WAIT: Duration = Duration::from_secs(10);
+
+/// Bounds concurrent inflation with a semaphore, and records the most ever at once.
+pub struct Inflations {
+    permits: tokio::sync::Semaphore,
+    wait: Duration,
+    active: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+/// The server's.
+pub static INFLATIONS: Inflations = Inflations::new(MAX_INFLATING, INFLATE_WAIT);
+
+impl Inflations {
+    pub const fn new(at_once: usize, wait: Duration) -> Self {
+        Self {
+            permits: tokio::sync::Semaphore::const_new(at_once),
+            wait,
+            active: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+        }
+    }
+
+    /// The most bodies ever inflating at once.
+    #[cfg(test)]
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    /// `raw` inflated (see [`gunzip`]) once a turn is free: 503 after waiting `wait` for one.
+    /// The turn moves into the blocking task, so a client that hangs up does not free it
+    /// while its body is still being inflated.
+    async fn gunzip(&'static self, raw: Bytes, limit: usize) -> Result<Bytes, AppError> {
+        let permit = match tokio::time::timeout(self.wait, self.permits.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            _ => {
+                return Err(AppError::Overloaded(
+                    "too many compressed bodies are being read at the moment; try again shortly"
+                        .into(),
+                ));
+            }
+        };
+        let now = self.active.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+        metrics::gauge!("candlewick_bodies_inflating").set(now as f64);
+        web::block(move || {
+            let out = gunzip(&raw, limit);
+            let left = self.active.fetch_sub(1, Ordering::Relaxed) - 1;
+            metrics::gauge!("candlewick_bodies_inflating").set(left as f64);
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|e| AppError::Unexpected(anyhow::anyhow!("decoding the body: {e}")))?
+    }
+}
+
 fn too_large(limit: usize) -> AppError {
     AppError::PayloadTooLarge(format!("the body is larger than {limit} bytes"))
 }
@@ -79,10 +142,8 @@ pub async fn read_body(
     let raw = buf.freeze();
     match encoding {
         Encoding::Identity => Ok(raw),
-        // Inflating up to the limit is CPU work: off the worker thread.
-        Encoding::Gzip => web::block(move || gunzip(&raw, limit))
-            .await
-            .map_err(|e| AppError::Unexpected(anyhow::anyhow!("decoding the body: {e}")))?,
+        // Inflating up to the limit is CPU work (off the worker thread) and memory (bounded).
+        Encoding::Gzip => INFLATIONS.gunzip(raw, limit).await,
     }
 }
 
@@ -158,6 +219,29 @@ mod tests {
                 assert_eq!(e.status_code(), 415, "{value}");
             }
         }
+    }
+
+    #[actix_web::test]
+    async fn at_most_the_bound_inflates_at_once_and_a_long_wait_gets_503() {
+        static TWO: Inflations = Inflations::new(2, Duration::from_secs(60));
+        // 8 bodies of ~1 MiB compressed that inflate past the limit, at once.
+        let bomb = Bytes::from(gzip(&vec![0u8; 64 << 20]));
+        let all = (0..8).map(|_| TWO.gunzip(bomb.clone(), 16 << 20));
+        for res in futures_util::future::join_all(all).await {
+            assert_eq!(res.unwrap_err().status_code(), 413);
+        }
+        assert_eq!(TWO.peak(), 2, "two at once, never more");
+
+        static ONE: Inflations = Inflations::new(1, Duration::from_millis(50));
+        let held = ONE.permits.acquire().await.unwrap();
+        let e = ONE.gunzip(Bytes::from(gzip(b"x")), 10).await.unwrap_err();
+        assert_eq!(e.status_code(), 503);
+        assert_eq!(
+            e.error_response().headers().get("retry-after").unwrap(),
+            "1"
+        );
+        drop(held);
+        assert_eq!(ONE.gunzip(Bytes::from(gzip(b"x")), 10).await.unwrap(), "x");
     }
 
     #[test]

@@ -64,7 +64,7 @@ async fn candles(q: &CandleQuery, state: &AppState) -> Result<Page, AppError> {
         to,
         limit,
     };
-    let rows = db::candles::fetch_candles(&state.pool, &range)
+    let rows = db::candles::fetch_candles(&state.read_pool, &range)
         .await
         .map_err(AppError::from_infra)?;
     let closed = to.is_some_and(|t| {
@@ -135,7 +135,7 @@ async fn list_candles_csv(
 
 #[get("/api/symbols")]
 async fn list_symbols(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    let symbols = db::ticks::list_symbols(&state.pool)
+    let symbols = db::ticks::list_symbols(&state.read_pool)
         .await
         .map_err(AppError::from_infra)?;
     Ok(HttpResponse::Ok().json(symbols))

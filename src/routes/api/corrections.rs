@@ -40,7 +40,7 @@ async fn list_corrections(
     let from = query::optional_time("from", q.from.as_deref())?;
     let to = query::optional_time("to", q.to.as_deref())?;
     let limit = query::limit(q.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
-    let rows = audit::corrections(&state.pool, symbol.as_str(), from, to, limit)
+    let rows = audit::corrections(&state.read_pool, symbol.as_str(), from, to, limit)
         .await
         .map_err(AppError::from_infra)?;
     Ok(HttpResponse::Ok().json(by_minute(&rows)))

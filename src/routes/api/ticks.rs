@@ -69,7 +69,7 @@ async fn list_ticks(
         before: None,
         limit: query::limit(q.limit.as_deref(), DEFAULT_TICK_LIMIT, MAX_TICK_LIMIT)?,
     };
-    let rows = ticks::list_ticks(&state.pool, &filter)
+    let rows = ticks::list_ticks(&state.read_pool, &filter)
         .await
         .map_err(AppError::from_infra)?;
     Ok(HttpResponse::Ok().json(rows))
@@ -112,10 +112,12 @@ async fn update_tick(
         symbol.as_str(),
         price,
         volume,
+        None,
         Author::ApiToken,
     )
     .await
     .map_err(AppError::from_infra)?
+    .unconditional()
     .ok_or_else(|| no_such_tick(time, &symbol))?;
     Ok(HttpResponse::Ok().json(updated))
 }
@@ -127,9 +129,10 @@ async fn delete_tick(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
     let (time, symbol) = key.parse()?;
-    let deleted = ticks::delete_tick(&state.pool, time, symbol.as_str(), Author::ApiToken)
+    let deleted = ticks::delete_tick(&state.pool, time, symbol.as_str(), None, Author::ApiToken)
         .await
         .map_err(AppError::from_infra)?
+        .unconditional()
         .ok_or_else(|| no_such_tick(time, &symbol))?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "deleted": deleted })))
 }

@@ -5,13 +5,17 @@ use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
-use super::{TickKeyQuery, key_query, no_such_tick, parse_key};
+use super::{
+    TickKeyQuery, changed_meanwhile, key_query, no_such_tick, parse_key, parse_seen, seen_field,
+};
 use crate::db::audit::Author;
+use crate::db::ticks::{TickRow, Written};
 use crate::domain::time::rfc3339;
 use crate::routes::admin::{
     Admin, AdminError, Chrome, FlashKind, Section, number, page, see_other,
 };
 use crate::state::AppState;
+use chrono::{DateTime, Utc};
 
 #[derive(Template)]
 #[template(path = "admin/ticks/delete.html")]
@@ -22,6 +26,27 @@ struct ConfirmDeletePage {
     price: String,
     volume: String,
     key: String,
+    /// The tick's values when the page was made, sent back with the form.
+    seen_price: String,
+    seen_volume: String,
+    /// Set when another writer changed the tick after the page was loaded.
+    conflict: Option<String>,
+}
+
+impl ConfirmDeletePage {
+    fn of(chrome: Chrome, time: DateTime<Utc>, tick: &TickRow, conflict: Option<String>) -> Self {
+        Self {
+            chrome,
+            time: rfc3339(time),
+            symbol: tick.symbol.clone(),
+            price: number(tick.price),
+            volume: number(tick.volume),
+            key: key_query(time, &tick.symbol),
+            seen_price: seen_field(tick.price),
+            seen_volume: seen_field(tick.volume),
+            conflict,
+        }
+    }
 }
 
 pub async fn confirm_delete(
@@ -30,15 +55,10 @@ pub async fn confirm_delete(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AdminError> {
     let (time, tick) = q.fetch(&state.pool).await?;
-    let confirm = ConfirmDeletePage {
-        chrome: admin.chrome(Section::Ticks),
-        time: rfc3339(time),
-        symbol: tick.symbol.clone(),
-        price: number(tick.price),
-        volume: number(tick.volume),
-        key: key_query(time, &tick.symbol),
-    };
-    page(StatusCode::OK, &confirm)
+    page(
+        StatusCode::OK,
+        &ConfirmDeletePage::of(admin.chrome(Section::Ticks), time, &tick, None),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -46,6 +66,9 @@ pub struct DeleteTickForm {
     csrf_token: Option<String>,
     time: Option<String>,
     symbol: Option<String>,
+    /// What the page was loaded with (see [`super::parse_seen`]).
+    seen_price: Option<String>,
+    seen_volume: Option<String>,
 }
 
 #[tracing::instrument(name = "Admin delete tick", skip_all, fields(symbol = ?form.symbol, time = ?form.time))]
@@ -56,10 +79,27 @@ pub async fn delete_tick(
 ) -> Result<HttpResponse, AdminError> {
     admin.check_csrf(form.csrf_token.as_deref())?;
     let (time, symbol) = parse_key(form.time.as_deref(), form.symbol.as_deref())?;
-    crate::db::ticks::delete_tick(&state.pool, time, symbol.as_str(), Author::AdminSession)
-        .await
-        .map_err(AdminError::infra)?
-        .ok_or_else(|| no_such_tick(time, symbol.as_str()))?;
+    let seen = parse_seen(form.seen_price.as_deref(), form.seen_volume.as_deref())?;
+    let written = crate::db::ticks::delete_tick(
+        &state.pool,
+        time,
+        symbol.as_str(),
+        seen,
+        Author::AdminSession,
+    )
+    .await
+    .map_err(AdminError::infra)?;
+    match written {
+        Written::Done(_) => {}
+        Written::Missing => return Err(no_such_tick(time, symbol.as_str())),
+        Written::Changed(now) => {
+            tracing::info!("tick changed since the page was loaded: nothing deleted");
+            let message = changed_meanwhile(&now, "deleted");
+            let reshown =
+                ConfirmDeletePage::of(admin.chrome(Section::Ticks), time, &now, Some(message));
+            return page(StatusCode::CONFLICT, &reshown);
+        }
+    }
     admin.flash(
         FlashKind::Success,
         format!("Deleted the tick for {symbol} at {}.", rfc3339(time)),

@@ -3,10 +3,16 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use askama::Template;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::{FieldErrors, TickKeyQuery, key_query, no_such_tick, parse_key};
+use super::{
+    FieldErrors, TickKeyQuery, changed_meanwhile, key_query, no_such_tick, parse_key, parse_seen,
+    seen_field,
+};
 use crate::db::audit::Author;
+use crate::db::ticks::TickRow;
+use crate::db::ticks::Written;
 use crate::domain::time::rfc3339;
 use crate::routes::admin::{
     Admin, AdminError, Chrome, FlashKind, Section, number, page, see_other,
@@ -22,6 +28,9 @@ pub struct EditTickForm {
     price: String,
     #[serde(default)]
     volume: String,
+    /// What the form was loaded with (see [`super::parse_seen`]).
+    seen_price: Option<String>,
+    seen_volume: Option<String>,
 }
 
 #[derive(Template)]
@@ -35,6 +44,29 @@ struct EditTickPage {
     volume: String,
     errors: FieldErrors,
     key: String,
+    /// The tick's values when the form was made, sent back with it.
+    seen_price: String,
+    seen_volume: String,
+    /// Set when another writer changed the tick after the form was loaded.
+    conflict: Option<String>,
+}
+
+impl EditTickPage {
+    /// The form for the tick as it is in `tick`.
+    fn of(chrome: Chrome, time: DateTime<Utc>, tick: &TickRow, conflict: Option<String>) -> Self {
+        Self {
+            chrome,
+            time: rfc3339(time),
+            symbol: tick.symbol.clone(),
+            price: tick.price.map(|p| p.to_string()).unwrap_or_default(),
+            volume: tick.volume.map(|v| v.to_string()).unwrap_or_default(),
+            errors: FieldErrors::default(),
+            key: key_query(time, &tick.symbol),
+            seen_price: seen_field(tick.price),
+            seen_volume: seen_field(tick.volume),
+            conflict,
+        }
+    }
 }
 
 pub async fn edit_tick_form(
@@ -43,16 +75,10 @@ pub async fn edit_tick_form(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AdminError> {
     let (time, tick) = q.fetch(&state.pool).await?;
-    let edit = EditTickPage {
-        chrome: admin.chrome(Section::Ticks),
-        time: rfc3339(time),
-        symbol: tick.symbol.clone(),
-        price: tick.price.map(|p| p.to_string()).unwrap_or_default(),
-        volume: tick.volume.map(|v| v.to_string()).unwrap_or_default(),
-        errors: FieldErrors::default(),
-        key: key_query(time, &tick.symbol),
-    };
-    page(StatusCode::OK, &edit)
+    page(
+        StatusCode::OK,
+        &EditTickPage::of(admin.chrome(Section::Ticks), time, &tick, None),
+    )
 }
 
 #[tracing::instrument(name = "Admin update tick", skip_all, fields(symbol = ?form.symbol, time = ?form.time))]
@@ -64,6 +90,7 @@ pub async fn update_tick(
     admin.check_csrf(form.csrf_token.as_deref())?;
     let form = form.into_inner();
     let (time, symbol) = parse_key(form.time.as_deref(), form.symbol.as_deref())?;
+    let seen = parse_seen(form.seen_price.as_deref(), form.seen_volume.as_deref())?;
     let mut errors = FieldErrors::default();
     let price = errors.price(&form.price);
     let volume = errors.volume(&form.volume);
@@ -76,6 +103,9 @@ pub async fn update_tick(
             volume: form.volume,
             errors,
             key: key_query(time, symbol.as_str()),
+            seen_price: form.seen_price.unwrap_or_default(),
+            seen_volume: form.seen_volume.unwrap_or_default(),
+            conflict: None,
         };
         return page(StatusCode::UNPROCESSABLE_ENTITY, &reshown);
     };
@@ -85,11 +115,21 @@ pub async fn update_tick(
         symbol.as_str(),
         price,
         volume,
+        seen,
         Author::AdminSession,
     )
     .await
-    .map_err(AdminError::infra)?
-    .ok_or_else(|| no_such_tick(time, symbol.as_str()))?;
+    .map_err(AdminError::infra)?;
+    let updated = match updated {
+        Written::Done(row) => row,
+        Written::Missing => return Err(no_such_tick(time, symbol.as_str())),
+        Written::Changed(now) => {
+            tracing::info!("tick changed since the form was loaded: nothing written");
+            let message = changed_meanwhile(&now, "updated");
+            let reshown = EditTickPage::of(admin.chrome(Section::Ticks), time, &now, Some(message));
+            return page(StatusCode::CONFLICT, &reshown);
+        }
+    };
     admin.flash(
         FlashKind::Success,
         format!(

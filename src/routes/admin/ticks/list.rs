@@ -55,17 +55,19 @@ struct TickListPage {
     older: Option<String>,
     /// Query string of the first page with the same filters, when not on it.
     newest: Option<String>,
-    /// How many ticks another program stored at times candlewick cannot show, and some of them.
+    /// How many ticks another program stored that candlewick cannot use (a time outside its
+    /// range, a NaN or infinite price or volume), and some of them.
     unstorable_count: usize,
     unstorable: Vec<UnstorableRow>,
 }
 
-/// A tick outside the accepted range; its time is PostgreSQL's text, also the key to delete it.
+/// A tick candlewick cannot use; its time is PostgreSQL's text, also the key to delete it.
 struct UnstorableRow {
     time: String,
     symbol: String,
     price: String,
     volume: String,
+    problem: String,
 }
 
 impl From<UnstorableTick> for UnstorableRow {
@@ -75,6 +77,7 @@ impl From<UnstorableTick> for UnstorableRow {
             volume: number(t.volume),
             time: t.time,
             symbol: t.symbol,
+            problem: t.problem,
         }
     }
 }

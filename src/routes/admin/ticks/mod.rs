@@ -10,7 +10,7 @@ use serde::Deserialize;
 use sqlx::PgPool;
 
 use super::{AdminError, query};
-use crate::db::ticks::TickRow;
+use crate::db::ticks::{Seen, TickRow};
 use crate::domain::time::{TimeError, parse_form_time, rfc3339};
 use crate::domain::{Price, Symbol, Volume};
 
@@ -96,4 +96,40 @@ pub fn no_such_tick(time: DateTime<Utc>, symbol: &str) -> AdminError {
         "There is no tick for {symbol} at {}. It may have been deleted meanwhile.",
         rfc3339(time)
     ))
+}
+
+/// The hidden `seen_price`/`seen_volume` fields of the edit and delete forms: the tick's values
+/// when the form was loaded (empty for NULL), exactly as `f64` prints them.
+pub fn seen_field(v: Option<f64>) -> String {
+    v.map(|x| x.to_string()).unwrap_or_default()
+}
+
+/// What the form was loaded with; `None` for a request without the fields (a script posting by
+/// hand), which writes unconditionally as the API does.
+pub fn parse_seen(price: Option<&str>, volume: Option<&str>) -> Result<Option<Seen>, AdminError> {
+    let (Some(price), Some(volume)) = (price, volume) else {
+        return Ok(None);
+    };
+    let one = |s: &str| -> Result<Option<f64>, AdminError> {
+        if s.is_empty() {
+            return Ok(None);
+        }
+        s.parse::<f64>().map(Some).map_err(|_| {
+            AdminError::BadRequest("This form is damaged: reload the tick and try again.".into())
+        })
+    };
+    Ok(Some(Seen {
+        price: one(price)?,
+        volume: one(volume)?,
+    }))
+}
+
+/// The message over a form whose tick was changed by another writer after it was loaded.
+pub fn changed_meanwhile(now: &TickRow, what: &str) -> String {
+    format!(
+        "Nothing was {what}: this tick was changed by another writer after you opened this form. \
+         It now has price {} and volume {}, shown here; check them and submit again.",
+        super::number(now.price),
+        super::number(now.volume)
+    )
 }
