@@ -4,7 +4,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 
 use crate::domain::{Interval, Symbol};
-use crate::error::AppError;
+use crate::error::PageError;
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -76,9 +76,9 @@ impl DashboardPage {
 async fn show_dashboard(
     req: HttpRequest,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, AppError> {
+) -> Result<HttpResponse, PageError> {
     let page = DashboardPage::from_query(req.query_string(), &state.default_symbol);
-    crate::render::render(&page)
+    Ok(crate::render::render(&page)?)
 }
 
 #[cfg(test)]
@@ -111,7 +111,11 @@ mod tests {
             .render()
             .expect("the page renders");
         for interval in Interval::ALL {
-            let selected = if interval == Interval::H1 { " selected" } else { "" };
+            let selected = if interval == Interval::H1 {
+                " selected"
+            } else {
+                ""
+            };
             let option = format!(
                 r#"<option value="{interval}" data-seconds="{}"{selected}>{interval}</option>"#,
                 interval.seconds()

@@ -8,9 +8,8 @@ use serde::Deserialize;
 use super::{FieldErrors, TickKeyQuery, key_query, no_such_tick, parse_key};
 use crate::db::audit::Author;
 use crate::domain::time::rfc3339;
-use crate::routes::admin::{
-    Admin, AdminError, Chrome, FlashKind, Section, number, page, see_other,
-};
+use crate::error::PageError;
+use crate::routes::admin::{Admin, Chrome, FlashKind, Section, number, page, see_other};
 use crate::state::AppState;
 
 #[derive(Debug, Default, Deserialize)]
@@ -41,7 +40,7 @@ pub async fn edit_tick_form(
     admin: Admin,
     q: web::Query<TickKeyQuery>,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, PageError> {
     let (time, tick) = q.fetch(&state.pool).await?;
     let edit = EditTickPage {
         chrome: admin.chrome(Section::Ticks),
@@ -60,7 +59,7 @@ pub async fn update_tick(
     admin: Admin,
     form: web::Form<EditTickForm>,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, PageError> {
     admin.check_csrf(form.csrf_token.as_deref())?;
     let form = form.into_inner();
     let (time, symbol) = parse_key(form.time.as_deref(), form.symbol.as_deref())?;
@@ -88,7 +87,7 @@ pub async fn update_tick(
         Author::AdminSession,
     )
     .await
-    .map_err(AdminError::infra)?
+    .map_err(PageError::infra)?
     .ok_or_else(|| no_such_tick(time, symbol.as_str()))?;
     admin.flash(
         FlashKind::Success,
