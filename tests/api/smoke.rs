@@ -69,4 +69,12 @@ async fn unknown_paths_get_a_page_outside_the_api_and_json_inside() {
         let body: serde_json::Value = r.json().await.expect("a JSON body");
         assert_eq!(body["error"], "no such page", "{path}");
     }
+    // A method a route does not take falls through to the same 404 (every route guards its own).
+    let r = app
+        .client
+        .patch(app.url("/api/ticks"))
+        .send()
+        .await
+        .expect("PATCH");
+    assert_eq!(r.status(), 404);
 }
