@@ -62,14 +62,14 @@ pub fn request_logger() -> TracingLogger<RequestSpan> {
 }
 
 /// The span of one request, as tracing-actix-web's default one but: the client address is the
-/// TCP peer unless `--trust-forwarded` (see `client`), secrets in the query string are
+/// TCP peer unless `--trust-forwarded` (see `client_addr`), secrets in the query string are
 /// redacted, and an error response is logged at the level its status deserves — a redirect to
 /// the sign-in page is how the admin pages work, not an error.
 pub struct RequestSpan;
 
 impl RootSpanBuilder for RequestSpan {
     fn on_request_start(req: &ServiceRequest) -> Span {
-        let client = crate::client::client_ip(req.request())
+        let client = crate::client_addr::resolve(req.request())
             .map_or_else(|| "-".to_owned(), |ip| ip.to_string());
         let route = req.match_pattern().unwrap_or_else(|| "default".into());
         let user_agent = req
@@ -250,7 +250,7 @@ mod tests {
         let app = actix_test::init_service(
             App::new()
                 .wrap(request_logger())
-                .app_data(crate::client::TrustForwarded(trust_forwarded))
+                .app_data(crate::client_addr::TrustForwarded(trust_forwarded))
                 .route(
                     "/admin",
                     web::get().to(|| async {

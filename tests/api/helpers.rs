@@ -186,10 +186,9 @@ pub async fn spawn_app_with_settings(
     let flavour = db::Flavour::detect(&pool)
         .await
         .expect("detecting the flavour");
-    let app =
-        Application::build_with_pool(&settings, pool.clone(), flavour, TOKEN.to_owned().into())
-            .await
-            .expect("building the app");
+    let app = Application::build(&settings, pool.clone(), flavour, TOKEN.to_owned().into())
+        .await
+        .expect("building the app");
     let port = app.port();
     let stop = app.stopper();
     actix_web::rt::spawn(app.run_until_stopped());

@@ -143,8 +143,8 @@ pub async fn sign_in(
     auth: web::Data<Auth>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
-    // The peer, or behind a trusted proxy the address it forwards (see `client`).
-    let ip = crate::client::client_ip(&req).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    // The peer, or behind a trusted proxy the address it forwards (see `client_addr`).
+    let ip = crate::client_addr::resolve(&req).unwrap_or(IpAddr::from([0, 0, 0, 0]));
     tracing::Span::current().record("client", tracing::field::display(ip));
     let now = Instant::now();
     if let Err(retry_after_secs) = admin.limiter.check(ip, now) {
