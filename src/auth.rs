@@ -88,11 +88,11 @@ fn check_bearer(req: &HttpRequest) -> Result<Bearer, AppError> {
         })?;
     // Like the sign-in form: an address that used up its failures is refused before the token
     // is compared, right token or not, so guessing costs a minute per five guesses.
-    let ip = crate::client::client_ip(req).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let ip = crate::client_addr::resolve(req).unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let now = Instant::now();
     if let Err(retry_after_secs) = auth.limiter.check(ip, now) {
         tracing::warn!(client = %ip, "bearer token refused: too many failed attempts");
-        return Err(AppError::RateLimited {
+        return Err(AppError::TooManyRequests {
             message: format!(
                 "too many wrong admin tokens from your address; try again in {retry_after_secs} s"
             ),

@@ -1,8 +1,13 @@
-//! Errors become responses in one place: JSON `{"error": ...}` for the API, a page for HTML routes.
+//! Errors become responses in one place. Every handler fails with one [`AppError`], which has
+//! two faces: as itself it answers JSON `{"error": ...}` (the API), wrapped in [`PageError`] an
+//! HTML page (the admin pages, the chart page, assets, unknown paths outside `/api`). Neither
+//! face logs the error: the request's span (`telemetry::RequestSpan`) logs each one once, with
+//! the cause chain of a 5xx.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::ContentType;
-use actix_web::{HttpResponse, ResponseError};
+use actix_web::http::header::{self, ContentType};
+use actix_web::{HttpResponse, HttpResponseBuilder, ResponseError};
+use askama::Template;
 
 use crate::db::WriteError;
 use crate::ingest::{BodyError, MAX_BODY_BYTES};
@@ -25,14 +30,15 @@ pub enum AppError {
     Forbidden(String),
     #[error("{0}")]
     PayloadTooLarge(String),
-    #[error("{0}")]
-    TooManyRequests(String),
     /// Refused for a while (answered with `Retry-After`).
     #[error("{message}")]
-    RateLimited {
+    TooManyRequests {
         message: String,
         retry_after_secs: u64,
     },
+    /// An admin page without a valid session: the page face redirects to the sign-in form.
+    #[error("sign-in required")]
+    SignInRequired { expired: bool },
     /// A body in an encoding we do not read.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -52,6 +58,34 @@ pub enum AppError {
 }
 
 impl AppError {
+    /// What went wrong inside, for the log: the cause chain of a 5xx (never shown to clients).
+    pub fn cause(&self) -> Option<&anyhow::Error> {
+        match self {
+            Self::Unavailable(e) | Self::TimedOut(e) | Self::Unexpected(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The status, with the headers it needs (the message is the face's to render).
+    fn response_builder(&self) -> HttpResponseBuilder {
+        let mut res = HttpResponse::build(self.status_code());
+        match self {
+            Self::Unauthorized(_) => {
+                res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            Self::TooManyRequests {
+                retry_after_secs, ..
+            } => {
+                res.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+            }
+            Self::Overloaded(_) => {
+                res.insert_header((header::RETRY_AFTER, "1"));
+            }
+            _ => {}
+        }
+        res
+    }
+
     /// An infrastructure failure: `Unavailable` when the database cannot be reached.
     pub fn from_infra(e: anyhow::Error) -> Self {
         if unreachable(&e) {
@@ -112,10 +146,10 @@ impl ResponseError for AppError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized(_) | Self::SignInRequired { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::TooManyRequests(_) | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) | Self::TimedOut(_) | Self::Overloaded(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -125,30 +159,72 @@ impl ResponseError for AppError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        match self {
-            Self::Unexpected(e) | Self::Unavailable(e) | Self::TimedOut(e) => {
-                tracing::error!(error.cause_chain = ?e, "request failed");
-            }
-            _ => {}
-        }
-        let mut res = HttpResponse::build(self.status_code());
-        if matches!(self, Self::Unauthorized(_)) {
-            res.insert_header(("WWW-Authenticate", "Bearer"));
-        }
-        if matches!(self, Self::Overloaded(_)) {
-            res.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
-        }
-        if let Self::RateLimited {
-            retry_after_secs, ..
-        } = self
-        {
-            res.insert_header((
-                actix_web::http::header::RETRY_AFTER,
-                retry_after_secs.to_string(),
-            ));
-        }
-        res.insert_header(ContentType::json())
+        self.response_builder()
+            .insert_header(ContentType::json())
             .body(serde_json::json!({ "error": self.to_string() }).to_string())
+    }
+}
+
+/// The HTML face of an [`AppError`]: an error page, or the way to the sign-in form.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct PageError(pub AppError);
+
+impl<E: Into<AppError>> From<E> for PageError {
+    fn from(e: E) -> Self {
+        Self(e.into())
+    }
+}
+
+impl PageError {
+    /// An infrastructure failure (503 when the database is unreachable, else 500).
+    pub fn infra(e: anyhow::Error) -> Self {
+        Self(AppError::from_infra(e))
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    status: u16,
+    title: &'a str,
+    message: String,
+}
+
+impl ResponseError for PageError {
+    fn status_code(&self) -> StatusCode {
+        match self.0 {
+            AppError::SignInRequired { .. } => StatusCode::SEE_OTHER,
+            ref e => e.status_code(),
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let AppError::SignInRequired { expired } = self.0 {
+            let to = if expired {
+                "/admin/sign-in?expired=1"
+            } else {
+                "/admin/sign-in"
+            };
+            return HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, to))
+                .finish();
+        }
+        let status = self.status_code();
+        let page = ErrorPage {
+            status: status.as_u16(),
+            title: status.canonical_reason().unwrap_or("Error"),
+            message: self.0.to_string(),
+        };
+        let mut res = self.0.response_builder();
+        match page.render() {
+            Ok(body) => res.insert_header(ContentType::html()).body(body),
+            Err(e) => {
+                tracing::error!(error = %e, "rendering the error page");
+                res.insert_header(ContentType::plaintext())
+                    .body(page.message)
+            }
+        }
     }
 }
 

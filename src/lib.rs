@@ -1,5 +1,5 @@
 pub mod auth;
-pub mod client;
+pub mod client_addr;
 pub mod commands;
 pub mod config;
 pub mod db;
@@ -7,7 +7,6 @@ pub mod domain;
 pub mod embedded;
 pub mod error;
 pub mod feed;
-pub mod health;
 pub mod ingest;
 pub mod render;
 pub mod routes;

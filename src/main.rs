@@ -1,9 +1,9 @@
 use candlewick::commands;
+use candlewick::config::{Cli, Command};
 
 /// jemalloc gives memory back to the system once a large request is done (see Cargo.toml).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-use candlewick::config::{Cli, Command};
 
 fn main() -> std::process::ExitCode {
     candlewick::telemetry::init();

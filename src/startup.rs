@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Auth;
 use crate::config::Settings;
 use crate::db::Flavour;
+use crate::feed::health::Health;
 use crate::feed::{self, Feed, FeedSettings};
-use crate::health::Health;
 use crate::routes::{self, admin::AdminState};
 use crate::state::AppState;
 
@@ -30,7 +30,7 @@ pub struct Application {
 impl Application {
     /// Binds the listener, starts the poller (and the demo feed when asked). Needs an actix
     /// System (the `candlewick` main and `#[actix_web::test]` provide one).
-    pub async fn build_with_pool(
+    pub async fn build(
         settings: &Settings,
         pool: PgPool,
         flavour: Flavour,
@@ -80,7 +80,7 @@ impl Application {
                 .wrap(routes::security_headers())
                 .wrap(Compress::default())
                 .wrap(crate::telemetry::request_logger())
-                .app_data(crate::client::TrustForwarded(trust_forwarded))
+                .app_data(crate::client_addr::TrustForwarded(trust_forwarded))
                 .app_data(web::Data::new(state.clone()))
                 .app_data(auth.clone())
                 .app_data(admin.clone())

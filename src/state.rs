@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::AllowedOrigins;
 use crate::domain::Symbol;
 use crate::feed::Feed;
-use crate::health::Health;
+use crate::feed::health::Health;
 
 /// Shared by every handler (cheap to clone: handles and `Arc`s).
 #[derive(Clone)]

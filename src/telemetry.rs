@@ -13,6 +13,8 @@ use tracing::Span;
 use tracing_actix_web::{RequestId, RootSpanBuilder, TracingLogger};
 use tracing_subscriber::EnvFilter;
 
+use crate::error::{AppError, PageError};
+
 pub fn init() {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,actix_server=warn,actix_web=warn"));
@@ -60,14 +62,14 @@ pub fn request_logger() -> TracingLogger<RequestSpan> {
 }
 
 /// The span of one request, as tracing-actix-web's default one but: the client address is the
-/// TCP peer unless `--trust-forwarded` (see `client`), secrets in the query string are
+/// TCP peer unless `--trust-forwarded` (see `client_addr`), secrets in the query string are
 /// redacted, and an error response is logged at the level its status deserves — a redirect to
 /// the sign-in page is how the admin pages work, not an error.
 pub struct RequestSpan;
 
 impl RootSpanBuilder for RequestSpan {
     fn on_request_start(req: &ServiceRequest) -> Span {
-        let client = crate::client::client_ip(req.request())
+        let client = crate::client_addr::resolve(req.request())
             .map_or_else(|| "-".to_owned(), |ip| ip.to_string());
         let route = req.match_pattern().unwrap_or_else(|| "default".into());
         let user_agent = req
@@ -109,7 +111,19 @@ impl RootSpanBuilder for RequestSpan {
         span.record("exception.message", message.as_str());
         let _entered = span.enter();
         if status.is_server_error() {
-            tracing::error!(status = status.as_u16(), "request failed: {message}");
+            // The one place a failure is logged; its cause chain never reaches the client.
+            let cause = error
+                .as_error::<AppError>()
+                .or_else(|| error.as_error::<PageError>().map(|e| &e.0))
+                .and_then(AppError::cause);
+            match cause {
+                Some(cause) => tracing::error!(
+                    status = status.as_u16(),
+                    error.cause_chain = ?cause,
+                    "request failed: {message}"
+                ),
+                None => tracing::error!(status = status.as_u16(), "request failed: {message}"),
+            }
         } else if status.is_client_error() {
             tracing::warn!(status = status.as_u16(), "request refused: {message}");
         } else {
@@ -236,13 +250,13 @@ mod tests {
         let app = actix_test::init_service(
             App::new()
                 .wrap(request_logger())
-                .app_data(crate::client::TrustForwarded(trust_forwarded))
+                .app_data(crate::client_addr::TrustForwarded(trust_forwarded))
                 .route(
                     "/admin",
                     web::get().to(|| async {
-                        Err::<HttpResponse, _>(crate::routes::admin::AdminError::SignInRequired {
+                        Err::<HttpResponse, _>(crate::error::PageError(AppError::SignInRequired {
                             expired: false,
-                        })
+                        }))
                     }),
                 )
                 .route(
@@ -268,6 +282,18 @@ mod tests {
         assert!(!log.contains("ERROR"), "{log}");
         let log = log_of(false, TestRequest::get().uri("/boom")).await;
         assert!(log.contains("ERROR"), "a real failure still is: {log}");
+    }
+
+    #[actix_web::test]
+    async fn a_failure_is_logged_once_with_its_cause_chain() {
+        let log = log_of(false, TestRequest::get().uri("/boom")).await;
+        let errors: Vec<_> = log.lines().filter(|l| l.contains("ERROR")).collect();
+        assert_eq!(errors.len(), 1, "{log}");
+        assert!(errors[0].contains("the disk is on fire"), "{log}");
+        assert!(
+            errors[0].contains("http.target=/boom"),
+            "in the request's span: {log}"
+        );
     }
 
     #[actix_web::test]

@@ -1,7 +1,8 @@
-// The live chart: candles kept in a Map by time so that corrections and removals anywhere in
-// what is loaded can be applied, not only at the end. It opens with a screen's worth of the
-// newest candles and loads older ones page by page as the user scrolls back.
-// The pieces live in their own modules: the WebSocket (live.js), older pages (history.js),
+// The live chart: it opens with a screen's worth of the newest candles and loads older ones
+// page by page as the user scrolls back; corrections and removals anywhere in what is loaded
+// are applied, not only at the end. This module draws; the pieces live in their own modules:
+// the loaded candles and how messages change them (store.js), the WebSocket (live.js), older
+// pages (history.js),
 // series and indicators (plots.js), the read-out (legend.js), correction markers (markers.js),
 // export, time zones, the view kept in the URL (prefs.js) and keyboard shortcuts.
 
@@ -19,12 +20,12 @@ import { parsePeriod } from './indicators.js';
 import { installShortcuts } from './keys.js';
 import { createLive } from './live.js';
 import { createHistory } from './history.js';
+import { createStore } from './store.js';
 
 const {
   createChartEx, defaultHorzScaleBehavior, CrosshairMode, TickMarkType,
 } = window.LightweightCharts;
 
-const INTERVAL_SECONDS = { '1m': 60, '5m': 300, '15m': 900, '1h': 3_600, '4h': 14_400, '1d': 86_400 };
 /**
  * Snapshot sizes the page asks for: the server caches one serialized snapshot per size, so
  * every viewer of a pair shares one of these few.
@@ -68,11 +69,6 @@ const state = {
   // Both were validated by the server before it rendered them into the page.
   symbol: page.dataset.symbol,
   interval: page.dataset.interval,
-  candles: new Map(), // t → [t, open, high, low, close, volume]
-  rows: [], // the same candles, ascending: what the series were last given
-  firstT: null,
-  lastT: null,
-  sinceT: null, // the snapshot's first bar: the quote's change is measured from it
   seq: null, // the last snapshot or update seen, and the server run it came from: to resume
   epoch: null,
   hoverT: null, // the bar under the crosshair, null while the pointer is off the chart
@@ -83,6 +79,10 @@ const state = {
   view: loadView(),
   priceFormat: null,
 };
+
+const store = createStore();
+/** Each interval's width in seconds, as the server rendered it into the interval selector. */
+const intervalSeconds = Object.fromEntries([...ui.interval.options].map((o) => [o.value, Number(o.dataset.seconds)]));
 
 const volumeFormat = new Intl.NumberFormat(undefined, { maximumFractionDigits: 4 });
 const studyFormat = new Intl.NumberFormat(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 2 });
@@ -181,7 +181,7 @@ const legend = createLegend(byId('legend'));
 const corrections = createCorrections(plots.candles, ui.tip, fmt);
 const pages = createHistory({
   pair,
-  oldest: () => state.firstT,
+  oldest: store.firstT,
   pageSize: snapshotLimit,
   onPage: prependPage,
 });
@@ -201,11 +201,11 @@ function applyTheme() {
     grid: { vertLines: { color: grid }, horzLines: { color: grid } },
   });
   plots.applyTheme(colors);
-  corrections.setColor(colors['--marker'], state.candles);
+  corrections.setColor(colors['--marker'], store.byTime());
   const dark = document.documentElement.dataset.theme === 'dark';
   ui.theme.textContent = dark ? 'Dark' : 'Light';
   ui.theme.title = dark ? 'Dark theme; switch to light' : 'Light theme; switch to dark';
-  if (state.rows.length) draw(); // volume colours are part of the data
+  if (store.rows().length) draw(); // volume colours are part of the data
 }
 
 function showZone() {
@@ -234,14 +234,12 @@ function setDecimals(decimals) {
   plots.setDecimals(decimals);
 }
 
-/** Replaces everything on screen with the contents of `state.candles`. */
+/** Replaces everything on screen with the store's candles. */
 function draw() {
-  state.rows = [...state.candles.values()].sort((a, b) => a[0] - b[0]);
-  plots.draw(state.rows);
-  state.firstT = state.rows.length ? state.rows[0][0] : null;
-  state.lastT = state.rows.length ? state.rows[state.rows.length - 1][0] : null;
-  ui.empty.hidden = state.rows.length > 0;
-  corrections.mark(state.candles);
+  const rows = store.rows();
+  plots.draw(rows);
+  ui.empty.hidden = rows.length > 0;
+  corrections.mark(store.byTime());
   showQuote();
   showLegend();
 }
@@ -250,8 +248,7 @@ function applySnapshot(candles) {
   const shown = `${state.symbol} ${state.interval}`;
   // Older pages loaded before may have missed changes while the socket was down: start over.
   pages.reset();
-  state.candles = new Map(candles.map((c) => [c[0], c]));
-  state.sinceT = candles[0]?.[0] ?? null;
+  store.snapshot(candles);
   setDecimals(decimalsFor(candles[candles.length - 1]?.[4]));
   if (state.shownPair !== shown) corrections.reset();
   draw();
@@ -262,58 +259,27 @@ function applySnapshot(candles) {
   requestAnimationFrame(() => setTimeout(loadCorrections, 0));
 }
 
-function applyUpdate(all, allRemoved = []) {
-  // Updates cover the whole window; bars older than those loaded wait for their page.
-  let candles = all;
-  let removed = allRemoved;
-  if (state.firstT !== null && !pages.complete()) {
-    const older = (t) => t < state.firstT;
-    pages.hold(candles.filter((c) => older(c[0])), removed.filter(older));
-    candles = candles.filter((c) => !older(c[0]));
-    removed = removed.filter((t) => !older(t));
-  }
-  const changed = [...candles].sort((a, b) => a[0] - b[0]);
-  if (state.lastT === null && changed.length) setDecimals(decimalsFor(changed[changed.length - 1][4]));
-  const newest = state.lastT;
-  for (const c of changed) state.candles.set(c[0], c);
-  let rebuild = false;
-  for (const t of removed) rebuild = state.candles.delete(t) || rebuild;
+function applyUpdate(candles, removed) {
+  const wasEmpty = store.lastT() === null;
+  const change = store.update(candles, removed, pages.complete());
+  if (wasEmpty && store.lastT() !== null) setDecimals(decimalsFor(store.get(store.lastT())[4]));
   // A change to any bar but the newest is a late write or a correction: markers may follow.
-  const historic = rebuild || (newest !== null && changed.length > 0 && changed[0][0] < newest);
-  if (historic) scheduleCorrections();
-  // series.update() only accepts the newest bar or a later one; anything older needs setData.
-  if (historic || newest === null) {
+  if (change.historic) scheduleCorrections();
+  if (change.draw === 'all') {
     draw();
-    return;
+  } else if (change.draw === 'tail') {
+    plots.drawTail(store.rows(), change.from);
+    showQuote();
+    showLegend();
   }
-  if (!changed.length) return;
-  const rows = state.rows;
-  let from = rows.length;
-  for (const c of changed) {
-    if (c[0] === rows[rows.length - 1]?.[0]) {
-      rows[rows.length - 1] = c;
-      from = Math.min(from, rows.length - 1);
-    } else {
-      rows.push(c);
-    }
-  }
-  plots.drawTail(rows, from);
-  state.lastT = rows[rows.length - 1][0];
-  showQuote();
-  showLegend();
 }
 
 /** Adds a page of older bars (and changes held for them) in front, keeping the same bars in view. */
 function prependPage(rows) {
   const scale = chart.timeScale();
   const range = scale.getVisibleLogicalRange();
-  const count = state.rows.length;
-  for (const c of rows) state.candles.set(c[0], c);
-  const held = pages.takeHeld(rows[0][0]);
-  for (const c of held.candles) state.candles.set(c[0], c);
-  for (const t of held.removed) state.candles.delete(t);
+  const added = store.prepend(rows);
   draw();
-  const added = state.rows.length - count;
   // Logical indices count from the oldest bar: the bars on screen moved `added` to the right.
   if (range && added) scale.setVisibleLogicalRange({ from: range.from + added, to: range.to + added });
   loadCorrections();
@@ -323,48 +289,32 @@ function prependPage(rows) {
 /** Fetches older bars while less than half a screen of them is left of the view. */
 function loadOlderIfNear() {
   const range = chart.timeScale().getVisibleLogicalRange();
-  if (!range || state.awaitingSnapshot || !state.rows.length) return;
+  if (!range || state.awaitingSnapshot || !store.rows().length) return;
   if (range.from < (range.to - range.from) / 2) pages.more();
 }
 
 function showQuote() {
-  const last = state.candles.get(state.lastT);
-  const first = state.candles.get(state.sinceT) ?? state.candles.get(state.firstT);
-  if (!last || !first || !state.priceFormat) {
+  const quote = state.priceFormat ? store.quote() : null;
+  if (!quote) {
     ui.price.textContent = '—';
     ui.change.textContent = '—';
     ui.change.dataset.direction = 'flat';
     ui.changeSince.textContent = '';
     return;
   }
-  const diff = last[4] - first[1];
-  const pct = first[1] ? (diff / first[1]) * 100 : 0;
+  const { close, diff, percent, since } = quote;
   const sign = diff > 0 ? '+' : diff < 0 ? '−' : '±';
-  ui.price.textContent = fmt.price(last[4]);
-  ui.change.textContent = `${sign}${fmt.price(Math.abs(diff))} (${sign}${Math.abs(pct).toFixed(2)}%)`;
+  ui.price.textContent = fmt.price(close);
+  ui.change.textContent = `${sign}${fmt.price(Math.abs(diff))} (${sign}${Math.abs(percent).toFixed(2)}%)`;
   ui.change.dataset.direction = diff > 0 ? 'up' : diff < 0 ? 'down' : 'flat';
-  ui.changeSince.textContent = `since ${fmt.time(first[0])}`;
-}
-
-/** The index of bar `t` in `state.rows`, or -1. */
-function rowIndex(t) {
-  const rows = state.rows;
-  let lo = 0;
-  let hi = rows.length - 1;
-  while (lo <= hi) {
-    const mid = (lo + hi) >> 1;
-    if (rows[mid][0] === t) return mid;
-    if (rows[mid][0] < t) lo = mid + 1;
-    else hi = mid - 1;
-  }
-  return -1;
+  ui.changeSince.textContent = `since ${fmt.time(since)}`;
 }
 
 /** The legend for the bar under the crosshair, else the newest. */
 function showLegend() {
-  const t = state.hoverT !== null && state.candles.has(state.hoverT) ? state.hoverT : state.lastT;
-  const i = rowIndex(t);
-  legend.show(state.candles.get(t), fmt, i >= 0 ? plots.studiesAt(i) : [], corrections.count(t));
+  const t = state.hoverT !== null && store.get(state.hoverT) ? state.hoverT : store.lastT();
+  const i = store.indexOf(t);
+  legend.show(store.get(t), fmt, i >= 0 ? plots.studiesAt(i) : [], corrections.count(t));
 }
 
 chart.timeScale().subscribeVisibleLogicalRangeChange(loadOlderIfNear);
@@ -379,10 +329,10 @@ chart.subscribeCrosshairMove((param) => {
 
 function loadCorrections() {
   clearTimeout(state.correctionsTimer);
-  if (!state.view.markers || state.firstT === null) return;
-  const seconds = INTERVAL_SECONDS[state.interval];
+  if (!state.view.markers || store.firstT() === null) return;
+  const seconds = intervalSeconds[state.interval];
   corrections
-    .load({ symbol: state.symbol, seconds, from: state.firstT, to: state.lastT + seconds }, state.candles)
+    .load({ symbol: state.symbol, seconds, from: store.firstT(), to: store.lastT() + seconds }, store.byTime())
     .then(showLegend);
 }
 
@@ -460,8 +410,8 @@ function changeView() {
   state.view = view;
   saveView(view, chosenTheme());
   plots.setView(view);
-  if (state.rows.length) draw();
-  corrections.setShown(view.markers, state.candles);
+  if (store.rows().length) draw();
+  corrections.setShown(view.markers, store.byTime());
   if (view.markers && !wasMarked) loadCorrections();
   showLegend();
 }
@@ -493,13 +443,13 @@ for (const control of [ui.sma, ui.ema, ui.vwap, ui.bb, ui.rsi, ui.volume, ui.mar
   control.addEventListener('change', changeView);
 }
 byId('export-png').addEventListener('click', () => {
-  savePng(chart, fileStem(state.symbol, state.interval, state.lastT ?? Date.now() / 1000));
+  savePng(chart, fileStem(state.symbol, state.interval, store.lastT() ?? Date.now() / 1000));
 });
 byId('export-csv').addEventListener('click', () => {
   const range = chart.timeScale().getVisibleRange();
   if (!range) return;
   const stem = fileStem(state.symbol, state.interval, range.to);
-  saveCsv(state.symbol, state.interval, INTERVAL_SECONDS[state.interval], range, stem);
+  saveCsv(state.symbol, state.interval, intervalSeconds[state.interval], range, stem);
 });
 byId('help-open').addEventListener('click', () => ui.help.showModal());
 installShortcuts({
@@ -517,7 +467,7 @@ window.matchMedia('(prefers-color-scheme: dark)').addEventListener('change', (ev
 
 showView(state.view);
 plots.setView(state.view);
-corrections.setShown(state.view.markers, state.candles);
+corrections.setShown(state.view.markers, store.byTime());
 // The address bar shows the whole view, so copying it shares what is on screen.
 history.replaceState(history.state, '', withView(location.href, state.view, chosenTheme()));
 applyTheme();

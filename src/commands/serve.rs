@@ -19,9 +19,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Some(t) => t.clone(),
         None => admin_token(&settings)?,
     };
-    let app =
-        Application::build_with_pool(&settings, database.pool.clone(), database.flavour, token)
-            .await?;
+    let app = Application::build(&settings, database.pool.clone(), database.flavour, token).await?;
     let addr = std::net::SocketAddr::new(settings.bind.ip(), app.port());
     tracing::info!("listening on http://{addr}");
     let stop = app.stopper();

@@ -4,9 +4,11 @@
 //! - `window`: the in-memory 1m candles and their roll-ups to wider intervals;
 //! - `hub`: the broadcast channel per (symbol, interval), its numbered updates and snapshots;
 //! - `wire`: the WebSocket protocol's messages;
+//! - `health`: whether the last poll succeeded (`/readyz`, the `candlewick_ready` gauge);
 //! - `demo`: the synthetic feed of the default start.
 
 pub mod demo;
+pub mod health;
 pub mod hub;
 pub mod poller;
 pub mod window;

@@ -27,7 +27,7 @@ use super::wire::Want;
 use crate::db::Flavour;
 use crate::db::flavour::Refresher;
 use crate::db::journal::{self, Changes, PollRequest, PollResult, Position};
-use crate::health::Health;
+use crate::feed::health::Health;
 
 /// How long the journal keeps changes; a poller away for longer reloads its windows instead.
 pub const JOURNAL_RETENTION: Duration = Duration::from_secs(3600);

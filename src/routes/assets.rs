@@ -8,7 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use rust_embed::RustEmbed;
 
-use crate::error::AppError;
+use crate::error::{AppError, PageError};
 
 #[derive(RustEmbed)]
 #[folder = "static/"]
@@ -44,7 +44,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-async fn serve_static(req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, AppError> {
+async fn serve_static(
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, PageError> {
     let path = path.into_inner();
     let file =
         StaticFiles::get(&path).ok_or_else(|| AppError::NotFound("no such static file".into()))?;

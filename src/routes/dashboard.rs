@@ -4,7 +4,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 
 use crate::domain::{Interval, Symbol};
-use crate::error::AppError;
+use crate::error::PageError;
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -13,7 +13,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// The modules `static/chart.js` imports, preloaded by the page so the browser fetches them
 /// all at once instead of discovering them one import at a time.
-const MODULES: [&str; 10] = [
+const MODULES: [&str; 11] = [
+    "store.js",
     "live.js",
     "history.js",
     "plots.js",
@@ -37,6 +38,8 @@ struct DashboardPage {
 
 struct IntervalChoice {
     value: &'static str,
+    /// The chart's one source of each interval's width.
+    seconds: i64,
     selected: bool,
 }
 
@@ -61,6 +64,7 @@ impl DashboardPage {
                 .into_iter()
                 .map(|i| IntervalChoice {
                     value: i.as_str(),
+                    seconds: i.seconds(),
                     selected: i == interval,
                 })
                 .collect(),
@@ -72,9 +76,9 @@ impl DashboardPage {
 async fn show_dashboard(
     req: HttpRequest,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, AppError> {
+) -> Result<HttpResponse, PageError> {
     let page = DashboardPage::from_query(req.query_string(), &state.default_symbol);
-    crate::render::render(&page)
+    Ok(crate::render::render(&page)?)
 }
 
 #[cfg(test)]
@@ -99,6 +103,25 @@ mod tests {
             .map(|i| i.value)
             .collect();
         assert_eq!(selected, ["4h"]);
+    }
+
+    #[test]
+    fn each_interval_option_carries_its_width_in_seconds() {
+        let html = DashboardPage::from_query("interval=1h", &btc())
+            .render()
+            .expect("the page renders");
+        for interval in Interval::ALL {
+            let selected = if interval == Interval::H1 {
+                " selected"
+            } else {
+                ""
+            };
+            let option = format!(
+                r#"<option value="{interval}" data-seconds="{}"{selected}>{interval}</option>"#,
+                interval.seconds()
+            );
+            assert!(html.contains(&option), "{option} in {html}");
+        }
     }
 
     #[test]

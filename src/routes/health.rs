@@ -2,22 +2,22 @@
 
 use std::time::Duration;
 
-use actix_web::{HttpResponse, get, web};
+use actix_web::{HttpResponse, web};
 
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(healthz).service(readyz).service(metrics);
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
 }
 
 /// 200 while the process serves.
-#[get("/healthz")]
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
 /// 200 while the database answers and the last poll succeeded.
-#[get("/readyz")]
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let db = tokio::time::timeout(
         Duration::from_secs(2),
@@ -34,7 +34,6 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-#[get("/metrics")]
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     state.health.record_gauges();
     HttpResponse::Ok()

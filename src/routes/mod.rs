@@ -8,13 +8,14 @@ pub mod health;
 pub mod ws;
 
 use actix_web::middleware::DefaultHeaders;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::auth::Auth;
-use crate::error::AppError;
+use crate::error::{AppError, PageError};
 use crate::state::AppState;
 
-/// Every route, the admin pages behind their session middleware, and a JSON 404 for the rest.
+/// Every route, the admin pages behind their session middleware, and a 404 for the rest: JSON
+/// under `/api`, a page elsewhere.
 pub fn configure(state: &AppState, auth: &Auth) -> impl FnOnce(&mut web::ServiceConfig) + use<> {
     let admin = admin::configure(auth, state.secure_cookies);
     move |cfg| {
@@ -49,6 +50,12 @@ fn content_security_policy() -> String {
     )
 }
 
-async fn not_found() -> Result<HttpResponse, AppError> {
-    Err(AppError::NotFound("no such page".into()))
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, actix_web::Error> {
+    let e = AppError::NotFound("no such page".into());
+    let path = req.path();
+    Err(if path == "/api" || path.starts_with("/api/") {
+        e.into()
+    } else {
+        PageError(e).into()
+    })
 }

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, get, rt, web};
+use actix_web::{HttpRequest, HttpResponse, rt, web};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Item, ProtocolError};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -49,7 +49,7 @@ const FLOOD_MESSAGES: u32 = 120;
 const FLOOD_WINDOW: Duration = Duration::from_secs(10);
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(ws_candles);
+    cfg.route("/ws", web::get().to(ws_candles));
 }
 
 /// For `HttpServer::on_connect`: every accepted socket gets TCP_USER_TIMEOUT, so a peer that
@@ -153,7 +153,6 @@ impl WsQuery {
     }
 }
 
-#[get("/ws")]
 async fn ws_candles(
     req: HttpRequest,
     body: web::Payload,

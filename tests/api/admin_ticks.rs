@@ -19,35 +19,54 @@ async fn api_tick(app: &TestApp, time: &str, symbol: &str, price: f64) {
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
 }
 
-/// POSTs the new or edit tick form at `path` with the session's `token` and the fields
-/// `[time, symbol, price, volume]`.
-async fn post_tick(
-    app: &TestApp,
-    client: &reqwest::Client,
-    path: &str,
-    token: &str,
-    [time, symbol, price, volume]: [&str; 4],
-) -> reqwest::Response {
-    let fields = [
-        ("csrf_token", token),
-        ("time", time),
-        ("symbol", symbol),
-        ("price", price),
-        ("volume", volume),
-    ];
-    post_form(app, client, path, &fields).await
+/// A signed-in admin's tick forms, each sent with the session's CSRF token.
+struct Forms<'a> {
+    app: &'a TestApp,
+    client: &'a reqwest::Client,
+    token: String,
 }
 
-/// POSTs the delete form for the tick (`time`, `symbol`) with the session's `token`.
-async fn post_delete(
-    app: &TestApp,
-    client: &reqwest::Client,
-    token: &str,
-    time: &str,
-    symbol: &str,
-) -> reqwest::Response {
-    let fields = [("csrf_token", token), ("time", time), ("symbol", symbol)];
-    post_form(app, client, "/admin/ticks/delete", &fields).await
+impl<'a> Forms<'a> {
+    async fn sign_in(app: &'a TestApp) -> Self {
+        let client = admin(app).await;
+        let token = csrf(app, client).await;
+        Self { app, client, token }
+    }
+
+    /// POSTs the new-tick form with `[time, symbol, price, volume]`.
+    async fn create(&self, fields: [&str; 4]) -> reqwest::Response {
+        self.post_tick("/admin/ticks/new", fields).await
+    }
+
+    /// POSTs the edit form with `[time, symbol, price, volume]`.
+    async fn edit(&self, fields: [&str; 4]) -> reqwest::Response {
+        self.post_tick("/admin/ticks/edit", fields).await
+    }
+
+    /// POSTs the delete form for the tick (`time`, `symbol`).
+    async fn delete(&self, time: &str, symbol: &str) -> reqwest::Response {
+        let fields = [
+            ("csrf_token", self.token.as_str()),
+            ("time", time),
+            ("symbol", symbol),
+        ];
+        post_form(self.app, self.client, "/admin/ticks/delete", &fields).await
+    }
+
+    async fn post_tick(
+        &self,
+        path: &str,
+        [time, symbol, price, volume]: [&str; 4],
+    ) -> reqwest::Response {
+        let fields = [
+            ("csrf_token", self.token.as_str()),
+            ("time", time),
+            ("symbol", symbol),
+            ("price", price),
+            ("volume", volume),
+        ];
+        post_form(self.app, self.client, path, &fields).await
+    }
 }
 
 fn price_of(app: &TestApp, time: &str, symbol: &str) -> String {
@@ -61,16 +80,9 @@ fn price_of(app: &TestApp, time: &str, symbol: &str) -> String {
 #[actix_web::test]
 async fn a_tick_created_through_the_form_is_listed_with_a_flash_and_audited() {
     let app = spawn_app().await;
-    let client = admin(&app).await;
-    let token = csrf(&app, client).await;
-    let r = post_tick(
-        &app,
-        client,
-        "/admin/ticks/new",
-        &token,
-        [T, "BTC/USD", "61057.5", "0.25"],
-    )
-    .await;
+    let forms = Forms::sign_in(&app).await;
+    let client = forms.client;
+    let r = forms.create([T, "BTC/USD", "61057.5", "0.25"]).await;
     assert_eq!(r.status(), 303);
     assert_eq!(location(&r), "/admin");
     assert_eq!(price_of(&app, T, "BTC/USD"), "61057.5");
@@ -95,20 +107,12 @@ async fn a_tick_created_through_the_form_is_listed_with_a_flash_and_audited() {
 #[actix_web::test]
 async fn a_datetime_local_time_is_taken_as_utc() {
     let app = spawn_app().await;
-    let client = admin(&app).await;
-    let token = csrf(&app, client).await;
+    let forms = Forms::sign_in(&app).await;
     for (typed, stored) in [
         ("2024-07-03T06:25", "2024-07-03 06:25:00+00"),
         ("2024-07-03T06:26:30.5", "2024-07-03 06:26:30.5+00"),
     ] {
-        let r = post_tick(
-            &app,
-            client,
-            "/admin/ticks/new",
-            &token,
-            [typed, "A", "1", "1"],
-        )
-        .await;
+        let r = forms.create([typed, "A", "1", "1"]).await;
         assert_eq!(r.status(), 303, "{typed}");
         let got = app.psql(&format!("SELECT time FROM ticks WHERE time = '{stored}'"));
         assert_eq!(got.trim(), stored, "{typed}");
@@ -118,95 +122,41 @@ async fn a_datetime_local_time_is_taken_as_utc() {
 #[actix_web::test]
 async fn invalid_input_reshows_the_form_with_the_message_next_to_the_field_and_writes_nothing() {
     let app = spawn_app().await;
-    let client = admin(&app).await;
-    let token = csrf(&app, client).await;
-    type Case<'a> = (&'a str, [(&'a str, &'a str); 4], &'a str);
+    let forms = Forms::sign_in(&app).await;
+    type Case<'a> = (&'a str, [&'a str; 4], &'a str);
     let cases: [Case; 9] = [
-        (
-            "price abc",
-            [
-                ("time", T),
-                ("symbol", "A"),
-                ("price", "abc"),
-                ("volume", "1"),
-            ],
-            "price must be a number",
-        ),
+        ("price abc", [T, "A", "abc", "1"], "price must be a number"),
         (
             "negative price",
-            [
-                ("time", T),
-                ("symbol", "A"),
-                ("price", "-1"),
-                ("volume", "1"),
-            ],
+            [T, "A", "-1", "1"],
             "price must be greater than 0",
         ),
         (
             "NaN price",
-            [
-                ("time", T),
-                ("symbol", "A"),
-                ("price", "NaN"),
-                ("volume", "1"),
-            ],
+            [T, "A", "NaN", "1"],
             "price must be a finite number",
         ),
         (
             "negative volume",
-            [
-                ("time", T),
-                ("symbol", "A"),
-                ("price", "1"),
-                ("volume", "-2"),
-            ],
+            [T, "A", "1", "-2"],
             "volume must not be negative",
         ),
-        (
-            "empty volume",
-            [("time", T), ("symbol", "A"), ("price", "1"), ("volume", "")],
-            "volume is required",
-        ),
+        ("empty volume", [T, "A", "1", ""], "volume is required"),
         (
             "empty symbol",
-            [("time", T), ("symbol", ""), ("price", "1"), ("volume", "1")],
+            [T, "", "1", "1"],
             "symbol must not be empty",
         ),
         (
             "symbol too long",
-            [
-                ("time", T),
-                ("symbol", &"S".repeat(33)),
-                ("price", "1"),
-                ("volume", "1"),
-            ],
+            [T, &"S".repeat(33), "1", "1"],
             "at most 32",
         ),
-        (
-            "garbage time",
-            [
-                ("time", "yesterday"),
-                ("symbol", "A"),
-                ("price", "1"),
-                ("volume", "1"),
-            ],
-            "time must be",
-        ),
-        (
-            "no time",
-            [
-                ("time", ""),
-                ("symbol", "A"),
-                ("price", "1"),
-                ("volume", "1"),
-            ],
-            "time is required",
-        ),
+        ("garbage time", ["yesterday", "A", "1", "1"], "time must be"),
+        ("no time", ["", "A", "1", "1"], "time is required"),
     ];
     for (what, fields, message) in cases {
-        let mut form = vec![("csrf_token", token.as_str())];
-        form.extend(fields);
-        let r = post_form(&app, client, "/admin/ticks/new", &form).await;
+        let r = forms.create(fields).await;
         assert_eq!(r.status(), 422, "{what}");
         let body = r.text().await.unwrap();
         assert!(
@@ -224,14 +174,7 @@ async fn invalid_input_reshows_the_form_with_the_message_next_to_the_field_and_w
         assert!(body.contains("Nothing was written"), "{what}");
     }
     // Several bad fields get a message each.
-    let r = post_tick(
-        &app,
-        client,
-        "/admin/ticks/new",
-        &token,
-        ["x", "A", "x", "x"],
-    )
-    .await;
+    let r = forms.create(["x", "A", "x", "x"]).await;
     assert_eq!(r.status(), 422);
     assert_eq!(
         r.text()
@@ -249,16 +192,8 @@ async fn invalid_input_reshows_the_form_with_the_message_next_to_the_field_and_w
 async fn a_duplicate_tick_is_named_and_nothing_is_written() {
     let app = spawn_app().await;
     api_tick(&app, T, "ETH/USD", 3000.0).await;
-    let client = admin(&app).await;
-    let token = csrf(&app, client).await;
-    let r = post_tick(
-        &app,
-        client,
-        "/admin/ticks/new",
-        &token,
-        [T, "ETH/USD", "1", "1"],
-    )
-    .await;
+    let forms = Forms::sign_in(&app).await;
+    let r = forms.create([T, "ETH/USD", "1", "1"]).await;
     assert_eq!(r.status(), 409);
     let body = r.text().await.unwrap();
     assert!(
@@ -340,7 +275,8 @@ async fn forms_without_or_with_a_forged_csrf_token_are_refused_and_write_nothing
 async fn editing_a_tick_changes_it_its_candle_and_the_audit_trail() {
     let app = spawn_app().await;
     api_tick(&app, T, "BTC/USD", 100.0).await;
-    let client = admin(&app).await;
+    let forms = Forms::sign_in(&app).await;
+    let client = forms.client;
     let form = page(
         &app,
         client,
@@ -352,17 +288,14 @@ async fn editing_a_tick_changes_it_its_candle_and_the_audit_trail() {
         form.contains(r#"name="price" value="100""#),
         "the current price is in the form"
     );
-    let token = csrf_of(&form);
+    assert_eq!(
+        csrf_of(&form),
+        forms.token,
+        "the form carries the session's token"
+    );
 
     // Invalid: re-shown, nothing changed.
-    let r = post_tick(
-        &app,
-        client,
-        "/admin/ticks/edit",
-        &token,
-        [T, "BTC/USD", "abc", "1"],
-    )
-    .await;
+    let r = forms.edit([T, "BTC/USD", "abc", "1"]).await;
     assert_eq!(r.status(), 422);
     let body = r.text().await.unwrap();
     assert!(
@@ -371,14 +304,7 @@ async fn editing_a_tick_changes_it_its_candle_and_the_audit_trail() {
     );
     assert_eq!(price_of(&app, T, "BTC/USD"), "100");
 
-    let r = post_tick(
-        &app,
-        client,
-        "/admin/ticks/edit",
-        &token,
-        [T, "BTC/USD", "150.5", "2"],
-    )
-    .await;
+    let r = forms.edit([T, "BTC/USD", "150.5", "2"]).await;
     assert_eq!(r.status(), 303);
     assert_eq!(location(&r), "/admin");
     assert_eq!(price_of(&app, T, "BTC/USD"), "150.5");
@@ -402,14 +328,9 @@ async fn editing_a_tick_changes_it_its_candle_and_the_audit_trail() {
     assert_eq!(audit.trim(), "admin session|update|100.0|150.5");
 
     // A tick that is not there.
-    let r = post_tick(
-        &app,
-        client,
-        "/admin/ticks/edit",
-        &token,
-        ["2020-01-01T00:00:00Z", "BTC/USD", "1", "1"],
-    )
-    .await;
+    let r = forms
+        .edit(["2020-01-01T00:00:00Z", "BTC/USD", "1", "1"])
+        .await;
     assert_eq!(r.status(), 404);
     page(
         &app,
@@ -432,7 +353,8 @@ async fn editing_a_tick_changes_it_its_candle_and_the_audit_trail() {
 async fn deleting_asks_for_confirmation_first() {
     let app = spawn_app().await;
     api_tick(&app, T, "A", 7.0).await;
-    let client = admin(&app).await;
+    let forms = Forms::sign_in(&app).await;
+    let client = forms.client;
     let confirm = page(
         &app,
         client,
@@ -446,8 +368,12 @@ async fn deleting_asks_for_confirmation_first() {
         1,
         "the confirmation page deletes nothing"
     );
-    let token = csrf_of(&confirm);
-    let r = post_delete(&app, client, &token, T, "A").await;
+    assert_eq!(
+        csrf_of(&confirm),
+        forms.token,
+        "the form carries the session's token"
+    );
+    let r = forms.delete(T, "A").await;
     assert_eq!(r.status(), 303);
     assert_eq!(app.tick_count().await, 0);
     assert!(
@@ -459,7 +385,7 @@ async fn deleting_asks_for_confirmation_first() {
         audit_rows(&app),
         ["api token|insert|A|1", "admin session|delete|A|1"]
     );
-    let r = post_delete(&app, client, &token, T, "A").await;
+    let r = forms.delete(T, "A").await;
     assert_eq!(r.status(), 404, "deleting twice");
     page(
         &app,
@@ -565,17 +491,12 @@ async fn script_symbols_render_inert_on_every_admin_page() {
     for p in payloads {
         api_tick(&app, T, p, 1.0).await;
     }
-    let client = admin(&app).await;
-    let token = csrf(&app, client).await;
+    let forms = Forms::sign_in(&app).await;
+    let client = forms.client;
     // Through the form too: the flash message repeats the symbol.
-    let r = post_tick(
-        &app,
-        client,
-        "/admin/ticks/new",
-        &token,
-        ["2024-07-03T06:26:00Z", payloads[0], "2", "1"],
-    )
-    .await;
+    let r = forms
+        .create(["2024-07-03T06:26:00Z", payloads[0], "2", "1"])
+        .await;
     assert_eq!(r.status(), 303);
     let key = |p: &str| {
         format!(
@@ -610,19 +531,14 @@ async fn script_symbols_render_inert_on_every_admin_page() {
         );
     }
     // Re-shown forms echo what was typed.
-    let r = post_form(
-        &app,
-        client,
-        "/admin/ticks/new",
-        &[
-            ("csrf_token", &token),
-            ("time", "<script>alert(1)</script>"),
-            ("symbol", "<script>alert(2)</script>\n"),
-            ("price", "<b>"),
-            ("volume", "1"),
-        ],
-    )
-    .await;
+    let r = forms
+        .create([
+            "<script>alert(1)</script>",
+            "<script>alert(2)</script>\n",
+            "<b>",
+            "1",
+        ])
+        .await;
     assert_eq!(r.status(), 422);
     pages.push(r.text().await.unwrap());
     assert!(
@@ -676,16 +592,8 @@ async fn admin_edits_and_deletes_reach_chart_viewers() {
     }
     frame_where(&mut ws, "the snapshot", |v| v["type"] == "snapshot").await;
 
-    let client = admin(&app).await;
-    let token = csrf(&app, client).await;
-    let r = post_tick(
-        &app,
-        client,
-        "/admin/ticks/edit",
-        &token,
-        [&time, "LIVE", "12.5", "3"],
-    )
-    .await;
+    let forms = Forms::sign_in(&app).await;
+    let r = forms.edit([&time, "LIVE", "12.5", "3"]).await;
     assert_eq!(r.status(), 303);
     frame_where(&mut ws, "the edited candle", |v| {
         v["type"] == "update"
@@ -693,7 +601,7 @@ async fn admin_edits_and_deletes_reach_chart_viewers() {
     })
     .await;
 
-    let r = post_delete(&app, client, &token, &time, "LIVE").await;
+    let r = forms.delete(&time, "LIVE").await;
     assert_eq!(r.status(), 303);
     frame_where(&mut ws, "the removed bucket", |v| {
         v["type"] == "update" && v["removed"] == serde_json::json!([t])
@@ -704,19 +612,19 @@ async fn admin_edits_and_deletes_reach_chart_viewers() {
 #[actix_web::test]
 async fn forms_and_addresses_that_cannot_be_read_get_an_html_error_page() {
     let app = spawn_app().await;
-    let client = admin(&app).await;
-    let token = csrf(&app, client).await;
+    let forms = Forms::sign_in(&app).await;
+    let client = forms.client;
     let not_a_form = client
         .post(app.url("/admin/ticks/new"))
         .header("Content-Type", "application/json")
-        .body(format!(r#"{{"csrf_token":"{token}"}}"#))
+        .body(format!(r#"{{"csrf_token":"{}"}}"#, forms.token))
         .send()
         .await
         .unwrap();
     let too_large = client
         .post(app.url("/admin/ticks/new"))
         .form(&[
-            ("csrf_token", token.as_str()),
+            ("csrf_token", forms.token.as_str()),
             ("symbol", &"A".repeat(100_000)),
         ])
         .send()

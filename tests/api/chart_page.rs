@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use fantoccini::Locator;
@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::browser::{Browser, SLOW_WAIT, WAIT, post_ticks, rfc3339, within_deadline};
-use crate::helpers::{TOKEN, TestApp, spawn_app};
+use crate::helpers::{TOKEN, TestApp, eventually, eventually_ok, spawn_app};
 
 // ---- data ---------------------------------------------------------------------------------
 
@@ -100,18 +100,15 @@ pub(crate) async fn wait_for(
     what: &str,
     body: &str,
 ) -> Value {
-    let start = Instant::now();
-    loop {
-        let v = eval(browser, body).await;
-        if !v.is_null() && v != Value::Bool(false) {
-            return v;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "the chart page did not show {what} within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        timeout,
+        &format!("the chart page to show {what}"),
+        || async {
+            let v = eval(browser, body).await;
+            (!v.is_null() && v != Value::Bool(false)).then_some(v)
+        },
+    )
+    .await
 }
 
 /// Opens `path` and waits until the chart is live with a price.
@@ -225,18 +222,11 @@ pub(crate) async fn legend(browser: &Browser) -> Legend {
 
 /// Polls the legend until `done` holds.
 async fn wait_legend(browser: &Browser, what: &str, done: impl Fn(&Legend) -> bool) -> Legend {
-    let start = Instant::now();
-    loop {
+    eventually_ok(WAIT, &format!("the legend to show {what}"), || async {
         let l = legend(browser).await;
-        if done(&l) {
-            return l;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "the legend did not show {what} within {WAIT:?}; it shows {l:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        if done(&l) { Ok(l) } else { Err(l) }
+    })
+    .await
 }
 
 /// How many series each pane holds, top to bottom, and which pane each indicator is in.
@@ -252,24 +242,16 @@ async fn panes(browser: &Browser) -> (Vec<usize>, BTreeMap<String, usize>) {
 
 /// Waits until a file ending in `ext` has been downloaded completely; returns its path.
 async fn downloaded(dir: &Path, ext: &str) -> PathBuf {
-    let start = Instant::now();
-    loop {
-        let found = std::fs::read_dir(dir).ok().and_then(|entries| {
+    let what = format!("a .{ext} file downloaded into {}", dir.display());
+    eventually(SLOW_WAIT, &what, || async {
+        std::fs::read_dir(dir).ok().and_then(|entries| {
             entries
                 .filter_map(Result::ok)
                 .map(|e| e.path())
                 .find(|p| p.extension().is_some_and(|e| e == ext))
-        });
-        if let Some(path) = found {
-            return path;
-        }
-        assert!(
-            start.elapsed() < SLOW_WAIT,
-            "no .{ext} file was downloaded into {}",
-            dir.display()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        })
+    })
+    .await
 }
 
 /// Width and height of a PNG, from its IHDR chunk; panics when `bytes` is not a PNG.
@@ -360,15 +342,11 @@ async fn each_indicator_adds_its_series_survives_a_reload_and_follows_new_and_co
         ];
         for (checkbox, ids) in indicators {
             click(&browser, &format!("#{checkbox}")).await;
-            let start = Instant::now();
-            loop {
+            eventually_ok(WAIT, &format!("{checkbox} to add {ids:?}"), || async {
                 let (_, shown) = panes(&browser).await;
-                if ids.iter().all(|id| shown.contains_key(*id)) {
-                    break;
-                }
-                assert!(start.elapsed() < WAIT, "{checkbox} did not add {ids:?}: {shown:?}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+                if ids.iter().all(|id| shown.contains_key(*id)) { Ok(()) } else { Err(shown) }
+            })
+            .await;
         }
         let want = (
             vec![7, 1, 1],

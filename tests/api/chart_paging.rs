@@ -391,8 +391,13 @@ async fn a_dropped_socket_resumes_where_it_left_off_without_a_new_snapshot() {
             })
             .await;
 
+        // A viewer that stays connected, to know when the next tick has gone out.
+        let (mut watcher, _) =
+            tokio_tungstenite::connect_async(app.ws_url("symbol=BTC/USD&interval=1m"))
+                .await
+                .expect("WebSocket");
         // Drop the socket from the page's side and keep it away while a tick is written and
-        // broadcast (five polls), then let it back.
+        // broadcast, then let it back.
         browser
             .run(
                 "window.__refuseSockets = true; window.__recordedSockets[0].socket.close();
@@ -404,7 +409,20 @@ async fn a_dropped_socket_resumes_where_it_left_off_without_a_new_snapshot() {
             &[(now + TimeDelta::milliseconds(500), 61_555.75, 0.1)],
         )
         .await;
-        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        let broadcast = tokio::time::timeout(SLOW_WAIT, async {
+            use futures_util::StreamExt;
+            while let Some(Ok(frame)) = watcher.next().await {
+                if frame.to_text().is_ok_and(|t| t.contains("61555.75")) {
+                    return;
+                }
+            }
+            panic!("the watching socket closed before the tick went out");
+        })
+        .await;
+        assert!(
+            broadcast.is_ok(),
+            "the tick was not broadcast within {SLOW_WAIT:?}"
+        );
         assert_eq!(
             browser.chart().await.price.as_deref(),
             Some("61,400.25"),

@@ -203,10 +203,9 @@ pub async fn spawn_app_with_settings(
     let flavour = db::Flavour::detect(&pool)
         .await
         .expect("detecting the flavour");
-    let app =
-        Application::build_with_pool(&settings, pool.clone(), flavour, TOKEN.to_owned().into())
-            .await
-            .expect("building the app");
+    let app = Application::build(&settings, pool.clone(), flavour, TOKEN.to_owned().into())
+        .await
+        .expect("building the app");
     let port = app.port();
     let stop = app.stopper();
     actix_web::rt::spawn(app.run_until_stopped());
@@ -341,12 +340,30 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
+    eventually_ok(timeout, what, || {
+        let fut = check();
+        async move { fut.await.ok_or("nothing yet") }
+    })
+    .await
+}
+
+/// Polls `check` until it returns `Ok`, or panics after `timeout` with `what` and the last
+/// `Err`: what was there instead.
+pub async fn eventually_ok<T, E, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    E: std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(v) = check().await {
-            return v;
+        match check().await {
+            Ok(v) => return v,
+            Err(seen) => assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}; last seen: {seen:?}"
+            ),
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

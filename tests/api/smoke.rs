@@ -45,3 +45,36 @@ async fn ticks_at_the_ends_of_the_calendar_are_stored_and_candled() {
     let candles = app.get_json("/api/candles?symbol=EDGE&interval=1d").await;
     assert_eq!(candles.as_array().map(Vec::len), Some(2), "{candles}");
 }
+
+#[actix_web::test]
+async fn unknown_paths_get_a_page_outside_the_api_and_json_inside() {
+    let app = spawn_app().await;
+    for path in ["/nope", "/admin/nope", "/static/nope.js"] {
+        let r = app.get(path).await;
+        assert_eq!(r.status(), 404, "{path}");
+        let content_type = r.headers()["content-type"]
+            .to_str()
+            .expect("ASCII")
+            .to_owned();
+        assert!(
+            content_type.starts_with("text/html"),
+            "{path}: {content_type}"
+        );
+        let body = r.text().await.expect("a body");
+        assert!(body.contains("<h1>Not Found</h1>"), "{path}: {body}");
+    }
+    for path in ["/api/nope", "/api"] {
+        let r = app.get(path).await;
+        assert_eq!(r.status(), 404, "{path}");
+        let body: serde_json::Value = r.json().await.expect("a JSON body");
+        assert_eq!(body["error"], "no such page", "{path}");
+    }
+    // A method a route does not take falls through to the same 404 (every route guards its own).
+    let r = app
+        .client
+        .patch(app.url("/api/ticks"))
+        .send()
+        .await
+        .expect("PATCH");
+    assert_eq!(r.status(), 404);
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use candlewick::db::Flavour;
 
-use crate::helpers::{TestApp, eventually, spawn_app};
+use crate::helpers::{TestApp, eventually, eventually_ok, spawn_app};
 
 const INSERT: &str = "PREPARE insert_ticks AS
 INSERT INTO ticks (time, symbol, price, volume)
@@ -57,22 +57,16 @@ async fn expect_candles(app: &TestApp, flavour: Flavour, want: &[&str], after: &
         );
         return;
     }
-    let mut last = String::new();
-    let found = tokio::time::timeout(Duration::from_secs(15), async {
-        loop {
-            last = psql(app, SELECT_CANDLES).await;
-            if lines(&last) == want {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    let what = format!("one_min_candle after {after} to be\n{}", want.join("\n"));
+    eventually_ok(Duration::from_secs(15), &what, || async {
+        let now = psql(app, SELECT_CANDLES).await;
+        if lines(&now) == want {
+            Ok(())
+        } else {
+            Err(now)
         }
     })
     .await;
-    assert!(
-        found.is_ok(),
-        "one_min_candle after {after} is\n{last}\nnot\n{}",
-        want.join("\n")
-    );
 }
 
 /// The tutorial's CRUD walk, for either flavour.

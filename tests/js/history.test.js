@@ -1,6 +1,5 @@
 // Paging back through history: one request at a time, pages as ascending candle arrays, the end
-// of history remembered, answers for a pair no longer shown dropped, and WebSocket changes to
-// bars not loaded yet kept for their page.
+// of history remembered, answers for a pair no longer shown dropped.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
@@ -71,13 +70,4 @@ test('a reset drops the answer on its way and starts again', async () => {
   await answer([row(540, 2)]);
   assert.equal(got.length, 1);
   assert.equal(got[0][0][4], 2);
-});
-
-test('changes to bars not loaded are held for the page that loads them', () => {
-  server();
-  const { history } = pager({ t: 600 });
-  history.hold([[540, 1, 1, 1, 5, 1], [300, 1, 1, 1, 6, 1]], [480]);
-  assert.deepEqual(history.takeHeld(420), { candles: [[540, 1, 1, 1, 5, 1]], removed: [480] });
-  assert.deepEqual(history.takeHeld(420), { candles: [], removed: [] }, 'taken once');
-  assert.deepEqual(history.takeHeld(0).candles, [[300, 1, 1, 1, 6, 1]]);
 });

@@ -6,8 +6,9 @@ use serde::Deserialize;
 
 use crate::db::audit::{self, Action, AuditEntry, AuditFilter, Author};
 use crate::domain::time::rfc3339;
+use crate::error::PageError;
 use crate::routes::admin::listing::{self, text};
-use crate::routes::admin::{Admin, AdminError, Chrome, Section, page, query};
+use crate::routes::admin::{Admin, Chrome, Section, page, query};
 use crate::state::AppState;
 
 pub const PAGE_SIZE: i64 = 50;
@@ -97,7 +98,7 @@ pub async fn list_audit(
     admin: Admin,
     q: web::Query<AuditFields>,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, PageError> {
     let q = q.into_inner();
     let (symbol, actor, action, from, to, before) = (
         text(q.symbol),

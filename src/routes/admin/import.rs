@@ -18,10 +18,9 @@ use tokio::io::AsyncWriteExt;
 
 use crate::db::WriteError;
 use crate::db::audit::Author;
+use crate::error::{AppError, PageError};
 use crate::ingest::import::Progress;
-use crate::routes::admin::{
-    Admin, AdminError, AdminState, Chrome, FlashKind, Section, page, see_other,
-};
+use crate::routes::admin::{Admin, AdminState, Chrome, FlashKind, Section, page, see_other};
 use crate::state::AppState;
 
 /// The largest file the upload form takes.
@@ -306,7 +305,7 @@ fn form_page(admin: &Admin, imports: &ImportRegistry, error: Option<String>) -> 
 pub async fn import_form(
     admin: Admin,
     admin_state: web::Data<AdminState>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, PageError> {
     page(
         StatusCode::OK,
         &form_page(&admin, &admin_state.imports, None),
@@ -321,7 +320,7 @@ pub async fn upload(
     mut multipart: Multipart,
     state: web::Data<AppState>,
     admin_state: web::Data<AdminState>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, PageError> {
     let imports = &admin_state.imports;
     // Before anything of the body is read: refusing after spooling 100 MB helps no one.
     let Some(slot) = imports.reserve() else {
@@ -345,7 +344,7 @@ pub async fn upload(
     let mut spooled: Option<(tempfile::NamedTempFile, String, u64)> = None;
     while let Some(field) = multipart.next().await {
         let mut field = field
-            .map_err(|e| AdminError::BadRequest(format!("The upload could not be read: {e}.")))?;
+            .map_err(|e| AppError::BadRequest(format!("The upload could not be read: {e}.")))?;
         match field.name() {
             Some("csrf_token") => {
                 let token = read_small_field(&mut field).await?;
@@ -366,7 +365,7 @@ pub async fn upload(
                     .take(200)
                     .collect::<String>();
                 let (file, bytes) = match spool(&mut field, admin_state.uploads.path()).await {
-                    Err(e @ AdminError::PayloadTooLarge(_)) => {
+                    Err(e @ PageError(AppError::PayloadTooLarge(_))) => {
                         drop(field);
                         drain(&mut multipart).await;
                         return Err(e);
@@ -446,19 +445,24 @@ pub async fn upload(
 }
 
 /// A form field other than the file: at most a few kilobytes.
-async fn read_small_field(field: &mut actix_multipart::Field) -> Result<String, AdminError> {
+async fn read_small_field(field: &mut actix_multipart::Field) -> Result<String, PageError> {
     const LIMIT: usize = 4096;
     let mut buf = Vec::new();
     while let Some(chunk) = field.next().await {
         let chunk = chunk
-            .map_err(|e| AdminError::BadRequest(format!("The upload could not be read: {e}.")))?;
+            .map_err(|e| AppError::BadRequest(format!("The upload could not be read: {e}.")))?;
         if buf.len() + chunk.len() > LIMIT {
-            return Err(AdminError::BadRequest("A form field is too long.".into()));
+            return Err(PageError(AppError::BadRequest(
+                "A form field is too long.".into(),
+            )));
         }
         buf.extend_from_slice(&chunk);
     }
-    String::from_utf8(buf)
-        .map_err(|_| AdminError::BadRequest("A form field is not valid UTF-8.".into()))
+    String::from_utf8(buf).map_err(|_| {
+        PageError(AppError::BadRequest(
+            "A form field is not valid UTF-8.".into(),
+        ))
+    })
 }
 
 /// How much of a refused upload is still read (and dropped): a body just over the limit is read
@@ -490,38 +494,38 @@ async fn drain(multipart: &mut Multipart) {
 /// What a multipart body may hold beyond the file itself (boundaries, headers, the token).
 const MULTIPART_OVERHEAD: u64 = 64 * 1024;
 
-fn too_large() -> AdminError {
-    AdminError::PayloadTooLarge(format!(
+fn too_large() -> PageError {
+    PageError(AppError::PayloadTooLarge(format!(
         "The file is larger than {} MB; nothing was imported. Use `candlewick import FILE.csv` for larger files.",
         MAX_UPLOAD_BYTES / (1024 * 1024)
-    ))
+    )))
 }
 
 /// Streams the file field to a temp file in `dir`, refusing more than [`MAX_UPLOAD_BYTES`].
 async fn spool(
     field: &mut actix_multipart::Field,
     dir: &Path,
-) -> Result<(tempfile::NamedTempFile, u64), AdminError> {
+) -> Result<(tempfile::NamedTempFile, u64), PageError> {
     use anyhow::Context;
     // Made again if it went away since the start (or could not be made then).
     create_private_dir(dir)
         .with_context(|| format!("creating the upload folder {}", dir.display()))
-        .map_err(AdminError::infra)?;
+        .map_err(PageError::infra)?;
     let tmp = tempfile::Builder::new()
         .prefix(&format!("{SPOOL_PREFIX}{}-", std::process::id()))
         .suffix(".csv")
         .tempfile_in(dir)
         .context("creating a temp file for the upload")
-        .map_err(AdminError::infra)?;
+        .map_err(PageError::infra)?;
     let std_file = tmp
         .reopen()
         .context("opening the upload's temp file")
-        .map_err(AdminError::infra)?;
+        .map_err(PageError::infra)?;
     let mut out = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(std_file));
     let mut bytes = 0u64;
     while let Some(chunk) = field.next().await {
         let chunk = chunk
-            .map_err(|e| AdminError::BadRequest(format!("The upload could not be read: {e}.")))?;
+            .map_err(|e| AppError::BadRequest(format!("The upload could not be read: {e}.")))?;
         bytes += chunk.len() as u64;
         if bytes > MAX_UPLOAD_BYTES {
             drain_field(field, DRAIN_BYTES).await;
@@ -530,12 +534,12 @@ async fn spool(
         out.write_all(&chunk)
             .await
             .context("writing the upload to its temp file")
-            .map_err(AdminError::infra)?;
+            .map_err(PageError::infra)?;
     }
     out.flush()
         .await
         .context("writing the upload to its temp file")
-        .map_err(AdminError::infra)?;
+        .map_err(PageError::infra)?;
     Ok((tmp, bytes))
 }
 
@@ -551,11 +555,11 @@ pub async fn import_status(
     admin: Admin,
     id: web::Path<String>,
     admin_state: web::Data<AdminState>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, PageError> {
     let job = admin_state.imports.get(&id).ok_or_else(|| {
-        AdminError::NotFound(
+        PageError(AppError::NotFound(
             "There is no such import (finished imports are kept for six hours).".into(),
-        )
+        ))
     })?;
     let status = ImportStatusPage {
         chrome: admin.chrome(Section::Import),

@@ -4,9 +4,10 @@
 use actix_web::http::StatusCode;
 use chrono::{DateTime, Utc};
 
-use super::{AdminError, query};
+use super::query;
 use crate::domain::Symbol;
 use crate::domain::time::parse_form_time;
+use crate::error::PageError;
 
 /// A filter from the query string, trimmed; empty when absent.
 pub fn text(value: Option<String>) -> String {
@@ -50,7 +51,7 @@ pub async fn fetch_page<T>(
     refused: bool,
     size: i64,
     fetch: impl Future<Output = anyhow::Result<Vec<T>>>,
-) -> Result<Page<T>, AdminError> {
+) -> Result<Page<T>, PageError> {
     if refused {
         return Ok(Page {
             status: StatusCode::UNPROCESSABLE_ENTITY,
@@ -58,7 +59,7 @@ pub async fn fetch_page<T>(
             more: false,
         });
     }
-    let mut rows = fetch.await.map_err(AdminError::infra)?;
+    let mut rows = fetch.await.map_err(PageError::infra)?;
     let more = rows.len() as i64 > size;
     rows.truncate(size as usize);
     Ok(Page {

@@ -16,9 +16,9 @@ use actix_session::{Session, SessionExt, SessionMiddleware, storage::CookieSessi
 use actix_web::cookie::SameSite;
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, ContentType};
+use actix_web::http::header;
 use actix_web::middleware::DefaultHeaders;
-use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use askama::Template;
 use chrono::Utc;
 use futures_util::future::LocalBoxFuture;
@@ -26,7 +26,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Auth, constant_time_eq};
-use crate::error::AppError;
+use crate::error::{AppError, PageError};
 use crate::state::AppState;
 
 /// The session cookie's name.
@@ -124,11 +124,15 @@ fn form_config() -> web::FormConfig {
         .error_handler(|err, _req| {
             use actix_web::error::UrlencodedError as E;
             match err {
-                E::Overflow { .. } => AdminError::PayloadTooLarge("The form is too large.".into()),
-                E::ContentType => AdminError::BadRequest(
+                E::Overflow { .. } => {
+                    PageError(AppError::PayloadTooLarge("The form is too large.".into()))
+                }
+                E::ContentType => PageError(AppError::BadRequest(
                     "The form was not sent as a form (application/x-www-form-urlencoded).".into(),
-                ),
-                other => AdminError::BadRequest(format!("The form could not be read: {other}.")),
+                )),
+                other => PageError(AppError::BadRequest(format!(
+                    "The form could not be read: {other}."
+                ))),
             }
             .into()
         })
@@ -137,12 +141,17 @@ fn form_config() -> web::FormConfig {
 /// Query strings that cannot be read get an admin error page too.
 fn query_config() -> web::QueryConfig {
     web::QueryConfig::default().error_handler(|err, _req| {
-        AdminError::BadRequest(format!("This address could not be read: {err}.")).into()
+        PageError(AppError::BadRequest(format!(
+            "This address could not be read: {err}."
+        )))
+        .into()
     })
 }
 
-async fn not_found() -> Result<HttpResponse, AdminError> {
-    Err(AdminError::NotFound("There is no such admin page.".into()))
+async fn not_found() -> Result<HttpResponse, PageError> {
+    Err(PageError(AppError::NotFound(
+        "There is no such admin page.".into(),
+    )))
 }
 
 /// A signed-in admin: extracting it checks the session, its expiry, and that it has not been
@@ -154,7 +163,7 @@ pub struct Admin {
 }
 
 impl FromRequest for Admin {
-    type Error = AdminError;
+    type Error = PageError;
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
@@ -165,15 +174,15 @@ impl FromRequest for Admin {
         Box::pin(async move {
             let admin = Admin::from_session(session, Utc::now().timestamp())?;
             let pool = pool.ok_or_else(|| {
-                AdminError::infra(anyhow::anyhow!("no AppState registered with the app"))
+                PageError::infra(anyhow::anyhow!("no AppState registered with the app"))
             })?;
             let active = crate::db::sessions::is_active(&pool, &admin.id, SESSION_MAX_AGE_SECS)
                 .await
-                .map_err(AdminError::infra)?;
+                .map_err(PageError::infra)?;
             if !active {
                 // Signed out (here or everywhere): the saved cookie is worth nothing now.
                 admin.session.purge();
-                return Err(AdminError::SignInRequired { expired: false });
+                return Err(PageError(AppError::SignInRequired { expired: false }));
             }
             Ok(admin)
         })
@@ -181,7 +190,7 @@ impl FromRequest for Admin {
 }
 
 impl Admin {
-    fn from_session(session: Session, now: i64) -> Result<Self, AdminError> {
+    fn from_session(session: Session, now: i64) -> Result<Self, PageError> {
         let signed_in_at: Option<i64> = session.get(KEY_SIGNED_IN_AT).ok().flatten();
         let last_seen: Option<i64> = session.get(KEY_LAST_SEEN).ok().flatten();
         let csrf: Option<String> = session.get(KEY_CSRF).ok().flatten();
@@ -189,7 +198,7 @@ impl Admin {
         let (Some(signed_in_at), Some(last_seen), Some(csrf), Some(id)) =
             (signed_in_at, last_seen, csrf, id)
         else {
-            return Err(AdminError::SignInRequired { expired: false });
+            return Err(PageError(AppError::SignInRequired { expired: false }));
         };
         let fresh = now - signed_in_at <= SESSION_MAX_AGE_SECS
             && now - last_seen <= SESSION_IDLE_SECS
@@ -198,7 +207,7 @@ impl Admin {
             && csrf.len() >= 32;
         if !fresh {
             session.purge();
-            return Err(AdminError::SignInRequired { expired: true });
+            return Err(PageError(AppError::SignInRequired { expired: true }));
         }
         if now - last_seen >= TOUCH_EVERY_SECS {
             let _ = session.insert(KEY_LAST_SEEN, now);
@@ -231,19 +240,19 @@ impl Admin {
     }
 
     /// Refuses a form whose CSRF token is missing or not this session's (403, nothing written).
-    pub fn check_csrf(&self, submitted: Option<&str>) -> Result<(), AdminError> {
+    pub fn check_csrf(&self, submitted: Option<&str>) -> Result<(), PageError> {
         let Some(submitted) = submitted.filter(|s| !s.is_empty()) else {
-            return Err(AdminError::Forbidden(
+            return Err(PageError(AppError::Forbidden(
                 "The form was sent without its security token. Reload the page and try again."
                     .into(),
-            ));
+            )));
         };
         if constant_time_eq(&self.csrf, submitted) {
             Ok(())
         } else {
-            Err(AdminError::Forbidden(
+            Err(PageError(AppError::Forbidden(
                 "The form's security token does not match your session. Reload the page and try again.".into(),
-            ))
+            )))
         }
     }
 
@@ -322,101 +331,6 @@ impl Chrome {
     }
 }
 
-/// Why an admin page could not be shown; rendered as an HTML page (the API's errors are JSON).
-#[derive(Debug, thiserror::Error)]
-pub enum AdminError {
-    #[error("sign-in required")]
-    SignInRequired { expired: bool },
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{0}")]
-    Forbidden(String),
-    #[error("{0}")]
-    NotFound(String),
-    /// Understood but refused (a time PostgreSQL cannot store).
-    #[error("{0}")]
-    Unprocessable(String),
-    #[error("{0}")]
-    PayloadTooLarge(String),
-    #[error("{message}")]
-    TooManyRequests {
-        message: String,
-        retry_after_secs: u64,
-    },
-    #[error(transparent)]
-    App(#[from] AppError),
-}
-
-impl AdminError {
-    /// An infrastructure failure (503 when the database is unreachable, else 500).
-    pub fn infra(e: anyhow::Error) -> Self {
-        Self::App(AppError::from_infra(e))
-    }
-}
-
-#[derive(Template)]
-#[template(path = "admin/error.html")]
-struct ErrorPage<'a> {
-    status: u16,
-    title: &'a str,
-    message: String,
-}
-
-impl ResponseError for AdminError {
-    fn status_code(&self) -> StatusCode {
-        match self {
-            Self::SignInRequired { .. } => StatusCode::SEE_OTHER,
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::App(e) => e.status_code(),
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        if let Self::SignInRequired { expired } = self {
-            let to = if *expired {
-                "/admin/sign-in?expired=1"
-            } else {
-                "/admin/sign-in"
-            };
-            return see_other(to);
-        }
-        let status = self.status_code();
-        let message = match self {
-            Self::App(e) => {
-                // Logs the cause chain once; the page shows only the generic sentence.
-                let _ = e.error_response();
-                e.to_string()
-            }
-            other => other.to_string(),
-        };
-        let page = ErrorPage {
-            status: status.as_u16(),
-            title: status.canonical_reason().unwrap_or("Error"),
-            message,
-        };
-        let mut res = HttpResponse::build(status);
-        if let Self::TooManyRequests {
-            retry_after_secs, ..
-        } = self
-        {
-            res.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
-        }
-        match page.render() {
-            Ok(body) => res.insert_header(ContentType::html()).body(body),
-            Err(e) => {
-                tracing::error!(error = %e, "rendering the admin error page");
-                res.insert_header(ContentType::plaintext())
-                    .body(page.message)
-            }
-        }
-    }
-}
-
 /// 303 See Other to `location` (POST-redirect-GET).
 pub fn see_other(location: &str) -> HttpResponse {
     HttpResponse::SeeOther()
@@ -424,9 +338,9 @@ pub fn see_other(location: &str) -> HttpResponse {
         .finish()
 }
 
-/// Renders `page` with `status`, as an admin error page when rendering fails.
-pub fn page<T: Template>(status: StatusCode, page: &T) -> Result<HttpResponse, AdminError> {
-    crate::render::render_with(status, page).map_err(AdminError::App)
+/// Renders `page` with `status`, as an error page when rendering fails.
+pub fn page<T: Template>(status: StatusCode, page: &T) -> Result<HttpResponse, PageError> {
+    Ok(crate::render::render_with(status, page)?)
 }
 
 /// A query string built from pairs, percent-encoded (templates escape it again for HTML).

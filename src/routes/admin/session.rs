@@ -12,8 +12,9 @@ use askama::Template;
 use chrono::Utc;
 use serde::Deserialize;
 
-use super::{Admin, AdminError, page, see_other};
+use super::{Admin, page, see_other};
 use crate::auth::Auth;
+use crate::error::{AppError, PageError};
 use crate::state::AppState;
 
 #[derive(Template)]
@@ -32,7 +33,7 @@ pub struct SignInQuery {
 pub async fn sign_in_form(
     req: HttpRequest,
     q: web::Query<SignInQuery>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, PageError> {
     if Admin::extract(&req).await.is_ok() {
         return Ok(see_other("/admin"));
     }
@@ -67,19 +68,19 @@ pub async fn sign_in(
     session: Session,
     auth: web::Data<Auth>,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, AdminError> {
-    // The peer, or behind a trusted proxy the address it forwards (see `client`).
-    let ip = crate::client::client_ip(&req).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+) -> Result<HttpResponse, PageError> {
+    // The peer, or behind a trusted proxy the address it forwards (see `client_addr`).
+    let ip = crate::client_addr::resolve(&req).unwrap_or(IpAddr::from([0, 0, 0, 0]));
     tracing::Span::current().record("client", tracing::field::display(ip));
     let now = Instant::now();
     if let Err(retry_after_secs) = auth.limiter.check(ip, now) {
         tracing::warn!("sign-in refused: too many failed attempts");
-        return Err(AdminError::TooManyRequests {
+        return Err(PageError(AppError::TooManyRequests {
             message: format!(
                 "Too many failed sign-ins from your address. Try again in {retry_after_secs} s."
             ),
             retry_after_secs,
-        });
+        }));
     }
     let token = form.token.as_deref().unwrap_or_default().trim();
     if token.is_empty() || !auth.token_matches(token) {
@@ -100,7 +101,7 @@ pub async fn sign_in(
     }
     Admin::start(&session, &state.pool, Utc::now().timestamp())
         .await
-        .map_err(AdminError::infra)?;
+        .map_err(PageError::infra)?;
     tracing::info!("admin signed in");
     Ok(see_other("/admin"))
 }
@@ -118,9 +119,9 @@ pub async fn sign_out(
     admin: Admin,
     form: web::Form<SignOutForm>,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, PageError> {
     admin.check_csrf(form.csrf_token.as_deref())?;
-    admin.end(&state.pool).await.map_err(AdminError::infra)?;
+    admin.end(&state.pool).await.map_err(PageError::infra)?;
     tracing::info!("admin signed out");
     Ok(see_other("/admin/sign-in?signed_out=1"))
 }
@@ -130,11 +131,11 @@ pub async fn sign_out_everywhere(
     admin: Admin,
     form: web::Form<SignOutForm>,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, PageError> {
     admin.check_csrf(form.csrf_token.as_deref())?;
     let ended = crate::db::sessions::revoke_all(&state.pool)
         .await
-        .map_err(AdminError::infra)?;
+        .map_err(PageError::infra)?;
     admin.session.purge();
     tracing::info!(sessions = ended, "admin signed out everywhere");
     Ok(see_other(&format!(

@@ -1,7 +1,7 @@
 //! `/api/candles` (JSON and CSV) and `/api/symbols`.
 
 use actix_web::http::header;
-use actix_web::{HttpResponse, get, web};
+use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -17,9 +17,9 @@ const DEFAULT_CANDLE_LIMIT: i64 = 20_000;
 const MAX_CANDLE_LIMIT: i64 = 200_000;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(list_candles)
-        .service(list_candles_csv)
-        .service(list_symbols);
+    cfg.route("/api/candles", web::get().to(list_candles))
+        .route("/api/candles.csv", web::get().to(list_candles_csv))
+        .route("/api/symbols", web::get().to(list_symbols));
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,7 +81,6 @@ async fn candles(q: &CandleQuery, state: &AppState) -> Result<Page, AppError> {
 }
 
 /// `[{"bucket": RFC 3339, "open", "high", "low", "close", "volume"}]`, newest first.
-#[get("/api/candles")]
 async fn list_candles(
     q: web::Query<CandleQuery>,
     state: web::Data<AppState>,
@@ -102,7 +101,6 @@ async fn list_candles(
         .json(out))
 }
 
-#[get("/api/candles.csv")]
 async fn list_candles_csv(
     q: web::Query<CandleQuery>,
     state: web::Data<AppState>,
@@ -133,7 +131,6 @@ async fn list_candles_csv(
         .body(out))
 }
 
-#[get("/api/symbols")]
 async fn list_symbols(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let symbols = db::ticks::list_symbols(&state.read_pool)
         .await

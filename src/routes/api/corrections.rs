@@ -1,7 +1,7 @@
 //! `GET /api/corrections`: where a symbol's data was corrected after the fact, per minute, from
 //! the audit trail; the chart marks those bars.
 
-use actix_web::{HttpResponse, get, web};
+use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -16,7 +16,7 @@ const DEFAULT_LIMIT: i64 = 1_000;
 const MAX_LIMIT: i64 = 10_000;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(list_corrections);
+    cfg.route("/api/corrections", web::get().to(list_corrections));
 }
 
 #[derive(Debug, Deserialize)]
@@ -30,7 +30,6 @@ struct CorrectionQuery {
 /// `[{"minute": RFC 3339, "changes": [{"at", "by", "action", "time", "before", "after"}]}]`,
 /// newest minute first; `before`/`after` are `{"price", "volume"}` or null. `limit` counts
 /// changes.
-#[get("/api/corrections")]
 async fn list_corrections(
     q: web::Query<CorrectionQuery>,
     state: web::Data<AppState>,

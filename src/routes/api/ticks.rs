@@ -1,6 +1,6 @@
 //! `/api/ticks`: list, create (one, a JSON array, or CSV), update and delete.
 
-use actix_web::{HttpRequest, HttpResponse, delete, get, post, put, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
@@ -21,14 +21,13 @@ const MAX_TICK_LIMIT: i64 = 10_000;
 const MAX_UPDATE_BYTES: usize = 64 * 1024;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(create_ticks)
-        .service(list_ticks)
-        .service(update_tick)
-        .service(delete_tick);
+    cfg.route("/api/ticks", web::post().to(create_ticks))
+        .route("/api/ticks", web::get().to(list_ticks))
+        .route("/api/ticks", web::put().to(update_tick))
+        .route("/api/ticks", web::delete().to(delete_tick));
 }
 
 /// `POST /api/ticks`: one tick, an array of ticks, or `text/csv`; all or nothing.
-#[post("/api/ticks")]
 async fn create_ticks(
     _: Bearer,
     req: HttpRequest,
@@ -57,7 +56,6 @@ struct TickQuery {
     limit: Option<String>,
 }
 
-#[get("/api/ticks")]
 async fn list_ticks(
     q: web::Query<TickQuery>,
     state: web::Data<AppState>,
@@ -95,7 +93,6 @@ impl TickKey {
     }
 }
 
-#[put("/api/ticks")]
 async fn update_tick(
     _: Bearer,
     req: HttpRequest,
@@ -122,7 +119,6 @@ async fn update_tick(
     Ok(HttpResponse::Ok().json(updated))
 }
 
-#[delete("/api/ticks")]
 async fn delete_tick(
     _: Bearer,
     key: web::Query<TickKey>,

@@ -11,9 +11,8 @@ use super::{
 use crate::db::audit::Author;
 use crate::db::ticks::{TickRow, Written};
 use crate::domain::time::rfc3339;
-use crate::routes::admin::{
-    Admin, AdminError, Chrome, FlashKind, Section, number, page, see_other,
-};
+use crate::error::{AppError, PageError};
+use crate::routes::admin::{Admin, Chrome, FlashKind, Section, number, page, see_other};
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
 
@@ -53,7 +52,7 @@ pub async fn confirm_delete(
     admin: Admin,
     q: web::Query<TickKeyQuery>,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, PageError> {
     let (time, tick) = q.fetch(&state.pool).await?;
     page(
         StatusCode::OK,
@@ -76,7 +75,7 @@ pub async fn delete_tick(
     admin: Admin,
     form: web::Form<DeleteTickForm>,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, PageError> {
     admin.check_csrf(form.csrf_token.as_deref())?;
     let (time, symbol) = parse_key(form.time.as_deref(), form.symbol.as_deref())?;
     let seen = parse_seen(form.seen_price.as_deref(), form.seen_volume.as_deref())?;
@@ -88,7 +87,7 @@ pub async fn delete_tick(
         Author::AdminSession,
     )
     .await
-    .map_err(AdminError::infra)?;
+    .map_err(PageError::infra)?;
     match written {
         Written::Done(_) => {}
         Written::Missing => return Err(no_such_tick(time, symbol.as_str())),
@@ -122,10 +121,12 @@ pub async fn delete_unstorable_tick(
     admin: Admin,
     form: web::Form<DeleteUnstorableForm>,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, PageError> {
     admin.check_csrf(form.csrf_token.as_deref())?;
     let (Some(time), Some(symbol)) = (form.stored_time.as_deref(), form.symbol.as_deref()) else {
-        return Err(AdminError::BadRequest("This form names no tick.".into()));
+        return Err(PageError(AppError::BadRequest(
+            "This form names no tick.".into(),
+        )));
     };
     let deleted = crate::db::ticks::delete_unstorable(
         &state.pool,
@@ -134,11 +135,11 @@ pub async fn delete_unstorable_tick(
         Author::AdminSession,
     )
     .await
-    .map_err(AdminError::infra)?
+    .map_err(PageError::infra)?
     .ok_or_else(|| {
-        AdminError::NotFound(format!(
+        PageError(AppError::NotFound(format!(
             "There is no tick for {symbol} stored at {time}. It may have been deleted meanwhile."
-        ))
+        )))
     })?;
     admin.flash(
         FlashKind::Success,

@@ -14,9 +14,8 @@ use crate::db::audit::Author;
 use crate::db::ticks::TickRow;
 use crate::db::ticks::Written;
 use crate::domain::time::rfc3339;
-use crate::routes::admin::{
-    Admin, AdminError, Chrome, FlashKind, Section, number, page, see_other,
-};
+use crate::error::PageError;
+use crate::routes::admin::{Admin, Chrome, FlashKind, Section, number, page, see_other};
 use crate::state::AppState;
 
 #[derive(Debug, Default, Deserialize)]
@@ -73,7 +72,7 @@ pub async fn edit_tick_form(
     admin: Admin,
     q: web::Query<TickKeyQuery>,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, PageError> {
     let (time, tick) = q.fetch(&state.pool).await?;
     page(
         StatusCode::OK,
@@ -86,7 +85,7 @@ pub async fn update_tick(
     admin: Admin,
     form: web::Form<EditTickForm>,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, PageError> {
     admin.check_csrf(form.csrf_token.as_deref())?;
     let form = form.into_inner();
     let (time, symbol) = parse_key(form.time.as_deref(), form.symbol.as_deref())?;
@@ -119,7 +118,7 @@ pub async fn update_tick(
         Author::AdminSession,
     )
     .await
-    .map_err(AdminError::infra)?;
+    .map_err(PageError::infra)?;
     let updated = match updated {
         Written::Done(row) => row,
         Written::Missing => return Err(no_such_tick(time, symbol.as_str())),

@@ -9,8 +9,9 @@ use super::key_query;
 use crate::db::ticks::{TickFilter, TickWithCandle, UnstorableTick};
 use crate::domain::Symbol;
 use crate::domain::time::{parse_form_time, rfc3339};
+use crate::error::PageError;
 use crate::routes::admin::listing::{self, text};
-use crate::routes::admin::{Admin, AdminError, Chrome, Section, number, page, query};
+use crate::routes::admin::{Admin, Chrome, Section, number, page, query};
 use crate::state::AppState;
 
 /// Ticks per page.
@@ -117,7 +118,7 @@ pub async fn list_ticks(
     admin: Admin,
     q: web::Query<ListQuery>,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, PageError> {
     let q = q.into_inner();
     let (symbol, from, to) = (text(q.symbol), text(q.from), text(q.to));
     let mut errors = FilterErrors::default();
@@ -147,11 +148,11 @@ pub async fn list_ticks(
     }
     let symbols = crate::db::ticks::list_symbols(&state.pool)
         .await
-        .map_err(AdminError::infra)?;
+        .map_err(PageError::infra)?;
     let (unstorable_count, unstorable) =
         crate::db::ticks::list_unstorable(&state.pool, UNSTORABLE_SHOWN)
             .await
-            .map_err(AdminError::infra)?;
+            .map_err(PageError::infra)?;
     let ticks = listing::fetch_page(
         errors.any(),
         PAGE_SIZE,

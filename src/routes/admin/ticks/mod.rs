@@ -9,10 +9,11 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::PgPool;
 
-use super::{AdminError, query};
+use super::query;
 use crate::db::ticks::{Seen, TickRow};
 use crate::domain::time::{TimeError, parse_form_time, rfc3339};
 use crate::domain::{Price, Symbol, Volume};
+use crate::error::{AppError, PageError};
 
 /// Messages next to the form fields; empty when the input is fine.
 #[derive(Debug, Default)]
@@ -52,17 +53,17 @@ pub struct TickKeyQuery {
 }
 
 impl TickKeyQuery {
-    pub fn parse(&self) -> Result<(DateTime<Utc>, Symbol), AdminError> {
+    pub fn parse(&self) -> Result<(DateTime<Utc>, Symbol), PageError> {
         parse_key(self.time.as_deref(), self.symbol.as_deref())
     }
 
     /// The tick the link names, with the time as parsed: 400 when it names none, 404 when
     /// that tick is not there.
-    pub async fn fetch(&self, pool: &PgPool) -> Result<(DateTime<Utc>, TickRow), AdminError> {
+    pub async fn fetch(&self, pool: &PgPool) -> Result<(DateTime<Utc>, TickRow), PageError> {
         let (time, symbol) = self.parse()?;
         let tick = crate::db::ticks::fetch_tick(pool, time, symbol.as_str())
             .await
-            .map_err(AdminError::infra)?
+            .map_err(PageError::infra)?
             .ok_or_else(|| no_such_tick(time, symbol.as_str()))?;
         Ok((time, tick))
     }
@@ -73,15 +74,17 @@ impl TickKeyQuery {
 pub fn parse_key(
     time: Option<&str>,
     symbol: Option<&str>,
-) -> Result<(DateTime<Utc>, Symbol), AdminError> {
+) -> Result<(DateTime<Utc>, Symbol), PageError> {
     let time = parse_form_time(time.unwrap_or_default()).map_err(|e| match e {
-        TimeError::Malformed(m) => AdminError::BadRequest(format!("This link names no tick: {m}.")),
-        TimeError::OutOfRange(m) => {
-            AdminError::Unprocessable(format!("This link names no tick: {m}."))
-        }
+        TimeError::Malformed(m) => PageError(AppError::BadRequest(format!(
+            "This link names no tick: {m}."
+        ))),
+        TimeError::OutOfRange(m) => PageError(AppError::Validation(format!(
+            "This link names no tick: {m}."
+        ))),
     })?;
     let symbol = Symbol::parse(symbol.unwrap_or_default())
-        .map_err(|e| AdminError::BadRequest(format!("This link names no tick: {e}.")))?;
+        .map_err(|e| AppError::BadRequest(format!("This link names no tick: {e}.")))?;
     Ok((time, symbol))
 }
 
@@ -91,11 +94,11 @@ pub fn key_query(time: DateTime<Utc>, symbol: &str) -> String {
 }
 
 /// `404` for a tick that is not (or no longer) there.
-pub fn no_such_tick(time: DateTime<Utc>, symbol: &str) -> AdminError {
-    AdminError::NotFound(format!(
+pub fn no_such_tick(time: DateTime<Utc>, symbol: &str) -> PageError {
+    PageError(AppError::NotFound(format!(
         "There is no tick for {symbol} at {}. It may have been deleted meanwhile.",
         rfc3339(time)
-    ))
+    )))
 }
 
 /// The hidden `seen_price`/`seen_volume` fields of the edit and delete forms: the tick's values
@@ -106,16 +109,18 @@ pub fn seen_field(v: Option<f64>) -> String {
 
 /// What the form was loaded with; `None` for a request without the fields (a script posting by
 /// hand), which writes unconditionally as the API does.
-pub fn parse_seen(price: Option<&str>, volume: Option<&str>) -> Result<Option<Seen>, AdminError> {
+pub fn parse_seen(price: Option<&str>, volume: Option<&str>) -> Result<Option<Seen>, PageError> {
     let (Some(price), Some(volume)) = (price, volume) else {
         return Ok(None);
     };
-    let one = |s: &str| -> Result<Option<f64>, AdminError> {
+    let one = |s: &str| -> Result<Option<f64>, PageError> {
         if s.is_empty() {
             return Ok(None);
         }
         s.parse::<f64>().map(Some).map_err(|_| {
-            AdminError::BadRequest("This form is damaged: reload the tick and try again.".into())
+            PageError(AppError::BadRequest(
+                "This form is damaged: reload the tick and try again.".into(),
+            ))
         })
     };
     Ok(Some(Seen {

@@ -10,7 +10,8 @@ use crate::db::WriteError;
 use crate::db::audit::Author;
 use crate::domain::time::{parse_form_time, rfc3339};
 use crate::domain::{Symbol, Tick};
-use crate::routes::admin::{Admin, AdminError, Chrome, FlashKind, Section, page, see_other};
+use crate::error::PageError;
+use crate::routes::admin::{Admin, Chrome, FlashKind, Section, page, see_other};
 use crate::state::AppState;
 
 #[derive(Debug, Default, Deserialize)]
@@ -36,7 +37,7 @@ struct NewTickPage {
     problem: Option<String>,
 }
 
-pub async fn new_tick_form(admin: Admin) -> Result<HttpResponse, AdminError> {
+pub async fn new_tick_form(admin: Admin) -> Result<HttpResponse, PageError> {
     let form = NewTickForm {
         volume: "0".into(),
         ..NewTickForm::default()
@@ -57,7 +58,7 @@ pub async fn create_tick(
     admin: Admin,
     form: web::Form<NewTickForm>,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, AdminError> {
+) -> Result<HttpResponse, PageError> {
     admin.check_csrf(form.csrf_token.as_deref())?;
     let form = form.into_inner();
     let mut errors = FieldErrors::default();
@@ -122,6 +123,6 @@ pub async fn create_tick(
             };
             page(StatusCode::CONFLICT, &reshown)
         }
-        Err(e) => Err(AdminError::App(e.into())),
+        Err(e) => Err(PageError(e.into())),
     }
 }

@@ -1,4 +1,5 @@
-//! What `/readyz` and the `candlewick_ready` gauge report: whether the last poll succeeded.
+//! The poll's health: whether the last poll succeeded, for `/readyz` and the
+//! `candlewick_ready` gauge.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -1,4 +1,4 @@
-//! Who is asking: the client's address for logs and the sign-in limiter.
+//! Resolving who is asking: the client's address for logs and the sign-in limiter.
 //!
 //! By default it is the TCP peer: `X-Forwarded-For` and `Forwarded` are headers any client can
 //! send. Behind a reverse proxy (`--trust-forwarded`) the peer is the proxy, and the client is
@@ -10,18 +10,18 @@ use std::net::{IpAddr, SocketAddr};
 use actix_web::HttpRequest;
 use actix_web::http::header::{self, HeaderName};
 
-/// `--trust-forwarded`, registered as app data: whether [`client_ip`] believes the proxy.
+/// `--trust-forwarded`, registered as app data: whether [`resolve`] believes the proxy.
 #[derive(Debug, Clone, Copy)]
 pub struct TrustForwarded(pub bool);
 
 /// The client's address as the app's [`TrustForwarded`] says to take it (the peer when none is
 /// registered); `None` when there is none at all (a test request without a peer).
-pub fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
+pub fn resolve(req: &HttpRequest) -> Option<IpAddr> {
     let trust = req.app_data::<TrustForwarded>().is_some_and(|t| t.0);
-    address(req, trust)
+    resolve_trusting(req, trust)
 }
 
-fn address(req: &HttpRequest, trust_forwarded: bool) -> Option<IpAddr> {
+fn resolve_trusting(req: &HttpRequest, trust_forwarded: bool) -> Option<IpAddr> {
     let peer = req.peer_addr().map(|a| a.ip());
     if !trust_forwarded {
         return peer;
@@ -93,7 +93,7 @@ mod tests {
             ("X-Forwarded-For", "203.0.113.9"),
             ("Forwarded", "for=203.0.113.10"),
         ]);
-        assert_eq!(address(&req, false), ip("198.51.100.7"));
+        assert_eq!(resolve_trusting(&req, false), ip("198.51.100.7"));
     }
 
     #[test]
@@ -131,7 +131,11 @@ mod tests {
             (vec![], "198.51.100.7"),
         ];
         for (headers, want) in cases {
-            assert_eq!(address(&request(&headers), true), ip(want), "{headers:?}");
+            assert_eq!(
+                resolve_trusting(&request(&headers), true),
+                ip(want),
+                "{headers:?}"
+            );
         }
     }
 }
