@@ -1334,3 +1334,21 @@ async fn a_browser_page_from_another_origin_may_not_open_the_websocket() {
         "an allowed origin"
     );
 }
+
+/// SIGTERM's drain as a viewer behind a proxy sees it: by the time the close comes, the server
+/// takes no new connections (a reconnect goes to another replica), and the close says 1012
+/// (service restart), on which the chart page reconnects at once.
+#[actix_web::test]
+async fn a_stopping_server_stops_accepting_then_closes_viewers_with_1012() {
+    let app = spawn_app().await;
+    let mut ws = connect(&app, "symbol=BTC/USD").await;
+    assert_eq!(recv(&mut ws, "the snapshot").await["type"], "snapshot");
+
+    let port = app.port;
+    let ((), (code, refused)) = tokio::join!(app.stop(), async {
+        let (code, _) = until_closed(&mut ws).await;
+        (code, TcpStream::connect(("127.0.0.1", port)).await.is_err())
+    });
+    assert_eq!(code, Some(1012), "closed with 1012 (service restart)");
+    assert!(refused, "the listener was closed before the viewers were");
+}
