@@ -1378,7 +1378,10 @@ async fn a_reconnect_resumes_on_another_server_of_the_same_database() {
     // Missed while away: an edit of the first minute and a new one.
     let r = app
         .client
-        .put(app.url(&format!("/api/ticks?time={}&symbol=REP/USD", rfc3339(t + 5))))
+        .put(app.url(&format!(
+            "/api/ticks?time={}&symbol=REP/USD",
+            rfc3339(t + 5)
+        )))
         .bearer_auth(crate::helpers::TOKEN)
         .json(&json!({ "price": 150.0, "volume": 2.0 }))
         .send()
