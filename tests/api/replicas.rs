@@ -482,6 +482,22 @@ async fn until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// The WebSocket sessions a replica holds (its `/metrics`).
+async fn sessions(client: &reqwest::Client, port: u16) -> u64 {
+    let text = client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix("candlewick_ws_sessions "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
 /// The database's 1m candles of the symbol, as the wire has them.
 async fn db_candles(pool: &sqlx::PgPool) -> BTreeMap<i64, Value> {
     let rows: Vec<(i64, f64, f64, f64, f64, f64)> = sqlx::query_as(
@@ -592,11 +608,17 @@ async fn replicas_behind_nginx_restart_one_by_one_and_viewers_resume_without_los
     }
     let graceful: Vec<Dropped> = states.iter().flat_map(|s| lock(s).drops.clone()).collect();
 
-    // A crash: SIGKILL, no drain.
+    // A crash: SIGKILL, no drain, of the replica holding the most viewers.
+    let mut held = Vec::new();
+    for r in &replicas {
+        held.push(sessions(&client, r.port).await);
+    }
+    let victim = (0..held.len()).max_by_key(|i| held[*i]).unwrap_or(0);
+    println!("viewers per replica before the kill: {held:?}");
     let drops_before: Vec<usize> = states.iter().map(|s| lock(s).drops.len()).collect();
     let killed_at = Instant::now();
-    replicas[0].signal(nix::sys::signal::Signal::SIGKILL);
-    replicas[0].exited().await;
+    replicas[victim].signal(nix::sys::signal::Signal::SIGKILL);
+    replicas[victim].exited().await;
     until("every viewer live after the kill", WAIT, || {
         states.iter().zip(&drops_before).all(|(s, n)| {
             let s = lock(s);
@@ -633,22 +655,25 @@ async fn replicas_behind_nginx_restart_one_by_one_and_viewers_resume_without_los
     }
 
     // No write failed or was lost.
-    let w = writes.lock().unwrap_or_else(|e| e.into_inner());
+    let w = std::mem::take(&mut *writes.lock().unwrap_or_else(|e| e.into_inner()));
     assert!(
         w.failed.is_empty(),
         "failed writes: {:?}; nginx said: {}",
         w.failed,
         std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
     );
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM ticks WHERE symbol = $1")
-        .bind(SYMBOL)
-        .fetch_one(&pool)
-        .await
-        .expect("counting ticks");
+    let stored: Vec<(i64, f64)> = sqlx::query_as(
+        "SELECT extract(epoch FROM time)::bigint, price FROM ticks WHERE symbol = $1 ORDER BY time",
+    )
+    .bind(SYMBOL)
+    .fetch_all(&pool)
+    .await
+    .expect("reading the ticks");
+    let mut acked = w.acked.clone();
+    acked.sort_by_key(|(t, _)| *t);
     assert_eq!(
-        stored as usize,
-        w.acked.len(),
-        "every acknowledged tick is stored"
+        stored, acked,
+        "every acknowledged tick is stored, and only those"
     );
 
     // Graceful drops: every viewer back within 1 s, by a resume (the journal holds it all).
