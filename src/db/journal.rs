@@ -398,3 +398,21 @@ pub async fn prune(pool: &PgPool, keep: std::time::Duration) -> anyhow::Result<u
             .context("pruning the change journal")?;
     Ok(u64::try_from(pruned).unwrap_or_default())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_position_names_its_xmin_as_the_resume_seq_and_its_xmax() {
+        let p = Position("7410:7415:7410,7412".into());
+        assert_eq!((p.seq(), p.upto()), (7410, 7415));
+        let idle = Position("4294967300:4294967300:".into());
+        assert_eq!((idle.seq(), idle.upto()), (4_294_967_300, 4_294_967_300));
+        assert_eq!(
+            Position("garbage".into()).seq(),
+            0,
+            "no position: resumes nothing"
+        );
+    }
+}
