@@ -236,13 +236,26 @@ async fn read(
 ) -> anyhow::Result<PollResult> {
     let Some(from) = req.from else {
         // The epoch: the cluster (its system identifier and timeline: a restored backup or a
-        // promoted standby starts a new one) and the database in it.
+        // promoted standby starts a new one) and the database in it. Where a managed service
+        // does not let us read the control data, the database alone.
         let (position, epoch): (String, String) = sqlx::query_as(
             r#"
             SELECT
                 pg_current_snapshot()::text,
-                concat_ws('.', s.system_identifier, c.timeline_id, d.oid)
-            FROM pg_control_system() s, pg_control_checkpoint() c, pg_database d
+                concat_ws(
+                    '.',
+                    CASE
+                        WHEN has_function_privilege('pg_control_system()', 'EXECUTE')
+                         AND has_function_privilege('pg_control_checkpoint()', 'EXECUTE')
+                        THEN (
+                            SELECT concat_ws('.', s.system_identifier, c.timeline_id)
+                            FROM pg_control_system() s, pg_control_checkpoint() c
+                        )
+                        ELSE 'db'
+                    END,
+                    d.oid
+                )
+            FROM pg_database d
             WHERE d.datname = current_database()
             "#,
         )
