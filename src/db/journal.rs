@@ -19,6 +19,45 @@ use crate::domain::Candle;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Position(pub String);
 
+impl Position {
+    /// The snapshot's xmin: every transaction below it had ended when the snapshot was taken,
+    /// so a viewer whose candles are as of this position has seen every change journaled below
+    /// it. This number, the same on every replica of the database, is the resume token's `seq`.
+    pub fn seq(&self) -> u64 {
+        self.part(0)
+    }
+
+    /// The snapshot's xmax: no transaction from it on was seen.
+    pub fn upto(&self) -> u64 {
+        self.part(1)
+    }
+
+    fn part(&self, n: usize) -> u64 {
+        self.0
+            .split(':')
+            .nth(n)
+            .and_then(|x| x.parse().ok())
+            .unwrap_or_default()
+    }
+}
+
+/// A reconnecting viewer's place: journal entries of transactions from `since` on may be new
+/// to it (see [`Position::seq`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResumeFrom {
+    pub symbol: String,
+    pub since: u64,
+}
+
+/// What a viewer resuming from `from` missed, as of the poll's position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resumed {
+    pub from: ResumeFrom,
+    /// The minutes (Unix seconds, within the window) changed since; `None` when the journal no
+    /// longer holds all of it (pruned, or a wholesale change): the viewer needs a snapshot.
+    pub minutes: Option<Vec<i64>>,
+}
+
 /// A minute that changed, with its candle as of the poll (`None`: it has no ticks any more).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MinuteChange {
@@ -59,6 +98,12 @@ pub struct PollResult {
     pub changes: Changes,
     /// The 1m candles of each symbol of [`PollRequest::load`] since the window start, ascending.
     pub windows: Vec<(String, Vec<Candle>)>,
+    /// What names this database's journal (read when the poll starts without a position):
+    /// resume tokens from another database, or from this one after a restore or a failover,
+    /// are not taken.
+    pub epoch: Option<String>,
+    /// The changed minutes for each resume asked for, as of `position`.
+    pub resumed: Vec<Resumed>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -164,13 +209,24 @@ const CHANGES_RECOMPUTED: &str = changes_sql!(
 /// One poll: the changes since `from` of the symbols asked for, recomputed or read as the
 /// flavour needs, and the windows of `load`, all in one snapshot. Without symbols to load it is
 /// one statement; its cost follows the changed minutes, never the window or the viewers.
-#[tracing::instrument(name = "Poll changes", skip_all)]
 pub async fn poll(
     pool: &PgPool,
     flavour: Flavour,
     req: &PollRequest<'_>,
 ) -> anyhow::Result<PollResult> {
-    if req.load.is_empty() {
+    poll_resuming(pool, flavour, req, &[]).await
+}
+
+/// [`poll`], and in the same snapshot what each of `resumes` missed: reconnecting viewers get
+/// just that, whichever replica of the database they last read from.
+#[tracing::instrument(name = "Poll changes", skip_all)]
+pub async fn poll_resuming(
+    pool: &PgPool,
+    flavour: Flavour,
+    req: &PollRequest<'_>,
+    resumes: &[ResumeFrom],
+) -> anyhow::Result<PollResult> {
+    if req.load.is_empty() && resumes.is_empty() {
         let mut conn = pool.acquire().await.context("connecting for a poll")?;
         return read(&mut conn, flavour, req).await;
     }
@@ -180,7 +236,12 @@ pub async fn poll(
         .await
         .context("setting the poll's isolation")?;
     let mut result = read(&mut tx, flavour, req).await?;
-    result.windows = load_windows(&mut tx, req.load, req.since).await?;
+    if !req.load.is_empty() {
+        result.windows = load_windows(&mut tx, req.load, req.since).await?;
+    }
+    if !resumes.is_empty() {
+        result.resumed = missed(&mut tx, resumes, req.since).await?;
+    }
     tx.commit().await.context("ending the poll")?;
     Ok(result)
 }
@@ -192,12 +253,36 @@ async fn read(
     req: &PollRequest<'_>,
 ) -> anyhow::Result<PollResult> {
     let Some(from) = req.from else {
-        let position: String = sqlx::query_scalar("SELECT pg_current_snapshot()::text")
-            .fetch_one(&mut *conn)
-            .await
-            .context("reading the journal position")?;
+        // The epoch: the cluster (its system identifier and timeline: a restored backup or a
+        // promoted standby starts a new one) and the database in it. Where a managed service
+        // does not let us read the control data, the database alone.
+        let (position, epoch): (String, String) = sqlx::query_as(
+            r#"
+            SELECT
+                pg_current_snapshot()::text,
+                concat_ws(
+                    '.',
+                    CASE
+                        WHEN has_function_privilege('pg_control_system()', 'EXECUTE')
+                         AND has_function_privilege('pg_control_checkpoint()', 'EXECUTE')
+                        THEN (
+                            SELECT concat_ws('.', s.system_identifier, c.timeline_id)
+                            FROM pg_control_system() s, pg_control_checkpoint() c
+                        )
+                        ELSE 'db'
+                    END,
+                    d.oid
+                )
+            FROM pg_database d
+            WHERE d.datname = current_database()
+            "#,
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .context("reading the journal position")?;
         return Ok(PollResult {
             position: Some(Position(position)),
+            epoch: Some(epoch),
             ..PollResult::default()
         });
     };
@@ -277,6 +362,63 @@ async fn load_windows(
         .collect())
 }
 
+/// The minutes each of `resumes` missed: journal entries of its symbol from transactions
+/// `since` on that this snapshot sees. `None` where the journal may have lost some (pruned
+/// below `since`, see `candlewick_prune_journal`: its oldest mark bounds what was pruned) or
+/// holds a wholesale change.
+async fn missed(
+    conn: &mut PgConnection,
+    resumes: &[ResumeFrom],
+    window_start: DateTime<Utc>,
+) -> anyhow::Result<Vec<Resumed>> {
+    let symbols: Vec<&str> = resumes.iter().map(|r| r.symbol.as_str()).collect();
+    let since: Vec<String> = resumes.iter().map(|r| r.since.to_string()).collect();
+    let rows: Vec<(String, String, bool, Vec<i64>)> = sqlx::query_as(
+        r#"
+        WITH r AS (
+            SELECT symbol, since::xid8 AS since
+            FROM unnest($1::text[], $2::text[]) AS r(symbol, since)
+        ),
+        horizon AS (
+            SELECT min(oldest_running) AS xid FROM candle_changes_marks
+        )
+        SELECT
+            r.symbol,
+            r.since::text,
+            coalesce(h.xid > r.since, false)
+                OR EXISTS (
+                    SELECT FROM candle_changes c
+                    WHERE c.xid >= r.since
+                      AND c.symbol IS NULL
+                ) AS lost,
+            ARRAY(
+                SELECT DISTINCT extract(epoch FROM c.bucket)::bigint
+                FROM candle_changes c
+                WHERE c.xid >= r.since
+                  AND c.symbol = r.symbol
+                  AND c.bucket >= $3
+            ) AS minutes
+        FROM r, horizon h
+        "#,
+    )
+    .bind(&symbols)
+    .bind(&since)
+    .bind(window_start)
+    .fetch_all(&mut *conn)
+    .await
+    .context("reading what resuming viewers missed")?;
+    Ok(rows
+        .into_iter()
+        .map(|(symbol, since, lost, minutes)| Resumed {
+            from: ResumeFrom {
+                symbol,
+                since: since.parse().unwrap_or_default(),
+            },
+            minutes: (!lost).then_some(minutes),
+        })
+        .collect())
+}
+
 /// Forgets journal entries of transactions that ended more than `keep` ago (see
 /// `candlewick_prune_journal`); a poller away longer than that reloads its windows.
 pub async fn prune(pool: &PgPool, keep: std::time::Duration) -> anyhow::Result<u64> {
@@ -287,4 +429,22 @@ pub async fn prune(pool: &PgPool, keep: std::time::Duration) -> anyhow::Result<u
             .await
             .context("pruning the change journal")?;
     Ok(u64::try_from(pruned).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_position_names_its_xmin_as_the_resume_seq_and_its_xmax() {
+        let p = Position("7410:7415:7410,7412".into());
+        assert_eq!((p.seq(), p.upto()), (7410, 7415));
+        let idle = Position("4294967300:4294967300:".into());
+        assert_eq!((idle.seq(), idle.upto()), (4_294_967_300, 4_294_967_300));
+        assert_eq!(
+            Position("garbage".into()).seq(),
+            0,
+            "no position: resumes nothing"
+        );
+    }
 }

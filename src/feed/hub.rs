@@ -1,6 +1,12 @@
 //! The broadcast channel per (symbol, interval): updates serialized once and numbered, the last
 //! few kept for viewers that reconnect, and snapshots cached per (limit, format) until the next
 //! change, so a join costs one copy of shared bytes, not a serialization per viewer.
+//!
+//! Numbers are the database's, not this process's: a frame's `seq` is the xmin of the journal
+//! position its candles are as of (see `db::journal::Position`), and the epoch names the
+//! database. A viewer with the token `seq` has seen every transaction below it. One that comes
+//! back with a token this hub's kept updates cover resumes from them; any other token of the
+//! same database is resumed by the poller from the journal.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -26,6 +32,8 @@ pub const RESUME_GRACE: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone)]
 pub struct Update {
     pub seq: u64,
+    /// The xmax of the position it was read at: it holds only transactions below this.
+    pub upto: u64,
     pub frame: ByteString,
 }
 
@@ -42,12 +50,12 @@ pub struct Subscription {
 #[derive(Debug)]
 struct Channel {
     tx: broadcast::Sender<Update>,
-    /// The hub's update number when this channel was made: a viewer's older number is not
-    /// this channel's.
+    /// The xmax of the position this channel was made at (or its candles were read afresh
+    /// at): its kept updates cover the tokens that saw every transaction below it.
     born: u64,
     /// The last update sent here (`born` before any).
     last_seq: u64,
-    /// The newest updates, for resuming viewers; `evicted` is the newest number dropped.
+    /// The newest updates, for resuming viewers; `evicted` is the newest `upto` dropped.
     recent: VecDeque<Update>,
     evicted: u64,
     /// Serialized snapshots by (limit, format), newest last, reused until the next change.
@@ -67,15 +75,16 @@ impl Channel {
         now.duration_since(since) < grace
     }
 
-    /// The updates after `seq`, when this channel still has all of them.
+    /// The updates a viewer with the token `seq` (it has seen every transaction below it) may
+    /// lack, when this channel still has all of them: those holding transactions from `seq` on.
     fn since(&self, seq: u64) -> Option<Vec<Frame>> {
-        if seq < self.born || seq < self.evicted || seq > self.last_seq {
+        if self.born > seq || self.evicted > seq {
             return None;
         }
         Some(
             self.recent
                 .iter()
-                .filter(|u| u.seq > seq)
+                .filter(|u| u.upto > seq)
                 .map(|u| Frame::Text(u.frame.clone()))
                 .collect(),
         )
@@ -85,10 +94,12 @@ impl Channel {
 /// The broadcast channels, keyed by symbol and interval. Owned by the poller.
 #[derive(Debug)]
 pub struct Hub {
-    /// This server run: update numbers mean nothing to another run.
+    /// The database (random until the poller has read it): numbers mean nothing elsewhere.
     epoch: String,
-    /// The last update number handed out (across all channels).
-    seq: u64,
+    /// The poller's position (its xmin): what snapshots and updates made now are as of.
+    position: u64,
+    /// The position's xmax: no transaction from here on is in the candles.
+    upto: u64,
     /// How long a channel nobody listens to is kept for reconnecting viewers.
     grace: Duration,
     channels: HashMap<(String, Interval), Channel>,
@@ -105,10 +116,107 @@ impl Hub {
     pub fn new(grace: Duration) -> Self {
         Self {
             epoch: Alphanumeric.sample_string(&mut rand::rng(), 12),
-            seq: 0,
+            position: 0,
+            upto: 0,
             grace: grace.min(RESUME_GRACE),
             channels: HashMap::new(),
         }
+    }
+
+    /// The database's epoch (a random one until the poller has read it).
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// The poller has a position again after having none (at start, after a TRUNCATE or a long
+    /// outage): numbers from here on are as of `position` in the database `epoch`; the kept
+    /// updates no longer tell what a viewer missed (the candles were read afresh).
+    pub fn restart_at(&mut self, epoch: String, position: u64, upto: u64) {
+        self.epoch = epoch;
+        self.position = position;
+        self.upto = upto;
+        for ch in self.channels.values_mut() {
+            ch.born = upto;
+            ch.recent.clear();
+            ch.evicted = 0;
+        }
+    }
+
+    /// The poller moved to a later position (before it sends the updates it read there).
+    pub fn set_position(&mut self, position: u64, upto: u64) {
+        self.position = self.position.max(position);
+        self.upto = self.upto.max(upto);
+    }
+
+    /// Whether the updates kept here answer `want`'s resume token (else the journal must).
+    pub fn can_resume(&self, want: &Want) -> bool {
+        want.resume.as_ref().is_some_and(|r| {
+            r.epoch == self.epoch
+                && self
+                    .channels
+                    .get(&(want.symbol.as_str().to_owned(), want.interval))
+                    .is_some_and(|ch| ch.since(r.seq).is_some())
+        })
+    }
+
+    /// A resumed viewer's first frames from the journal: the resume, then one update of the
+    /// candles it missed (`candles`, and the buckets `removed`) unless there are none.
+    pub fn subscribe_resumed(
+        &mut self,
+        want: &Want,
+        since: u64,
+        candles: &[Candle],
+        removed: &[i64],
+    ) -> Subscription {
+        let symbol = want.symbol.as_str();
+        let position = self.position;
+        let epoch = self.epoch.clone();
+        let ch = self.channel(symbol, want.interval);
+        let mut first = vec![
+            ServerMsg::Resume {
+                symbol,
+                interval: want.interval,
+                seq: since,
+                epoch: &epoch,
+            }
+            .to_frame(Format::Json),
+        ];
+        if !candles.is_empty() || !removed.is_empty() {
+            first.push(
+                ServerMsg::Update {
+                    symbol,
+                    interval: want.interval,
+                    candles,
+                    removed,
+                    seq: position,
+                }
+                .to_frame(Format::Json),
+            );
+        }
+        Subscription {
+            first,
+            updates: ch.tx.subscribe(),
+            stale: false,
+        }
+    }
+
+    /// The channel of (`symbol`, `interval`), made if new; someone listens from now.
+    fn channel(&mut self, symbol: &str, interval: Interval) -> &mut Channel {
+        let (position, upto) = (self.position, self.upto);
+        let ch = self
+            .channels
+            .entry((symbol.to_owned(), interval))
+            .or_insert_with(|| Channel {
+                tx: broadcast::channel(CHANNEL_CAPACITY).0,
+                born: upto,
+                last_seq: position,
+                recent: VecDeque::new(),
+                evicted: 0,
+                snapshots: Vec::new(),
+                unwatched_since: None,
+            });
+        ch.unwatched_since = None;
+        ch
     }
 
     /// A receiver for the channel `want` names and its first frames: what the viewer missed if
@@ -116,34 +224,22 @@ impl Hub {
     /// ascending, when no cached one fits).
     pub fn subscribe(&mut self, want: &Want, series: impl FnOnce() -> Vec<Candle>) -> Subscription {
         let symbol = want.symbol.as_str();
-        let key = (symbol.to_owned(), want.interval);
-        if !self.channels.contains_key(&key) {
-            // A new number: a viewer's number from before the channel existed does not resume.
-            self.seq += 1;
-        }
-        let seq = self.seq;
-        let ch = self.channels.entry(key).or_insert_with(|| Channel {
-            tx: broadcast::channel(CHANNEL_CAPACITY).0,
-            born: seq,
-            last_seq: seq,
-            recent: VecDeque::new(),
-            evicted: 0,
-            snapshots: Vec::new(),
-            unwatched_since: None,
-        });
-        ch.unwatched_since = None;
+        let position = self.position;
+        let epoch = self.epoch.clone();
+        let ch = self.channel(symbol, want.interval);
         let resumed = want
             .resume
             .as_ref()
-            .filter(|r| r.epoch == self.epoch)
+            .filter(|r| r.epoch == epoch)
             .and_then(|r| Some((r.seq, ch.since(r.seq)?)));
+        let epoch = epoch.as_str();
         let first = match resumed {
             Some((seq, missed)) => {
                 let resume = ServerMsg::Resume {
                     symbol,
                     interval: want.interval,
                     seq,
-                    epoch: &self.epoch,
+                    epoch,
                 };
                 std::iter::once(resume.to_frame(Format::Json))
                     .chain(missed)
@@ -161,8 +257,8 @@ impl Hub {
                             symbol,
                             interval: want.interval,
                             candles: &all[from..],
-                            seq: ch.last_seq,
-                            epoch: &self.epoch,
+                            seq: position,
+                            epoch,
                         }
                         .to_frame(want.format);
                         if ch.snapshots.len() == SNAPSHOTS_KEPT {
@@ -240,24 +336,25 @@ impl Hub {
         let Some(ch) = self.channels.get_mut(&(symbol.to_owned(), interval)) else {
             return;
         };
-        self.seq += 1;
+        let seq = self.position;
         let update = Update {
-            seq: self.seq,
+            seq,
+            upto: self.upto,
             frame: ServerMsg::Update {
                 symbol,
                 interval,
                 candles,
                 removed,
-                seq: self.seq,
+                seq,
             }
             .to_text(),
         };
-        ch.last_seq = self.seq;
+        ch.last_seq = seq;
         ch.snapshots.clear();
         if ch.recent.len() == RESUME_BUFFER
             && let Some(old) = ch.recent.pop_front()
         {
-            ch.evicted = old.seq;
+            ch.evicted = old.upto;
         }
         ch.recent.push_back(update.clone());
         // No receivers is normal.
@@ -271,6 +368,7 @@ impl Hub {
         for ch in self.channels.values() {
             let _ = ch.tx.send(Update {
                 seq: ch.last_seq,
+                upto: 0,
                 frame: frame.clone(),
             });
         }
@@ -356,40 +454,85 @@ mod tests {
     #[test]
     fn a_reconnect_resumes_with_the_updates_it_missed_or_gets_a_snapshot() {
         let mut hub = Hub::default();
+        hub.restart_at("db".into(), 10, 10);
         let first = hub.subscribe(&want("A", None), || candles(1));
         let snapshot = text(&first.first[0]);
-        let epoch = snapshot["epoch"].as_str().unwrap().to_owned();
-        let seq = snapshot["seq"].as_u64().unwrap();
+        assert_eq!(snapshot["epoch"], "db");
+        assert_eq!(snapshot["seq"], 10);
+        hub.set_position(11, 11);
         hub.send_update("A", Interval::M1, &candles(1), &[]);
-        hub.send_update("A", Interval::M1, &candles(1), &[]);
+        hub.set_position(12, 12);
+        hub.send_update("A", Interval::M1, &candles(2), &[]);
         let mut back = want("A", None);
-        back.resume = Some(Resume {
-            epoch: epoch.clone(),
-            seq,
-        });
+        let resume = |epoch: &str, seq| {
+            Some(Resume {
+                epoch: epoch.into(),
+                seq,
+            })
+        };
+        back.resume = resume("db", 10);
+        assert!(hub.can_resume(&back));
         let resumed = hub.subscribe(&back, || panic!("no snapshot on resume"));
         assert_eq!(text(&resumed.first[0])["type"], "resume");
+        assert_eq!(resumed.first.len(), 3, "the resume and both updates");
+        back.resume = resume("db", 11);
         assert_eq!(
-            resumed.first.len(),
-            3,
-            "the resume and the two missed updates"
+            hub.subscribe(&back, Vec::new).first.len(),
+            2,
+            "the resume and the one update with transactions from 11 on"
         );
-        back.resume = Some(Resume {
-            epoch: "another run".into(),
-            seq,
-        });
+        back.resume = resume("db", 12);
+        assert_eq!(
+            hub.subscribe(&back, Vec::new).first.len(),
+            1,
+            "nothing missed"
+        );
+
+        back.resume = resume("another database", 12);
+        assert!(!hub.can_resume(&back));
         let fresh = hub.subscribe(&back, || candles(1));
         assert_eq!(text(&fresh.first[0])["type"], "snapshot");
-        for _ in 0..RESUME_BUFFER {
+        assert_eq!(text(&fresh.first[0])["seq"], 12);
+
+        for i in 0..RESUME_BUFFER as u64 {
+            hub.set_position(13 + i, 13 + i);
             hub.send_update("A", Interval::M1, &candles(1), &[]);
         }
-        back.resume = Some(Resume { epoch, seq });
-        let too_late = hub.subscribe(&back, || candles(1));
-        assert_eq!(
-            text(&too_late.first[0])["type"],
-            "snapshot",
+        back.resume = resume("db", 11);
+        assert!(
+            !hub.can_resume(&back),
             "the missed updates are no longer kept"
         );
+        let too_late = hub.subscribe(&back, || candles(1));
+        assert_eq!(text(&too_late.first[0])["type"], "snapshot");
+
+        hub.restart_at("db".into(), 100, 105);
+        back.resume = resume("db", 100);
+        assert!(
+            !hub.can_resume(&back),
+            "candles read afresh at a position that saw transactions from 100 on: the journal \
+             tells whether the viewer has them"
+        );
         drop(first);
+    }
+
+    #[test]
+    fn a_resume_from_the_journal_sends_the_missed_candles_as_one_update() {
+        let mut hub = Hub::default();
+        hub.restart_at("db".into(), 50, 52);
+        let mut back = want("A", None);
+        back.resume = Some(Resume {
+            epoch: "db".into(),
+            seq: 40,
+        });
+        let sub = hub.subscribe_resumed(&back, 40, &candles(2), &[600]);
+        assert_eq!(text(&sub.first[0])["type"], "resume");
+        let update = text(&sub.first[1]);
+        assert_eq!(update["type"], "update");
+        assert_eq!(update["seq"], 50);
+        assert_eq!(update["candles"].as_array().unwrap().len(), 2);
+        assert_eq!(update["removed"], serde_json::json!([600]));
+        let nothing = hub.subscribe_resumed(&back, 40, &[], &[]);
+        assert_eq!(nothing.first.len(), 1, "only the resume");
     }
 }

@@ -26,7 +26,7 @@ use super::window::CandleWindow;
 use super::wire::Want;
 use crate::db::Flavour;
 use crate::db::flavour::Refresher;
-use crate::db::journal::{self, Changes, PollRequest, PollResult, Position};
+use crate::db::journal::{self, Changes, PollRequest, PollResult, Position, ResumeFrom};
 use crate::feed::health::Health;
 
 /// How long the journal keeps changes; a poller away for longer reloads its windows instead.
@@ -122,6 +122,13 @@ struct Poller {
     last_prune: Instant,
     /// Symbols whose window must be read by the next poll, with the viewers waiting for it.
     to_load: HashMap<String, Vec<Subscribe>>,
+    /// Reconnecting viewers whose token the hub's kept updates do not cover: the next poll
+    /// reads what they missed from the journal.
+    to_resume: Vec<Subscribe>,
+    /// Those the running poll reads for.
+    resuming: Vec<Subscribe>,
+    /// The database's epoch, once read.
+    epoch: Option<String>,
     /// Loaded symbols nobody watches, since when.
     unwatched_since: HashMap<String, Instant>,
 }
@@ -143,6 +150,9 @@ impl Poller {
             stale_since: None,
             last_prune: Instant::now(),
             to_load: HashMap::new(),
+            to_resume: Vec::new(),
+            resuming: Vec::new(),
+            epoch: None,
             unwatched_since: HashMap::new(),
         }
     }
@@ -196,6 +206,19 @@ impl Poller {
             .cutoff(Utc::now().timestamp())
             .and_then(|t| chrono::DateTime::from_timestamp(t, 0));
         let load = loaded.clone();
+        self.resuming = std::mem::take(&mut self.to_resume);
+        let resumes: Vec<ResumeFrom> = self
+            .resuming
+            .iter()
+            .filter_map(|r| {
+                Some(ResumeFrom {
+                    symbol: r.symbol().to_owned(),
+                    since: r.want.resume.as_ref()?.seq,
+                })
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         tasks.spawn(async move {
             let request = PollRequest {
                 from: from.as_ref(),
@@ -204,14 +227,14 @@ impl Poller {
                 since,
                 old_before,
             };
-            let result =
-                tokio::time::timeout(POLL_TIMEOUT, journal::poll(&pool, flavour, &request))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(anyhow::anyhow!(
-                            "the poll took longer than {POLL_TIMEOUT:?}"
-                        ))
-                    });
+            let poll = journal::poll_resuming(&pool, flavour, &request, &resumes);
+            let result = tokio::time::timeout(POLL_TIMEOUT, poll)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(anyhow::anyhow!(
+                        "the poll took longer than {POLL_TIMEOUT:?}"
+                    ))
+                });
             Done::Poll {
                 started,
                 loaded,
@@ -234,7 +257,7 @@ impl Poller {
                     Ok(poll) => self.on_success(poll, &loaded, tasks),
                     Err(e) => self.on_failure(e),
                 }
-                if !self.to_load.is_empty() && self.failures == 0 {
+                if (!self.to_load.is_empty() || !self.to_resume.is_empty()) && self.failures == 0 {
                     // Viewers wait for these windows: read them now, not at the next tick.
                     self.start_poll(tasks);
                 }
@@ -274,6 +297,14 @@ impl Poller {
             // materialized minutes.
             self.refresher.everything(Utc::now().timestamp());
         }
+        if let Some(epoch) = poll.epoch {
+            self.epoch = Some(epoch);
+        }
+        match (&self.position, &poll.position, &self.epoch) {
+            (None, Some(p), Some(epoch)) => self.hub.restart_at(epoch.clone(), p.seq(), p.upto()),
+            (_, Some(p), _) => self.hub.set_position(p.seq(), p.upto()),
+            _ => {}
+        }
         self.position = poll.position;
         self.failures = 0;
         self.next_attempt = Instant::now();
@@ -290,6 +321,19 @@ impl Poller {
                     self.answer(request);
                 }
             }
+        }
+        let missed: HashMap<ResumeFrom, Option<Vec<i64>>> = poll
+            .resumed
+            .into_iter()
+            .map(|r| (r.from, r.minutes))
+            .collect();
+        for request in std::mem::take(&mut self.resuming) {
+            let from = request.want.resume.as_ref().map(|r| ResumeFrom {
+                symbol: request.symbol().to_owned(),
+                since: r.seq,
+            });
+            let minutes = from.and_then(|f| missed.get(&f).cloned().flatten());
+            self.answer_resumed(request, minutes);
         }
         self.start_refresh(tasks);
         for symbol in self.candles.trim(self.window_start().timestamp()) {
@@ -320,6 +364,14 @@ impl Poller {
     }
 
     fn on_subscribe(&mut self, request: Subscribe, tasks: &mut JoinSet<Done>) {
+        if self.resumes_from_journal(&request.want) {
+            if !self.candles.is_loaded(request.symbol()) {
+                self.to_load.entry(request.symbol().to_owned()).or_default();
+            }
+            self.to_resume.push(request);
+            self.start_poll(tasks);
+            return;
+        }
         let loading = self.to_load.contains_key(request.symbol());
         if self.candles.is_loaded(request.symbol()) && !loading {
             self.answer(request);
@@ -337,6 +389,65 @@ impl Poller {
             .or_default()
             .push(request);
         self.start_poll(tasks);
+    }
+
+    /// Whether `want` resumes, from a token of this database (or perhaps: its epoch is not
+    /// read yet) that the hub's kept updates do not cover. Not while the database is away:
+    /// the viewer then gets what we have, marked stale.
+    fn resumes_from_journal(&self, want: &Want) -> bool {
+        let Some(resume) = &want.resume else {
+            return false;
+        };
+        self.stale_since.is_none()
+            && self.epoch.as_ref().is_none_or(|e| *e == resume.epoch)
+            && !self.hub.can_resume(want)
+    }
+
+    /// Answers a viewer whose missed minutes the poll read (`None`: a snapshot, as the
+    /// journal no longer holds them, the token is from another database, or the poll failed).
+    fn answer_resumed(&mut self, request: Subscribe, minutes: Option<Vec<i64>>) {
+        let epoch_matches = matches!(
+            (&self.epoch, &request.want.resume),
+            (Some(e), Some(r)) if *e == r.epoch
+        );
+        let loaded = self.candles.is_loaded(request.symbol())
+            && !self.to_load.contains_key(request.symbol());
+        let since = request.want.resume.as_ref().map(|r| r.seq);
+        match (minutes, since) {
+            (Some(minutes), Some(since)) if epoch_matches && loaded => {
+                let Subscribe { want, reply } = request;
+                let minutes: BTreeSet<i64> = minutes.into_iter().collect();
+                let d = self
+                    .candles
+                    .delta(want.symbol.as_str(), want.interval, &minutes);
+                let mut sub = self
+                    .hub
+                    .subscribe_resumed(&want, since, &d.candles, &d.removed);
+                sub.stale = self.stale_since.is_some();
+                self.unwatched_since.remove(want.symbol.as_str());
+                metrics::counter!("candlewick_journal_resumes_total").increment(1);
+                let _ = reply.send(sub);
+            }
+            _ => {
+                let Subscribe { mut want, reply } = request;
+                want.resume = None;
+                self.on_loaded_or_queue(Subscribe { want, reply });
+            }
+        }
+    }
+
+    /// A viewer for a snapshot: answered now when its window is here, else once it is read.
+    fn on_loaded_or_queue(&mut self, request: Subscribe) {
+        if self.candles.is_loaded(request.symbol()) && !self.to_load.contains_key(request.symbol())
+            || self.stale_since.is_some()
+        {
+            self.answer(request);
+        } else {
+            self.to_load
+                .entry(request.symbol().to_owned())
+                .or_default()
+                .push(request);
+        }
     }
 
     fn answer(&mut self, request: Subscribe) {
@@ -393,7 +504,20 @@ impl Poller {
             tracing::warn!(error = %e, retry_in = ?backoff, "poll failed again");
         }
         // Without a database, waiting viewers get what we have, marked stale.
-        let waiting: Vec<Subscribe> = self.to_load.values_mut().flat_map(std::mem::take).collect();
+        let resuming: Vec<Subscribe> = std::mem::take(&mut self.resuming)
+            .into_iter()
+            .chain(std::mem::take(&mut self.to_resume))
+            .map(|Subscribe { mut want, reply }| {
+                want.resume = None;
+                Subscribe { want, reply }
+            })
+            .collect();
+        let waiting: Vec<Subscribe> = self
+            .to_load
+            .values_mut()
+            .flat_map(std::mem::take)
+            .chain(resuming)
+            .collect();
         for request in waiting {
             self.answer(request);
         }

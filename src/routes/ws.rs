@@ -243,7 +243,8 @@ impl Viewer {
         mut stream: actix_ws::AggregatedMessageStream,
         mut want: Want,
     ) -> Option<CloseReason> {
-        let going_away = close(CloseCode::Away, "server shutting down");
+        // 1012: the page reconnects at once (through a proxy, to another replica).
+        let going_away = close(CloseCode::Restart, "server restarting");
         let Some(mut sub) = self.feed.subscribe(want.clone()).await else {
             return going_away;
         };

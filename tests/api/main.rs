@@ -22,6 +22,7 @@ mod journal;
 mod memory;
 mod migrations;
 mod read_timeouts;
+mod replicas;
 mod smoke;
 mod storage;
 mod times;

@@ -1353,3 +1353,116 @@ async fn a_browser_page_from_another_origin_may_not_open_the_websocket() {
         "an allowed origin"
     );
 }
+
+/// SIGTERM's drain as a viewer behind a proxy sees it: by the time the close comes, the server
+/// takes no new connections (a reconnect goes to another replica), and the close says 1012
+/// (service restart), on which the chart page reconnects at once.
+#[actix_web::test]
+async fn a_stopping_server_stops_accepting_then_closes_viewers_with_1012() {
+    let app = spawn_app().await;
+    let mut ws = connect(&app, "symbol=BTC/USD").await;
+    assert_eq!(recv(&mut ws, "the snapshot").await["type"], "snapshot");
+
+    let port = app.port;
+    let ((), (code, refused)) = tokio::join!(app.stop(), async {
+        let (code, _) = until_closed(&mut ws).await;
+        (code, TcpStream::connect(("127.0.0.1", port)).await.is_err())
+    });
+    assert_eq!(code, Some(1012), "closed with 1012 (service restart)");
+    assert!(refused, "the listener was closed before the viewers were");
+}
+
+/// Another server of the same database (a replica, or this one restarted) resumes a viewer from
+/// the journal: just the candles it missed, no snapshot; unless the journal no longer holds
+/// them (pruned past the token, or a TRUNCATE), then a snapshot.
+#[actix_web::test]
+async fn a_reconnect_resumes_on_another_server_of_the_same_database() {
+    let app = spawn_app().await;
+    let t = bucket_of(now() - 600, 60);
+    let r = app
+        .post_ticks_json(&ticks_every_minute("REP/USD", t, 2))
+        .await;
+    assert_eq!(r.status(), 201);
+    let (mut ws, snapshot) = snapshot_with(&app, "symbol=REP/USD", 2).await;
+    let r = app
+        .post_ticks_json(&ticks_every_minute("REP/USD", t + 120, 1))
+        .await;
+    assert_eq!(r.status(), 201);
+    let update = recv(&mut ws, "the first update").await;
+    let epoch = snapshot["epoch"].as_str().expect("an epoch").to_owned();
+    let seq = update["seq"].as_u64().expect("a seq");
+    ws.close(None).await.expect("closing");
+    drop(ws);
+
+    // Missed while away: an edit of the first minute and a new one.
+    let r = app
+        .client
+        .put(app.url(&format!(
+            "/api/ticks?time={}&symbol=REP/USD",
+            rfc3339(t + 5)
+        )))
+        .bearer_auth(crate::helpers::TOKEN)
+        .json(&json!({ "price": 150.0, "volume": 2.0 }))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(r.status(), 200);
+    let r = app
+        .post_ticks_json(&ticks_every_minute("REP/USD", t + 180, 1))
+        .await;
+    assert_eq!(r.status(), 201);
+
+    let other = crate::helpers::spawn_app_on(app.db_name.clone(), app.db_url.clone(), &[]).await;
+    let query = format!("symbol=REP/USD&since={seq}&epoch={epoch}");
+    let mut back = connect(&other, &query).await;
+    let resume = recv(&mut back, "the resume").await;
+    assert_eq!(resume["type"], "resume", "{resume}");
+    assert_eq!(resume["epoch"], epoch.as_str(), "the database's epoch");
+    let missed = recv(&mut back, "the missed candles").await;
+    assert_update(
+        &missed,
+        "REP/USD",
+        "1m",
+        &[
+            candle(t, 150.0, 150.0, 150.0, 150.0, 2.0),
+            candle(t + 180, 100.0, 100.0, 100.0, 100.0, 1.0),
+        ],
+        &[],
+    );
+    // And it is live: the next change arrives as usual.
+    let r = other
+        .post_ticks_json(&ticks_every_minute("REP/USD", t + 240, 1))
+        .await;
+    assert_eq!(r.status(), 201);
+    let next = recv(&mut back, "the next update").await;
+    assert_eq!(next["candles"][0][0], t + 240, "{next}");
+    let seq_now = next["seq"].as_u64().expect("a seq");
+
+    // The journal pruned past the token: a snapshot.
+    sqlx::query("INSERT INTO candle_changes_marks (oldest_running) VALUES ($1::text::xid8)")
+        .bind((seq_now + 1).to_string())
+        .execute(&app.pool)
+        .await
+        .expect("marking a prune");
+    let third = crate::helpers::spawn_app_on(app.db_name.clone(), app.db_url.clone(), &[]).await;
+    let query = format!("symbol=REP/USD&since={seq_now}&epoch={epoch}");
+    let mut late = connect(&third, &query).await;
+    assert_eq!(recv(&mut late, "the snapshot").await["type"], "snapshot");
+    sqlx::query("DELETE FROM candle_changes_marks")
+        .execute(&app.pool)
+        .await
+        .expect("forgetting the mark");
+    let mut again = connect(&third, &query).await;
+    assert_eq!(recv(&mut again, "the resume").await["type"], "resume");
+
+    // After a TRUNCATE the journal cannot tell what changed: a snapshot.
+    sqlx::query("TRUNCATE ticks")
+        .execute(&app.pool)
+        .await
+        .expect("truncating");
+    let fourth = crate::helpers::spawn_app_on(app.db_name.clone(), app.db_url.clone(), &[]).await;
+    let mut wiped = connect(&fourth, &query).await;
+    let frame = recv(&mut wiped, "the snapshot").await;
+    assert_eq!(frame["type"], "snapshot", "{frame}");
+    assert_eq!(frame["candles"], json!([]));
+}
