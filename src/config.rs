@@ -107,6 +107,9 @@ pub struct Settings {
     /// any client can send those headers.
     #[arg(long, env = "CANDLEWICK_TRUST_FORWARDED")]
     pub trust_forwarded: bool,
+    /// Tests only: faults injected into the poller (never set from the command line).
+    #[arg(skip)]
+    pub feed_faults: crate::feed::Faults,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -13,5 +13,5 @@ pub mod window;
 pub mod wire;
 
 pub use hub::{Subscription, Update};
-pub use poller::{Feed, FeedSettings};
+pub use poller::{Faults, Feed, FeedSettings, Task};
 pub use wire::{Format, Frame, Resume, ServerMsg, Want};

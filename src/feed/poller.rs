@@ -49,6 +49,46 @@ pub struct FeedSettings {
     pub window: Duration,
     /// A symbol's window is dropped this long after its last viewer left.
     pub keep_unwatched: Duration,
+    /// Tests only: faults to inject (no flag or variable sets it).
+    pub faults: Faults,
+}
+
+/// The poller's own loop and the kinds of work it spawns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Task {
+    /// The poller's loop itself (checked before each poll starts).
+    Poller,
+    Poll,
+    Refresh,
+    Prune,
+}
+
+/// Fault injection for tests: a hook called as each [`Task`] starts; a panic in it is a panic
+/// of that task. Empty in every real run.
+#[derive(Clone, Default)]
+pub struct Faults(Option<Arc<dyn Fn(Task) + Send + Sync>>);
+
+impl Faults {
+    /// Calls `hook` as each task starts.
+    pub fn new(hook: impl Fn(Task) + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(hook)))
+    }
+
+    fn inject(&self, task: Task) {
+        if let Some(hook) = &self.0 {
+            hook(task);
+        }
+    }
+}
+
+impl std::fmt::Debug for Faults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Faults(set)"
+        } else {
+            "Faults(none)"
+        })
+    }
 }
 
 /// The handle viewers use to reach the poller.
@@ -58,17 +98,19 @@ pub struct Feed {
 }
 
 impl Feed {
-    /// Starts the poller on the current runtime; it stops when `shutdown` is cancelled.
+    /// Starts the poller on the current runtime; it stops when `shutdown` is cancelled. The
+    /// handle ends when the poller does: before `shutdown` only if it died (a panic), which the
+    /// server must not outlive (viewers would loop through reconnects).
     pub fn start(
         pool: PgPool,
         settings: FeedSettings,
         health: Arc<Health>,
         shutdown: CancellationToken,
-    ) -> Self {
+    ) -> (Self, tokio::task::JoinHandle<()>) {
         let (requests, inbox) = mpsc::channel(REQUEST_QUEUE);
         let poller = Poller::new(pool, settings, health);
-        tokio::spawn(poller.run(inbox, shutdown));
-        Self { requests }
+        let handle = tokio::spawn(poller.run(inbox, shutdown));
+        (Self { requests }, handle)
     }
 
     /// The first frames of the channel `want` names (a snapshot, or what a resuming viewer
@@ -104,6 +146,56 @@ enum Done {
     },
     Refresh(anyhow::Result<()>),
     Prune(anyhow::Result<u64>),
+}
+
+/// The loop's spawned work: each task's kind is kept, so that one that panics is known and its
+/// state reset.
+#[derive(Default)]
+struct Tasks {
+    set: JoinSet<Done>,
+    kinds: HashMap<tokio::task::Id, Task>,
+}
+
+impl Tasks {
+    fn spawn(
+        &mut self,
+        kind: Task,
+        faults: &Faults,
+        work: impl std::future::Future<Output = Done> + Send + 'static,
+    ) {
+        let faults = faults.clone();
+        let handle = self.set.spawn(async move {
+            faults.inject(kind);
+            work.await
+        });
+        self.kinds.insert(handle.id(), kind);
+    }
+
+    /// The next task to end: what it returned, or its kind when it panicked (logged here).
+    async fn join_next(&mut self) -> Option<Result<Done, Task>> {
+        let ended = self.set.join_next_with_id().await?;
+        Some(match ended {
+            Ok((id, done)) => {
+                self.kinds.remove(&id);
+                Ok(done)
+            }
+            Err(e) => {
+                let kind = self.kinds.remove(&e.id()).unwrap_or(Task::Prune);
+                tracing::error!(error = %e, task = ?kind, "a poller task panicked; starting it again");
+                metrics::counter!("candlewick_poller_task_panics_total").increment(1);
+                Err(kind)
+            }
+        })
+    }
+}
+
+/// Marks the server not ready when the poller's loop ends.
+struct NotReadyOnDrop(Arc<Health>);
+
+impl Drop for NotReadyOnDrop {
+    fn drop(&mut self) {
+        self.0.set_poll_ok(false);
+    }
 }
 
 struct Poller {
@@ -148,22 +240,42 @@ impl Poller {
     }
 
     async fn run(mut self, mut inbox: mpsc::Receiver<Subscribe>, shutdown: CancellationToken) {
+        // Not ready from the moment the loop ends, however it ends (a panic too).
+        let _not_ready = NotReadyOnDrop(self.health.clone());
         let mut ticker = tokio::time::interval(self.settings.poll_interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-        let mut tasks: JoinSet<Done> = JoinSet::new();
+        let mut tasks = Tasks::default();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(request) = inbox.recv() => self.on_subscribe(request, &mut tasks),
                 _ = ticker.tick() => self.start_poll(&mut tasks),
-                Some(done) = tasks.join_next() => match done {
+                Some(ended) = tasks.join_next() => match ended {
                     Ok(done) => self.on_done(done, &mut tasks),
-                    Err(e) => tracing::error!(error = %e, "a poller task failed"),
+                    Err(task) => self.on_panic(task, &mut tasks),
                 },
             }
         }
         // Dropping the channels tells every viewer the server is going away.
-        tasks.abort_all();
+        tasks.set.abort_all();
+    }
+
+    /// A spawned task panicked (logged by [`Tasks::join_next`]): its state is reset as if it
+    /// had failed, so the work starts again.
+    fn on_panic(&mut self, task: Task, tasks: &mut Tasks) {
+        match task {
+            Task::Poll => {
+                self.polling = false;
+                self.on_failure(anyhow::anyhow!("the poll task panicked"));
+            }
+            Task::Refresh => {
+                self.refresher.done();
+                // The range it was refreshing is unknown now: refresh everything once.
+                self.refresher.everything(Utc::now().timestamp());
+                self.start_refresh(tasks);
+            }
+            Task::Prune | Task::Poller => {}
+        }
     }
 
     fn window_start(&self) -> chrono::DateTime<Utc> {
@@ -171,10 +283,11 @@ impl Poller {
             - chrono::Duration::from_std(self.settings.window).unwrap_or(chrono::Duration::days(7))
     }
 
-    fn start_poll(&mut self, tasks: &mut JoinSet<Done>) {
+    fn start_poll(&mut self, tasks: &mut Tasks) {
         if self.polling || Instant::now() < self.next_attempt {
             return; // the previous poll is still running, or we are backing off: skip this tick
         }
+        self.settings.faults.inject(Task::Poller);
         if self.stale_too_long() {
             self.forget_position();
         }
@@ -196,7 +309,7 @@ impl Poller {
             .cutoff(Utc::now().timestamp())
             .and_then(|t| chrono::DateTime::from_timestamp(t, 0));
         let load = loaded.clone();
-        tasks.spawn(async move {
+        tasks.spawn(Task::Poll, &self.settings.faults, async move {
             let request = PollRequest {
                 from: from.as_ref(),
                 symbols: Some(&watched),
@@ -220,7 +333,7 @@ impl Poller {
         });
     }
 
-    fn on_done(&mut self, done: Done, tasks: &mut JoinSet<Done>) {
+    fn on_done(&mut self, done: Done, tasks: &mut Tasks) {
         match done {
             Done::Poll {
                 started,
@@ -268,7 +381,7 @@ impl Poller {
         }
     }
 
-    fn on_success(&mut self, poll: PollResult, loaded: &[String], tasks: &mut JoinSet<Done>) {
+    fn on_success(&mut self, poll: PollResult, loaded: &[String], tasks: &mut Tasks) {
         if self.position.is_none() {
             // Edits made while no poller watched (before start, or a TRUNCATE) may sit in
             // materialized minutes.
@@ -308,18 +421,22 @@ impl Poller {
         if self.last_prune.elapsed() > PRUNE_EVERY {
             self.last_prune = Instant::now();
             let pool = self.pool.clone();
-            tasks.spawn(async move { Done::Prune(journal::prune(&pool, JOURNAL_RETENTION).await) });
+            tasks.spawn(Task::Prune, &self.settings.faults, async move {
+                Done::Prune(journal::prune(&pool, JOURNAL_RETENTION).await)
+            });
         }
     }
 
-    fn start_refresh(&mut self, tasks: &mut JoinSet<Done>) {
+    fn start_refresh(&mut self, tasks: &mut Tasks) {
         if let Some(refresh) = self.refresher.next_refresh() {
             let pool = self.pool.clone();
-            tasks.spawn(async move { Done::Refresh(refresh.run(&pool).await) });
+            tasks.spawn(Task::Refresh, &self.settings.faults, async move {
+                Done::Refresh(refresh.run(&pool).await)
+            });
         }
     }
 
-    fn on_subscribe(&mut self, request: Subscribe, tasks: &mut JoinSet<Done>) {
+    fn on_subscribe(&mut self, request: Subscribe, tasks: &mut Tasks) {
         let loading = self.to_load.contains_key(request.symbol());
         if self.candles.is_loaded(request.symbol()) && !loading {
             self.answer(request);
