@@ -92,7 +92,7 @@ pub struct Settings {
     /// How much history the live chart holds (e.g. `7d`).
     #[arg(long, env = "CANDLEWICK_WINDOW", default_value = "7d", value_parser = parse_duration)]
     pub window: Duration,
-    /// How long a symbol's candles stay in memory after its last viewer left (e.g. `5m`).
+    /// How long a channel's bars stay in memory after its last viewer left (e.g. `5m`).
     #[arg(long, env = "CANDLEWICK_KEEP_UNWATCHED", default_value = "5m", value_parser = parse_duration)]
     pub keep_unwatched: Duration,
     /// Browser origins besides the server's own that may open `/ws`, comma-separated

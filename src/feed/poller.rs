@@ -1,32 +1,39 @@
-//! The poller: exactly one per server. One task owns the candle windows and the broadcast
-//! channels; viewers talk to it by messages through a [`Feed`] handle. Each poll reads only what
-//! changed since the last one (see `db::journal`), so its database cost follows the changes,
-//! not the window or the number of viewers; and it holds only the windows of symbols someone
-//! watches: a symbol's window is read when its first viewer comes (in the same snapshot as the
-//! poll, so no change falls between) and dropped some minutes after its last viewer leaves.
+//! The poller: exactly one per server. One task owns the bars of the watched channels and the
+//! broadcast channels; viewers talk to it by messages through a [`Feed`] handle. Each poll reads
+//! only what changed since the last one (see `db::journal`) and reads the changed bars again at
+//! each watched interval, so its database cost follows the changes, not the history or the
+//! number of viewers. A channel's bars (its newest bars, up to [`MAX_LIMIT`] or the window's
+//! worth) are read from the database when its first viewer comes, by the poll itself after its
+//! journal read, so no change falls between; they are dropped some minutes after the last
+//! viewer leaves.
 //!
 //! A plain tokio task with a `select!` loop rather than an actix actor: the loop shows in one
 //! place everything the poller reacts to (a viewer, the poll timer, a finished poll, refresh or
 //! prune), and its database work runs as spawned tasks whose results come back to the loop, so
-//! the state is never shared and never locked.
+//! the state is never shared and never locked. Snapshots are built by the viewers that need
+//! them, off this loop (see `snapshot`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
+use super::bars::{Bars, Delta};
 use super::hub::{Hub, Subscription};
-use super::window::CandleWindow;
-use super::wire::Want;
+use super::poll::{self, ChannelKey, Held, PollOutcome, PollPlan};
+use super::snapshot::BuildLimits;
+use super::wire::{Frame, MAX_LIMIT, Want};
 use crate::db::Flavour;
 use crate::db::flavour::Refresher;
-use crate::db::journal::{self, Changes, PollRequest, PollResult, Position};
+use crate::db::journal::{self, Position};
+use crate::domain::Interval;
 use crate::health::Health;
 
 /// How long the journal keeps changes; a poller away for longer reloads its windows instead.
@@ -95,6 +102,7 @@ impl std::fmt::Debug for Faults {
 #[derive(Clone)]
 pub struct Feed {
     requests: mpsc::Sender<Subscribe>,
+    builds: Arc<BuildLimits>,
 }
 
 impl Feed {
@@ -110,7 +118,17 @@ impl Feed {
         let (requests, inbox) = mpsc::channel(REQUEST_QUEUE);
         let poller = Poller::new(pool, settings, health);
         let handle = tokio::spawn(poller.run(inbox, shutdown));
-        (Self { requests }, handle)
+        let builds = Arc::new(BuildLimits::default());
+        (Self { requests, builds }, handle)
+    }
+
+    /// The first frames of `sub` for `client`: its snapshot built (within the limits on
+    /// uncached builds) unless a viewer before built it, or the resume and missed updates.
+    pub async fn first_frames(&self, sub: &Subscription, client: Option<IpAddr>) -> Vec<Frame> {
+        match &sub.snapshot {
+            Some(snapshot) => vec![snapshot.frame(&self.builds, client).await],
+            None => sub.first.clone(),
+        }
     }
 
     /// The first frames of the channel `want` names (a snapshot, or what a resuming viewer
@@ -131,8 +149,8 @@ struct Subscribe {
 }
 
 impl Subscribe {
-    fn symbol(&self) -> &str {
-        self.want.symbol.as_str()
+    fn channel(&self) -> ChannelKey {
+        (self.want.symbol.as_str().to_owned(), self.want.interval)
     }
 }
 
@@ -140,9 +158,11 @@ impl Subscribe {
 enum Done {
     Poll {
         started: Instant,
-        /// The symbols whose windows this poll read.
-        loaded: Vec<String>,
-        result: anyhow::Result<PollResult>,
+        /// The channels this poll loads.
+        loading: Vec<ChannelKey>,
+        /// The minutes it read again after a refresh (to read again if it failed).
+        reread: Option<(i64, i64)>,
+        result: anyhow::Result<PollOutcome>,
     },
     Refresh(anyhow::Result<()>),
     Prune(anyhow::Result<u64>),
@@ -198,13 +218,35 @@ impl Drop for NotReadyOnDrop {
     }
 }
 
+/// Minute ranges (Unix seconds, `[from, to)`) whose bars must be read again once TimescaleDB has
+/// refreshed them: an edit to a materialized minute shows in `one_min_candle` (and what is
+/// rolled up from it) only after a refresh.
+#[derive(Debug, Default)]
+struct AfterRefresh {
+    /// Seen by polls; the next refresh covers them.
+    waiting: Option<(i64, i64)>,
+    /// Covered by the refresh running now.
+    refreshing: Option<(i64, i64)>,
+    /// Refreshed: the next poll reads them again.
+    ready: Option<(i64, i64)>,
+}
+
+fn span(a: Option<(i64, i64)>, b: Option<(i64, i64)>) -> Option<(i64, i64)> {
+    match (a, b) {
+        (Some((a0, a1)), Some((b0, b1))) => Some((a0.min(b0), a1.max(b1))),
+        (a, b) => a.or(b),
+    }
+}
+
 struct Poller {
     pool: PgPool,
     settings: FeedSettings,
     health: Arc<Health>,
-    candles: CandleWindow,
+    /// The bars of each channel held, kept as the database has them.
+    bars: HashMap<ChannelKey, Bars>,
     hub: Hub,
     refresher: Refresher,
+    after_refresh: AfterRefresh,
     /// `None` at start, after a TRUNCATE and after an outage longer than the journal keeps.
     position: Option<Position>,
     polling: bool,
@@ -212,10 +254,10 @@ struct Poller {
     next_attempt: Instant,
     stale_since: Option<Instant>,
     last_prune: Instant,
-    /// Symbols whose window must be read by the next poll, with the viewers waiting for it.
-    to_load: HashMap<String, Vec<Subscribe>>,
-    /// Loaded symbols nobody watches, since when.
-    unwatched_since: HashMap<String, Instant>,
+    /// Channels the next poll must load, with the viewers waiting for them.
+    to_load: HashMap<ChannelKey, Vec<Subscribe>>,
+    /// Held channels nobody watches, since when.
+    unwatched_since: HashMap<ChannelKey, Instant>,
 }
 
 impl Poller {
@@ -223,11 +265,12 @@ impl Poller {
         Self {
             pool,
             refresher: settings.flavour.refresher(),
-            // A window is kept while its channels are: for reconnects, up to a minute.
+            // Bars are kept while their channels are: for reconnects, up to a minute.
             hub: Hub::new(settings.keep_unwatched),
             settings,
             health,
-            candles: CandleWindow::default(),
+            bars: HashMap::new(),
+            after_refresh: AfterRefresh::default(),
             position: None,
             polling: false,
             failures: 0,
@@ -272,15 +315,24 @@ impl Poller {
                 self.refresher.done();
                 // The range it was refreshing is unknown now: refresh everything once.
                 self.refresher.everything(Utc::now().timestamp());
+                let lost = self.after_refresh.refreshing.take();
+                self.after_refresh.waiting = span(self.after_refresh.waiting, lost);
                 self.start_refresh(tasks);
             }
             Task::Prune | Task::Poller => {}
         }
     }
 
-    fn window_start(&self) -> chrono::DateTime<Utc> {
+    fn window_start(&self) -> DateTime<Utc> {
         Utc::now()
             - chrono::Duration::from_std(self.settings.window).unwrap_or(chrono::Duration::days(7))
+    }
+
+    /// How many of its newest bars a channel at `interval` holds: enough for the largest
+    /// `limit` and for the whole window.
+    fn depth(&self, interval: Interval) -> usize {
+        let window = self.settings.window.as_secs() as i64 / interval.seconds() + 1;
+        MAX_LIMIT.max(usize::try_from(window).unwrap_or(MAX_LIMIT))
     }
 
     fn start_poll(&mut self, tasks: &mut Tasks) {
@@ -292,42 +344,47 @@ impl Poller {
             self.forget_position();
         }
         self.polling = true;
-        let pool = self.pool.clone();
-        let flavour = self.settings.flavour;
-        let started = Instant::now();
-        let from = self.position.clone();
-        let watched: Vec<String> = self
-            .candles
-            .symbols()
-            .filter(|s| !self.to_load.contains_key(*s))
-            .map(str::to_owned)
-            .collect();
-        let loaded: Vec<String> = self.to_load.keys().cloned().collect();
         let since = self.window_start();
         let old_before = self
             .refresher
             .cutoff(Utc::now().timestamp())
-            .and_then(|t| chrono::DateTime::from_timestamp(t, 0));
-        let load = loaded.clone();
+            .and_then(|t| DateTime::from_timestamp(t, 0))
+            .unwrap_or(since);
+        let held = self
+            .bars
+            .iter()
+            .filter(|(key, _)| !self.to_load.contains_key(*key))
+            .map(|(key, bars)| Held {
+                key: key.clone(),
+                from: bars.from(),
+            })
+            .collect();
+        let loading: Vec<ChannelKey> = self.to_load.keys().cloned().collect();
+        let reread = self.after_refresh.ready.take();
+        let plan = PollPlan {
+            from: self.position.clone(),
+            since,
+            old_before,
+            held,
+            reread,
+            load: loading
+                .iter()
+                .map(|key| (key.clone(), self.depth(key.1)))
+                .collect(),
+        };
+        let (pool, flavour, started) = (self.pool.clone(), self.settings.flavour, Instant::now());
         tasks.spawn(Task::Poll, &self.settings.faults, async move {
-            let request = PollRequest {
-                from: from.as_ref(),
-                symbols: Some(&watched),
-                load: &load,
-                since,
-                old_before,
-            };
-            let result =
-                tokio::time::timeout(POLL_TIMEOUT, journal::poll(&pool, flavour, &request))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(anyhow::anyhow!(
-                            "the poll took longer than {POLL_TIMEOUT:?}"
-                        ))
-                    });
+            let result = tokio::time::timeout(POLL_TIMEOUT, poll::run(&pool, flavour, &plan))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(anyhow::anyhow!(
+                        "the poll took longer than {POLL_TIMEOUT:?}"
+                    ))
+                });
             Done::Poll {
                 started,
-                loaded,
+                loading,
+                reread,
                 result,
             }
         });
@@ -337,25 +394,35 @@ impl Poller {
         match done {
             Done::Poll {
                 started,
-                loaded,
+                loading,
+                reread,
                 result,
             } => {
                 self.polling = false;
                 metrics::histogram!("candlewick_poll_seconds")
                     .record(started.elapsed().as_secs_f64());
+                metrics::counter!("candlewick_polls_total").increment(1);
                 match result {
-                    Ok(poll) => self.on_success(poll, &loaded, tasks),
-                    Err(e) => self.on_failure(e),
+                    Ok(outcome) => self.on_success(outcome, &loading, tasks),
+                    Err(e) => {
+                        self.after_refresh.ready = span(self.after_refresh.ready, reread);
+                        self.on_failure(e);
+                    }
                 }
                 if !self.to_load.is_empty() && self.failures == 0 {
-                    // Viewers wait for these windows: read them now, not at the next tick.
+                    // Viewers wait for these channels: read them now, not at the next tick.
                     self.start_poll(tasks);
                 }
             }
             Done::Refresh(result) => {
                 self.refresher.done();
-                if let Err(e) = result {
-                    tracing::warn!(error.cause_chain = ?e, "refreshing one_min_candle");
+                let refreshed = self.after_refresh.refreshing.take();
+                match result {
+                    Ok(()) => self.after_refresh.ready = span(self.after_refresh.ready, refreshed),
+                    Err(e) => {
+                        tracing::warn!(error.cause_chain = ?e, "refreshing one_min_candle");
+                        self.after_refresh.waiting = span(self.after_refresh.waiting, refreshed);
+                    }
                 }
                 self.start_refresh(tasks);
             }
@@ -372,42 +439,81 @@ impl Poller {
             .is_some_and(|s| s.elapsed() > JOURNAL_RETENTION - Duration::from_secs(300))
     }
 
-    /// Reads every loaded window again at the next poll: changes may have been missed (a
+    /// Reads every held channel again at the next poll: changes may have been missed (a
     /// TRUNCATE, or an outage longer than the journal keeps).
     fn forget_position(&mut self) {
         self.position = None;
-        for symbol in self.candles.symbols() {
-            self.to_load.entry(symbol.to_owned()).or_default();
+        for key in self.bars.keys() {
+            self.to_load.entry(key.clone()).or_default();
         }
     }
 
-    fn on_success(&mut self, poll: PollResult, loaded: &[String], tasks: &mut Tasks) {
+    fn on_success(&mut self, outcome: PollOutcome, loading: &[ChannelKey], tasks: &mut Tasks) {
+        let PollOutcome {
+            journal,
+            reread,
+            loaded,
+        } = outcome;
         if self.position.is_none() {
             // Edits made while no poller watched (before start, or a TRUNCATE) may sit in
             // materialized minutes.
             self.refresher.everything(Utc::now().timestamp());
         }
-        self.position = poll.position;
+        self.position = journal.position;
         self.failures = 0;
         self.next_attempt = Instant::now();
         self.refresher.periodic(Utc::now().timestamp());
-        self.apply(poll.changes);
-        for (symbol, candles) in poll.windows {
-            let changed = self.candles.load(&symbol, candles);
-            self.broadcast(&BTreeMap::from([(symbol, changed)]));
+        let changes = journal.changes;
+        if let Some((first, last)) = changes.old {
+            self.refresher.changed(first, last);
+            if self.refresher.cutoff(0).is_some() {
+                self.after_refresh.waiting =
+                    span(self.after_refresh.waiting, Some((first, last + 60)));
+            }
         }
-        for symbol in loaded {
-            // Loaded: answer its viewers (a symbol asked for again meanwhile stays queued).
-            if let Some(waiting) = self.to_load.remove(symbol) {
+        let mut deltas: BTreeMap<ChannelKey, Delta> = BTreeMap::new();
+        for m in changes.minutes {
+            let key = (m.symbol, Interval::M1);
+            if let Some(bars) = self.bars.get_mut(&key)
+                && bars.set(m.t, m.candle)
+            {
+                let delta = deltas.entry(key).or_default();
+                match m.candle {
+                    Some(c) => delta.candles.push(c),
+                    None => delta.removed.push(m.t),
+                }
+            }
+        }
+        for range in reread {
+            if let Some(bars) = self.bars.get_mut(&range.key) {
+                let d = bars.replace_range(range.start, range.end, &range.candles);
+                let delta = deltas.entry(range.key).or_default();
+                delta.candles.extend(d.candles);
+                delta.removed.extend(d.removed);
+            }
+        }
+        for load in loaded {
+            let fresh = Bars::loaded(load.candles, load.asked);
+            if let Some(old) = self.bars.get(&load.key) {
+                deltas.insert(load.key.clone(), fresh.delta_from(old));
+            }
+            self.hub.invalidate(&load.key.0, load.key.1);
+            self.bars.insert(load.key, fresh);
+        }
+        self.broadcast(deltas);
+        for key in loading {
+            // Loaded: answer its viewers (a channel asked for again meanwhile stays queued).
+            if let Some(waiting) = self.to_load.remove(key) {
                 for request in waiting {
                     self.answer(request);
                 }
             }
         }
-        self.start_refresh(tasks);
-        for symbol in self.candles.trim(self.window_start().timestamp()) {
-            self.hub.invalidate(&symbol);
+        if changes.reload {
+            // Wholesale change (TRUNCATE): read every channel again, at once.
+            self.forget_position();
         }
+        self.start_refresh(tasks);
         self.hub.forget_unwatched();
         self.drop_unwatched();
         if self.stale_since.take().is_some() {
@@ -415,9 +521,7 @@ impl Poller {
             self.hub.send_status(false);
         }
         self.health.set_poll_ok(true);
-        metrics::gauge!("candlewick_viewers").set(self.hub.viewers() as f64);
-        metrics::gauge!("candlewick_ws_channels").set(self.hub.channel_count() as f64);
-        metrics::gauge!("candlewick_window_candles").set(self.candles.candle_count() as f64);
+        self.record_gauges();
         if self.last_prune.elapsed() > PRUNE_EVERY {
             self.last_prune = Instant::now();
             let pool = self.pool.clone();
@@ -427,8 +531,16 @@ impl Poller {
         }
     }
 
+    fn record_gauges(&self) {
+        metrics::gauge!("candlewick_viewers").set(self.hub.viewers() as f64);
+        metrics::gauge!("candlewick_ws_channels").set(self.hub.channel_count() as f64);
+        let held: usize = self.bars.values().map(Bars::len).sum();
+        metrics::gauge!("candlewick_window_candles").set(held as f64);
+    }
+
     fn start_refresh(&mut self, tasks: &mut Tasks) {
         if let Some(refresh) = self.refresher.next_refresh() {
+            self.after_refresh.refreshing = self.after_refresh.waiting.take();
             let pool = self.pool.clone();
             tasks.spawn(Task::Refresh, &self.settings.faults, async move {
                 Done::Refresh(refresh.run(&pool).await)
@@ -437,53 +549,66 @@ impl Poller {
     }
 
     fn on_subscribe(&mut self, request: Subscribe, tasks: &mut Tasks) {
-        let loading = self.to_load.contains_key(request.symbol());
-        if self.candles.is_loaded(request.symbol()) && !loading {
+        let key = request.channel();
+        let loading = self.to_load.contains_key(&key);
+        if !loading && self.servable(&request.want) {
             self.answer(request);
             return;
         }
         if self.stale_since.is_some() {
-            // Without a database, a viewer gets what we have, marked stale; its window is read
-            // (and sent as an update) once the database is back.
-            self.to_load.entry(request.symbol().to_owned()).or_default();
+            // Without a database, a viewer gets what we have, marked stale; its bars are read
+            // (and the difference sent as an update) once the database is back.
+            self.to_load.entry(key).or_default();
             self.answer(request);
             return;
         }
-        self.to_load
-            .entry(request.symbol().to_owned())
-            .or_default()
-            .push(request);
+        self.to_load.entry(key).or_default().push(request);
         self.start_poll(tasks);
+    }
+
+    /// Whether the held bars hold the snapshot `want` asks for.
+    fn servable(&self, want: &Want) -> bool {
+        let key = (want.symbol.as_str().to_owned(), want.interval);
+        let start = want.interval.bucket_of(self.window_start().timestamp());
+        self.bars
+            .get(&key)
+            .is_some_and(|bars| bars.newest(want.limit, start).is_some())
     }
 
     fn answer(&mut self, request: Subscribe) {
         let Subscribe { want, reply } = request;
-        let candles = &self.candles;
+        let key = (want.symbol.as_str().to_owned(), want.interval);
+        let start = want.interval.bucket_of(self.window_start().timestamp());
+        let bars = self.bars.get(&key);
         let mut sub = self.hub.subscribe(&want, || {
-            candles.series(want.symbol.as_str(), want.interval)
+            // Not held in full (no database): what is held.
+            bars.map(|b| {
+                b.newest(want.limit, start)
+                    .unwrap_or_else(|| b.newest(Some(b.len()), start).unwrap_or_default())
+            })
+            .unwrap_or_default()
         });
         // Read together with the snapshot: a status sent before it is never missed, one sent
         // after it is in `updates`.
         sub.stale = self.stale_since.is_some();
-        self.unwatched_since.remove(want.symbol.as_str());
+        self.unwatched_since.remove(&key);
         let _ = reply.send(sub);
     }
 
-    /// Drops the windows nobody has watched for `keep_unwatched`; their changes are picked up
-    /// when they are read again.
+    /// Drops the bars of channels nobody has watched for `keep_unwatched`; they are read again
+    /// for their next viewer.
     fn drop_unwatched(&mut self) {
         let now = Instant::now();
-        let symbols: Vec<String> = self.candles.symbols().map(str::to_owned).collect();
-        for symbol in symbols {
-            if self.hub.is_watched(&symbol) || self.to_load.contains_key(&symbol) {
-                self.unwatched_since.remove(&symbol);
+        let keys: Vec<ChannelKey> = self.bars.keys().cloned().collect();
+        for key in keys {
+            if self.hub.has_channel(&key.0, key.1) || self.to_load.contains_key(&key) {
+                self.unwatched_since.remove(&key);
                 continue;
             }
-            let since = *self.unwatched_since.entry(symbol.clone()).or_insert(now);
+            let since = *self.unwatched_since.entry(key.clone()).or_insert(now);
             if now.duration_since(since) >= self.settings.keep_unwatched {
-                self.candles.unload(&symbol);
-                self.hub.invalidate(&symbol);
-                self.unwatched_since.remove(&symbol);
+                self.bars.remove(&key);
+                self.unwatched_since.remove(&key);
             }
         }
     }
@@ -509,38 +634,23 @@ impl Poller {
         }
     }
 
-    fn apply(&mut self, changes: Changes) {
-        if let Some((first, last)) = changes.old {
-            self.refresher.changed(first, last);
-        }
-        let mut changed: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
-        for m in changes.minutes {
-            if self.candles.apply(&m.symbol, m.t, m.candle) {
-                changed.entry(m.symbol).or_default().insert(m.t);
+    /// One serialized update per changed channel; the held bars stay within their depth.
+    fn broadcast(&mut self, deltas: BTreeMap<ChannelKey, Delta>) {
+        for ((symbol, interval), mut delta) in deltas {
+            let depth = self.depth(interval);
+            if let Some(bars) = self.bars.get_mut(&(symbol.clone(), interval)) {
+                bars.trim(depth);
             }
-        }
-        self.broadcast(&changed);
-        if changes.reload {
-            // Wholesale change (TRUNCATE): read every window again, at once.
-            self.forget_position();
-        }
-    }
-
-    /// One serialized update per watched (symbol, interval).
-    fn broadcast(&mut self, changed: &BTreeMap<String, BTreeSet<i64>>) {
-        for (symbol, minutes) in changed {
-            if minutes.is_empty() {
+            if delta.is_empty() {
                 continue;
             }
-            for interval in self.hub.watched_intervals(symbol) {
-                let d = self.candles.delta(symbol, interval, minutes);
-                if d.is_empty() {
-                    continue;
-                }
-                metrics::counter!("candlewick_updates_sent_total").increment(1);
-                self.hub
-                    .send_update(symbol, interval, &d.candles, &d.removed);
-            }
+            delta.candles.sort_by_key(|c| c.t);
+            delta.candles.dedup_by_key(|c| c.t);
+            delta.removed.sort_unstable();
+            delta.removed.dedup();
+            metrics::counter!("candlewick_updates_sent_total").increment(1);
+            self.hub
+                .send_update(&symbol, interval, &delta.candles, &delta.removed);
         }
     }
 }
