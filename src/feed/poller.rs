@@ -494,10 +494,13 @@ impl Poller {
         }
         for load in loaded {
             let fresh = Bars::loaded(load.candles, load.asked);
-            if let Some(old) = self.bars.get(&load.key) {
-                deltas.insert(load.key.clone(), fresh.delta_from(old));
+            let (symbol, interval) = (&load.key.0, load.key.1);
+            if self.hub.has_channel(symbol, interval) {
+                // Its viewers have older bars (or, after an outage, none): send the difference.
+                let old = self.bars.get(&load.key).cloned().unwrap_or_default();
+                deltas.insert(load.key.clone(), fresh.delta_from(&old));
             }
-            self.hub.invalidate(&load.key.0, load.key.1);
+            self.hub.invalidate(symbol, interval);
             self.bars.insert(load.key, fresh);
         }
         self.broadcast(deltas);

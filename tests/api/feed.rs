@@ -145,10 +145,25 @@ async fn one_tick_a_day(app: &TestApp, symbol: &str, days: i64) -> i64 {
 }
 
 #[actix_web::test]
-async fn a_1d_snapshot_holds_limit_bars_and_an_edit_400_days_old_reaches_its_day() {
-    // Arrange: 600 days of history, far more than the live window.
+async fn a_1d_snapshot_holds_limit_bars_and_an_edit_400_days_old_reaches_its_day_on_postgresql() {
     let app = crate::helpers::spawn_app().await;
-    let today = one_tick_a_day(&app, "DAYS", 600).await;
+    a_1d_snapshot_holds_limit_bars_and_an_edit_400_days_old_reaches_its_day(&app).await;
+}
+
+#[actix_web::test]
+async fn a_1d_snapshot_holds_limit_bars_and_an_edit_400_days_old_reaches_its_day_on_timescaledb() {
+    let Some(server) = crate::timescale::server_url() else {
+        return;
+    };
+    let ts = crate::timescale::TsDatabase::create(&server).await;
+    let app = ts.app().await;
+    a_1d_snapshot_holds_limit_bars_and_an_edit_400_days_old_reaches_its_day(&app).await;
+    ts.drop(Some(app)).await;
+}
+
+async fn a_1d_snapshot_holds_limit_bars_and_an_edit_400_days_old_reaches_its_day(app: &TestApp) {
+    // Arrange: 600 days of history, far more than the live window.
+    let today = one_tick_a_day(app, "DAYS", 600).await;
 
     // Act
     let (mut ws, _) =
