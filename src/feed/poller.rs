@@ -27,12 +27,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::bars::{Bars, Delta};
 use super::hub::{Hub, Subscription};
-use super::poll::{self, ChannelKey, Held, PollOutcome, PollPlan};
+use super::poll::{self, ChannelKey, Held, Loaded, PollOutcome, PollPlan, ReadRange};
 use super::snapshot::BuildLimits;
 use super::wire::{Frame, MAX_LIMIT, Want};
 use crate::db::Flavour;
 use crate::db::flavour::Refresher;
-use crate::db::journal::{self, Position};
+use crate::db::journal::{self, MinuteChange, Position};
 use crate::domain::Interval;
 use crate::health::Health;
 
@@ -450,7 +450,7 @@ impl Poller {
 
     fn on_success(&mut self, outcome: PollOutcome, loading: &[ChannelKey], tasks: &mut Tasks) {
         let PollOutcome {
-            journal,
+            journal: read,
             reread,
             loaded,
         } = outcome;
@@ -459,50 +459,22 @@ impl Poller {
             // materialized minutes.
             self.refresher.everything(Utc::now().timestamp());
         }
-        self.position = journal.position;
+        self.position = read.position;
         self.failures = 0;
         self.next_attempt = Instant::now();
         self.refresher.periodic(Utc::now().timestamp());
-        let changes = journal.changes;
+        let changes = read.changes;
         if let Some((first, last)) = changes.old {
             self.refresher.changed(first, last);
+            // Where minutes get materialized, their bars are right only after the refresh.
             if self.refresher.cutoff(0).is_some() {
                 self.after_refresh.waiting =
                     span(self.after_refresh.waiting, Some((first, last + 60)));
             }
         }
-        let mut deltas: BTreeMap<ChannelKey, Delta> = BTreeMap::new();
-        for m in changes.minutes {
-            let key = (m.symbol, Interval::M1);
-            if let Some(bars) = self.bars.get_mut(&key)
-                && bars.set(m.t, m.candle)
-            {
-                let delta = deltas.entry(key).or_default();
-                match m.candle {
-                    Some(c) => delta.candles.push(c),
-                    None => delta.removed.push(m.t),
-                }
-            }
-        }
-        for range in reread {
-            if let Some(bars) = self.bars.get_mut(&range.key) {
-                let d = bars.replace_range(range.start, range.end, &range.candles);
-                let delta = deltas.entry(range.key).or_default();
-                delta.candles.extend(d.candles);
-                delta.removed.extend(d.removed);
-            }
-        }
-        for load in loaded {
-            let fresh = Bars::loaded(load.candles, load.asked);
-            let (symbol, interval) = (&load.key.0, load.key.1);
-            if self.hub.has_channel(symbol, interval) {
-                // Its viewers have older bars (or, after an outage, none): send the difference.
-                let old = self.bars.get(&load.key).cloned().unwrap_or_default();
-                deltas.insert(load.key.clone(), fresh.delta_from(&old));
-            }
-            self.hub.invalidate(symbol, interval);
-            self.bars.insert(load.key, fresh);
-        }
+        let mut deltas = self.apply_minutes(changes.minutes);
+        self.apply_rereads(reread, &mut deltas);
+        self.apply_loads(loaded, &mut deltas);
         self.broadcast(deltas);
         for key in loading {
             // Loaded: answer its viewers (a channel asked for again meanwhile stays queued).
@@ -531,6 +503,52 @@ impl Poller {
             tasks.spawn(Task::Prune, &self.settings.faults, async move {
                 Done::Prune(journal::prune(&pool, JOURNAL_RETENTION).await)
             });
+        }
+    }
+
+    /// The journal's changed minutes into the held 1m channels; returns what changed.
+    fn apply_minutes(&mut self, minutes: Vec<MinuteChange>) -> BTreeMap<ChannelKey, Delta> {
+        let mut deltas: BTreeMap<ChannelKey, Delta> = BTreeMap::new();
+        for m in minutes {
+            let key = (m.symbol, Interval::M1);
+            if let Some(bars) = self.bars.get_mut(&key)
+                && bars.set(m.t, m.candle)
+            {
+                let delta = deltas.entry(key).or_default();
+                match m.candle {
+                    Some(c) => delta.candles.push(c),
+                    None => delta.removed.push(m.t),
+                }
+            }
+        }
+        deltas
+    }
+
+    /// Bars read again into their channels, adding what changed to `deltas`.
+    fn apply_rereads(&mut self, reread: Vec<ReadRange>, deltas: &mut BTreeMap<ChannelKey, Delta>) {
+        for range in reread {
+            if let Some(bars) = self.bars.get_mut(&range.key) {
+                let d = bars.replace_range(range.start, range.end, &range.candles);
+                let delta = deltas.entry(range.key).or_default();
+                delta.candles.extend(d.candles);
+                delta.removed.extend(d.removed);
+            }
+        }
+    }
+
+    /// Channels loaded (or loaded again): held from now on; viewers who had older bars get
+    /// the difference in `deltas`.
+    fn apply_loads(&mut self, loaded: Vec<Loaded>, deltas: &mut BTreeMap<ChannelKey, Delta>) {
+        for load in loaded {
+            let fresh = Bars::loaded(load.candles, load.asked);
+            let (symbol, interval) = (&load.key.0, load.key.1);
+            if self.hub.has_channel(symbol, interval) {
+                // Its viewers have older bars (or, after an outage, none): send the difference.
+                let old = self.bars.get(&load.key).cloned().unwrap_or_default();
+                deltas.insert(load.key.clone(), fresh.delta_from(&old));
+            }
+            self.hub.invalidate(symbol, interval);
+            self.bars.insert(load.key, fresh);
         }
     }
 
