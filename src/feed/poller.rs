@@ -295,7 +295,7 @@ impl Poller {
                 _ = ticker.tick() => self.start_poll(&mut tasks),
                 Some(ended) = tasks.join_next() => match ended {
                     Ok(done) => self.on_done(done, &mut tasks),
-                    Err(task) => self.on_panic(task, &mut tasks),
+                    Err(task) => self.on_panic(task),
                 },
             }
         }
@@ -305,7 +305,7 @@ impl Poller {
 
     /// A spawned task panicked (logged by [`Tasks::join_next`]): its state is reset as if it
     /// had failed, so the work starts again.
-    fn on_panic(&mut self, task: Task, tasks: &mut Tasks) {
+    fn on_panic(&mut self, task: Task) {
         match task {
             Task::Poll => {
                 self.polling = false;
@@ -313,11 +313,11 @@ impl Poller {
             }
             Task::Refresh => {
                 self.refresher.done();
-                // The range it was refreshing is unknown now: refresh everything once.
+                // The range it was refreshing is unknown now: refresh everything, from the
+                // next poll on (not at once: a refresh that always panics must not spin).
                 self.refresher.everything(Utc::now().timestamp());
                 let lost = self.after_refresh.refreshing.take();
                 self.after_refresh.waiting = span(self.after_refresh.waiting, lost);
-                self.start_refresh(tasks);
             }
             Task::Prune | Task::Poller => {}
         }

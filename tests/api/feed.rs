@@ -3,7 +3,7 @@
 //! the server).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use candlewick::feed::{Faults, Task};
@@ -158,6 +158,69 @@ async fn a_1d_snapshot_holds_limit_bars_and_an_edit_400_days_old_reaches_its_day
     let ts = crate::timescale::TsDatabase::create(&server).await;
     let app = ts.app().await;
     a_1d_snapshot_holds_limit_bars_and_an_edit_400_days_old_reaches_its_day(&app).await;
+    ts.drop(Some(app)).await;
+}
+
+#[actix_web::test]
+async fn a_panicking_refresh_is_started_again_and_edits_to_materialized_days_still_reach_viewers() {
+    // Arrange: refreshes of the aggregate panic while `failing` is set; ten days of history,
+    // materialized, so that an edit to an old day shows only after a refresh.
+    let Some(server) = crate::timescale::server_url() else {
+        return;
+    };
+    let failing = Arc::new(AtomicBool::new(true));
+    let panics = Arc::new(AtomicUsize::new(0));
+    let mut settings = test_settings(&[]);
+    let (flag, count) = (failing.clone(), panics.clone());
+    settings.feed_faults = Faults::new(move |task| {
+        if task == Task::Refresh && flag.load(Ordering::SeqCst) {
+            count.fetch_add(1, Ordering::SeqCst);
+            panic!("injected: a refresh panics");
+        }
+    });
+    let ts = crate::timescale::TsDatabase::create(&server).await;
+    let app = ts.app_with(settings).await;
+    let today = one_tick_a_day(&app, "DAYS", 10).await;
+    sqlx::query(
+        "CALL refresh_continuous_aggregate('one_min_candle', NULL, now() - interval '1 day')",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("materializing the history");
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(app.ws_url("symbol=DAYS&interval=1d&limit=500"))
+            .await
+            .expect("WebSocket handshake");
+    assert_eq!(next_json(&mut ws).await["type"], "snapshot");
+
+    // Act: an old tick is corrected while refreshes panic; then they stop panicking.
+    let old = today - 3 * DAY;
+    let r = app
+        .client
+        .put(app.url(&format!(
+            "/api/ticks?time={}&symbol=DAYS",
+            urlencode(&rfc3339(old + DAY / 2))
+        )))
+        .bearer_auth(TOKEN)
+        .json(&json!({"price": 7.5, "volume": 2.0}))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(r.status(), 200);
+    let before = panics.load(Ordering::SeqCst);
+    eventually(WAIT, "two more refreshes to panic", || async {
+        (panics.load(Ordering::SeqCst) >= before + 2).then_some(())
+    })
+    .await;
+    failing.store(false, Ordering::SeqCst);
+
+    // Assert: refreshing resumed, and the edit reached its day's candle.
+    let update = next_json(&mut ws).await;
+    assert_eq!(
+        update["candles"],
+        json!([[old, 7.5, 7.5, 7.5, 7.5, 2.0]]),
+        "{update}"
+    );
     ts.drop(Some(app)).await;
 }
 

@@ -125,6 +125,11 @@ impl TsDatabase {
         spawn_app_on(self.name.clone(), self.url.clone(), &[]).await
     }
 
+    /// A server with these settings over this database.
+    pub async fn app_with(&self, settings: candlewick::config::Settings) -> TestApp {
+        crate::helpers::spawn_app_with_settings(self.name.clone(), self.url.clone(), settings).await
+    }
+
     /// Called at the end of a passing test (a failing one leaves its database to look at).
     pub async fn drop(self, app: Option<TestApp>) {
         if let Some(app) = app {
