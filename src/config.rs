@@ -92,7 +92,7 @@ pub struct Settings {
     /// How much history the live chart holds (e.g. `7d`).
     #[arg(long, env = "CANDLEWICK_WINDOW", default_value = "7d", value_parser = parse_duration)]
     pub window: Duration,
-    /// How long a symbol's candles stay in memory after its last viewer left (e.g. `5m`).
+    /// How long a channel's bars stay in memory after its last viewer left (e.g. `5m`).
     #[arg(long, env = "CANDLEWICK_KEEP_UNWATCHED", default_value = "5m", value_parser = parse_duration)]
     pub keep_unwatched: Duration,
     /// The longest a read of the JSON/CSV API may run in the database (e.g. `15s`); a longer one
@@ -111,6 +111,9 @@ pub struct Settings {
     /// any client can send those headers.
     #[arg(long, env = "CANDLEWICK_TRUST_FORWARDED")]
     pub trust_forwarded: bool,
+    /// Tests only: faults injected into the poller (never set from the command line).
+    #[arg(skip)]
+    pub feed_faults: crate::feed::Faults,
 }
 
 #[derive(Debug, Clone, Args)]

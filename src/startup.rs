@@ -37,6 +37,7 @@ pub struct Application {
     /// Requests being served (WebSocket sessions are not: their handler returns at the upgrade).
     in_flight: TaskTracker,
     demo: Option<tokio::task::JoinHandle<()>>,
+    poller: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -64,13 +65,14 @@ impl Application {
         let in_flight = TaskTracker::new();
         let shutdown = CancellationToken::new();
         let health = Arc::new(Health::default());
-        let feed = Feed::start(
+        let (feed, poller) = Feed::start(
             pool.clone(),
             FeedSettings {
                 flavour,
                 poll_interval: settings.poll_interval,
                 window: settings.window,
                 keep_unwatched: settings.keep_unwatched,
+                faults: settings.feed_faults.clone(),
             },
             health.clone(),
             shutdown.clone(),
@@ -122,6 +124,7 @@ impl Application {
             shutdown,
             in_flight,
             demo,
+            poller,
         })
     }
 
@@ -161,9 +164,26 @@ impl Application {
         }
     }
 
-    /// Serves until the server is stopped.
+    /// Serves until the server is stopped; an error when the poller died first (the process
+    /// must exit then, so that a supervisor starts it again).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let res = self.server.await.context("serving HTTP");
+        let mut server = self.server;
+        let handle = server.handle();
+        let res = tokio::select! {
+            res = &mut server => res.context("serving HTTP"),
+            ended = self.poller => {
+                if self.shutdown.is_cancelled() {
+                    // A stop: the poller ended as asked.
+                    server.await.context("serving HTTP")
+                } else {
+                    tracing::error!(error = ?ended.err(), "the poller stopped; stopping the server");
+                    self.shutdown.cancel();
+                    // The server future carries out the stop: keep polling it meanwhile.
+                    let _ = tokio::join!(handle.stop(true), &mut server);
+                    Err(anyhow::anyhow!("the poller stopped unexpectedly"))
+                }
+            }
+        };
         self.shutdown.cancel();
         if let Some(demo) = self.demo {
             let _ = demo.await;

@@ -240,7 +240,7 @@ pub async fn poll_resuming(
         result.windows = load_windows(&mut tx, req.load, req.since).await?;
     }
     if !resumes.is_empty() {
-        result.resumed = missed(&mut tx, resumes, req.since).await?;
+        result.resumed = missed(&mut tx, resumes).await?;
     }
     tx.commit().await.context("ending the poll")?;
     Ok(result)
@@ -362,18 +362,17 @@ async fn load_windows(
         .collect())
 }
 
+/// More changed minutes than this make a resume a snapshot (a bulk load happened meanwhile).
+const MAX_RESUMED_MINUTES: i64 = 10_000;
+
 /// The minutes each of `resumes` missed: journal entries of its symbol from transactions
 /// `since` on that this snapshot sees. `None` where the journal may have lost some (pruned
 /// below `since`, see `candlewick_prune_journal`: its oldest mark bounds what was pruned) or
 /// holds a wholesale change.
-async fn missed(
-    conn: &mut PgConnection,
-    resumes: &[ResumeFrom],
-    window_start: DateTime<Utc>,
-) -> anyhow::Result<Vec<Resumed>> {
+async fn missed(conn: &mut PgConnection, resumes: &[ResumeFrom]) -> anyhow::Result<Vec<Resumed>> {
     let symbols: Vec<&str> = resumes.iter().map(|r| r.symbol.as_str()).collect();
     let since: Vec<String> = resumes.iter().map(|r| r.since.to_string()).collect();
-    let rows: Vec<(String, String, bool, Vec<i64>)> = sqlx::query_as(
+    let rows: Vec<(String, String, bool, Vec<i64>)> = sqlx::query_as(concat!(
         r#"
         WITH r AS (
             SELECT symbol, since::xid8 AS since
@@ -396,14 +395,17 @@ async fn missed(
                 FROM candle_changes c
                 WHERE c.xid >= r.since
                   AND c.symbol = r.symbol
-                  AND c.bucket >= $3
+                  AND "#,
+        storable_time_sql!("c.bucket"),
+        r#"
+                LIMIT $3
             ) AS minutes
         FROM r, horizon h
         "#,
-    )
+    ))
     .bind(&symbols)
     .bind(&since)
-    .bind(window_start)
+    .bind(MAX_RESUMED_MINUTES + 1)
     .fetch_all(&mut *conn)
     .await
     .context("reading what resuming viewers missed")?;
@@ -414,7 +416,7 @@ async fn missed(
                 symbol,
                 since: since.parse().unwrap_or_default(),
             },
-            minutes: (!lost).then_some(minutes),
+            minutes: (!lost && minutes.len() <= MAX_RESUMED_MINUTES as usize).then_some(minutes),
         })
         .collect())
 }

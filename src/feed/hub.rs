@@ -1,6 +1,7 @@
 //! The broadcast channel per (symbol, interval): updates serialized once and numbered, the last
 //! few kept for viewers that reconnect, and snapshots cached per (limit, format) until the next
-//! change, so a join costs one copy of shared bytes, not a serialization per viewer.
+//! change, so a join costs one copy of shared bytes, not a serialization per viewer (the first
+//! viewer that needs a snapshot builds it, off the poller: see `snapshot`).
 //!
 //! Numbers are the database's, not this process's: a frame's `seq` is the xmin of the journal
 //! position its candles are as of (see `db::journal::Position`), and the epoch names the
@@ -9,12 +10,14 @@
 //! same database is resumed by the poller from the journal.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
 use rand::distr::{Alphanumeric, SampleString};
 use tokio::sync::broadcast;
 
+use super::snapshot::{Recipe, Snapshot};
 use super::wire::{Format, Frame, ServerMsg, Want};
 use crate::domain::{Candle, Interval};
 
@@ -41,11 +44,17 @@ pub struct Update {
 /// updates it missed) and, with no gap between, the updates after them.
 #[derive(Debug)]
 pub struct Subscription {
+    /// A resume and the updates missed (empty when a snapshot comes instead).
     pub first: Vec<Frame>,
+    /// The snapshot to send first, built by whoever needs it first.
+    pub snapshot: Option<Arc<Snapshot>>,
     pub updates: broadcast::Receiver<Update>,
     /// Whether the data is stale right now (the status frames before this were not seen).
     pub stale: bool,
 }
+
+/// What tells snapshots of one channel apart: their limit and format.
+type SnapshotKey = (Option<usize>, Format);
 
 #[derive(Debug)]
 struct Channel {
@@ -58,8 +67,8 @@ struct Channel {
     /// The newest updates, for resuming viewers; `evicted` is the newest `upto` dropped.
     recent: VecDeque<Update>,
     evicted: u64,
-    /// Serialized snapshots by (limit, format), newest last, reused until the next change.
-    snapshots: Vec<((Option<usize>, Format), Frame)>,
+    /// Snapshots by (limit, format), newest last, reused until the next change.
+    snapshots: Vec<(SnapshotKey, Arc<Snapshot>)>,
     /// Since when nobody listens (`None` while someone does).
     unwatched_since: Option<Instant>,
 }
@@ -195,6 +204,7 @@ impl Hub {
         }
         Subscription {
             first,
+            snapshot: None,
             updates: ch.tx.subscribe(),
             stale: false,
         }
@@ -220,9 +230,9 @@ impl Hub {
     }
 
     /// A receiver for the channel `want` names and its first frames: what the viewer missed if
-    /// it can resume, else the snapshot (built from `series`, all candles of the channel
+    /// it can resume, else the snapshot (of `bars`, the newest candles of the channel
     /// ascending, when no cached one fits).
-    pub fn subscribe(&mut self, want: &Want, series: impl FnOnce() -> Vec<Candle>) -> Subscription {
+    pub fn subscribe(&mut self, want: &Want, bars: impl FnOnce() -> Vec<Candle>) -> Subscription {
         let symbol = want.symbol.as_str();
         let position = self.position;
         let epoch = self.epoch.clone();
@@ -232,58 +242,58 @@ impl Hub {
             .as_ref()
             .filter(|r| r.epoch == epoch)
             .and_then(|r| Some((r.seq, ch.since(r.seq)?)));
-        let epoch = epoch.as_str();
-        let first = match resumed {
+        let (first, snapshot) = match resumed {
             Some((seq, missed)) => {
                 let resume = ServerMsg::Resume {
                     symbol,
                     interval: want.interval,
                     seq,
-                    epoch,
+                    epoch: &epoch,
                 };
-                std::iter::once(resume.to_frame(Format::Json))
+                let first = std::iter::once(resume.to_frame(Format::Json))
                     .chain(missed)
-                    .collect()
+                    .collect();
+                (first, None)
             }
             None => {
                 let key = (want.limit, want.format);
                 let cached = ch.snapshots.iter().find(|(k, _)| *k == key);
-                let frame = match cached {
-                    Some((_, frame)) => frame.clone(),
+                let snapshot = match cached {
+                    Some((_, snapshot)) => snapshot.clone(),
                     None => {
-                        let all = series();
-                        let from = want.limit.map_or(0, |n| all.len().saturating_sub(n));
-                        let frame = ServerMsg::Snapshot {
-                            symbol,
+                        let mut candles = bars();
+                        let from = want.limit.map_or(0, |n| candles.len().saturating_sub(n));
+                        candles.drain(..from);
+                        let snapshot = Snapshot::new(Recipe {
+                            symbol: symbol.to_owned(),
                             interval: want.interval,
-                            candles: &all[from..],
+                            candles,
                             seq: position,
-                            epoch,
-                        }
-                        .to_frame(want.format);
+                            epoch: epoch.clone(),
+                            format: want.format,
+                        });
                         if ch.snapshots.len() == SNAPSHOTS_KEPT {
                             ch.snapshots.remove(0);
                         }
-                        ch.snapshots.push((key, frame.clone()));
-                        frame
+                        ch.snapshots.push((key, snapshot.clone()));
+                        snapshot
                     }
                 };
-                vec![frame]
+                (Vec::new(), Some(snapshot))
             }
         };
         Subscription {
             first,
+            snapshot,
             updates: ch.tx.subscribe(),
             stale: false,
         }
     }
 
-    /// Forgets the cached snapshots of `symbol` (its candles changed without an update).
-    pub fn invalidate(&mut self, symbol: &str) {
-        for ((s, _), ch) in &mut self.channels {
-            if s == symbol {
-                ch.snapshots.clear();
-            }
+    /// Forgets the cached snapshots of a channel (its bars changed without an update).
+    pub fn invalidate(&mut self, symbol: &str, interval: Interval) {
+        if let Some(ch) = self.channels.get_mut(&(symbol.to_owned(), interval)) {
+            ch.snapshots.clear();
         }
     }
 
@@ -294,34 +304,15 @@ impl Hub {
         self.channels.retain(|_, ch| ch.alive(now, grace));
     }
 
-    /// Whether a channel of `symbol` is kept (someone listens, or did a moment ago).
-    pub fn is_watched(&self, symbol: &str) -> bool {
-        self.channels.keys().any(|(s, _)| s == symbol)
+    /// Whether the channel of `symbol` at `interval` is kept (someone listens, or did a
+    /// moment ago: within the grace).
+    pub fn has_channel(&self, symbol: &str, interval: Interval) -> bool {
+        self.channels.contains_key(&(symbol.to_owned(), interval))
     }
 
     /// Open channels (for metrics and tests).
     pub fn channel_count(&self) -> usize {
         self.channels.len()
-    }
-
-    /// The kept channels of `symbol` (their cached snapshots are dropped: a change came);
-    /// forgets those nobody has listened to for the grace.
-    pub fn watched_intervals(&mut self, symbol: &str) -> Vec<Interval> {
-        let (now, grace) = (Instant::now(), self.grace);
-        let mut watched = Vec::new();
-        self.channels.retain(|(s, i), ch| {
-            if s != symbol {
-                return true;
-            }
-            ch.snapshots.clear();
-            let alive = ch.alive(now, grace);
-            if alive {
-                watched.push(*i);
-            }
-            alive
-        });
-        watched.sort();
-        watched
     }
 
     /// Numbers, serializes and sends an update on one channel (and keeps it for resuming
@@ -410,6 +401,14 @@ mod tests {
             .collect()
     }
 
+    /// The first frame a subscription sends.
+    fn first(sub: &Subscription) -> Frame {
+        match &sub.snapshot {
+            Some(snapshot) => snapshot.frame_now(),
+            None => sub.first[0].clone(),
+        }
+    }
+
     fn text(frame: &Frame) -> serde_json::Value {
         match frame {
             Frame::Text(t) => serde_json::from_str(t).unwrap(),
@@ -441,22 +440,25 @@ mod tests {
     fn a_snapshot_holds_the_newest_limit_candles_and_is_reused_until_a_change() {
         let mut hub = Hub::default();
         let a = hub.subscribe(&want("A", Some(2)), || candles(5));
-        let snapshot = text(&a.first[0]);
+        let snapshot = text(&first(&a));
         assert_eq!(snapshot["candles"].as_array().unwrap().len(), 2);
         assert_eq!(snapshot["candles"][0][0], 180);
         let again = hub.subscribe(&want("A", Some(2)), || panic!("served from the cache"));
-        assert_eq!(again.first, a.first);
+        assert!(Arc::ptr_eq(
+            again.snapshot.as_ref().unwrap(),
+            a.snapshot.as_ref().unwrap()
+        ));
         hub.send_update("A", Interval::M1, &candles(1), &[]);
         let fresh = hub.subscribe(&want("A", Some(2)), || candles(3));
-        assert_eq!(text(&fresh.first[0])["candles"][0][0], 60);
+        assert_eq!(text(&first(&fresh))["candles"][0][0], 60);
     }
 
     #[test]
     fn a_reconnect_resumes_with_the_updates_it_missed_or_gets_a_snapshot() {
         let mut hub = Hub::default();
         hub.restart_at("db".into(), 10, 10);
-        let first = hub.subscribe(&want("A", None), || candles(1));
-        let snapshot = text(&first.first[0]);
+        let earlier = hub.subscribe(&want("A", None), || candles(1));
+        let snapshot = text(&first(&earlier));
         assert_eq!(snapshot["epoch"], "db");
         assert_eq!(snapshot["seq"], 10);
         hub.set_position(11, 11);
@@ -491,8 +493,8 @@ mod tests {
         back.resume = resume("another database", 12);
         assert!(!hub.can_resume(&back));
         let fresh = hub.subscribe(&back, || candles(1));
-        assert_eq!(text(&fresh.first[0])["type"], "snapshot");
-        assert_eq!(text(&fresh.first[0])["seq"], 12);
+        assert_eq!(text(&first(&fresh))["type"], "snapshot");
+        assert_eq!(text(&first(&fresh))["seq"], 12);
 
         for i in 0..RESUME_BUFFER as u64 {
             hub.set_position(13 + i, 13 + i);
@@ -504,7 +506,7 @@ mod tests {
             "the missed updates are no longer kept"
         );
         let too_late = hub.subscribe(&back, || candles(1));
-        assert_eq!(text(&too_late.first[0])["type"], "snapshot");
+        assert_eq!(text(&first(&too_late))["type"], "snapshot");
 
         hub.restart_at("db".into(), 100, 105);
         back.resume = resume("db", 100);
@@ -513,7 +515,7 @@ mod tests {
             "candles read afresh at a position that saw transactions from 100 on: the journal \
              tells whether the viewer has them"
         );
-        drop(first);
+        drop(earlier);
     }
 
     #[test]

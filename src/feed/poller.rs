@@ -1,32 +1,39 @@
-//! The poller: exactly one per server. One task owns the candle windows and the broadcast
-//! channels; viewers talk to it by messages through a [`Feed`] handle. Each poll reads only what
-//! changed since the last one (see `db::journal`), so its database cost follows the changes,
-//! not the window or the number of viewers; and it holds only the windows of symbols someone
-//! watches: a symbol's window is read when its first viewer comes (in the same snapshot as the
-//! poll, so no change falls between) and dropped some minutes after its last viewer leaves.
+//! The poller: exactly one per server. One task owns the bars of the watched channels and the
+//! broadcast channels; viewers talk to it by messages through a [`Feed`] handle. Each poll reads
+//! only what changed since the last one (see `db::journal`) and reads the changed bars again at
+//! each watched interval, so its database cost follows the changes, not the history or the
+//! number of viewers. A channel's bars (its newest bars, up to [`MAX_LIMIT`] or the window's
+//! worth) are read from the database when its first viewer comes, by the poll itself after its
+//! journal read, so no change falls between; they are dropped some minutes after the last
+//! viewer leaves.
 //!
 //! A plain tokio task with a `select!` loop rather than an actix actor: the loop shows in one
 //! place everything the poller reacts to (a viewer, the poll timer, a finished poll, refresh or
 //! prune), and its database work runs as spawned tasks whose results come back to the loop, so
-//! the state is never shared and never locked.
+//! the state is never shared and never locked. Snapshots are built by the viewers that need
+//! them, off this loop (see `snapshot`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
+use super::bars::{Bars, Delta};
 use super::hub::{Hub, Subscription};
-use super::window::CandleWindow;
-use super::wire::Want;
+use super::poll::{self, ChannelKey, Held, Loaded, PollOutcome, PollPlan, ReadRange};
+use super::snapshot::BuildLimits;
+use super::wire::{Frame, MAX_LIMIT, Want};
 use crate::db::Flavour;
 use crate::db::flavour::Refresher;
-use crate::db::journal::{self, Changes, PollRequest, PollResult, Position, ResumeFrom};
+use crate::db::journal::{self, MinuteChange, Position, ResumeFrom};
+use crate::domain::Interval;
 use crate::feed::health::Health;
 
 /// How long the journal keeps changes; a poller away for longer reloads its windows instead.
@@ -49,26 +56,79 @@ pub struct FeedSettings {
     pub window: Duration,
     /// A symbol's window is dropped this long after its last viewer left.
     pub keep_unwatched: Duration,
+    /// Tests only: faults to inject (no flag or variable sets it).
+    pub faults: Faults,
+}
+
+/// The poller's own loop and the kinds of work it spawns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Task {
+    /// The poller's loop itself (checked before each poll starts).
+    Poller,
+    Poll,
+    Refresh,
+    Prune,
+}
+
+/// Fault injection for tests: a hook called as each [`Task`] starts; a panic in it is a panic
+/// of that task. Empty in every real run.
+#[derive(Clone, Default)]
+pub struct Faults(Option<Arc<dyn Fn(Task) + Send + Sync>>);
+
+impl Faults {
+    /// Calls `hook` as each task starts.
+    pub fn new(hook: impl Fn(Task) + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(hook)))
+    }
+
+    fn inject(&self, task: Task) {
+        if let Some(hook) = &self.0 {
+            hook(task);
+        }
+    }
+}
+
+impl std::fmt::Debug for Faults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Faults(set)"
+        } else {
+            "Faults(none)"
+        })
+    }
 }
 
 /// The handle viewers use to reach the poller.
 #[derive(Clone)]
 pub struct Feed {
     requests: mpsc::Sender<Subscribe>,
+    builds: Arc<BuildLimits>,
 }
 
 impl Feed {
-    /// Starts the poller on the current runtime; it stops when `shutdown` is cancelled.
+    /// Starts the poller on the current runtime; it stops when `shutdown` is cancelled. The
+    /// handle ends when the poller does: before `shutdown` only if it died (a panic), which the
+    /// server must not outlive (viewers would loop through reconnects).
     pub fn start(
         pool: PgPool,
         settings: FeedSettings,
         health: Arc<Health>,
         shutdown: CancellationToken,
-    ) -> Self {
+    ) -> (Self, tokio::task::JoinHandle<()>) {
         let (requests, inbox) = mpsc::channel(REQUEST_QUEUE);
         let poller = Poller::new(pool, settings, health);
-        tokio::spawn(poller.run(inbox, shutdown));
-        Self { requests }
+        let handle = tokio::spawn(poller.run(inbox, shutdown));
+        let builds = Arc::new(BuildLimits::default());
+        (Self { requests, builds }, handle)
+    }
+
+    /// The first frames of `sub` for `client`: its snapshot built (within the limits on
+    /// uncached builds) unless a viewer before built it, or the resume and missed updates.
+    pub async fn first_frames(&self, sub: &Subscription, client: Option<IpAddr>) -> Vec<Frame> {
+        match &sub.snapshot {
+            Some(snapshot) => vec![snapshot.frame(&self.builds, client).await],
+            None => sub.first.clone(),
+        }
     }
 
     /// The first frames of the channel `want` names (a snapshot, or what a resuming viewer
@@ -89,8 +149,8 @@ struct Subscribe {
 }
 
 impl Subscribe {
-    fn symbol(&self) -> &str {
-        self.want.symbol.as_str()
+    fn channel(&self) -> ChannelKey {
+        (self.want.symbol.as_str().to_owned(), self.want.interval)
     }
 }
 
@@ -98,21 +158,95 @@ impl Subscribe {
 enum Done {
     Poll {
         started: Instant,
-        /// The symbols whose windows this poll read.
-        loaded: Vec<String>,
-        result: anyhow::Result<PollResult>,
+        /// The channels this poll loads.
+        loading: Vec<ChannelKey>,
+        /// The minutes it read again after a refresh (to read again if it failed).
+        reread: Option<(i64, i64)>,
+        result: anyhow::Result<Box<PollOutcome>>,
     },
     Refresh(anyhow::Result<()>),
     Prune(anyhow::Result<u64>),
+}
+
+/// The loop's spawned work: each task's kind is kept, so that one that panics is known and its
+/// state reset.
+#[derive(Default)]
+struct Tasks {
+    set: JoinSet<Done>,
+    kinds: HashMap<tokio::task::Id, Task>,
+}
+
+impl Tasks {
+    fn spawn(
+        &mut self,
+        kind: Task,
+        faults: &Faults,
+        work: impl std::future::Future<Output = Done> + Send + 'static,
+    ) {
+        let faults = faults.clone();
+        let handle = self.set.spawn(async move {
+            faults.inject(kind);
+            work.await
+        });
+        self.kinds.insert(handle.id(), kind);
+    }
+
+    /// The next task to end: what it returned, or its kind when it panicked (logged here).
+    async fn join_next(&mut self) -> Option<Result<Done, Task>> {
+        let ended = self.set.join_next_with_id().await?;
+        Some(match ended {
+            Ok((id, done)) => {
+                self.kinds.remove(&id);
+                Ok(done)
+            }
+            Err(e) => {
+                let kind = self.kinds.remove(&e.id()).unwrap_or(Task::Prune);
+                tracing::error!(error = %e, task = ?kind, "a poller task panicked; starting it again");
+                metrics::counter!("candlewick_poller_task_panics_total").increment(1);
+                Err(kind)
+            }
+        })
+    }
+}
+
+/// Marks the server not ready when the poller's loop ends.
+struct NotReadyOnDrop(Arc<Health>);
+
+impl Drop for NotReadyOnDrop {
+    fn drop(&mut self) {
+        self.0.set_poll_ok(false);
+    }
+}
+
+/// Minute ranges (Unix seconds, `[from, to)`) whose bars must be read again once TimescaleDB has
+/// refreshed them: an edit to a materialized minute shows in `one_min_candle` (and what is
+/// rolled up from it) only after a refresh.
+#[derive(Debug, Default)]
+struct AfterRefresh {
+    /// Seen by polls; the next refresh covers them.
+    waiting: Option<(i64, i64)>,
+    /// Covered by the refresh running now.
+    refreshing: Option<(i64, i64)>,
+    /// Refreshed: the next poll reads them again.
+    ready: Option<(i64, i64)>,
+}
+
+fn span(a: Option<(i64, i64)>, b: Option<(i64, i64)>) -> Option<(i64, i64)> {
+    match (a, b) {
+        (Some((a0, a1)), Some((b0, b1))) => Some((a0.min(b0), a1.max(b1))),
+        (a, b) => a.or(b),
+    }
 }
 
 struct Poller {
     pool: PgPool,
     settings: FeedSettings,
     health: Arc<Health>,
-    candles: CandleWindow,
+    /// The bars of each channel held, kept as the database has them.
+    bars: HashMap<ChannelKey, Bars>,
     hub: Hub,
     refresher: Refresher,
+    after_refresh: AfterRefresh,
     /// `None` at start, after a TRUNCATE and after an outage longer than the journal keeps.
     position: Option<Position>,
     polling: bool,
@@ -120,8 +254,8 @@ struct Poller {
     next_attempt: Instant,
     stale_since: Option<Instant>,
     last_prune: Instant,
-    /// Symbols whose window must be read by the next poll, with the viewers waiting for it.
-    to_load: HashMap<String, Vec<Subscribe>>,
+    /// Channels the next poll must load, with the viewers waiting for them.
+    to_load: HashMap<ChannelKey, Vec<Subscribe>>,
     /// Reconnecting viewers whose token the hub's kept updates do not cover: the next poll
     /// reads what they missed from the journal.
     to_resume: Vec<Subscribe>,
@@ -129,8 +263,8 @@ struct Poller {
     resuming: Vec<Subscribe>,
     /// The database's epoch, once read.
     epoch: Option<String>,
-    /// Loaded symbols nobody watches, since when.
-    unwatched_since: HashMap<String, Instant>,
+    /// Held channels nobody watches, since when.
+    unwatched_since: HashMap<ChannelKey, Instant>,
 }
 
 impl Poller {
@@ -138,11 +272,12 @@ impl Poller {
         Self {
             pool,
             refresher: settings.flavour.refresher(),
-            // A window is kept while its channels are: for reconnects, up to a minute.
+            // Bars are kept while their channels are: for reconnects, up to a minute.
             hub: Hub::new(settings.keep_unwatched),
             settings,
             health,
-            candles: CandleWindow::default(),
+            bars: HashMap::new(),
+            after_refresh: AfterRefresh::default(),
             position: None,
             polling: false,
             failures: 0,
@@ -158,114 +293,159 @@ impl Poller {
     }
 
     async fn run(mut self, mut inbox: mpsc::Receiver<Subscribe>, shutdown: CancellationToken) {
+        // Not ready from the moment the loop ends, however it ends (a panic too).
+        let _not_ready = NotReadyOnDrop(self.health.clone());
         let mut ticker = tokio::time::interval(self.settings.poll_interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-        let mut tasks: JoinSet<Done> = JoinSet::new();
+        let mut tasks = Tasks::default();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(request) = inbox.recv() => self.on_subscribe(request, &mut tasks),
                 _ = ticker.tick() => self.start_poll(&mut tasks),
-                Some(done) = tasks.join_next() => match done {
+                Some(ended) = tasks.join_next() => match ended {
                     Ok(done) => self.on_done(done, &mut tasks),
-                    Err(e) => tracing::error!(error = %e, "a poller task failed"),
+                    Err(task) => self.on_panic(task),
                 },
             }
         }
         // Dropping the channels tells every viewer the server is going away.
-        tasks.abort_all();
+        tasks.set.abort_all();
     }
 
-    fn window_start(&self) -> chrono::DateTime<Utc> {
+    /// A spawned task panicked (logged by [`Tasks::join_next`]): its state is reset as if it
+    /// had failed, so the work starts again.
+    fn on_panic(&mut self, task: Task) {
+        match task {
+            Task::Poll => {
+                self.polling = false;
+                self.on_failure(anyhow::anyhow!("the poll task panicked"));
+            }
+            Task::Refresh => {
+                self.refresher.done();
+                // The range it was refreshing is unknown now: refresh everything, from the
+                // next poll on (not at once: a refresh that always panics must not spin).
+                self.refresher.everything(Utc::now().timestamp());
+                let lost = self.after_refresh.refreshing.take();
+                self.after_refresh.waiting = span(self.after_refresh.waiting, lost);
+            }
+            Task::Prune | Task::Poller => {}
+        }
+    }
+
+    fn window_start(&self) -> DateTime<Utc> {
         Utc::now()
             - chrono::Duration::from_std(self.settings.window).unwrap_or(chrono::Duration::days(7))
     }
 
-    fn start_poll(&mut self, tasks: &mut JoinSet<Done>) {
+    /// How many of its newest bars a channel at `interval` holds: enough for the largest
+    /// `limit` and for the whole window.
+    fn depth(&self, interval: Interval) -> usize {
+        let window = self.settings.window.as_secs() as i64 / interval.seconds() + 1;
+        MAX_LIMIT.max(usize::try_from(window).unwrap_or(MAX_LIMIT))
+    }
+
+    fn start_poll(&mut self, tasks: &mut Tasks) {
         if self.polling || Instant::now() < self.next_attempt {
             return; // the previous poll is still running, or we are backing off: skip this tick
         }
+        self.settings.faults.inject(Task::Poller);
         if self.stale_too_long() {
             self.forget_position();
         }
         self.polling = true;
-        let pool = self.pool.clone();
-        let flavour = self.settings.flavour;
-        let started = Instant::now();
-        let from = self.position.clone();
-        let watched: Vec<String> = self
-            .candles
-            .symbols()
-            .filter(|s| !self.to_load.contains_key(*s))
-            .map(str::to_owned)
-            .collect();
-        let loaded: Vec<String> = self.to_load.keys().cloned().collect();
         let since = self.window_start();
         let old_before = self
             .refresher
             .cutoff(Utc::now().timestamp())
-            .and_then(|t| chrono::DateTime::from_timestamp(t, 0));
-        let load = loaded.clone();
+            .and_then(|t| DateTime::from_timestamp(t, 0))
+            .unwrap_or(since);
+        let held = self
+            .bars
+            .iter()
+            .filter(|(key, _)| !self.to_load.contains_key(*key))
+            .map(|(key, bars)| Held {
+                key: key.clone(),
+                from: bars.from(),
+            })
+            .collect();
+        let loading: Vec<ChannelKey> = self.to_load.keys().cloned().collect();
+        let reread = self.after_refresh.ready.take();
         self.resuming = std::mem::take(&mut self.to_resume);
-        let resumes: Vec<ResumeFrom> = self
+        let resumes: BTreeSet<ResumeFrom> = self
             .resuming
             .iter()
             .filter_map(|r| {
                 Some(ResumeFrom {
-                    symbol: r.symbol().to_owned(),
+                    symbol: r.want.symbol.as_str().to_owned(),
                     since: r.want.resume.as_ref()?.seq,
                 })
             })
-            .collect::<BTreeSet<_>>()
-            .into_iter()
             .collect();
-        tasks.spawn(async move {
-            let request = PollRequest {
-                from: from.as_ref(),
-                symbols: Some(&watched),
-                load: &load,
-                since,
-                old_before,
-            };
-            let poll = journal::poll_resuming(&pool, flavour, &request, &resumes);
-            let result = tokio::time::timeout(POLL_TIMEOUT, poll)
+        let plan = PollPlan {
+            from: self.position.clone(),
+            since,
+            old_before,
+            held,
+            reread,
+            load: loading
+                .iter()
+                .map(|key| (key.clone(), self.depth(key.1)))
+                .collect(),
+            resumes: resumes.into_iter().collect(),
+        };
+        let (pool, flavour, started) = (self.pool.clone(), self.settings.flavour, Instant::now());
+        tasks.spawn(Task::Poll, &self.settings.faults, async move {
+            let result = tokio::time::timeout(POLL_TIMEOUT, poll::run(&pool, flavour, &plan))
                 .await
                 .unwrap_or_else(|_| {
                     Err(anyhow::anyhow!(
                         "the poll took longer than {POLL_TIMEOUT:?}"
                     ))
-                });
+                })
+                .map(Box::new);
             Done::Poll {
                 started,
-                loaded,
+                loading,
+                reread,
                 result,
             }
         });
     }
 
-    fn on_done(&mut self, done: Done, tasks: &mut JoinSet<Done>) {
+    fn on_done(&mut self, done: Done, tasks: &mut Tasks) {
         match done {
             Done::Poll {
                 started,
-                loaded,
+                loading,
+                reread,
                 result,
             } => {
                 self.polling = false;
                 metrics::histogram!("candlewick_poll_seconds")
                     .record(started.elapsed().as_secs_f64());
+                metrics::counter!("candlewick_polls_total").increment(1);
                 match result {
-                    Ok(poll) => self.on_success(poll, &loaded, tasks),
-                    Err(e) => self.on_failure(e),
+                    Ok(outcome) => self.on_success(*outcome, &loading, tasks),
+                    Err(e) => {
+                        self.after_refresh.ready = span(self.after_refresh.ready, reread);
+                        self.on_failure(e);
+                    }
                 }
                 if (!self.to_load.is_empty() || !self.to_resume.is_empty()) && self.failures == 0 {
-                    // Viewers wait for these windows: read them now, not at the next tick.
+                    // Viewers wait for these channels: read them now, not at the next tick.
                     self.start_poll(tasks);
                 }
             }
             Done::Refresh(result) => {
                 self.refresher.done();
-                if let Err(e) = result {
-                    tracing::warn!(error.cause_chain = ?e, "refreshing one_min_candle");
+                let refreshed = self.after_refresh.refreshing.take();
+                match result {
+                    Ok(()) => self.after_refresh.ready = span(self.after_refresh.ready, refreshed),
+                    Err(e) => {
+                        tracing::warn!(error.cause_chain = ?e, "refreshing one_min_candle");
+                        self.after_refresh.waiting = span(self.after_refresh.waiting, refreshed);
+                    }
                 }
                 self.start_refresh(tasks);
             }
@@ -282,63 +462,80 @@ impl Poller {
             .is_some_and(|s| s.elapsed() > JOURNAL_RETENTION - Duration::from_secs(300))
     }
 
-    /// Reads every loaded window again at the next poll: changes may have been missed (a
+    /// Reads every held channel again at the next poll: changes may have been missed (a
     /// TRUNCATE, or an outage longer than the journal keeps).
     fn forget_position(&mut self) {
         self.position = None;
-        for symbol in self.candles.symbols() {
-            self.to_load.entry(symbol.to_owned()).or_default();
+        for key in self.bars.keys() {
+            self.to_load.entry(key.clone()).or_default();
         }
     }
 
-    fn on_success(&mut self, poll: PollResult, loaded: &[String], tasks: &mut JoinSet<Done>) {
+    fn on_success(&mut self, outcome: PollOutcome, loading: &[ChannelKey], tasks: &mut Tasks) {
+        let PollOutcome {
+            journal: read,
+            reread,
+            loaded,
+        } = outcome;
         if self.position.is_none() {
             // Edits made while no poller watched (before start, or a TRUNCATE) may sit in
             // materialized minutes.
             self.refresher.everything(Utc::now().timestamp());
         }
-        if let Some(epoch) = poll.epoch {
+        if let Some(epoch) = read.epoch {
             self.epoch = Some(epoch);
         }
-        match (&self.position, &poll.position, &self.epoch) {
+        // The hub numbers what it sends from here on as of the new position.
+        match (&self.position, &read.position, &self.epoch) {
             (None, Some(p), Some(epoch)) => self.hub.restart_at(epoch.clone(), p.seq(), p.upto()),
             (_, Some(p), _) => self.hub.set_position(p.seq(), p.upto()),
             _ => {}
         }
-        self.position = poll.position;
+        self.position = read.position;
         self.failures = 0;
         self.next_attempt = Instant::now();
         self.refresher.periodic(Utc::now().timestamp());
-        self.apply(poll.changes);
-        for (symbol, candles) in poll.windows {
-            let changed = self.candles.load(&symbol, candles);
-            self.broadcast(&BTreeMap::from([(symbol, changed)]));
+        let changes = read.changes;
+        let missed: HashMap<ResumeFrom, Option<Vec<i64>>> = read
+            .resumed
+            .into_iter()
+            .map(|r| (r.from, r.minutes))
+            .collect();
+        if let Some((first, last)) = changes.old {
+            self.refresher.changed(first, last);
+            // Where minutes get materialized, their bars are right only after the refresh.
+            if self.refresher.cutoff(0).is_some() {
+                self.after_refresh.waiting =
+                    span(self.after_refresh.waiting, Some((first, last + 60)));
+            }
         }
-        for symbol in loaded {
-            // Loaded: answer its viewers (a symbol asked for again meanwhile stays queued).
-            if let Some(waiting) = self.to_load.remove(symbol) {
+        let mut deltas = self.apply_minutes(changes.minutes);
+        self.apply_rereads(reread, &mut deltas);
+        self.apply_loads(loaded, &mut deltas);
+        self.broadcast(deltas);
+        for key in loading {
+            // Loaded: answer its viewers (a channel asked for again meanwhile stays queued).
+            if let Some(waiting) = self.to_load.remove(key) {
                 for request in waiting {
                     self.answer(request);
                 }
             }
         }
-        let missed: HashMap<ResumeFrom, Option<Vec<i64>>> = poll
-            .resumed
-            .into_iter()
-            .map(|r| (r.from, r.minutes))
-            .collect();
         for request in std::mem::take(&mut self.resuming) {
-            let from = request.want.resume.as_ref().map(|r| ResumeFrom {
-                symbol: request.symbol().to_owned(),
-                since: r.seq,
+            let minutes = request.want.resume.as_ref().and_then(|r| {
+                let from = ResumeFrom {
+                    symbol: request.want.symbol.as_str().to_owned(),
+                    since: r.seq,
+                };
+                missed.get(&from).cloned().flatten()
             });
-            let minutes = from.and_then(|f| missed.get(&f).cloned().flatten());
             self.answer_resumed(request, minutes);
         }
-        self.start_refresh(tasks);
-        for symbol in self.candles.trim(self.window_start().timestamp()) {
-            self.hub.invalidate(&symbol);
+        if changes.reload {
+            // Wholesale change (TRUNCATE): read every channel again, at once.
+            self.forget_position();
         }
+        self.start_refresh(tasks);
         self.hub.forget_unwatched();
         self.drop_unwatched();
         if self.stale_since.take().is_some() {
@@ -346,48 +543,102 @@ impl Poller {
             self.hub.send_status(false);
         }
         self.health.set_poll_ok(true);
-        metrics::gauge!("candlewick_viewers").set(self.hub.viewers() as f64);
-        metrics::gauge!("candlewick_ws_channels").set(self.hub.channel_count() as f64);
-        metrics::gauge!("candlewick_window_candles").set(self.candles.candle_count() as f64);
+        self.record_gauges();
         if self.last_prune.elapsed() > PRUNE_EVERY {
             self.last_prune = Instant::now();
             let pool = self.pool.clone();
-            tasks.spawn(async move { Done::Prune(journal::prune(&pool, JOURNAL_RETENTION).await) });
+            tasks.spawn(Task::Prune, &self.settings.faults, async move {
+                Done::Prune(journal::prune(&pool, JOURNAL_RETENTION).await)
+            });
         }
     }
 
-    fn start_refresh(&mut self, tasks: &mut JoinSet<Done>) {
+    /// The journal's changed minutes into the held 1m channels; returns what changed.
+    fn apply_minutes(&mut self, minutes: Vec<MinuteChange>) -> BTreeMap<ChannelKey, Delta> {
+        let mut deltas: BTreeMap<ChannelKey, Delta> = BTreeMap::new();
+        for m in minutes {
+            let key = (m.symbol, Interval::M1);
+            if let Some(bars) = self.bars.get_mut(&key)
+                && bars.set(m.t, m.candle)
+            {
+                let delta = deltas.entry(key).or_default();
+                match m.candle {
+                    Some(c) => delta.candles.push(c),
+                    None => delta.removed.push(m.t),
+                }
+            }
+        }
+        deltas
+    }
+
+    /// Bars read again into their channels, adding what changed to `deltas`.
+    fn apply_rereads(&mut self, reread: Vec<ReadRange>, deltas: &mut BTreeMap<ChannelKey, Delta>) {
+        for range in reread {
+            if let Some(bars) = self.bars.get_mut(&range.key) {
+                let d = bars.replace_range(range.start, range.end, &range.candles);
+                let delta = deltas.entry(range.key).or_default();
+                delta.candles.extend(d.candles);
+                delta.removed.extend(d.removed);
+            }
+        }
+    }
+
+    /// Channels loaded (or loaded again): held from now on; viewers who had older bars get
+    /// the difference in `deltas`.
+    fn apply_loads(&mut self, loaded: Vec<Loaded>, deltas: &mut BTreeMap<ChannelKey, Delta>) {
+        for load in loaded {
+            let fresh = Bars::loaded(load.candles, load.asked);
+            let (symbol, interval) = (&load.key.0, load.key.1);
+            if self.hub.has_channel(symbol, interval) {
+                // Its viewers have older bars (or, after an outage, none): send the difference.
+                let old = self.bars.get(&load.key).cloned().unwrap_or_default();
+                deltas.insert(load.key.clone(), fresh.delta_from(&old));
+            }
+            self.hub.invalidate(symbol, interval);
+            self.bars.insert(load.key, fresh);
+        }
+    }
+
+    fn record_gauges(&self) {
+        metrics::gauge!("candlewick_viewers").set(self.hub.viewers() as f64);
+        metrics::gauge!("candlewick_ws_channels").set(self.hub.channel_count() as f64);
+        let held: usize = self.bars.values().map(Bars::len).sum();
+        metrics::gauge!("candlewick_window_candles").set(held as f64);
+    }
+
+    fn start_refresh(&mut self, tasks: &mut Tasks) {
         if let Some(refresh) = self.refresher.next_refresh() {
+            self.after_refresh.refreshing = self.after_refresh.waiting.take();
             let pool = self.pool.clone();
-            tasks.spawn(async move { Done::Refresh(refresh.run(&pool).await) });
+            tasks.spawn(Task::Refresh, &self.settings.faults, async move {
+                Done::Refresh(refresh.run(&pool).await)
+            });
         }
     }
 
-    fn on_subscribe(&mut self, request: Subscribe, tasks: &mut JoinSet<Done>) {
+    fn on_subscribe(&mut self, request: Subscribe, tasks: &mut Tasks) {
+        let key = request.channel();
         if self.resumes_from_journal(&request.want) {
-            if !self.candles.is_loaded(request.symbol()) {
-                self.to_load.entry(request.symbol().to_owned()).or_default();
+            if !self.bars.contains_key(&key) {
+                self.to_load.entry(key).or_default();
             }
             self.to_resume.push(request);
             self.start_poll(tasks);
             return;
         }
-        let loading = self.to_load.contains_key(request.symbol());
-        if self.candles.is_loaded(request.symbol()) && !loading {
+        let loading = self.to_load.contains_key(&key);
+        if !loading && self.servable(&request.want) {
             self.answer(request);
             return;
         }
         if self.stale_since.is_some() {
-            // Without a database, a viewer gets what we have, marked stale; its window is read
-            // (and sent as an update) once the database is back.
-            self.to_load.entry(request.symbol().to_owned()).or_default();
+            // Without a database, a viewer gets what we have, marked stale; its bars are read
+            // (and the difference sent as an update) once the database is back.
+            self.to_load.entry(key).or_default();
             self.answer(request);
             return;
         }
-        self.to_load
-            .entry(request.symbol().to_owned())
-            .or_default()
-            .push(request);
+        self.to_load.entry(key).or_default().push(request);
         self.start_poll(tasks);
     }
 
@@ -403,81 +654,91 @@ impl Poller {
             && !self.hub.can_resume(want)
     }
 
-    /// Answers a viewer whose missed minutes the poll read (`None`: a snapshot, as the
-    /// journal no longer holds them, the token is from another database, or the poll failed).
+    /// Answers a viewer whose missed minutes the poll read: a resume and one update of the
+    /// held bars of those minutes' buckets. A snapshot instead when the journal no longer
+    /// holds them (`None`), the token is from another database, or the bars do not reach back.
     fn answer_resumed(&mut self, request: Subscribe, minutes: Option<Vec<i64>>) {
+        let key = request.channel();
         let epoch_matches = matches!(
             (&self.epoch, &request.want.resume),
             (Some(e), Some(r)) if *e == r.epoch
         );
-        let loaded = self.candles.is_loaded(request.symbol())
-            && !self.to_load.contains_key(request.symbol());
+        let held = self
+            .bars
+            .get(&key)
+            .filter(|_| !self.to_load.contains_key(&key));
+        let interval = key.1;
+        let delta = minutes.zip(held).and_then(|(minutes, bars)| {
+            let buckets: BTreeSet<i64> = minutes.iter().map(|m| interval.bucket_of(*m)).collect();
+            bars.at(buckets)
+        });
         let since = request.want.resume.as_ref().map(|r| r.seq);
-        match (minutes, since) {
-            (Some(minutes), Some(since)) if epoch_matches && loaded => {
-                let Subscribe { want, reply } = request;
-                let minutes: BTreeSet<i64> = minutes.into_iter().collect();
-                let d = self
-                    .candles
-                    .delta(want.symbol.as_str(), want.interval, &minutes);
-                let mut sub = self
-                    .hub
-                    .subscribe_resumed(&want, since, &d.candles, &d.removed);
+        let Subscribe { mut want, reply } = request;
+        match (delta, since) {
+            (Some(delta), Some(since)) if epoch_matches => {
+                let mut sub =
+                    self.hub
+                        .subscribe_resumed(&want, since, &delta.candles, &delta.removed);
                 sub.stale = self.stale_since.is_some();
-                self.unwatched_since.remove(want.symbol.as_str());
+                self.unwatched_since.remove(&key);
                 metrics::counter!("candlewick_journal_resumes_total").increment(1);
                 let _ = reply.send(sub);
             }
             _ => {
-                let Subscribe { mut want, reply } = request;
                 want.resume = None;
-                self.on_loaded_or_queue(Subscribe { want, reply });
+                let request = Subscribe { want, reply };
+                if self.to_load.contains_key(&key) || !self.servable(&request.want) {
+                    self.to_load.entry(key).or_default().push(request);
+                } else {
+                    self.answer(request);
+                }
             }
         }
     }
 
-    /// A viewer for a snapshot: answered now when its window is here, else once it is read.
-    fn on_loaded_or_queue(&mut self, request: Subscribe) {
-        if self.candles.is_loaded(request.symbol()) && !self.to_load.contains_key(request.symbol())
-            || self.stale_since.is_some()
-        {
-            self.answer(request);
-        } else {
-            self.to_load
-                .entry(request.symbol().to_owned())
-                .or_default()
-                .push(request);
-        }
+    /// Whether the held bars hold the snapshot `want` asks for.
+    fn servable(&self, want: &Want) -> bool {
+        let key = (want.symbol.as_str().to_owned(), want.interval);
+        let start = want.interval.bucket_of(self.window_start().timestamp());
+        self.bars
+            .get(&key)
+            .is_some_and(|bars| bars.newest(want.limit, start).is_some())
     }
 
     fn answer(&mut self, request: Subscribe) {
         let Subscribe { want, reply } = request;
-        let candles = &self.candles;
+        let key = (want.symbol.as_str().to_owned(), want.interval);
+        let start = want.interval.bucket_of(self.window_start().timestamp());
+        let bars = self.bars.get(&key);
         let mut sub = self.hub.subscribe(&want, || {
-            candles.series(want.symbol.as_str(), want.interval)
+            // Not held in full (no database): what is held.
+            bars.map(|b| {
+                b.newest(want.limit, start)
+                    .unwrap_or_else(|| b.newest(Some(b.len()), start).unwrap_or_default())
+            })
+            .unwrap_or_default()
         });
         // Read together with the snapshot: a status sent before it is never missed, one sent
         // after it is in `updates`.
         sub.stale = self.stale_since.is_some();
-        self.unwatched_since.remove(want.symbol.as_str());
+        self.unwatched_since.remove(&key);
         let _ = reply.send(sub);
     }
 
-    /// Drops the windows nobody has watched for `keep_unwatched`; their changes are picked up
-    /// when they are read again.
+    /// Drops the bars of channels nobody has watched for `keep_unwatched`; they are read again
+    /// for their next viewer.
     fn drop_unwatched(&mut self) {
         let now = Instant::now();
-        let symbols: Vec<String> = self.candles.symbols().map(str::to_owned).collect();
-        for symbol in symbols {
-            if self.hub.is_watched(&symbol) || self.to_load.contains_key(&symbol) {
-                self.unwatched_since.remove(&symbol);
+        let keys: Vec<ChannelKey> = self.bars.keys().cloned().collect();
+        for key in keys {
+            if self.hub.has_channel(&key.0, key.1) || self.to_load.contains_key(&key) {
+                self.unwatched_since.remove(&key);
                 continue;
             }
-            let since = *self.unwatched_since.entry(symbol.clone()).or_insert(now);
+            let since = *self.unwatched_since.entry(key.clone()).or_insert(now);
             if now.duration_since(since) >= self.settings.keep_unwatched {
-                self.candles.unload(&symbol);
-                self.hub.invalidate(&symbol);
-                self.unwatched_since.remove(&symbol);
+                self.bars.remove(&key);
+                self.unwatched_since.remove(&key);
             }
         }
     }
@@ -491,27 +752,19 @@ impl Poller {
         metrics::counter!("candlewick_poll_failures_total").increment(1);
         if self.stale_since.is_none() {
             self.stale_since = Some(Instant::now());
-            // Says which: an unreachable database, or a statement the database refused (the
-            // cause chain names it), so the log does not blame an outage that is none.
-            let why = if crate::error::unreachable(&e) {
-                "the database is unreachable"
-            } else {
-                "the database refused the poll's query"
-            };
-            tracing::error!(error.cause_chain = ?e, "poll failed ({why}); viewers see stale data until a poll succeeds");
+            tracing::error!(error.cause_chain = ?e, "poll failed; viewers see stale data until the database is back");
             self.hub.send_status(true);
         } else {
             tracing::warn!(error = %e, retry_in = ?backoff, "poll failed again");
         }
         // Without a database, waiting viewers get what we have, marked stale.
-        let resuming: Vec<Subscribe> = std::mem::take(&mut self.resuming)
+        let resuming = std::mem::take(&mut self.resuming)
             .into_iter()
             .chain(std::mem::take(&mut self.to_resume))
             .map(|Subscribe { mut want, reply }| {
                 want.resume = None;
                 Subscribe { want, reply }
-            })
-            .collect();
+            });
         let waiting: Vec<Subscribe> = self
             .to_load
             .values_mut()
@@ -523,38 +776,23 @@ impl Poller {
         }
     }
 
-    fn apply(&mut self, changes: Changes) {
-        if let Some((first, last)) = changes.old {
-            self.refresher.changed(first, last);
-        }
-        let mut changed: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
-        for m in changes.minutes {
-            if self.candles.apply(&m.symbol, m.t, m.candle) {
-                changed.entry(m.symbol).or_default().insert(m.t);
+    /// One serialized update per changed channel; the held bars stay within their depth.
+    fn broadcast(&mut self, deltas: BTreeMap<ChannelKey, Delta>) {
+        for ((symbol, interval), mut delta) in deltas {
+            let depth = self.depth(interval);
+            if let Some(bars) = self.bars.get_mut(&(symbol.clone(), interval)) {
+                bars.trim(depth);
             }
-        }
-        self.broadcast(&changed);
-        if changes.reload {
-            // Wholesale change (TRUNCATE): read every window again, at once.
-            self.forget_position();
-        }
-    }
-
-    /// One serialized update per watched (symbol, interval).
-    fn broadcast(&mut self, changed: &BTreeMap<String, BTreeSet<i64>>) {
-        for (symbol, minutes) in changed {
-            if minutes.is_empty() {
+            if delta.is_empty() {
                 continue;
             }
-            for interval in self.hub.watched_intervals(symbol) {
-                let d = self.candles.delta(symbol, interval, minutes);
-                if d.is_empty() {
-                    continue;
-                }
-                metrics::counter!("candlewick_updates_sent_total").increment(1);
-                self.hub
-                    .send_update(symbol, interval, &d.candles, &d.removed);
-            }
+            delta.candles.sort_by_key(|c| c.t);
+            delta.candles.dedup_by_key(|c| c.t);
+            delta.removed.sort_unstable();
+            delta.removed.dedup();
+            metrics::counter!("candlewick_updates_sent_total").increment(1);
+            self.hub
+                .send_update(&symbol, interval, &delta.candles, &delta.removed);
         }
     }
 }

@@ -171,6 +171,7 @@ async fn ws_candles(
         .max_continuation_size(MAX_FRAME_BYTES);
     let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let viewer = Viewer {
+        client: crate::client_addr::resolve(&req),
         feed: state.feed.clone(),
         default_symbol: state.default_symbol.clone(),
         shutdown: state.shutdown.clone(),
@@ -222,6 +223,8 @@ fn check_origin(req: &HttpRequest, allowed: &AllowedOrigins) -> Result<(), AppEr
 }
 
 struct Viewer {
+    /// Whose snapshot builds this viewer's count against.
+    client: Option<std::net::IpAddr>,
     feed: Feed,
     default_symbol: Symbol,
     shutdown: CancellationToken,
@@ -248,7 +251,7 @@ impl Viewer {
         let Some(mut sub) = self.feed.subscribe(want.clone()).await else {
             return going_away;
         };
-        if !send_first(&mut session, &sub, false).await {
+        if !self.send_first(&mut session, &sub, false).await {
             return None;
         }
         // Later subscribes switch channels; reconnect details only apply to the first.
@@ -316,7 +319,7 @@ impl Viewer {
                         let Some(fresh) = self.feed.subscribe(want.clone()).await else { return going_away };
                         sub = fresh;
                         // The skipped frames may have held a status change: restate it.
-                        if !send_first(&mut session, &sub, true).await {
+                        if !self.send_first(&mut session, &sub, true).await {
                             return None;
                         }
                     }
@@ -337,11 +340,30 @@ impl Viewer {
                     return going_away;
                 };
                 sub = fresh;
-                if !send_first(&mut session, &sub, false).await {
+                if !self.send_first(&mut session, &sub, false).await {
                     return None;
                 }
             }
         }
+    }
+
+    /// The first frames, then the status when stale (or, with `always_status`, in any case).
+    async fn send_first(
+        &self,
+        session: &mut actix_ws::Session,
+        sub: &Subscription,
+        always_status: bool,
+    ) -> bool {
+        for frame in self.feed.first_frames(sub, self.client).await {
+            if !send(session, frame).await {
+                return false;
+            }
+        }
+        if sub.stale || always_status {
+            let status = ServerMsg::Status { stale: sub.stale }.to_text();
+            return send(session, Frame::Text(status)).await;
+        }
+        true
     }
 
     /// A `subscribe` message as the channel to switch to (the connection's format stays).
@@ -469,24 +491,6 @@ fn fragments(bytes: Bytes, binary: bool) -> impl Iterator<Item = Item> {
             _ => Item::Continue(part),
         }
     })
-}
-
-/// The first frames, then the status when stale (or, with `always_status`, in any case).
-async fn send_first(
-    session: &mut actix_ws::Session,
-    sub: &Subscription,
-    always_status: bool,
-) -> bool {
-    for frame in &sub.first {
-        if !send(session, frame.clone()).await {
-            return false;
-        }
-    }
-    if sub.stale || always_status {
-        let status = ServerMsg::Status { stale: sub.stale }.to_text();
-        return send(session, Frame::Text(status)).await;
-    }
-    true
 }
 
 /// Any frame, pings and pongs included: a viewer whose queue stays full for SEND_TIMEOUT has

@@ -367,3 +367,21 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `CALL refresh_continuous_aggregate(view, from, to)` (bounds as SQL expressions), tried again
+/// while the server's own refresher holds an overlapping window: TimescaleDB refuses a refresh
+/// that overlaps one in progress instead of waiting for it.
+pub async fn refresh_aggregate(pool: &PgPool, view: &str, from: &str, to: &str) {
+    let sql = format!("CALL refresh_continuous_aggregate('{view}', {from}, {to})");
+    eventually_ok(Duration::from_secs(30), &sql, || async {
+        match sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .execute(pool)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.to_string().contains("concurrent refresh") => Err(e.to_string()),
+            Err(e) => panic!("{sql}: {e}"),
+        }
+    })
+    .await
+}

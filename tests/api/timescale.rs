@@ -125,6 +125,11 @@ impl TsDatabase {
         spawn_app_on(self.name.clone(), self.url.clone(), &[]).await
     }
 
+    /// A server with these settings over this database.
+    pub async fn app_with(&self, settings: candlewick::config::Settings) -> TestApp {
+        crate::helpers::spawn_app_with_settings(self.name.clone(), self.url.clone(), settings).await
+    }
+
     /// Called at the end of a passing test (a failing one leaves its database to look at).
     pub async fn drop(self, app: Option<TestApp>) {
         if let Some(app) = app {
@@ -392,12 +397,8 @@ async fn on_timescaledb_paging_back_gives_every_candle_once() {
     let app = ts.app().await;
     crate::history::store_history(&app).await;
     // Some of it materialized, some still real-time: pages cross the watermark.
-    sqlx::query(
-        "CALL refresh_continuous_aggregate('one_min_candle', NULL, '2024-07-01T20:00:00Z')",
-    )
-    .execute(&ts.pool)
-    .await
-    .expect("materializing part of the history");
+    crate::helpers::refresh_aggregate(&ts.pool, "one_min_candle", "NULL", "'2024-07-01T20:00:00Z'")
+        .await;
     crate::history::pages_hold_every_candle_once(&app).await;
     ts.drop(Some(app)).await;
 }

@@ -313,11 +313,12 @@ async fn psql_edits_of_an_old_minute_reach_viewers(app: &TestApp) {
         == "timescaledb";
     if timescaledb {
         // Materialize the minute, so the edits below change already-materialized data.
-        app.psql_async(&format!(
-            "CALL refresh_continuous_aggregate('one_min_candle', '{}', '{}')",
-            rfc3339(hour),
-            rfc3339(hour + 3600)
-        ))
+        crate::helpers::refresh_aggregate(
+            &app.pool,
+            "one_min_candle",
+            &format!("'{}'", rfc3339(hour)),
+            &format!("'{}'", rfc3339(hour + 3600)),
+        )
         .await;
     }
     let (mut m1, snapshot) = snapshot_with(app, "symbol=BTC/USD&interval=1m", 1).await;
