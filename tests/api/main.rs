@@ -18,6 +18,7 @@ mod history;
 mod import;
 mod journal;
 mod memory;
+mod rollups;
 mod smoke;
 mod storage;
 mod times;
