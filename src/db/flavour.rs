@@ -126,15 +126,14 @@ async fn refresh_all(
     to: DateTime<Utc>,
 ) -> anyhow::Result<()> {
     refresh_aggregate(conn, Aggregate::Minutes, from, to).await?;
-    // Each rollup up to the last whole bucket its parent holds materialized (which may be
-    // past `to`: an edited hour or day below the rollup's watermark must be refreshed whole).
-    // Only invalidated buckets are recomputed; real-time aggregation covers the rest.
-    if let Some(minutes) = watermark(conn, Aggregate::Minutes).await? {
-        refresh_aggregate(conn, Aggregate::Hours, from, floor_to(minutes, 3_600)).await?;
-    }
-    if let Some(hours) = watermark(conn, Aggregate::Hours).await? {
-        refresh_aggregate(conn, Aggregate::Days, from, floor_to(hours, 86_400)).await?;
-    }
+    // Each rollup over the whole buckets before `to` (the minutes there are materialized now),
+    // and on to its own watermark: a bulk load materializes whole days, and an edited hour or
+    // day below the watermark must be refreshed whole. Only invalidated buckets are
+    // recomputed; real-time aggregation covers the rest.
+    let hours = floor_to(to, 3_600).max(watermark(conn, Aggregate::Hours).await?.unwrap_or(to));
+    refresh_aggregate(conn, Aggregate::Hours, from, hours).await?;
+    let days = floor_to(to, 86_400).max(watermark(conn, Aggregate::Days).await?.unwrap_or(to));
+    refresh_aggregate(conn, Aggregate::Days, from, days).await?;
     Ok(())
 }
 
@@ -263,7 +262,9 @@ async fn materialize(
             logged = percent;
             tracing::info!(
                 "materializing candles: {percent} % (up to {})",
-                DateTime::from_timestamp(to, 0).unwrap_or(last).format("%Y-%m-%d %H:%M")
+                DateTime::from_timestamp(to, 0)
+                    .unwrap_or(last)
+                    .format("%Y-%m-%d %H:%M")
             );
         }
     }
@@ -326,7 +327,8 @@ async fn refresh_aggregate(
         Aggregate::Hours => "CALL refresh_continuous_aggregate('one_hour_candle', NULL, $1)",
         Aggregate::Days => "CALL refresh_continuous_aggregate('one_day_candle', NULL, $1)",
     };
-    run_refresh(conn, sql, aggregate, None, to).await
+    run_refresh(conn, sql, aggregate, None, to)
+        .await
         .with_context(|| format!("after changes from {from}"))
 }
 

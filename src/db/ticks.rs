@@ -33,10 +33,7 @@ pub async fn insert_ticks(
     ticks: &[Tick],
     author: Author,
 ) -> Result<u64, WriteError> {
-    let mut conn = pool
-        .acquire()
-        .await
-        .context("connecting to insert ticks")?;
+    let mut conn = pool.acquire().await.context("connecting to insert ticks")?;
     let mut tx = conn
         .begin()
         .await
@@ -108,10 +105,7 @@ pub async fn import_batches<S>(
 where
     S: Stream<Item = Result<Vec<Tick>, WriteError>> + Unpin,
 {
-    let mut conn = pool
-        .acquire()
-        .await
-        .context("connecting for the import")?;
+    let mut conn = pool.acquire().await.context("connecting for the import")?;
     let mut tx = conn
         .begin()
         .await

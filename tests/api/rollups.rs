@@ -37,7 +37,10 @@ async fn candlewicks_connections_never_jit_compile() {
 /// bucket, and every bucket with ticks has its row; returns how many hours and days there are.
 pub async fn assert_rollups_match_ticks(pool: &PgPool, context: &str) -> (i64, i64) {
     let mut counts = Vec::new();
-    for (relation, width) in [("one_hour_candle", "1 hour"), ("one_day_candle", "24 hours")] {
+    for (relation, width) in [
+        ("one_hour_candle", "1 hour"),
+        ("one_day_candle", "24 hours"),
+    ] {
         let sql = format!(
             r#"
             WITH want AS (
@@ -159,7 +162,11 @@ async fn random_writes_keep_rollups_exact(app: &TestApp, flavour: Flavour, ops: 
                     .into_iter()
                     .map(|(t, s, p, v)| format!("('{}', '{s}', {p}, {v})", time_sql(t)))
                     .collect();
-                sql(&app.pool, &format!("INSERT INTO ticks VALUES {}", rows.join(","))).await;
+                sql(
+                    &app.pool,
+                    &format!("INSERT INTO ticks VALUES {}", rows.join(",")),
+                )
+                .await;
                 "insert"
             }
             30..40 => {
@@ -239,13 +246,21 @@ async fn random_writes_keep_rollups_exact(app: &TestApp, flavour: Flavour, ops: 
             }
         };
         *kinds.entry(kind).or_default() += 1;
-        if op % 10 == 0 || op == ops {
+        if std::env::var_os("ROLLUP_TRACE").is_some() {
+            eprintln!("op {op}: {kind} head {}", time_sql(head * 1_000_000));
+        }
+        let every = std::env::var("ROLLUP_CHECK_EVERY")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(10);
+        if op % every == 0 || op == ops {
             let to = DateTime::from_timestamp(head + 3_600, 0).unwrap();
             flavour
                 .refresh(&app.pool, DateTime::<Utc>::UNIX_EPOCH, to)
                 .await
                 .unwrap();
-            let (hours, days) = assert_rollups_match_ticks(&app.pool, &ctx).await;
+            let (hours, days) =
+                assert_rollups_match_ticks(&app.pool, &format!("{ctx} after {kind}")).await;
             most_hours = most_hours.max(hours);
             most_days = most_days.max(days);
         }
@@ -254,7 +269,9 @@ async fn random_writes_keep_rollups_exact(app: &TestApp, flavour: Flavour, ops: 
         most_hours >= 300 && most_days >= 100,
         "seed {seed}: at most {most_hours} hours and {most_days} days; the test lost its teeth"
     );
-    eprintln!("seed {seed}, {flavour:?}: {ops} ops {kinds:?}, up to {most_hours} hours, {most_days} days");
+    eprintln!(
+        "seed {seed}, {flavour:?}: {ops} ops {kinds:?}, up to {most_hours} hours, {most_days} days"
+    );
 }
 
 #[actix_web::test]
@@ -282,7 +299,13 @@ fn minutes_csv(symbol: &str, days: i64) -> tempfile::NamedTempFile {
     writeln!(out, "time,symbol,price,volume").unwrap();
     for m in 0..days * 1_440 {
         let t = DateTime::from_timestamp(BASE + m * 60, 0).unwrap();
-        writeln!(out, "{},{symbol},{},1", time_sql(t.timestamp_micros()), 100 + m % 37).unwrap();
+        writeln!(
+            out,
+            "{},{symbol},{},1",
+            time_sql(t.timestamp_micros()),
+            100 + m % 37
+        )
+        .unwrap();
     }
     out.flush().unwrap();
     drop(out);
@@ -341,7 +364,10 @@ async fn an_import_leaves_fresh_statistics(app: &TestApp, flavour: Flavour) {
     assert_eq!(state.len(), relations.len(), "{state:?}");
     for (relation, analyzed, changed) in &state {
         assert!(analyzed, "{relation} was never analyzed: {state:?}");
-        assert_eq!(*changed, 0, "{relation} changed since its ANALYZE: {state:?}");
+        assert_eq!(
+            *changed, 0,
+            "{relation} changed since its ANALYZE: {state:?}"
+        );
     }
     if flavour == Flavour::TimescaleDb {
         // Materialized: every aggregate's watermark is past the load's end (whole buckets).
@@ -426,10 +452,14 @@ async fn an_old_edit_shows_in_its_day(app: &TestApp) {
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
     // Two polls of 200 ms, with room for a loaded machine.
-    eventually(Duration::from_secs(5), "the edit in its day candle", || async {
-        let page = app.get_json(&path).await;
-        (page[0]["high"] == 250.0 && page[0]["volume"] == 146.0).then_some(())
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the edit in its day candle",
+        || async {
+            let page = app.get_json(&path).await;
+            (page[0]["high"] == 250.0 && page[0]["volume"] == 146.0).then_some(())
+        },
+    )
     .await;
 }
 
