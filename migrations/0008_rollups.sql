@@ -538,3 +538,23 @@ BEGIN
     END IF;
 END
 $timescale$;
+
+-- Where an aggregate's materialized rows are and where they end, for reads that page through
+-- them in index order (through the real-time view the planner sorts every matching row): the
+-- materialization hypertable and the watermark on TimescaleDB; no row on plain PostgreSQL.
+CREATE FUNCTION candlewick_materialized(view_name TEXT)
+RETURNS TABLE (relation TEXT, watermark TIMESTAMPTZ)
+LANGUAGE plpgsql STABLE AS $fn$
+BEGIN
+    IF EXISTS (SELECT FROM candlewick_meta WHERE key = 'flavour' AND value = 'timescaledb') THEN
+        RETURN QUERY EXECUTE $sql$
+            SELECT format('%I.%I', h.schema_name, h.table_name),
+                   _timescaledb_functions.to_timestamp(
+                       _timescaledb_functions.cagg_watermark(c.mat_hypertable_id))
+            FROM _timescaledb_catalog.continuous_agg c
+            JOIN _timescaledb_catalog.hypertable h ON h.id = c.mat_hypertable_id
+            WHERE c.user_view_name = $1
+        $sql$ USING view_name;
+    END IF;
+END
+$fn$;

@@ -71,6 +71,12 @@ macro_rules! per_source {
     };
 }
 
+macro_rules! view_name {
+    ($relation:literal) => {
+        $relation
+    };
+}
+
 /// The newest `limit` candles of `range` (bounds are `coalesce`d rather than `IS NULL OR`ed, so
 /// they stay index conditions in a prepared statement's generic plan). 1m, 1h and 1d candles
 /// are stored (the hour and day rollups are kept exact on every write): they are read by the
@@ -153,14 +159,79 @@ async fn stored(
             )
         };
     }
-    sqlx::query_as(per_source!(source, sql))
-        .bind(symbol)
-        .bind(from)
-        .bind(to)
-        .bind(limit)
-        .fetch_all(pool)
-        .await
-        .context("reading candles")
+    let view = per_source!(source, view_name);
+    let materialized: Option<(String, Option<DateTime<Utc>>)> =
+        sqlx::query_as("SELECT relation, watermark FROM candlewick_materialized($1)")
+            .bind(view)
+            .fetch_optional(pool)
+            .await
+            .context("finding the materialized candles")?;
+    let Some((relation, watermark)) = materialized else {
+        return sqlx::query_as(per_source!(source, sql))
+            .bind(symbol)
+            .bind(from)
+            .bind(to)
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+            .context("reading candles");
+    };
+    // TimescaleDB: the real-time tail through the view, then the materialized rows straight
+    // from their hypertable in index order (through the view every matching row is sorted).
+    let Some(watermark) = watermark else {
+        // Nothing materialized (or a watermark chrono cannot hold): all real-time.
+        return sqlx::query_as(per_source!(source, sql))
+            .bind(symbol)
+            .bind(from)
+            .bind(to)
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+            .context("reading candles");
+    };
+    let mut rows: Vec<CandleRow> = Vec::new();
+    if to.is_none_or(|t| t > watermark) {
+        rows = sqlx::query_as(per_source!(source, sql))
+            .bind(symbol)
+            .bind(from.map_or(watermark, |f| f.max(watermark)))
+            .bind(to)
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+            .context("reading the real-time candles")?;
+    }
+    let left = limit - rows.len() as i64;
+    if left > 0 && from.is_none_or(|f| f < watermark) {
+        let upper = to.map_or(watermark, |t| t.min(watermark));
+        // `relation` comes from TimescaleDB's catalog, never from input.
+        let sql = format!(
+            concat!(
+                r#"
+                SELECT bucket, open, high, low, close, volume
+                FROM {}
+                WHERE symbol = $1
+                  AND "#,
+                storable_time_sql!("bucket"),
+                r#"
+                  AND bucket >= coalesce($2::timestamptz, '-infinity')
+                  AND bucket < $3
+                ORDER BY bucket DESC
+                LIMIT $4
+                "#
+            ),
+            relation
+        );
+        let older: Vec<CandleRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(symbol)
+            .bind(from)
+            .bind(upper)
+            .bind(left)
+            .fetch_all(pool)
+            .await
+            .context("reading materialized candles")?;
+        rows.extend(older);
+    }
+    Ok(rows)
 }
 
 /// The oldest and the newest bucket of `symbol` in `source` before `to` (two index probes).
