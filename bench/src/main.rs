@@ -4,6 +4,7 @@
 //! talks to loopback addresses, and every loop in it is bounded in count and time.
 
 mod feed;
+mod history;
 mod ingest;
 mod join_storm;
 mod page;
@@ -57,6 +58,8 @@ enum Command {
     Startup(startup::StartupArgs),
     /// Paging back through stored history with `/api/candles?before=`, against the full range at once.
     Paging(paging::PagingArgs),
+    /// Years of history through `candlewick import`: import rate, aggregates ready, every page back at every interval.
+    History(history::HistoryArgs),
     /// Internal: one process of viewers, driven by `viewers` over stdin/stdout.
     #[command(hide = true)]
     ViewersWorker {
@@ -84,6 +87,7 @@ fn main() -> std::process::ExitCode {
                     Command::Soak(args) => soak::run(args).await?,
                     Command::Startup(args) => startup::run(args).await?,
                     Command::Paging(args) => paging::run(args).await?,
+                    Command::History(args) => history::run(args).await?,
                     Command::ViewersWorker { .. } => unreachable!("handled above"),
                 };
                 println!("{}", serde_json::to_string_pretty(&report)?);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 /// Changed minutes older than this may already be materialized by TimescaleDB (the refresh
 /// policy's end offset is one minute; one more covers a refresh running as the minute ends).
@@ -111,29 +111,261 @@ impl Flavour {
         if self == Self::Postgres {
             return Ok(());
         }
-        let mut attempt = 0;
-        loop {
-            let done = sqlx::query("CALL refresh_continuous_aggregate('one_min_candle', NULL, $1)")
-                .bind(to)
-                .execute(pool)
-                .await;
-            match done {
-                Err(sqlx::Error::Database(e))
-                    if e.code().as_deref() == Some("55P03") && attempt < REFRESH_RETRIES =>
-                {
-                    attempt += 1;
-                    let wait = 100 * u64::from(attempt.min(10));
-                    tokio::time::sleep(Duration::from_millis(wait)).await;
-                }
-                done => {
-                    done.with_context(|| {
-                        format!("refreshing one_min_candle after changes in [{from}, {to})")
-                    })?;
-                    return Ok(());
-                }
+        let mut conn = pool
+            .acquire()
+            .await
+            .context("connecting to refresh the aggregates")?;
+        refresh_all(&mut conn, from, to).await
+    }
+}
+
+/// Refreshes the minutes, then the rollups on top of them, up to `to`.
+async fn refresh_all(
+    conn: &mut PgConnection,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    refresh_aggregate(conn, Aggregate::Minutes, from, to).await?;
+    // Each rollup over the whole buckets before `to` (the minutes there are materialized now),
+    // and on to its own watermark: a bulk load materializes whole days, and an edited hour or
+    // day below the watermark must be refreshed whole. Only invalidated buckets are
+    // recomputed; real-time aggregation covers the rest.
+    let hours = floor_to(to, 3_600).max(watermark(conn, Aggregate::Hours).await?.unwrap_or(to));
+    refresh_aggregate(conn, Aggregate::Hours, from, hours).await?;
+    let days = floor_to(to, 86_400).max(watermark(conn, Aggregate::Days).await?.unwrap_or(to));
+    refresh_aggregate(conn, Aggregate::Days, from, days).await?;
+    Ok(())
+}
+
+/// Where an aggregate's materialized buckets end; `None` before anything is materialized.
+async fn watermark(
+    conn: &mut PgConnection,
+    aggregate: Aggregate,
+) -> anyhow::Result<Option<DateTime<Utc>>> {
+    let view = match aggregate {
+        Aggregate::Minutes => "one_min_candle",
+        Aggregate::Hours => "one_hour_candle",
+        Aggregate::Days => "one_day_candle",
+    };
+    let micros: Option<i64> = sqlx::query_scalar(
+        r#"
+        SELECT _timescaledb_functions.cagg_watermark(mat_hypertable_id)
+        FROM _timescaledb_catalog.continuous_agg
+        WHERE user_view_name = $1
+        "#,
+    )
+    .bind(view)
+    .fetch_optional(&mut *conn)
+    .await
+    .with_context(|| format!("reading the watermark of {view}"))?;
+    // Beyond what chrono holds (the empty aggregate's watermark is 4714 BC): nothing there.
+    Ok(micros.and_then(DateTime::from_timestamp_micros))
+}
+
+/// Minutes materialized per refresh after a bulk load: each step is a bounded transaction, and
+/// reads keep going meanwhile (real-time aggregation covers what is not materialized yet).
+const LOAD_REFRESH_STEP_SECS: i64 = 30 * 86_400;
+
+/// After a bulk load of ticks in `[first, last]` was committed, before it reports done: on
+/// TimescaleDB the aggregates are materialized over it (in steps, logging progress), then the
+/// planner's statistics are brought up to date for what changed, on both flavours.
+///
+/// `conn` is the connection that wrote the load, after its commit: it is told to flush its
+/// table statistics first, so that the count of changes since the last ANALYZE, which it
+/// reports later otherwise, is not added back after the ANALYZE here.
+pub async fn after_load(
+    conn: &mut PgConnection,
+    first: DateTime<Utc>,
+    last: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    // The flush happens as the connection goes idle after this statement.
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&mut *conn)
+        .await
+        .context("flushing the load's table statistics")?;
+    let flavour: Option<String> =
+        sqlx::query_scalar("SELECT value FROM candlewick_meta WHERE key = 'flavour'")
+            .fetch_optional(&mut *conn)
+            .await
+            .context("reading the storage flavour")?;
+    if flavour.as_deref() == Some("timescaledb") {
+        materialize(conn, first, last).await?;
+    }
+    sqlx::query("SELECT candlewick_analyze_loaded($1, $2)")
+        .bind(first)
+        .bind(last)
+        .execute(&mut *conn)
+        .await
+        .context("analyzing what a bulk load changed")?;
+    Ok(())
+}
+
+/// Materializes the aggregates over a load. TimescaleDB logs no invalidation for a COPY into
+/// `ticks` (see migration 0004) and takes a never-materialized range that a refresh already
+/// passed over (a poll's refresh before the import) as up to date, so the loaded range is
+/// refreshed with `force`, from the load's first day (or, where the minutes are not
+/// materialized that far, from the oldest tick or the watermark, whichever is later) to the
+/// end of its last, not past what the poll treats as live ([`MATERIALIZED_AFTER_SECS`]); in steps of
+/// [`LOAD_REFRESH_STEP_SECS`], each its own transaction, while reads go on (real-time
+/// aggregation covers what is not materialized yet).
+async fn materialize(
+    conn: &mut PgConnection,
+    first: DateTime<Utc>,
+    last: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let (watermark, oldest): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = sqlx::query_as(
+        r#"
+        SELECT
+            (SELECT _timescaledb_functions.to_timestamp(
+                        _timescaledb_functions.cagg_watermark(mat_hypertable_id))
+             FROM _timescaledb_catalog.continuous_agg
+             WHERE user_view_name = 'one_min_candle'),
+            (SELECT min(time) FROM ticks WHERE time > '-infinity')
+        "#,
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .context("reading the minutes' watermark")?;
+    let mut start = floor_to(first, 60).timestamp();
+    if let Some(oldest) = oldest {
+        let unmaterialized = watermark.map_or(oldest, |w| w.max(oldest));
+        start = start.min(floor_to(unmaterialized, 60).timestamp());
+    }
+    // Whole days: an hour or day the load touched may already be materialized, and only a
+    // forced refresh of all of it takes the load in. Only the live day is left partial (and
+    // above the watermarks of hours and days: real-time).
+    let start = floor_secs(start, 86_400);
+    let now = Utc::now().timestamp();
+    let end = (floor_secs(floor_to(last, 60).timestamp(), 86_400) + 86_400)
+        .min(now.div_euclid(60) * 60 - MATERIALIZED_AFTER_SECS);
+    if end <= start {
+        return Ok(());
+    }
+    let steps = (end - start + LOAD_REFRESH_STEP_SECS - 1) / LOAD_REFRESH_STEP_SECS;
+    let mut logged = 0;
+    for step in 0..steps {
+        let from = start + step * LOAD_REFRESH_STEP_SECS;
+        let to = (from + LOAD_REFRESH_STEP_SECS).min(end);
+        force_refresh(conn, Aggregate::Minutes, from, to).await?;
+        // Steps start and (but for the live day) end on whole days.
+        let (hour_from, hour_to) = (floor_secs(from, 3_600), floor_secs(to, 3_600));
+        force_refresh(conn, Aggregate::Hours, hour_from, hour_to).await?;
+        force_refresh(
+            conn,
+            Aggregate::Days,
+            floor_secs(hour_from, 86_400),
+            floor_secs(hour_to, 86_400),
+        )
+        .await?;
+        let percent = (step + 1) * 100 / steps;
+        if percent >= logged + 10 || step + 1 == steps {
+            logged = percent;
+            tracing::info!(
+                "materializing candles: {percent} % (up to {})",
+                DateTime::from_timestamp(to, 0)
+                    .unwrap_or(last)
+                    .format("%Y-%m-%d %H:%M")
+            );
+        }
+    }
+    Ok(())
+}
+
+fn floor_secs(t: i64, secs: i64) -> i64 {
+    t.div_euclid(secs) * secs
+}
+
+/// Recomputes `[from, to)` (Unix seconds, whole buckets) of one aggregate whatever its
+/// invalidation log says; nothing when the window holds no whole bucket.
+async fn force_refresh(
+    conn: &mut PgConnection,
+    aggregate: Aggregate,
+    from: i64,
+    to: i64,
+) -> anyhow::Result<()> {
+    if to <= from {
+        return Ok(());
+    }
+    let (Some(from), Some(to)) = (
+        DateTime::from_timestamp(from, 0),
+        DateTime::from_timestamp(to, 0),
+    ) else {
+        return Ok(());
+    };
+    let sql = match aggregate {
+        Aggregate::Minutes => {
+            "CALL refresh_continuous_aggregate('one_min_candle', $2, $1, force => true)"
+        }
+        Aggregate::Hours => {
+            "CALL refresh_continuous_aggregate('one_hour_candle', $2, $1, force => true)"
+        }
+        Aggregate::Days => {
+            "CALL refresh_continuous_aggregate('one_day_candle', $2, $1, force => true)"
+        }
+    };
+    run_refresh(conn, sql, aggregate, Some(from), to).await
+}
+
+/// The continuous aggregates, finest first (each is refreshed after the one it reads).
+#[derive(Debug, Clone, Copy)]
+enum Aggregate {
+    Minutes,
+    Hours,
+    Days,
+}
+
+/// Refreshes one aggregate from the beginning of time up to `to`, retried while another
+/// refresh of it runs.
+async fn refresh_aggregate(
+    conn: &mut PgConnection,
+    aggregate: Aggregate,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let sql = match aggregate {
+        Aggregate::Minutes => "CALL refresh_continuous_aggregate('one_min_candle', NULL, $1)",
+        Aggregate::Hours => "CALL refresh_continuous_aggregate('one_hour_candle', NULL, $1)",
+        Aggregate::Days => "CALL refresh_continuous_aggregate('one_day_candle', NULL, $1)",
+    };
+    run_refresh(conn, sql, aggregate, None, to)
+        .await
+        .with_context(|| format!("after changes from {from}"))
+}
+
+/// Runs a refresh (`$1` its end, `$2` its start when given), retried while another refresh of the same
+/// aggregate runs.
+async fn run_refresh(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    aggregate: Aggregate,
+    from: Option<DateTime<Utc>>,
+    to: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let mut attempt = 0;
+    loop {
+        let mut query = sqlx::query(sql).bind(to);
+        if let Some(from) = from {
+            query = query.bind(from);
+        }
+        let done = query.execute(&mut *conn).await;
+        match done {
+            Err(sqlx::Error::Database(e))
+                if e.code().as_deref() == Some("55P03") && attempt < REFRESH_RETRIES =>
+            {
+                attempt += 1;
+                let wait = 100 * u64::from(attempt.min(10));
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+            }
+            done => {
+                done.with_context(|| format!("refreshing {aggregate:?} up to {to}"))?;
+                return Ok(());
             }
         }
     }
+}
+
+fn floor_to(t: DateTime<Utc>, secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp().div_euclid(secs) * secs, 0).unwrap_or(t)
 }
 
 /// Which ranges of `one_min_candle` must be refreshed, one refresh at a time: ranges changed

@@ -64,8 +64,10 @@ pub fn connect_options(url: &SecretString) -> anyhow::Result<PgConnectOptions> {
     let opts = PgConnectOptions::from_str(url.expose_secret())
         .context("parsing the database URL")?
         .application_name("candlewick")
-        // Timestamps in error details and text output read as UTC.
-        .options([("timezone", "UTC")]);
+        // Timestamps in error details and text output read as UTC. No JIT: on a hypertable of
+        // years of chunks it compiled for seconds per query, and candlewick's queries are
+        // index probes that never gain from it.
+        .options([("timezone", "UTC"), ("jit", "off")]);
     Ok(opts)
 }
 
@@ -154,6 +156,10 @@ pub const RELEASED: &[(i64, &str)] = &[
     (
         7,
         "0f7b00eca1c872904802ecc8fac84609570116aece57a9e533d61b0bb55dfb2a99ca608c16ef0fd3f839ee04dbccb90b",
+    ),
+    (
+        8,
+        "7c0684a82a52ef1b765d27ba2315e7dfc41fb5ddf4b1155f93fa23b0ca8313dc0d2d023ea71e6ecf7da142415c00ec11",
     ),
 ];
 

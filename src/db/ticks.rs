@@ -6,7 +6,7 @@ use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use sqlx::postgres::PgArguments;
 use sqlx::query::QueryAs;
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 
 use super::audit::{self, Action, Author, Record};
 use super::copy::TickCopy;
@@ -22,7 +22,8 @@ pub struct TickRow {
     pub volume: Option<f64>,
 }
 
-/// Batches up to this size go through one UNNEST insert; larger ones through COPY.
+/// Batches up to this size go through one UNNEST insert; larger ones through COPY, and are
+/// bulk loads (statistics are refreshed after them).
 pub const UNNEST_MAX_ROWS: usize = 10_000;
 
 /// Inserts `ticks` in one transaction: all or nothing.
@@ -32,7 +33,8 @@ pub async fn insert_ticks(
     ticks: &[Tick],
     author: Author,
 ) -> Result<u64, WriteError> {
-    let mut tx = pool
+    let mut conn = pool.acquire().await.context("connecting to insert ticks")?;
+    let mut tx = conn
         .begin()
         .await
         .context("starting a transaction to insert ticks")?;
@@ -54,6 +56,13 @@ pub async fn insert_ticks(
         audit::record(&mut tx, audit::insert_record(ticks, author)).await?;
     }
     tx.commit().await.context("committing inserted ticks")?;
+    if ticks.len() > UNNEST_MAX_ROWS {
+        let first = ticks.iter().map(|t| t.time).min();
+        let last = ticks.iter().map(|t| t.time).max();
+        if let (Some(first), Some(last)) = (first, last) {
+            after_load(&mut conn, first, last).await;
+        }
+    }
     Ok(inserted)
 }
 
@@ -96,7 +105,8 @@ pub async fn import_batches<S>(
 where
     S: Stream<Item = Result<Vec<Tick>, WriteError>> + Unpin,
 {
-    let mut tx = pool
+    let mut conn = pool.acquire().await.context("connecting for the import")?;
+    let mut tx = conn
         .begin()
         .await
         .context("starting the import transaction")?;
@@ -120,7 +130,19 @@ where
     )
     .await?;
     tx.commit().await.context("committing the import")?;
+    if let (Some(first), Some(last)) = (copied.first, copied.last) {
+        after_load(&mut conn, first, last).await;
+    }
     Ok(copied.rows)
+}
+
+/// Statistics (and, on TimescaleDB, materialized aggregates) after a committed bulk load. The
+/// ticks are stored whatever happens here, so a failure is logged, not returned: the poll's
+/// refreshes and autovacuum catch up later.
+async fn after_load(conn: &mut PgConnection, first: DateTime<Utc>, last: DateTime<Utc>) {
+    if let Err(e) = super::flavour::after_load(conn, first, last).await {
+        tracing::warn!(error.cause_chain = ?e, "after a bulk load of ticks");
+    }
 }
 
 /// A failed COPY: a duplicate (named from the server's detail) or something unexpected.

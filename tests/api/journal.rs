@@ -286,32 +286,13 @@ async fn the_journal_catches_every_kind_of_psql_write() {
     psql_writes_reach_the_journal(&pool, &url).await;
 }
 
-/// Minutes from `first` on whose advisory-lock slots (the plain flavour's formula) differ, so
-/// the out-of-order test's transactions never wait for each other.
-async fn minutes_on_distinct_slots(
-    pool: &PgPool,
-    symbol: &str,
-    first: &str,
-    n: usize,
-) -> Vec<chrono::DateTime<chrono::Utc>> {
-    let mut out = Vec::new();
-    let mut slots = std::collections::BTreeSet::new();
-    let mut m = at(first);
-    while out.len() < n {
-        let slot: i32 = sqlx::query_scalar(
-            "SELECT (hashtext($1) # (extract(epoch FROM $2::timestamptz) / 60)::int) & 255",
-        )
-        .bind(symbol)
-        .bind(m)
-        .fetch_one(pool)
-        .await
-        .expect("computing a lock slot");
-        if slots.insert(slot) {
-            out.push(m);
-        }
-        m += chrono::Duration::minutes(1);
-    }
-    out
+/// `n` minutes from `first` on, each in a day of its own: writers of one symbol's minute, hour
+/// or day share that candle row (plain flavour) and wait on each other's commit, so the
+/// out-of-order test's open transactions write where they never wait for each other.
+fn minutes_on_distinct_days(first: &str, n: usize) -> Vec<chrono::DateTime<chrono::Utc>> {
+    (0..n as i64)
+        .map(|i| at(first) + chrono::Duration::minutes(i * (24 * 60 + 1)))
+        .collect()
 }
 
 async fn begin_writing(
@@ -353,17 +334,20 @@ async fn insert(
 /// after it. Each poll sees exactly the transactions committed since the previous one.
 pub async fn out_of_order_commits_are_not_missed(pool: &PgPool) {
     const S: &str = "OOO/USD";
-    // On TimescaleDB the first insert into a day creates its chunk, and other transactions
-    // inserting into that day wait for it to commit: have the chunk exist beforehand.
-    sqlx::query("INSERT INTO ticks VALUES ('2024-07-03T00:00:00Z', 'SETUP', 1, 1)")
-        .execute(pool)
-        .await
-        .expect("INSERT");
+    let m = minutes_on_distinct_days("2024-07-03T06:40:00Z", 3);
+    // On TimescaleDB the first insert into a chunk creates it, and other transactions
+    // inserting into its range wait for it to commit: have the chunks exist beforehand.
+    for t in &m {
+        sqlx::query("INSERT INTO ticks VALUES ($1, 'SETUP', 1, 1)")
+            .bind(t)
+            .execute(pool)
+            .await
+            .expect("INSERT");
+    }
     sqlx::query("DELETE FROM ticks WHERE symbol = 'SETUP'")
         .execute(pool)
         .await
         .expect("DELETE");
-    let m = minutes_on_distinct_slots(pool, S, "2024-07-03T06:40:00Z", 3).await;
     let one = |t: chrono::DateTime<chrono::Utc>, p: f64| MinuteChange {
         symbol: S.to_owned(),
         t: t.timestamp(),

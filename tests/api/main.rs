@@ -24,6 +24,7 @@ mod memory;
 mod migrations;
 mod read_timeouts;
 mod replicas;
+mod rollups;
 mod smoke;
 mod storage;
 mod times;

@@ -159,15 +159,19 @@ async fn on_timescaledb_ticks_is_a_hypertable_and_one_min_candle_a_real_time_agg
             .expect("reading timescaledb_information.hypertables");
     assert_eq!(hypertables, ["ticks"]);
     let caggs: Vec<(String, bool)> = sqlx::query_as(
-        "SELECT view_name::text, materialized_only FROM timescaledb_information.continuous_aggregates WHERE view_schema = 'public'",
+        "SELECT view_name::text, materialized_only FROM timescaledb_information.continuous_aggregates WHERE view_schema = 'public' ORDER BY 1",
     )
     .fetch_all(&ts.pool)
     .await
     .expect("reading timescaledb_information.continuous_aggregates");
     assert_eq!(
         caggs,
-        [("one_min_candle".to_owned(), false)],
-        "one_min_candle with real-time aggregation on"
+        [
+            ("one_day_candle".to_owned(), false),
+            ("one_hour_candle".to_owned(), false),
+            ("one_min_candle".to_owned(), false)
+        ],
+        "one_min_candle and its hour and day rollups, with real-time aggregation on"
     );
     let policies: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM timescaledb_information.jobs WHERE proc_name = 'policy_refresh_continuous_aggregate'",
@@ -175,7 +179,7 @@ async fn on_timescaledb_ticks_is_a_hypertable_and_one_min_candle_a_real_time_agg
     .fetch_one(&ts.pool)
     .await
     .expect("reading timescaledb_information.jobs");
-    assert_eq!(policies, 1, "a refresh policy on one_min_candle");
+    assert_eq!(policies, 3, "a refresh policy on each aggregate");
     let described = Flavour::TimescaleDb
         .describe(&ts.pool)
         .await

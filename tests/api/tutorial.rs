@@ -142,12 +142,13 @@ pub async fn tutorial_sql_gives_the_tutorial_candles(app: &TestApp, flavour: Fla
         "",
         "the chart query over no BTC/USD ticks"
     );
-    psql(
+    // The minute is read back from the row itself: `now()` may have moved on to the next one.
+    let want = psql(
         app,
-        "INSERT INTO ticks VALUES (date_trunc('minute', now()) - INTERVAL '1 hour' + INTERVAL '5 seconds', 'BTC/USD', 61000.25, 1)",
+        "INSERT INTO ticks VALUES (date_trunc('minute', now()) - INTERVAL '1 hour' + INTERVAL '5 seconds', 'BTC/USD', 61000.25, 1) \
+         RETURNING to_char(date_trunc('minute', time), 'YYYY-MM-DD HH24:MI:SS+00')",
     )
     .await;
-    let want = psql(app, "SELECT to_char(date_trunc('minute', now()) - INTERVAL '1 hour', 'YYYY-MM-DD HH24:MI:SS+00')").await;
     let chart = eventually(
         Duration::from_secs(15),
         "the chart query to show the new tick",

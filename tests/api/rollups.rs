@@ -1,0 +1,479 @@
+//! Years of history at every interval: the session settings of candlewick's connections,
+//! statistics after bulk loads, and the hour and day rollups, which must always equal
+//! aggregating the ticks, on both flavours.
+#![allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use candlewick::db::Flavour;
+use candlewick::db::audit::Author;
+use candlewick::ingest::import::import_path;
+use chrono::{DateTime, Utc};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sqlx::PgPool;
+
+use crate::helpers::{TOKEN, TestApp, eventually, spawn_app};
+use crate::timescale::{TsDatabase, server_url};
+
+#[actix_web::test]
+async fn candlewicks_connections_never_jit_compile() {
+    // The test app's pool is built from a URL, as with DATABASE_URL.
+    let app = spawn_app().await;
+    let jit: String = sqlx::query_scalar("SHOW jit")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(jit, "off", "JIT costs seconds per query on wide plans");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The rollups equal the ticks.
+
+/// Every row of `one_hour_candle` and `one_day_candle` equals aggregating the ticks of its
+/// bucket, and every bucket with ticks has its row; returns how many hours and days there are.
+pub async fn assert_rollups_match_ticks(pool: &PgPool, context: &str) -> (i64, i64) {
+    let mut counts = Vec::new();
+    for (relation, width) in [
+        ("one_hour_candle", "1 hour"),
+        ("one_day_candle", "24 hours"),
+    ] {
+        let sql = format!(
+            r#"
+            WITH want AS (
+                SELECT
+                    date_bin('{width}', time, 'epoch') AS bucket,
+                    symbol,
+                    (array_agg(price ORDER BY time))[1] AS open,
+                    max(price) AS high,
+                    min(price) AS low,
+                    (array_agg(price ORDER BY time DESC))[1] AS close,
+                    sum(volume) AS volume,
+                    count(*) AS trades
+                FROM ticks
+                GROUP BY 1, 2
+            ),
+            got AS (
+                SELECT bucket, symbol, open, high, low, close, volume, trades FROM {relation}
+            )
+            SELECT
+                (SELECT count(*) FROM want),
+                ARRAY(
+                    SELECT format('%s %s: want %s, got %s', coalesce(w.symbol, g.symbol),
+                                  coalesce(w.bucket, g.bucket), w, g)
+                    FROM want w
+                    FULL JOIN got g ON g.symbol = w.symbol AND g.bucket = w.bucket
+                    WHERE (w.open, w.high, w.low, w.close, w.volume, w.trades)
+                          IS DISTINCT FROM (g.open, g.high, g.low, g.close, g.volume, g.trades)
+                    ORDER BY 1
+                    LIMIT 10
+                )
+            "#
+        );
+        let (n, diff): (i64, Vec<String>) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_one(pool)
+            .await
+            .unwrap_or_else(|e| panic!("{context}: comparing {relation} with the ticks: {e}"));
+        assert!(
+            diff.is_empty(),
+            "{context}: {relation} differs from aggregating the ticks:\n{}",
+            diff.join("\n")
+        );
+        counts.push(n);
+    }
+    (counts[0], counts[1])
+}
+
+const SYMBOLS: [&str; 3] = ["R/A", "R/B", "R/C"];
+/// 2024-01-01T00:00:00Z
+const BASE: i64 = 1_704_067_200;
+
+fn seed() -> u64 {
+    std::env::var("CANDLEWICK_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x0011_2233)
+}
+
+/// A time for a new tick of operation `op`: mostly within a few days of `head` (seconds),
+/// some late by up to a year; the microseconds are the operation's, so that no two
+/// operations write the same (time, symbol).
+fn tick_time(rng: &mut StdRng, head: i64, op: u32) -> i64 {
+    let back = match rng.random_range(0..10) {
+        0 => rng.random_range(0..365 * 86_400),
+        1..3 => rng.random_range(0..3 * 86_400),
+        _ => rng.random_range(0..6 * 3_600),
+    };
+    (head - back) * 1_000_000 + i64::from(op % 1_000_000)
+}
+
+fn time_sql(micros: i64) -> String {
+    candlewick::domain::time::rfc3339(DateTime::from_timestamp_micros(micros).unwrap())
+}
+
+/// `n` new ticks of operation `op` as (micros, symbol, price, volume), distinct keys.
+fn new_ticks(rng: &mut StdRng, head: i64, op: u32, n: usize) -> Vec<(i64, String, f64, f64)> {
+    let mut keys = BTreeSet::new();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let t = tick_time(rng, head, op);
+        let s = SYMBOLS[rng.random_range(0..SYMBOLS.len())];
+        if keys.insert((t, s)) {
+            // Volumes are multiples of 1/16: every order of summation gives the same total.
+            let v = f64::from(rng.random_range(0..512)) / 16.0;
+            out.push((t, s.to_owned(), rng.random_range(10.0..1_000.0), v));
+        }
+    }
+    out
+}
+
+async fn sql(pool: &PgPool, statement: &str) {
+    sqlx::query(sqlx::AssertSqlSafe(statement.to_owned()))
+        .execute(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{statement}: {e}"));
+}
+
+/// Inserts, late ticks, updates, time shifts, deletes, TRUNCATE and imports, drawn from a
+/// seeded generator; after every few operations each rollup must equal the ticks (on
+/// TimescaleDB after the refresh the poll would run).
+async fn random_writes_keep_rollups_exact(app: &TestApp, flavour: Flavour, ops: u32) {
+    let seed = seed();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut head = BASE + 400 * 86_400;
+    let (mut most_hours, mut most_days) = (0, 0);
+    let mut kinds = std::collections::BTreeMap::<&str, u32>::new();
+    for op in 1..=ops {
+        head += rng.random_range(0..1_800);
+        let ctx = format!("seed {seed} op {op}");
+        let (lo, hi) = {
+            let a = head - rng.random_range(0..400 * 86_400);
+            let b = a + rng.random_range(60..6 * 3_600);
+            (time_sql(a * 1_000_000), time_sql(b * 1_000_000))
+        };
+        let symbol = SYMBOLS[rng.random_range(0..SYMBOLS.len())];
+        let kind = match rng.random_range(0..100) {
+            0..30 => {
+                let n = rng.random_range(1..200);
+                let rows: Vec<String> = new_ticks(&mut rng, head, op, n)
+                    .into_iter()
+                    .map(|(t, s, p, v)| format!("('{}', '{s}', {p}, {v})", time_sql(t)))
+                    .collect();
+                sql(
+                    &app.pool,
+                    &format!("INSERT INTO ticks VALUES {}", rows.join(",")),
+                )
+                .await;
+                "insert"
+            }
+            30..40 => {
+                let n = rng.random_range(1..5);
+                for (t, s, p, v) in new_ticks(&mut rng, head, op, n) {
+                    let r = app
+                        .post_ticks_json(&serde_json::json!({
+                            "time": time_sql(t), "symbol": s, "price": p, "volume": v
+                        }))
+                        .await;
+                    assert_eq!(r.status(), 201, "{ctx}");
+                }
+                "api single ticks"
+            }
+            40..50 => {
+                let dp = rng.random_range(-5.0..5.0_f64);
+                sql(
+                    &app.pool,
+                    &format!(
+                        "UPDATE ticks SET price = abs(price + {dp}) + 1, volume = volume + 0.5 \
+                         WHERE symbol = '{symbol}' AND time >= '{lo}' AND time < '{hi}'"
+                    ),
+                )
+                .await;
+                "update"
+            }
+            50..56 => {
+                // Moves ticks to other minutes, hours and days (late ticks of a kind).
+                let shift = rng.random_range(-90_000..90_000);
+                sql(
+                    &app.pool,
+                    &format!(
+                        "UPDATE ticks SET time = time + make_interval(secs => {shift}) \
+                         WHERE symbol = '{symbol}' AND time >= '{lo}' AND time < '{hi}' \
+                         AND NOT EXISTS (SELECT FROM ticks o WHERE o.symbol = ticks.symbol \
+                         AND o.time = ticks.time + make_interval(secs => {shift}))"
+                    ),
+                )
+                .await;
+                "shift"
+            }
+            56..68 => {
+                sql(
+                    &app.pool,
+                    &format!(
+                        "DELETE FROM ticks WHERE symbol = '{symbol}' AND time >= '{lo}' AND time < '{hi}'"
+                    ),
+                )
+                .await;
+                "delete"
+            }
+            68..72 => {
+                sql(
+                    &app.pool,
+                    "DELETE FROM ticks WHERE ctid IN (SELECT ctid FROM ticks ORDER BY random() LIMIT 20)",
+                )
+                .await;
+                "delete scattered"
+            }
+            72..74 => {
+                sql(&app.pool, "TRUNCATE ticks").await;
+                "truncate"
+            }
+            _ => {
+                let n = rng.random_range(50..1_500);
+                let mut file = tempfile::Builder::new().suffix(".csv").tempfile().unwrap();
+                writeln!(file, "time,symbol,price,volume").unwrap();
+                for (t, s, p, v) in new_ticks(&mut rng, head, op, n) {
+                    writeln!(file, "{},{s},{p},{v}", time_sql(t)).unwrap();
+                }
+                file.flush().unwrap();
+                let rows = import_path(&app.pool, file.path(), Author::CliImport, Arc::default())
+                    .await
+                    .unwrap_or_else(|e| panic!("{ctx}: import: {e}"));
+                assert_eq!(rows, n as u64, "{ctx}");
+                "import"
+            }
+        };
+        *kinds.entry(kind).or_default() += 1;
+        if std::env::var_os("ROLLUP_TRACE").is_some() {
+            eprintln!("op {op}: {kind} head {}", time_sql(head * 1_000_000));
+        }
+        let every = std::env::var("ROLLUP_CHECK_EVERY")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(10);
+        if op % every == 0 || op == ops {
+            let to = DateTime::from_timestamp(head + 3_600, 0).unwrap();
+            flavour
+                .refresh(&app.pool, DateTime::<Utc>::UNIX_EPOCH, to)
+                .await
+                .unwrap();
+            let (hours, days) =
+                assert_rollups_match_ticks(&app.pool, &format!("{ctx} after {kind}")).await;
+            most_hours = most_hours.max(hours);
+            most_days = most_days.max(days);
+        }
+    }
+    assert!(
+        most_hours >= 300 && most_days >= 100,
+        "seed {seed}: at most {most_hours} hours and {most_days} days; the test lost its teeth"
+    );
+    eprintln!(
+        "seed {seed}, {flavour:?}: {ops} ops {kinds:?}, up to {most_hours} hours, {most_days} days"
+    );
+}
+
+#[actix_web::test]
+async fn random_writes_of_every_kind_keep_the_hour_and_day_rollups_equal_to_the_ticks() {
+    let app = spawn_app().await;
+    random_writes_keep_rollups_exact(&app, Flavour::Postgres, 300).await;
+}
+
+#[actix_web::test]
+async fn on_timescaledb_random_writes_keep_the_hour_and_day_rollups_equal_to_the_ticks() {
+    let Some(server) = server_url() else { return };
+    let ts = TsDatabase::create(&server).await;
+    let app = ts.app().await;
+    random_writes_keep_rollups_exact(&app, Flavour::TimescaleDb, 200).await;
+    ts.drop(Some(app)).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bulk loads.
+
+/// A CSV of one tick a minute for `days` days from 2024-01-01 for one symbol.
+fn minutes_csv(symbol: &str, days: i64) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new().suffix(".csv").tempfile().unwrap();
+    let mut out = std::io::BufWriter::new(file.as_file_mut());
+    writeln!(out, "time,symbol,price,volume").unwrap();
+    for m in 0..days * 1_440 {
+        let t = DateTime::from_timestamp(BASE + m * 60, 0).unwrap();
+        writeln!(
+            out,
+            "{},{symbol},{},1",
+            time_sql(t.timestamp_micros()),
+            100 + m % 37
+        )
+        .unwrap();
+    }
+    out.flush().unwrap();
+    drop(out);
+    file
+}
+
+/// The tables whose statistics the load must leave fresh: (relation, last_analyze set,
+/// changes since the last ANALYZE).
+async fn analyze_state(pool: &PgPool, relations: &[String]) -> Vec<(String, bool, i64)> {
+    sqlx::query_as(
+        r#"
+        SELECT format('%I.%I', schemaname, relname), last_analyze IS NOT NULL, n_mod_since_analyze
+        FROM pg_stat_user_tables
+        WHERE format('%I.%I', schemaname, relname) = ANY($1)
+        ORDER BY 1
+        "#,
+    )
+    .bind(relations)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+async fn an_import_leaves_fresh_statistics(app: &TestApp, flavour: Flavour) {
+    let file = minutes_csv("LOAD/USD", 20);
+    let rows = import_path(&app.pool, file.path(), Author::CliImport, Arc::default())
+        .await
+        .unwrap();
+    assert_eq!(rows, 20 * 1_440);
+    let relations: Vec<String> = match flavour {
+        Flavour::Postgres => [
+            "ticks",
+            "candlewick_candles",
+            "candlewick_hour_candles",
+            "candlewick_day_candles",
+        ]
+        .iter()
+        .map(|r| format!("public.{r}"))
+        .collect(),
+        Flavour::TimescaleDb => sqlx::query_scalar(
+            r#"
+            SELECT format('%I.%I', chunk_schema, chunk_name)
+            FROM timescaledb_information.chunks
+            WHERE hypertable_name = 'ticks'
+               OR hypertable_name IN (
+                   SELECT materialization_hypertable_name
+                   FROM timescaledb_information.continuous_aggregates)
+            "#,
+        )
+        .fetch_all(&app.pool)
+        .await
+        .unwrap(),
+    };
+    assert!(relations.len() >= 4, "{relations:?}");
+    let state = analyze_state(&app.pool, &relations).await;
+    assert_eq!(state.len(), relations.len(), "{state:?}");
+    for (relation, analyzed, changed) in &state {
+        assert!(analyzed, "{relation} was never analyzed: {state:?}");
+        assert_eq!(
+            *changed, 0,
+            "{relation} changed since its ANALYZE: {state:?}"
+        );
+    }
+    if flavour == Flavour::TimescaleDb {
+        // Materialized: every aggregate's watermark is past the load's end (whole buckets).
+        let end = BASE + 20 * 86_400;
+        for view in ["one_min_candle", "one_hour_candle", "one_day_candle"] {
+            let watermark: DateTime<Utc> = sqlx::query_scalar(
+                r#"
+                SELECT _timescaledb_functions.to_timestamp(
+                           _timescaledb_functions.cagg_watermark(mat_hypertable_id))
+                FROM _timescaledb_catalog.continuous_agg
+                WHERE user_view_name = $1
+                "#,
+            )
+            .bind(view)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+            assert!(
+                watermark.timestamp() >= end,
+                "{view} is materialized up to {watermark} only"
+            );
+        }
+        let materialized: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM one_day_candle WHERE symbol = 'LOAD/USD' AND trades = 1440",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        assert_eq!(materialized, 20);
+    }
+    assert_rollups_match_ticks(&app.pool, "after the import").await;
+}
+
+#[actix_web::test]
+async fn an_import_leaves_the_planner_statistics_fresh() {
+    let app = spawn_app().await;
+    an_import_leaves_fresh_statistics(&app, Flavour::Postgres).await;
+}
+
+#[actix_web::test]
+async fn on_timescaledb_an_import_leaves_statistics_fresh_and_the_aggregates_materialized() {
+    let Some(server) = server_url() else { return };
+    let ts = TsDatabase::create(&server).await;
+    let app = ts.app().await;
+    an_import_leaves_fresh_statistics(&app, Flavour::TimescaleDb).await;
+    ts.drop(Some(app)).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Old edits show in their day.
+
+/// Ticks every 10 minutes for the last 420 days; then an edit of the tick 400 days old shows
+/// in its day's candle from `/api/candles?interval=1d` within two polls.
+async fn an_old_edit_shows_in_its_day(app: &TestApp) {
+    let now = Utc::now().timestamp().div_euclid(600) * 600;
+    let mut csv = String::from("time,symbol,price,volume\n");
+    for k in 1..=420 * 144 {
+        let t = now - k * 600;
+        csv.push_str(&format!("{},OLD/USD,100,1\n", time_sql(t * 1_000_000)));
+    }
+    let r = app.post_ticks_raw("text/csv", csv).await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    let old = now - 400 * 86_400;
+    let day = old.div_euclid(86_400) * 86_400;
+    let path = format!(
+        "/api/candles?symbol=OLD%2FUSD&interval=1d&from={}&to={}",
+        time_sql(day * 1_000_000).replace('+', "%2B"),
+        time_sql((day + 86_400) * 1_000_000).replace('+', "%2B")
+    );
+    let page = app.get_json(&path).await;
+    assert_eq!(page[0]["high"], 100.0, "{page}");
+    let r = app
+        .client
+        .put(app.url(&format!(
+            "/api/ticks?time={}&symbol=OLD%2FUSD",
+            time_sql(old * 1_000_000).replace('+', "%2B")
+        )))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"price": 250.0, "volume": 3.0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    // Two polls of 200 ms, with room for a loaded machine.
+    eventually(
+        Duration::from_secs(5),
+        "the edit in its day candle",
+        || async {
+            let page = app.get_json(&path).await;
+            (page[0]["high"] == 250.0 && page[0]["volume"] == 146.0).then_some(())
+        },
+    )
+    .await;
+}
+
+#[actix_web::test]
+async fn an_edit_to_a_tick_400_days_old_shows_in_its_day_candle() {
+    let app = spawn_app().await;
+    an_old_edit_shows_in_its_day(&app).await;
+}
+
+#[actix_web::test]
+async fn on_timescaledb_an_edit_to_a_tick_400_days_old_shows_in_its_day_candle() {
+    let Some(server) = server_url() else { return };
+    let ts = TsDatabase::create(&server).await;
+    let app = ts.app().await;
+    an_old_edit_shows_in_its_day(&app).await;
+    ts.drop(Some(app)).await;
+}
