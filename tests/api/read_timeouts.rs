@@ -17,7 +17,7 @@ async fn a_read_over_the_api_read_timeout_is_cancelled_and_answered_503() {
             .await
             .unwrap();
     sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
-    sqlx::query("LOCK TABLE ticks, audit_log, one_min_candle IN ACCESS EXCLUSIVE MODE")
+    sqlx::query("LOCK TABLE ticks, audit_log, one_min_candle, one_hour_candle, one_day_candle IN ACCESS EXCLUSIVE MODE")
         .execute(&mut blocker)
         .await
         .unwrap();
