@@ -166,20 +166,11 @@ async fn stored(
             .fetch_optional(pool)
             .await
             .context("finding the materialized candles")?;
-    let Some((relation, watermark)) = materialized else {
-        return sqlx::query_as(per_source!(source, sql))
-            .bind(symbol)
-            .bind(from)
-            .bind(to)
-            .bind(limit)
-            .fetch_all(pool)
-            .await
-            .context("reading candles");
-    };
     // TimescaleDB: the real-time tail through the view, then the materialized rows straight
     // from their hypertable in index order (through the view every matching row is sorted).
-    let Some(watermark) = watermark else {
-        // Nothing materialized (or a watermark chrono cannot hold): all real-time.
+    let Some((relation, Some(watermark))) = materialized else {
+        // Plain PostgreSQL's tables, or nothing materialized yet (or a watermark chrono cannot
+        // hold): all of it through the view.
         return sqlx::query_as(per_source!(source, sql))
             .bind(symbol)
             .bind(from)

@@ -183,7 +183,17 @@ fn ranges_to_read(held: &Held, journal: &PollResult, plan: &PollPlan) -> Vec<(i6
         }
     }
     if let Some((from, to)) = plan.reread {
-        ranges.push((interval.bucket_of(from), interval.bucket_of(to - 1) + secs));
+        // At 1m the journal's own candles are exact within the window (a re-read there could
+        // bring back a value an edit after the refresh has already replaced): only the part
+        // before the window is read again.
+        let to = if *interval == Interval::M1 {
+            to.min(since)
+        } else {
+            to
+        };
+        if from < to {
+            ranges.push((interval.bucket_of(from), interval.bucket_of(to - 1) + secs));
+        }
     }
     let clipped = ranges.into_iter().filter_map(|(s, e)| {
         let s = held.from.map_or(s, |f| s.max(interval.bucket_of(f)));
@@ -273,6 +283,28 @@ mod tests {
             ranges_to_read(&minutes, &journal, &plan(600)),
             vec![(60, 600)],
             "at 1m the listed minutes come from the journal"
+        );
+    }
+
+    #[test]
+    fn after_a_refresh_1m_reads_again_only_what_the_window_does_not_list() {
+        let mut after_refresh = plan(600);
+        after_refresh.reread = Some((60, 1_200));
+        let minutes = Held {
+            key: ("A".into(), Interval::M1),
+            from: None,
+        };
+        assert_eq!(
+            ranges_to_read(&minutes, &changed(&[], None), &after_refresh),
+            vec![(60, 600)]
+        );
+        let hours = Held {
+            key: ("A".into(), Interval::H1),
+            from: None,
+        };
+        assert_eq!(
+            ranges_to_read(&hours, &changed(&[], None), &after_refresh),
+            vec![(0, 3_600)]
         );
     }
 }
