@@ -2,7 +2,7 @@
 //! viewer worker processes), a feed of INSERTs spread over many symbols including the watched
 //! one, and nothing else. Reported: the server's RSS every `--sample-every` and its drift after
 //! `--warm-up`, every update missed by any viewer (judged in back-to-back windows over the whole
-//! run, as `viewers` judges one), the update numbers a viewer of our own saw skipped, what the
+//! run, as `viewers` judges one), whether the update numbers a viewer of our own saw kept rising, what the
 //! feed wrote, and the warnings and errors in the server's log.
 
 use std::path::Path;
@@ -207,12 +207,12 @@ async fn soak(db: &Scratch, server: &Server, args: &SoakArgs) -> anyhow::Result<
     let expected = frames as u64 * total.held as u64;
     let drift = Drift::of(&samples, args.warm_up.as_secs_f64());
     say!(
-        "soak: {} of {expected} deliveries missed; RSS {:.1} MB after warm-up → {:.1} MB at the end ({:+.2} %); {} seq gaps",
+        "soak: {} of {expected} deliveries missed; RSS {:.1} MB after warm-up → {:.1} MB at the end ({:+.2} %); {} updates numbered out of order",
         total.missed_updates,
         drift.rss_after_warm_up_bytes as f64 / 1e6,
         drift.rss_end_bytes as f64 / 1e6,
         drift.drift_pct,
-        seen.skipped
+        seen.out_of_order
     );
     Ok(json!({
         "seconds": started.elapsed().as_secs_f64(),

@@ -436,7 +436,7 @@ fn a_short_soak_misses_no_update_and_logs_no_error() {
     assert_eq!(num(&r, "/expected_deliveries"), 20.0 * frames, "{r:#}");
     assert_eq!(num(&r, "/deliveries/missed_updates"), 0.0, "{r:#}");
     assert!(num(&r, "/sequence/updates") >= 3.0, "{r:#}");
-    assert_eq!(num(&r, "/sequence/skipped"), 0.0, "{r:#}");
+    assert_eq!(num(&r, "/sequence/out_of_order"), 0.0, "{r:#}");
     assert!(num(&r, "/feed/rows") > 0.0, "{r:#}");
     assert_eq!(num(&r, "/feed/errors"), 0.0, "{r:#}");
     assert!(
