@@ -602,23 +602,34 @@ async fn an_api_correction_of_an_old_bar_shows_a_marker_there_that_explains_it()
         .await;
         assert_eq!(marked, json!([t]), "one marker, on the corrected bar only");
 
-        let at = wait_for(
-            &browser,
-            WAIT,
-            "the marker drawn",
-            &FIND_MARKER.replace("T)", &format!("{t})")),
-        )
+        // A new minute's bar scrolls the marker away, and a redraw may hide the tooltip: each
+        // try finds the marker again and moves onto it (a pixel aside every other time, so the
+        // chart sees a move).
+        let find = FIND_MARKER.replace("T)", &format!("{t})"));
+        let mut tries = 0u32;
+        let tip = eventually_ok(WAIT * 2, "the marker's tooltip", || {
+            tries += 1;
+            let (browser, find, nudge) = (&browser, &find, f64::from(tries % 2));
+            async move {
+                let at = eval(browser, find).await;
+                let (Some(x), Some(y)) = (at["x"].as_f64(), at["y"].as_f64()) else {
+                    return Err("the marker is not drawn".to_owned());
+                };
+                move_pointer(browser, x + nudge, y).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let tip = eval(
+                    browser,
+                    "const tip = document.getElementById('marker-tip');
+                     return tip.hidden ? null : tip.textContent;",
+                )
+                .await;
+                tip.as_str()
+                    .map(str::to_owned)
+                    .ok_or(format!("no tooltip with the pointer at {x:.0},{y:.0}"))
+            }
+        })
         .await;
-        move_pointer(&browser, at["x"].as_f64().unwrap(), at["y"].as_f64().unwrap()).await;
-        let tip = wait_for(
-            &browser,
-            WAIT,
-            "the marker's tooltip",
-            "const tip = document.getElementById('marker-tip');
-             return tip.hidden ? null : tip.textContent;",
-        )
-        .await;
-        let tip = tip.as_str().unwrap();
+        let tip = tip.as_str();
         // The seeded open of bar 2 (see `seed_minutes`).
         let was = format!(
             "{:.2}",
