@@ -473,5 +473,8 @@ history.replaceState(history.state, '', withView(location.href, state.view, chos
 applyTheme();
 showZone();
 
-/** For the browser tests and the console: the chart, its series and correction markers. */
-export { chart, plots, corrections };
+/**
+ * For the browser tests and the console: the chart, its series, correction markers and the
+ * pages of older bars.
+ */
+export { chart, plots, corrections, pages };

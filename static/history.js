@@ -61,5 +61,7 @@ export function createHistory({ pair, oldest, pageSize, onPage }) {
     more,
     /** Whether every stored bar is loaded (the server had nothing older). */
     complete: () => complete,
+    /** Whether a page is on its way. */
+    loading: () => inFlight,
   };
 }

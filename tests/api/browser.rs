@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::helpers::{TOKEN, TestApp, spawn_app};
+use crate::helpers::{TOKEN, TestApp, eventually, eventually_ok, spawn_app};
 
 /// How the browser runs: headless, no sandbox (CI runs as root), nothing that phones home.
 const CHROMIUM_FLAGS: [&str; 11] = [
@@ -296,6 +296,7 @@ impl Browser {
     }
 
     /// Polls the chart page until `done` holds; panics after `timeout` with what it showed last.
+    /// Returns how long it took.
     pub(crate) async fn wait_chart(
         &self,
         timeout: Duration,
@@ -303,32 +304,24 @@ impl Browser {
         done: impl Fn(&ChartState) -> bool,
     ) -> Duration {
         let start = Instant::now();
-        loop {
-            let state = self.chart().await;
-            if done(&state) {
-                return start.elapsed();
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "the chart page did not show {what} within {timeout:?}; it shows {state:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually_ok(
+            timeout,
+            &format!("the chart page to show {what}"),
+            || async {
+                let state = self.chart().await;
+                if done(&state) { Ok(()) } else { Err(state) }
+            },
+        )
+        .await;
+        start.elapsed()
     }
 
     async fn wait_path(&self, path: &str) {
-        let start = Instant::now();
-        loop {
+        eventually_ok(SLOW_WAIT, &format!("the page to be at {path}"), || async {
             let now = self.path().await;
-            if now == path {
-                return;
-            }
-            assert!(
-                start.elapsed() < SLOW_WAIT,
-                "still at {now}, expected {path}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            if now == path { Ok(()) } else { Err(now) }
+        })
+        .await;
     }
 
     /// Runs a DevTools command in the session's page (chromedriver's `goog/cdp/execute`): for
@@ -464,37 +457,35 @@ async fn the_chart_page_loads_without_console_errors_draws_candles_and_is_live()
             Some(true),
             "the page says it has no candles: {state:?}"
         );
-        let start = Instant::now();
-        loop {
-            let painted = browser.run(COUNT_CANDLE_PIXELS).await.as_u64().unwrap_or(0);
-            if painted > 0 {
-                break;
-            }
-            assert!(
-                start.elapsed() < WAIT,
-                "no candle painted in the up or down colour"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually(
+            WAIT,
+            "a candle painted in the up or down colour",
+            || async {
+                let painted = browser.run(COUNT_CANDLE_PIXELS).await.as_u64().unwrap_or(0);
+                (painted > 0).then_some(())
+            },
+        )
+        .await;
         browser.assert_no_console_errors(|_| false).await;
 
         // The check above reads a real log: an error logged now is in the next read.
         browser
             .run("console.error('candlewick log probe'); return null;")
             .await;
-        let start = Instant::now();
-        while !browser.console().await.iter().any(|e| {
-            e["level"] == "SEVERE"
-                && e["message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains("candlewick log probe"))
-        }) {
-            assert!(
-                start.elapsed() < WAIT,
-                "a console.error never reached the browser log"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually(WAIT, "a console.error to reach the browser log", || async {
+            browser
+                .console()
+                .await
+                .iter()
+                .any(|e| {
+                    e["level"] == "SEVERE"
+                        && e["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("candlewick log probe"))
+                })
+                .then_some(())
+        })
+        .await;
         browser.close().await;
     })
     .await;

@@ -82,12 +82,12 @@ fn number(text: &str) -> f64 {
 
 // ---- the page -----------------------------------------------------------------------------
 
-/// Runs `body` in the page as an async function with `chart`, `plots` and `corrections` in
-/// scope (the page's own instances) and returns its result.
+/// Runs `body` in the page as an async function with `chart`, `plots`, `corrections` and
+/// `pages` (older bars) in scope (the page's own instances) and returns its result.
 pub(crate) async fn eval(browser: &Browser, body: &str) -> Value {
     let script = format!(
         "return (async () => {{
-            const {{ chart, plots, corrections }} = await import('/static/chart.js'); {body}
+            const {{ chart, plots, corrections, pages }} = await import('/static/chart.js'); {body}
         }})();"
     );
     browser.run(&script).await
@@ -155,6 +155,17 @@ pub(crate) async fn move_pointer(browser: &Browser, x: f64, y: f64) {
         .expect("moving the pointer");
 }
 
+/// Waits until the page has drawn two more frames: what it does on a frame after an event
+/// (the crosshair's handlers, a newly set range) is done by then.
+pub(crate) async fn next_frames(browser: &Browser) {
+    browser
+        .run(
+            "return new Promise((done) =>
+                requestAnimationFrame(() => requestAnimationFrame(() => done(null))));",
+        )
+        .await;
+}
+
 async fn press(browser: &Browser, key: char) {
     let keys = KeyActions::new("keyboard".into())
         .then(KeyAction::Down { value: key })
@@ -166,27 +177,44 @@ async fn press(browser: &Browser, key: char) {
         .expect("pressing a key");
 }
 
-/// Puts the pointer over bar `t`, halfway down the candle pane.
-pub(crate) async fn hover_bar(browser: &Browser, t: DateTime<Utc>) {
-    let at = wait_for(
-        browser,
+/// Puts the pointer over bar `t`, halfway down the candle pane, until the legend shows that
+/// bar; returns the legend. A new minute's bar (or a page of older ones) scrolls the chart under
+/// a still pointer, so each try finds the bar again and moves onto it (a pixel aside every
+/// other time, so the chart sees a move).
+pub(crate) async fn hover_bar(browser: &Browser, t: DateTime<Utc>) -> Legend {
+    let find = format!(
+        "const x = chart.timeScale().timeToCoordinate({});
+         if (x === null) return null;
+         const r = document.getElementById('chart').getBoundingClientRect();
+         return {{ x: r.left + x, y: r.top + chart.paneSize(0).height / 2 }};",
+        t.timestamp()
+    );
+    let mut tries = 0u32;
+    eventually_ok(
         WAIT,
-        "bar {t} on the time axis",
-        &format!(
-            "const x = chart.timeScale().timeToCoordinate({});
-             if (x === null) return null;
-             const r = document.getElementById('chart').getBoundingClientRect();
-             return {{ x: r.left + x, y: r.top + chart.paneSize(0).height / 2 }};",
-            t.timestamp()
-        ),
+        &format!("the legend to show the hovered bar {t}"),
+        || {
+            tries += 1;
+            let (find, nudge) = (&find, f64::from(tries % 2));
+            async move {
+                let at = eval(browser, find).await;
+                let (Some(x), Some(y)) = (at["x"].as_f64(), at["y"].as_f64()) else {
+                    return Err(format!("bar {t} is not on the time axis"));
+                };
+                move_pointer(browser, x + nudge, y).await;
+                next_frames(browser).await;
+                let shown = legend(browser).await;
+                if shown.time == Some(t.timestamp()) {
+                    Ok(shown)
+                } else {
+                    Err(format!(
+                        "with the pointer at {x:.0},{y:.0} the legend shows {shown:?}"
+                    ))
+                }
+            }
+        },
     )
-    .await;
-    move_pointer(
-        browser,
-        at["x"].as_f64().unwrap(),
-        at["y"].as_f64().unwrap(),
-    )
-    .await;
+    .await
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -281,11 +309,7 @@ async fn hovering_two_bars_shows_each_ones_candle_in_the_legend() {
 
         let mut seen = Vec::new();
         for t in [minutes[3], minutes[8]] {
-            hover_bar(&browser, t).await;
-            let shown = wait_legend(&browser, "the hovered candle", |l| {
-                l.time == Some(t.timestamp())
-            })
-            .await;
+            let shown = hover_bar(&browser, t).await;
             let api = api_candle(&app, "1m", t, 60).await;
             for (name, text) in [
                 ("open", &shown.open),
@@ -616,20 +640,25 @@ async fn an_api_correction_of_an_old_bar_shows_a_marker_there_that_explains_it()
                     return Err("the marker is not drawn".to_owned());
                 };
                 move_pointer(browser, x + nudge, y).await;
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                next_frames(browser).await;
                 let tip = eval(
                     browser,
                     "const tip = document.getElementById('marker-tip');
                      return tip.hidden ? null : tip.textContent;",
                 )
                 .await;
-                tip.as_str()
-                    .map(str::to_owned)
-                    .ok_or(format!("no tooltip with the pointer at {x:.0},{y:.0}"))
+                let Some(tip) = tip.as_str() else {
+                    return Err(format!("no tooltip with the pointer at {x:.0},{y:.0}"));
+                };
+                let shown = legend(browser).await;
+                if shown.time != Some(t) {
+                    return Err(format!("the tooltip, but the legend shows {shown:?}"));
+                }
+                Ok((tip.to_owned(), shown))
             }
         })
         .await;
-        let tip = tip.as_str();
+        let (tip, shown) = (tip.0.as_str(), tip.1);
         // The seeded open of bar 2 (see `seed_minutes`).
         let was = format!(
             "{:.2}",
@@ -642,8 +671,6 @@ async fn an_api_correction_of_an_old_bar_shows_a_marker_there_that_explains_it()
             tip.contains(&(old + TimeDelta::seconds(5)).format("%H:%M:%S").to_string()),
             "{tip}"
         );
-        let shown = legend(&browser).await;
-        assert_eq!(shown.time, Some(t));
         assert!(shown.corrected, "the legend says the bar was corrected");
 
         // The option hides them.
@@ -897,10 +924,6 @@ async fn the_readme_screenshot_is_a_small_png_of_the_chart_page() {
         )
         .await;
         hover_bar(&browser, minutes[122]).await;
-        wait_legend(&browser, "the hovered bar", |l| {
-            l.time == Some(minutes[122].timestamp())
-        })
-        .await;
         let shot = browser.client.screenshot().await.expect("a screenshot");
         let size = png_size(&shot);
 

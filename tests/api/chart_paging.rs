@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::browser::{Browser, SLOW_WAIT, WAIT, post_ticks, rfc3339, within_deadline};
-use crate::chart_page::{eval, hover_bar, legend, open, seed_minutes, wait_for};
+use crate::chart_page::{eval, hover_bar, next_frames, open, seed_minutes, wait_for};
 use crate::helpers::{TOKEN, TestApp, spawn_app};
 
 /// The snapshot size the page asks for in the harness's 1280-px window.
@@ -97,17 +97,22 @@ fn starts(minutes: &[DateTime<Utc>]) -> Vec<i64> {
     minutes.iter().map(|m| m.timestamp()).collect()
 }
 
-/// Waits until the series holds more than `n` bars and no page is on its way; returns them.
+/// Waits until the series holds more than `n` bars, no page is on its way and none was asked
+/// for in the two frames after (a drawn page may bring the view near the oldest bar again);
+/// returns them.
 async fn wait_beyond(browser: &Browser, n: usize) -> Vec<(i64, f64)> {
     wait_for(
         browser,
         WAIT,
-        &format!("more than {n} bars"),
-        &format!("return plots.candles.data().length > {n};"),
+        &format!("more than {n} bars and no page on its way"),
+        &format!(
+            "if (plots.candles.data().length <= {n} || pages.loading()) return null;
+             await new Promise((done) =>
+                 requestAnimationFrame(() => requestAnimationFrame(done)));
+             return !pages.loading();"
+        ),
     )
     .await;
-    // A page is drawn at once: two frames later the count holds still unless another came.
-    tokio::time::sleep(Duration::from_millis(300)).await;
     series(browser).await
 }
 
@@ -164,17 +169,19 @@ async fn drag(browser: &Browser, dx: f64) {
 
 /// The visible time range once the chart has laid it out: it applies a new range (ours or a
 /// prepended page's shift) on a later frame, so a read straight after may see a passing state.
+/// Settled is the same range two frames apart.
 async fn settled_range(browser: &Browser) -> Value {
-    let read = || eval(browser, "return chart.timeScale().getVisibleRange();");
-    let mut last = read().await;
-    loop {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let now = read().await;
-        if now == last {
-            return now;
-        }
-        last = now;
-    }
+    wait_for(
+        browser,
+        WAIT,
+        "the visible range to hold still",
+        "const read = () => JSON.stringify(chart.timeScale().getVisibleRange());
+         const before = read();
+         await new Promise((done) =>
+             requestAnimationFrame(() => requestAnimationFrame(done)));
+         return read() === before ? chart.timeScale().getVisibleRange() : null;",
+    )
+    .await
 }
 
 /// Puts the view's left edge `from` bars after the oldest loaded one, keeping its width.
@@ -223,12 +230,17 @@ async fn the_chart_joins_with_a_gzip_snapshot_of_a_screen_and_dragging_back_load
         );
 
         // Dragging back with the mouse: past the oldest snapshot bar, a page is loaded.
+        let asked =
+            format!("return pages.loading() || plots.candles.data().length > {SCREEN_LIMIT};");
         let mut dragged = 0;
-        while series(&browser).await.len() == SCREEN_LIMIT {
+        loop {
             assert!(dragged < 8, "no older page after {dragged} drags");
             drag(&browser, 600.0).await;
             dragged += 1;
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            next_frames(&browser).await;
+            if eval(&browser, &asked).await == json!(true) {
+                break;
+            }
         }
         let bars = wait_beyond(&browser, SCREEN_LIMIT).await;
         assert_eq!(
@@ -269,19 +281,21 @@ async fn the_chart_joins_with_a_gzip_snapshot_of_a_screen_and_dragging_back_load
             "the SMA and the volume cover the older bars too"
         );
         show_from(&browser, -50.0).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        show_from(&browser, -80.0).await;
-        let requested = wait_for(
+        wait_for(
             &browser,
             WAIT,
             "the request that finds nothing older",
-            "const n = performance.getEntriesByType('resource')
-                .filter((e) => new URL(e.name).pathname === '/api/candles').length;
-             return n === 6 ? n : null;",
+            "return pages.complete();",
         )
         .await;
-        assert_eq!(requested, json!(6));
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Further back still: nothing is asked (a request would be on its way at once).
+        show_from(&browser, -80.0).await;
+        next_frames(&browser).await;
+        assert_eq!(
+            eval(&browser, "return pages.loading();").await,
+            json!(false),
+            "no request after the end"
+        );
         let befores = pages_requested(&browser).await;
         let expected: Vec<String> = (0..6)
             .map(|page| minutes[first - page * SCREEN_LIMIT].timestamp().to_string())
@@ -291,10 +305,10 @@ async fn the_chart_joins_with_a_gzip_snapshot_of_a_screen_and_dragging_back_load
             "one request per page, each before the oldest loaded bar; none after the end"
         );
 
-        // The legend reads the oldest bar, older than anything the snapshot had.
+        // The legend reads the oldest bar, older than anything the snapshot had (`hover_bar`
+        // waits until it shows that bar).
         show_from(&browser, 0.0).await;
         hover_bar(&browser, minutes[3]).await;
-        assert_eq!(legend(&browser).await.time, Some(minutes[3].timestamp()));
         browser.assert_no_console_errors(|_| false).await;
         browser.close().await;
     })

@@ -496,6 +496,7 @@ async fn a_long_transaction_is_pruned_by_when_it_ended_not_when_it_began() {
     let keep = Duration::from_secs(1);
     let (long, _) = begin_writing(&pool, at("2024-07-03T06:25:00Z"), "LONG/USD", 1.0).await;
     prune(&pool, keep).await.expect("prune while it runs");
+    // The transaction outlives the retention: that time passing is what is tested.
     tokio::time::sleep(keep + Duration::from_millis(300)).await;
     long.commit().await.expect("COMMIT the long transaction");
     prune(&pool, keep)

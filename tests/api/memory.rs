@@ -111,7 +111,6 @@ impl Server {
         eventually(Duration::from_secs(30), what, || async {
             // Some traffic, as a live server has: allocators give memory back as they work.
             let _ = client.get(format!("{}/healthz", self.address)).send().await;
-            tokio::time::sleep(Duration::from_millis(200)).await;
             let (rss, _) = self.memory();
             (rss <= bound).then_some(rss)
         })
@@ -159,7 +158,17 @@ async fn a_50_mib_json_body_neither_balloons_the_server_nor_stays_in_it() {
     // Warm up the paths the big bodies take.
     let small = br#"[{"time":"1999-01-01T00:00:00Z","symbol":"MEM/USD","price":1,"volume":1}]"#;
     assert_eq!(server.post(&client, small.to_vec()).await, 201);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The baseline is of a server at work: its pool is open and its poller has run (ready).
+    let readyz = format!("{}/readyz", server.address);
+    eventually(
+        Duration::from_secs(30),
+        "the server to be ready",
+        || async {
+            let r = client.get(&readyz).send().await.ok()?;
+            (r.status() == 200).then_some(())
+        },
+    )
+    .await;
     let (baseline, _) = server.memory();
 
     // Rejected: one bad row at the end, after 50 MiB of good ones.

@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, eventually_ok, spawn_app, spawn_app_with};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -86,25 +86,24 @@ async fn assert_quiet(ws: &mut Ws, why: &str) {
 
 /// Connects until the snapshot has `n` candles (the poller may not have read the latest writes).
 async fn snapshot_with(app: &TestApp, query: &str, n: usize) -> (Ws, Value) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let mut ws = connect(app, query).await;
-        let snapshot = recv(&mut ws, "the snapshot").await;
-        assert_eq!(
-            snapshot["type"], "snapshot",
-            "the first frame is the snapshot: {snapshot}"
-        );
-        let got = snapshot["candles"].as_array().map_or(0, Vec::len);
-        if got == n {
-            return (ws, snapshot);
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the {query} snapshot has {got} candles, not {n}: {snapshot}"
-        );
-        let _ = ws.close(None).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually_ok(
+        WAIT,
+        &format!("a {query} snapshot of {n} candles"),
+        || async {
+            let mut ws = connect(app, query).await;
+            let snapshot = recv(&mut ws, "the snapshot").await;
+            assert_eq!(
+                snapshot["type"], "snapshot",
+                "the first frame is the snapshot: {snapshot}"
+            );
+            if snapshot["candles"].as_array().map_or(0, Vec::len) == n {
+                return Ok((ws, snapshot));
+            }
+            let _ = ws.close(None).await;
+            Err(snapshot)
+        },
+    )
+    .await
 }
 
 /// OHLCV per `width`-second bucket, computed here from the ticks: the reference the server's
@@ -972,6 +971,7 @@ async fn eventually_status(app: &TestApp, path: &str, status: u16) {
 /// below goes to the candle table behind the journal's back, so only a fresh read shows it.)
 #[actix_web::test]
 async fn an_unwatched_symbol_is_read_afresh_for_its_next_viewer() {
+    let keep = Duration::from_millis(300);
     let app = spawn_app_with(&["--keep-unwatched", "300ms"]).await;
     let t = bucket_of(now() - 600, 60) + 5;
     let r = app
@@ -982,19 +982,30 @@ async fn an_unwatched_symbol_is_read_afresh_for_its_next_viewer() {
     assert_eq!(snapshot["candles"][0][4], json!(10.0));
     first.close(None).await.expect("closing the first viewer");
     drop(first);
-    // Several polls after the viewer left: the window is gone.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     app.psql_async(
         "UPDATE candlewick_candles SET open = 12, high = 12, low = 12, close = 12 \
          WHERE symbol = 'COLD/USD'",
     )
     .await;
-    let (_second, snapshot) = snapshot_with(&app, "symbol=COLD/USD", 1).await;
-    assert_eq!(
-        snapshot["candles"][0],
-        candle(bucket_of(t, 60), 12.0, 12.0, 12.0, 12.0, 1.0),
-        "the next viewer's snapshot is read from the database, not from memory"
-    );
+    // Nobody watches for a while: that time is what is tested, so it is waited out. The channel
+    // is kept for the resume grace (here `keep`) and its bars for `keep` after that, dropped at
+    // a poll (200 ms). A look too early is a viewer again, and starts the wait afresh.
+    let away = 2 * keep + Duration::from_millis(400);
+    let fresh = candle(bucket_of(t, 60), 12.0, 12.0, 12.0, 12.0, 1.0);
+    eventually_ok(
+        WAIT,
+        "the next viewer's snapshot to be read from the database, not from memory",
+        || async {
+            tokio::time::sleep(away).await;
+            let (mut next, snapshot) = snapshot_with(&app, "symbol=COLD/USD", 1).await;
+            if snapshot["candles"][0] == fresh {
+                return Ok(());
+            }
+            let _ = next.close(None).await;
+            Err(snapshot)
+        },
+    )
+    .await;
 }
 
 /// Reads frames until the server closes the connection; returns the close code and the frames
@@ -1102,6 +1113,8 @@ async fn a_reconnect_resumes_from_its_last_update_when_the_server_kept_it() {
         snapshot["epoch"].as_str().expect("an epoch").to_owned(),
         update["seq"].as_u64().expect("a seq"),
     );
+    // Another viewer stays: when it has the next update, the server has sent (and kept) it.
+    let (mut witness, _) = snapshot_with(&app, "symbol=RES/USD", 2).await;
     ws.close(None).await.expect("closing");
     drop(ws);
 
@@ -1110,7 +1123,8 @@ async fn a_reconnect_resumes_from_its_last_update_when_the_server_kept_it() {
         .post_ticks_json(&ticks_every_minute("RES/USD", t + 120, 1))
         .await;
     assert_eq!(r.status(), 201);
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let sent = recv(&mut witness, "the update the viewer misses").await;
+    assert_eq!(sent["type"], "update", "{sent}");
     let mut back = connect(&app, &format!("symbol=RES/USD&since={seq}&epoch={epoch}")).await;
     let resume = recv(&mut back, "the resume").await;
     assert_eq!(resume["type"], "resume", "{resume}");

@@ -42,14 +42,17 @@ test('one page at a time, before the oldest bar, ascending, until none is left',
   const { asked, answer } = server();
   const oldest = { t: 600 };
   const { history, got } = pager(oldest);
+  assert.ok(!history.loading());
   history.more();
   history.more(); // already on its way: not asked twice
   assert.equal(asked.length, 1);
+  assert.ok(history.loading());
   assert.deepEqual(Object.fromEntries(asked[0].searchParams), {
     symbol: 'BTC/USD', interval: '1m', before: '600', limit: '2',
   });
   await answer([row(540, 9), row(480, 8)]); // newest first, as the API sends them
   assert.deepEqual(got, [[[480, 1, 2, 0.5, 8, 3], [540, 1, 2, 0.5, 9, 3]]]);
+  assert.ok(!history.loading(), 'the page is in');
   history.more();
   assert.equal(asked[1].searchParams.get('before'), '480');
   await answer([]);
