@@ -312,7 +312,8 @@ pub async fn import_form(
     )
 }
 
-/// `POST /admin/import` (multipart): `csrf_token` first, then `file`.
+/// `POST /admin/import` (multipart): `csrf_token` first, then `file`. Receives the file, starts
+/// its import in the background and sends the user to its progress page.
 #[tracing::instrument(name = "Admin CSV upload", skip_all)]
 pub async fn upload(
     admin: Admin,
@@ -332,6 +333,48 @@ pub async fn upload(
             &form_page(&admin, imports, error),
         );
     };
+    let received = receive(&admin, &req, &mut multipart, admin_state.uploads.path()).await?;
+    let Some(upload) = received.filter(|u| u.bytes > 0) else {
+        let error = Some("Choose a CSV file to import (it must not be empty).".into());
+        return page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &form_page(&admin, imports, error),
+        );
+    };
+    let bytes = upload.bytes;
+    let job = Arc::new(ImportJob {
+        id: Alphanumeric.sample_string(&mut rand::rng(), 16),
+        file_name: upload.file_name,
+        started_at: Utc::now(),
+        started: Instant::now(),
+        progress: Arc::new(Progress::new(Some(bytes))),
+        outcome: Mutex::new(None),
+    });
+    slot.start(job.clone());
+    tracing::info!(import = %job.id, bytes, "import started");
+    spawn_import(state.pool.clone(), job.clone(), upload.file);
+    admin.flash(
+        FlashKind::Success,
+        format!("Upload received ({:.1} MB); importing.", bytes as f64 / 1e6),
+    );
+    Ok(see_other(&format!("/admin/import/{}", job.id)))
+}
+
+/// A received upload: spooled to a temp file (deleted when dropped).
+struct Upload {
+    file: tempfile::NamedTempFile,
+    file_name: String,
+    bytes: u64,
+}
+
+/// Reads the upload form: the CSRF token is checked before any of the file is stored, and the
+/// file is spooled to `dir`. `None` when the form holds no file.
+async fn receive(
+    admin: &Admin,
+    req: &HttpRequest,
+    multipart: &mut Multipart,
+    dir: &Path,
+) -> Result<Option<Upload>, PageError> {
     let announced = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -341,7 +384,7 @@ pub async fn upload(
         return Err(too_large());
     }
     let mut csrf_ok = false;
-    let mut spooled: Option<(tempfile::NamedTempFile, String, u64)> = None;
+    let mut upload = None;
     while let Some(field) = multipart.next().await {
         let mut field = field
             .map_err(|e| AppError::BadRequest(format!("The upload could not be read: {e}.")))?;
@@ -357,22 +400,26 @@ pub async fn upload(
                 if !csrf_ok {
                     admin.check_csrf(None)?;
                 }
-                let name = field
+                let file_name = field
                     .content_disposition()
                     .and_then(|cd| cd.get_filename())
                     .unwrap_or("upload.csv")
                     .chars()
                     .take(200)
                     .collect::<String>();
-                let (file, bytes) = match spool(&mut field, admin_state.uploads.path()).await {
+                let (file, bytes) = match spool(&mut field, dir).await {
                     Err(e @ PageError(AppError::PayloadTooLarge(_))) => {
                         drop(field);
-                        drain(&mut multipart).await;
+                        drain(multipart).await;
                         return Err(e);
                     }
                     other => other?,
                 };
-                spooled = Some((file, name, bytes));
+                upload = Some(Upload {
+                    file,
+                    file_name,
+                    bytes,
+                });
             }
             _ => {
                 // Unknown fields are drained (bounded) and ignored.
@@ -383,65 +430,53 @@ pub async fn upload(
     if !csrf_ok {
         admin.check_csrf(None)?;
     }
-    let Some((file, file_name, bytes)) = spooled.filter(|(_, _, bytes)| *bytes > 0) else {
-        let error = Some("Choose a CSV file to import (it must not be empty).".into());
-        return page(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            &form_page(&admin, imports, error),
-        );
-    };
-    let job = Arc::new(ImportJob {
-        id: Alphanumeric.sample_string(&mut rand::rng(), 16),
-        file_name,
-        started_at: Utc::now(),
-        started: Instant::now(),
-        progress: Arc::new(Progress::new(Some(bytes))),
-        outcome: Mutex::new(None),
-    });
-    slot.start(job.clone());
-    tracing::info!(import = %job.id, bytes, "import started");
-    let pool = state.pool.clone();
-    let running = job.clone();
+    Ok(upload)
+}
+
+/// Imports the spooled `file` in the background, recording the outcome in `job`; the file is
+/// deleted when the import ends.
+fn spawn_import(pool: sqlx::PgPool, job: Arc<ImportJob>, file: tempfile::NamedTempFile) {
     actix_web::rt::spawn(async move {
         let result = crate::ingest::import::import_path(
             &pool,
             file.path(),
             Author::AdminSession,
-            running.progress.clone(),
+            job.progress.clone(),
         )
         .await;
-        drop(file); // deletes the spooled upload
-        running.finish(match result {
-            Ok(rows) => {
-                metrics::counter!("candlewick_ticks_inserted_total", "via" => "admin import").increment(rows);
-                tracing::info!(import = %running.id, rows, "import done");
-                Outcome::Done { rows }
-            }
-            Err(WriteError::Invalid(invalid)) => Outcome::Failed {
-                summary: invalid.summary(),
-                unreported: invalid.unreported(),
-                errors: invalid.shown().to_vec(),
-            },
-            Err(WriteError::Duplicate(msg)) => Outcome::Failed {
-                summary: "The file holds a tick that already exists (or the same tick twice); nothing was written".into(),
-                errors: vec![msg],
-                unreported: 0,
-            },
-            Err(WriteError::Unexpected(e)) => {
-                tracing::error!(import = %running.id, error.cause_chain = ?e, "import failed");
-                Outcome::Failed {
-                    summary: "The import failed on our side and has been logged; nothing was written".into(),
-                    errors: Vec::new(),
-                    unreported: 0,
-                }
-            }
-        });
+        drop(file);
+        job.finish(outcome(&job.id, result));
     });
-    admin.flash(
-        FlashKind::Success,
-        format!("Upload received ({:.1} MB); importing.", bytes as f64 / 1e6),
-    );
-    Ok(see_other(&format!("/admin/import/{}", job.id)))
+}
+
+/// What the progress page tells of an import that ended with `result` (logged and counted
+/// here).
+fn outcome(id: &str, result: Result<u64, WriteError>) -> Outcome {
+    match result {
+        Ok(rows) => {
+            metrics::counter!("candlewick_ticks_inserted_total", "via" => "admin import").increment(rows);
+            tracing::info!(import = %id, rows, "import done");
+            Outcome::Done { rows }
+        }
+        Err(WriteError::Invalid(invalid)) => Outcome::Failed {
+            summary: invalid.summary(),
+            unreported: invalid.unreported(),
+            errors: invalid.shown().to_vec(),
+        },
+        Err(WriteError::Duplicate(msg)) => Outcome::Failed {
+            summary: "The file holds a tick that already exists (or the same tick twice); nothing was written".into(),
+            errors: vec![msg],
+            unreported: 0,
+        },
+        Err(WriteError::Unexpected(e)) => {
+            tracing::error!(import = %id, error.cause_chain = ?e, "import failed");
+            Outcome::Failed {
+                summary: "The import failed on our side and has been logged; nothing was written".into(),
+                errors: Vec::new(),
+                unreported: 0,
+            }
+        }
+    }
 }
 
 /// A form field other than the file: at most a few kilobytes.
@@ -567,4 +602,36 @@ pub async fn import_status(
         refresh_secs: REFRESH_SECS,
     };
     page(StatusCode::OK, &status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_import_that_ended_tells_its_rows_or_why_nothing_was_written() {
+        assert!(matches!(outcome("a", Ok(7)), Outcome::Done { rows: 7 }));
+        let Outcome::Failed {
+            summary, errors, ..
+        } = outcome("b", Err(WriteError::Duplicate("BTC/USD at 06:25".into())))
+        else {
+            panic!("a duplicate fails the import");
+        };
+        assert!(summary.contains("already exists"), "{summary}");
+        assert_eq!(errors, ["BTC/USD at 06:25"]);
+        let Outcome::Failed {
+            summary, errors, ..
+        } = outcome(
+            "c",
+            Err(WriteError::Unexpected(anyhow::anyhow!("the disk is full"))),
+        )
+        else {
+            panic!("an unexpected error fails the import");
+        };
+        assert!(
+            !summary.contains("disk"),
+            "no internals on the page: {summary}"
+        );
+        assert!(errors.is_empty());
+    }
 }
