@@ -98,6 +98,56 @@ impl Channel {
                 .collect(),
         )
     }
+
+    /// The snapshot `want` asks for, as of `position`: the cached one of its limit and format,
+    /// else one made (and cached) of `bars`, the channel's newest candles ascending.
+    fn snapshot(
+        &mut self,
+        want: &Want,
+        position: u64,
+        epoch: &str,
+        bars: impl FnOnce() -> Vec<Candle>,
+    ) -> Arc<Snapshot> {
+        let key = (want.limit, want.format);
+        if let Some((_, cached)) = self.snapshots.iter().find(|(k, _)| *k == key) {
+            return cached.clone();
+        }
+        let mut candles = bars();
+        let from = want.limit.map_or(0, |n| candles.len().saturating_sub(n));
+        candles.drain(..from);
+        let snapshot = Snapshot::new(Recipe {
+            symbol: want.symbol.as_str().to_owned(),
+            interval: want.interval,
+            candles,
+            seq: position,
+            epoch: epoch.to_owned(),
+            format: want.format,
+        });
+        if self.snapshots.len() == SNAPSHOTS_KEPT {
+            self.snapshots.remove(0);
+        }
+        self.snapshots.push((key, snapshot.clone()));
+        snapshot
+    }
+}
+
+/// A resuming viewer's first frames: the resume (the token `seq` it came back with), then the
+/// updates it `missed`.
+fn resume_frames(
+    want: &Want,
+    seq: u64,
+    epoch: &str,
+    missed: impl IntoIterator<Item = Frame>,
+) -> Vec<Frame> {
+    let resume = ServerMsg::Resume {
+        symbol: want.symbol.as_str(),
+        interval: want.interval,
+        seq,
+        epoch,
+    };
+    std::iter::once(resume.to_frame(Format::Json))
+        .chain(missed)
+        .collect()
 }
 
 /// The broadcast channels, keyed by symbol and interval. Owned by the poller.
@@ -177,31 +227,18 @@ impl Hub {
         candles: &[Candle],
         removed: &[i64],
     ) -> Subscription {
-        let symbol = want.symbol.as_str();
-        let position = self.position;
-        let epoch = self.epoch.clone();
-        let ch = self.channel(symbol, want.interval);
-        let mut first = vec![
-            ServerMsg::Resume {
-                symbol,
+        let missed = (!candles.is_empty() || !removed.is_empty()).then(|| {
+            ServerMsg::Update {
+                symbol: want.symbol.as_str(),
                 interval: want.interval,
-                seq: since,
-                epoch: &epoch,
+                candles,
+                removed,
+                seq: self.position,
             }
-            .to_frame(Format::Json),
-        ];
-        if !candles.is_empty() || !removed.is_empty() {
-            first.push(
-                ServerMsg::Update {
-                    symbol,
-                    interval: want.interval,
-                    candles,
-                    removed,
-                    seq: position,
-                }
-                .to_frame(Format::Json),
-            );
-        }
+            .to_frame(Format::Json)
+        });
+        let first = resume_frames(want, since, &self.epoch, missed);
+        let ch = self.channel(want.symbol.as_str(), want.interval);
         Subscription {
             first,
             snapshot: None,
@@ -233,54 +270,16 @@ impl Hub {
     /// it can resume, else the snapshot (of `bars`, the newest candles of the channel
     /// ascending, when no cached one fits).
     pub fn subscribe(&mut self, want: &Want, bars: impl FnOnce() -> Vec<Candle>) -> Subscription {
-        let symbol = want.symbol.as_str();
-        let position = self.position;
-        let epoch = self.epoch.clone();
-        let ch = self.channel(symbol, want.interval);
+        let (position, epoch) = (self.position, self.epoch.clone());
+        let ch = self.channel(want.symbol.as_str(), want.interval);
         let resumed = want
             .resume
             .as_ref()
             .filter(|r| r.epoch == epoch)
             .and_then(|r| Some((r.seq, ch.since(r.seq)?)));
         let (first, snapshot) = match resumed {
-            Some((seq, missed)) => {
-                let resume = ServerMsg::Resume {
-                    symbol,
-                    interval: want.interval,
-                    seq,
-                    epoch: &epoch,
-                };
-                let first = std::iter::once(resume.to_frame(Format::Json))
-                    .chain(missed)
-                    .collect();
-                (first, None)
-            }
-            None => {
-                let key = (want.limit, want.format);
-                let cached = ch.snapshots.iter().find(|(k, _)| *k == key);
-                let snapshot = match cached {
-                    Some((_, snapshot)) => snapshot.clone(),
-                    None => {
-                        let mut candles = bars();
-                        let from = want.limit.map_or(0, |n| candles.len().saturating_sub(n));
-                        candles.drain(..from);
-                        let snapshot = Snapshot::new(Recipe {
-                            symbol: symbol.to_owned(),
-                            interval: want.interval,
-                            candles,
-                            seq: position,
-                            epoch: epoch.clone(),
-                            format: want.format,
-                        });
-                        if ch.snapshots.len() == SNAPSHOTS_KEPT {
-                            ch.snapshots.remove(0);
-                        }
-                        ch.snapshots.push((key, snapshot.clone()));
-                        snapshot
-                    }
-                };
-                (Vec::new(), Some(snapshot))
-            }
+            Some((seq, missed)) => (resume_frames(want, seq, &epoch, missed), None),
+            None => (Vec::new(), Some(ch.snapshot(want, position, &epoch, bars))),
         };
         Subscription {
             first,
