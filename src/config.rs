@@ -92,9 +92,15 @@ pub struct Settings {
     /// How much history the live chart holds (e.g. `7d`).
     #[arg(long, env = "CANDLEWICK_WINDOW", default_value = "7d", value_parser = parse_duration)]
     pub window: Duration,
-    /// How long a channel's bars stay in memory after its last viewer left (e.g. `5m`).
+    /// How long a channel's bars stay in memory once nobody watches it and its resume grace is
+    /// over (e.g. `5m`).
     #[arg(long, env = "CANDLEWICK_KEEP_UNWATCHED", default_value = "5m", value_parser = parse_duration)]
     pub keep_unwatched: Duration,
+    /// How long a channel whose last viewer left keeps numbering and keeping its updates, so
+    /// that a chart back within it resumes from memory (e.g. `60s`); later, the journal serves
+    /// the resume.
+    #[arg(long, env = "CANDLEWICK_RESUME_GRACE", default_value = "60s", value_parser = parse_duration)]
+    pub resume_grace: Duration,
     /// The longest a read of the JSON/CSV API may run in the database (e.g. `15s`); a longer one
     /// is cancelled there and answered 503.
     #[arg(long, env = "CANDLEWICK_API_READ_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
@@ -294,6 +300,20 @@ mod tests {
             assert!(bad.trim().is_empty() || !e.contains(bad), "{e}");
         }
         assert!(check_admin_token("test-admin-token").is_ok());
+    }
+
+    #[test]
+    fn the_resume_grace_is_a_setting_of_its_own() {
+        use clap::Parser;
+        let serve = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("candlewick").chain(args.iter().copied()))
+                .expect("valid settings")
+                .serve
+        };
+        assert_eq!(serve(&[]).resume_grace, Duration::from_secs(60));
+        let s = serve(&["--keep-unwatched", "10s", "--resume-grace", "5m"]);
+        assert_eq!(s.keep_unwatched, Duration::from_secs(10));
+        assert_eq!(s.resume_grace, Duration::from_secs(300));
     }
 
     #[test]

@@ -71,6 +71,7 @@ impl Application {
                 flavour,
                 poll_interval: settings.poll_interval,
                 window: settings.window,
+                resume_grace: settings.resume_grace,
                 keep_unwatched: settings.keep_unwatched,
                 faults: settings.feed_faults.clone(),
             },

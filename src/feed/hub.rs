@@ -27,8 +27,9 @@ pub const CHANNEL_CAPACITY: usize = 64;
 pub const RESUME_BUFFER: usize = 64;
 /// Snapshots (by limit and format) cached per channel; the page asks for a few limit classes.
 const SNAPSHOTS_KEPT: usize = 4;
-/// A channel whose last viewer left keeps numbering and keeping updates this long (at most),
-/// so a chart that reconnects after a network blip resumes instead of loading a snapshot.
+/// A channel whose last viewer left keeps numbering and keeping updates this long by default
+/// (`--resume-grace`), so a chart that reconnects after a network blip resumes instead of
+/// loading a snapshot.
 pub const RESUME_GRACE: Duration = Duration::from_secs(60);
 
 /// An update as it goes out on a channel: its number and its serialized text.
@@ -171,13 +172,13 @@ impl Default for Hub {
 }
 
 impl Hub {
-    /// A hub keeping channels nobody listens to for `grace` (at most [`RESUME_GRACE`]).
+    /// A hub keeping channels nobody listens to for `grace`.
     pub fn new(grace: Duration) -> Self {
         Self {
             epoch: Alphanumeric.sample_string(&mut rand::rng(), 12),
             position: 0,
             upto: 0,
-            grace: grace.min(RESUME_GRACE),
+            grace,
             channels: HashMap::new(),
         }
     }
@@ -433,6 +434,22 @@ mod tests {
         assert_eq!(hub.channel_count(), 1);
         assert_eq!(hub.viewers(), 1);
         drop(kept);
+    }
+
+    #[test]
+    fn a_channel_is_kept_for_the_grace_the_hub_was_given() {
+        let grace = RESUME_GRACE * 2;
+        let mut hub = Hub::new(grace);
+        drop(hub.subscribe(&want("A", None), Vec::new));
+        let left = |hub: &mut Hub, ago: Duration| {
+            if let Some(ch) = hub.channels.get_mut(&("A".to_owned(), Interval::M1)) {
+                ch.unwatched_since = Some(Instant::now() - ago);
+            }
+            hub.forget_unwatched();
+            hub.channel_count()
+        };
+        assert_eq!(left(&mut hub, RESUME_GRACE), 1, "longer than the default");
+        assert_eq!(left(&mut hub, grace), 0);
     }
 
     #[test]

@@ -54,7 +54,10 @@ pub struct FeedSettings {
     pub flavour: Flavour,
     pub poll_interval: Duration,
     pub window: Duration,
-    /// A symbol's window is dropped this long after its last viewer left.
+    /// A channel nobody watches is kept for resuming viewers this long (see [`Hub::new`]).
+    pub resume_grace: Duration,
+    /// A symbol's window is dropped this long after its channel is gone (the resume grace
+    /// after its last viewer left).
     pub keep_unwatched: Duration,
     /// Tests only: faults to inject (no flag or variable sets it).
     pub faults: Faults,
@@ -273,7 +276,7 @@ impl Poller {
             pool,
             refresher: settings.flavour.refresher(),
             // Bars are kept while their channels are: for reconnects, up to a minute.
-            hub: Hub::new(settings.keep_unwatched),
+            hub: Hub::new(settings.resume_grace),
             settings,
             health,
             bars: HashMap::new(),

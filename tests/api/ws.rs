@@ -967,12 +967,13 @@ async fn eventually_status(app: &TestApp, path: &str, status: u16) {
 }
 
 /// A symbol nobody watches is not kept in memory: its window is dropped once its last viewer
-/// has been gone `--keep-unwatched`, and the next viewer's snapshot is read afresh. (The edit
-/// below goes to the candle table behind the journal's back, so only a fresh read shows it.)
+/// has been gone `--resume-grace` and then `--keep-unwatched`, and the next viewer's snapshot
+/// is read afresh. (The edit below goes to the candle table behind the journal's back, so only
+/// a fresh read shows it.)
 #[actix_web::test]
 async fn an_unwatched_symbol_is_read_afresh_for_its_next_viewer() {
     let keep = Duration::from_millis(300);
-    let app = spawn_app_with(&["--keep-unwatched", "300ms"]).await;
+    let app = spawn_app_with(&["--keep-unwatched", "300ms", "--resume-grace", "300ms"]).await;
     let t = bucket_of(now() - 600, 60) + 5;
     let r = app
         .post_ticks_json(&json!([tick(t, "COLD/USD", 10.0, 1.0)]))
@@ -988,8 +989,8 @@ async fn an_unwatched_symbol_is_read_afresh_for_its_next_viewer() {
     )
     .await;
     // Nobody watches for a while: that time is what is tested, so it is waited out. The channel
-    // is kept for the resume grace (here `keep`) and its bars for `keep` after that, dropped at
-    // a poll (200 ms). A look too early is a viewer again, and starts the wait afresh.
+    // is kept for the resume grace and its bars for `keep` after that (both `keep` here),
+    // dropped at a poll (200 ms). A look too early is a viewer again, and starts the wait afresh.
     let away = 2 * keep + Duration::from_millis(400);
     let fresh = candle(bucket_of(t, 60), 12.0, 12.0, 12.0, 12.0, 1.0);
     eventually_ok(
