@@ -202,35 +202,27 @@ enum Outcome {
 }
 
 impl ImportJob {
-    fn outcome(&self) -> Option<Outcome> {
+    /// How the import ended and when (`None` while it runs).
+    fn ended(&self) -> std::sync::MutexGuard<'_, Option<(Outcome, Instant)>> {
         self.outcome
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_ref()
-            .map(|(o, _)| o.clone())
+    }
+
+    fn outcome(&self) -> Option<Outcome> {
+        self.ended().as_ref().map(|(o, _)| o.clone())
     }
 
     fn finished_since(&self) -> Option<Duration> {
-        self.outcome
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_ref()
-            .map(|(_, at)| at.elapsed())
+        self.ended().as_ref().map(|(_, at)| at.elapsed())
     }
 
     fn finish(&self, outcome: Outcome) {
-        *self
-            .outcome
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((outcome, Instant::now()));
+        *self.ended() = Some((outcome, Instant::now()));
     }
 
     fn view(&self) -> JobView {
-        let outcome = self
-            .outcome
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let outcome = self.ended().clone();
         let end = outcome.as_ref().map_or_else(Instant::now, |(_, at)| *at);
         let seconds = end.duration_since(self.started).as_secs_f64();
         let p = &self.progress;
@@ -445,13 +437,13 @@ fn spawn_import(pool: sqlx::PgPool, job: Arc<ImportJob>, file: tempfile::NamedTe
         )
         .await;
         drop(file);
-        job.finish(outcome(&job.id, result));
+        job.finish(outcome_of(&job.id, result));
     });
 }
 
 /// What the progress page tells of an import that ended with `result` (logged and counted
 /// here).
-fn outcome(id: &str, result: Result<u64, WriteError>) -> Outcome {
+fn outcome_of(id: &str, result: Result<u64, WriteError>) -> Outcome {
     match result {
         Ok(rows) => {
             metrics::counter!("candlewick_ticks_inserted_total", "via" => "admin import").increment(rows);
@@ -610,10 +602,10 @@ mod tests {
 
     #[test]
     fn an_import_that_ended_tells_its_rows_or_why_nothing_was_written() {
-        assert!(matches!(outcome("a", Ok(7)), Outcome::Done { rows: 7 }));
+        assert!(matches!(outcome_of("a", Ok(7)), Outcome::Done { rows: 7 }));
         let Outcome::Failed {
             summary, errors, ..
-        } = outcome("b", Err(WriteError::Duplicate("BTC/USD at 06:25".into())))
+        } = outcome_of("b", Err(WriteError::Duplicate("BTC/USD at 06:25".into())))
         else {
             panic!("a duplicate fails the import");
         };
@@ -621,7 +613,7 @@ mod tests {
         assert_eq!(errors, ["BTC/USD at 06:25"]);
         let Outcome::Failed {
             summary, errors, ..
-        } = outcome(
+        } = outcome_of(
             "c",
             Err(WriteError::Unexpected(anyhow::anyhow!("the disk is full"))),
         )
