@@ -18,7 +18,7 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::{TOKEN, fresh_database};
+use crate::helpers::{TOKEN, eventually_ok, fresh_database};
 
 const SYMBOL: &str = "REP/USD";
 const VIEWERS: usize = 30;
@@ -251,21 +251,17 @@ impl Replica {
     async fn until_ready(&self) {
         let client = reqwest::Client::new();
         let url = format!("http://127.0.0.1:{}/readyz", self.port);
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Ok(r) = client.get(&url).send().await
-                && r.status() == 200
-            {
-                return;
+        let what = format!("the replica on {} to be ready", self.port);
+        eventually_ok(WAIT, &what, || async {
+            match client.get(&url).send().await {
+                Ok(r) if r.status() == 200 => Ok(()),
+                _ => Err(format!(
+                    "its log: {}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                )),
             }
-            assert!(
-                Instant::now() < deadline,
-                "replica on {} not ready; its log: {}",
-                self.port,
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await;
     }
 
     fn signal(&self, signal: nix::sys::signal::Signal) {
@@ -545,20 +541,13 @@ async fn replicas_behind_nginx_restart_one_by_one_and_viewers_resume_without_los
         .expect("starting nginx");
     let client = reqwest::Client::new();
     let health = format!("http://127.0.0.1:{front}/healthz");
-    let deadline = Instant::now() + WAIT;
-    while !client
-        .get(&health)
-        .send()
-        .await
-        .is_ok_and(|r| r.status() == 200)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "nginx did not come up: {}",
-            std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually_ok(WAIT, "nginx to come up", || async {
+        match client.get(&health).send().await {
+            Ok(r) if r.status() == 200 => Ok(()),
+            _ => Err(std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()),
+        }
+    })
+    .await;
 
     // A writer and the viewers, all through nginx.
     let start = chrono::Utc::now().timestamp() / 60 * 60 - 3600;
@@ -638,18 +627,20 @@ async fn replicas_behind_nginx_restart_one_by_one_and_viewers_resume_without_los
 
     // Every viewer ends with the database's candles.
     let expected = db_candles(&pool).await;
-    let deadline = Instant::now() + WAIT;
-    while !states.iter().all(|s| lock(s).candles == expected) {
-        assert!(
-            Instant::now() < deadline,
-            "viewers' candles differ from the database's: {} of {VIEWERS} differ",
-            states
-                .iter()
-                .filter(|s| lock(s).candles != expected)
-                .count()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually_ok(WAIT, "every viewer to hold the database's candles", || {
+        let differ = states
+            .iter()
+            .filter(|s| lock(s).candles != expected)
+            .count();
+        async move {
+            if differ == 0 {
+                Ok(())
+            } else {
+                Err(format!("{differ} of {VIEWERS} differ"))
+            }
+        }
+    })
+    .await;
     for v in viewing {
         v.abort();
     }
