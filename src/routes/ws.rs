@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::ops::ControlFlow;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use actix_web::http::header;
@@ -176,21 +177,19 @@ async fn ws_candles(
         feed: state.feed.clone(),
         default_symbol: state.default_symbol.clone(),
         shutdown: state.shutdown.clone(),
+        span: tracing::info_span!("viewer", %peer, symbol = %want.symbol, interval = %want.interval),
     };
-    let span =
-        tracing::info_span!("viewer", %peer, symbol = %want.symbol, interval = %want.interval);
-    // MessageStream is !Send: the session runs on this worker's local task set.
-    rt::spawn(
-        async move {
-            metrics::gauge!("candlewick_ws_sessions").increment(1.0);
-            let reason = viewer.run(session.clone(), stream, want).await;
-            metrics::gauge!("candlewick_ws_sessions").decrement(1.0);
-            tracing::debug!(?reason, "viewer disconnected");
-            // A viewer that stopped reading has no room for the close frame: don't wait on it.
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.close(reason)).await;
-        }
-        .instrument(span),
-    );
+    // MessageStream is !Send: the session runs on this worker's local task set. Not
+    // instrumented as a whole: entering the span on every wake-up of every viewer cost more
+    // than the rest of the session loop; the rare paths enter it (see `Viewer::span`).
+    rt::spawn(async move {
+        metrics::gauge!("candlewick_ws_sessions").increment(1.0);
+        let reason = viewer.run(session.clone(), stream, want).await;
+        metrics::gauge!("candlewick_ws_sessions").decrement(1.0);
+        tracing::debug!(parent: &viewer.span, ?reason, "viewer disconnected");
+        // A viewer that stopped reading has no room for the close frame: don't wait on it.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.close(reason)).await;
+    });
     Ok(response)
 }
 
@@ -229,6 +228,9 @@ struct Viewer {
     feed: Feed,
     default_symbol: Symbol,
     shutdown: CancellationToken,
+    /// Who and what the viewer watches, for logs: entered by the events of the session and by
+    /// the rare paths (a subscribe, a snapshot), not by each update or heartbeat.
+    span: tracing::Span,
 }
 
 /// Why the session loop ended, as the close frame says it.
@@ -270,7 +272,12 @@ impl Viewer {
         mut stream: actix_ws::AggregatedMessageStream,
         mut want: Want,
     ) -> Option<CloseReason> {
-        let Some(sub) = self.feed.subscribe(want.clone()).await else {
+        let Some(sub) = self
+            .feed
+            .subscribe(want.clone())
+            .instrument(self.span.clone())
+            .await
+        else {
             return going_away();
         };
         // Later subscribes switch channels; reconnect details only apply to the first.
@@ -283,7 +290,8 @@ impl Viewer {
             limits: Limits::new(),
             pending: None,
         };
-        if !self.send_first(&mut conn.session, &conn.sub, false).await {
+        let first = self.send_first(&mut conn.session, &conn.sub, false);
+        if !first.instrument(self.span.clone()).await {
             return None;
         }
         let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
@@ -297,14 +305,16 @@ impl Viewer {
         tokio::pin!(allowed);
         loop {
             // Biased: the peer's own messages (pings, subscribes) are taken before the silence
-            // check, also when the loop was held up sending to a slow reader.
+            // check, also when the loop was held up sending to a slow reader. The shutdown
+            // comes last: its poll locks what every session shares, so it is polled once per
+            // turn (when all else waits), not on every wake-up too.
             let next = tokio::select! {
                 biased;
-                _ = &mut shutdown => Next::Break(going_away()),
                 msg = stream.next() => self.on_message(&mut conn, msg).await,
                 _ = &mut allowed, if conn.pending.is_some() => Next::Continue(()),
                 update = conn.sub.updates.recv() => self.on_update(&mut conn, update).await,
                 _ = heartbeat.tick() => on_heartbeat(&mut conn).await,
+                _ = &mut shutdown => Next::Break(going_away()),
             };
             if let Next::Break(reason) = next {
                 return reason;
@@ -368,7 +378,7 @@ impl Viewer {
             Ok(update) => gone_unless(send(&mut conn.session, Frame::Text(update.frame)).await),
             Err(RecvError::Lagged(missed)) => {
                 // Fell behind: a fresh snapshot instead of a backlog.
-                tracing::debug!(missed, "viewer lagged; resending the snapshot");
+                tracing::debug!(parent: &self.span, missed, "viewer lagged; resending the snapshot");
                 metrics::counter!("candlewick_viewer_resyncs_total").increment(1);
                 // The skipped frames may have held a status change: restate it.
                 self.switch(conn, true).await
@@ -390,14 +400,18 @@ impl Viewer {
 
     /// Subscribes afresh to `conn.want` and sends its first frames.
     async fn switch(&self, conn: &mut Conn, always_status: bool) -> Next {
-        let Some(fresh) = self.feed.subscribe(conn.want.clone()).await else {
+        let span = self.span.clone();
+        let Some(fresh) = self
+            .feed
+            .subscribe(conn.want.clone())
+            .instrument(span.clone())
+            .await
+        else {
             return Next::Break(going_away());
         };
         conn.sub = fresh;
-        gone_unless(
-            self.send_first(&mut conn.session, &conn.sub, always_status)
-                .await,
-        )
+        let first = self.send_first(&mut conn.session, &conn.sub, always_status);
+        gone_unless(first.instrument(span).await)
     }
 
     /// The first frames, then the status when stale (or, with `always_status`, in any case).
@@ -565,7 +579,14 @@ fn fragments(bytes: Bytes, binary: bool) -> impl Iterator<Item = Item> {
 
 /// Any frame, pings and pongs included: a viewer whose queue stays full for SEND_TIMEOUT has
 /// stopped reading, and waiting on it without a limit would keep its session alive for good.
+/// A viewer that reads has room in its queue: that send is done at the first poll, and only a
+/// send that has to wait gets a timer.
 async fn within_send_timeout(sending: impl Future<Output = Result<(), actix_ws::Closed>>) -> bool {
+    let mut sending = std::pin::pin!(sending);
+    let first = std::future::poll_fn(|cx| Poll::Ready(sending.as_mut().poll(cx))).await;
+    if let Poll::Ready(sent) = first {
+        return sent.is_ok();
+    }
     matches!(
         tokio::time::timeout(SEND_TIMEOUT, sending).await,
         Ok(Ok(()))
