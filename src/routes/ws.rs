@@ -2,6 +2,8 @@
 //! symbol and interval at a time. The protocol is in README.md, "The WebSocket protocol".
 
 use std::future::Future;
+use std::ops::ControlFlow;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use actix_web::http::header;
@@ -18,7 +20,7 @@ use crate::config::AllowedOrigins;
 use crate::domain::{Interval, Symbol};
 use crate::error::AppError;
 use crate::feed::wire::MAX_LIMIT;
-use crate::feed::{Feed, Format, Frame, Resume, ServerMsg, Subscription, Want};
+use crate::feed::{Feed, Format, Frame, Resume, ServerMsg, Subscription, Update, Want};
 use crate::state::AppState;
 
 /// Ping cadence; keep ≤ a third of CLIENT_TIMEOUT.
@@ -175,21 +177,19 @@ async fn ws_candles(
         feed: state.feed.clone(),
         default_symbol: state.default_symbol.clone(),
         shutdown: state.shutdown.clone(),
+        span: tracing::info_span!("viewer", %peer, symbol = %want.symbol, interval = %want.interval),
     };
-    let span =
-        tracing::info_span!("viewer", %peer, symbol = %want.symbol, interval = %want.interval);
-    // MessageStream is !Send: the session runs on this worker's local task set.
-    rt::spawn(
-        async move {
-            metrics::gauge!("candlewick_ws_sessions").increment(1.0);
-            let reason = viewer.run(session.clone(), stream, want).await;
-            metrics::gauge!("candlewick_ws_sessions").decrement(1.0);
-            tracing::debug!(?reason, "viewer disconnected");
-            // A viewer that stopped reading has no room for the close frame: don't wait on it.
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.close(reason)).await;
-        }
-        .instrument(span),
-    );
+    // MessageStream is !Send: the session runs on this worker's local task set. Not
+    // instrumented as a whole: entering the span on every wake-up of every viewer cost more
+    // than the rest of the session loop; the rare paths enter it (see `Viewer::span`).
+    rt::spawn(async move {
+        metrics::gauge!("candlewick_ws_sessions").increment(1.0);
+        let reason = viewer.run(session.clone(), stream, want).await;
+        metrics::gauge!("candlewick_ws_sessions").decrement(1.0);
+        tracing::debug!(parent: &viewer.span, ?reason, "viewer disconnected");
+        // A viewer that stopped reading has no room for the close frame: don't wait on it.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.close(reason)).await;
+    });
     Ok(response)
 }
 
@@ -228,6 +228,9 @@ struct Viewer {
     feed: Feed,
     default_symbol: Symbol,
     shutdown: CancellationToken,
+    /// Who and what the viewer watches, for logs: entered by the events of the session and by
+    /// the rare paths (a subscribe, a snapshot), not by each update or heartbeat.
+    span: tracing::Span,
 }
 
 /// Why the session loop ended, as the close frame says it.
@@ -238,113 +241,177 @@ fn close(code: CloseCode, why: &str) -> Option<CloseReason> {
     })
 }
 
+/// 1012: the page reconnects at once (through a proxy, to another replica).
+fn going_away() -> Option<CloseReason> {
+    close(CloseCode::Restart, "server restarting")
+}
+
+/// What the session loop does after an event: go on, or end with this close reason (`None`:
+/// the viewer is gone, no close frame is owed).
+type Next = ControlFlow<Option<CloseReason>>;
+
+/// The state of one viewer's session while its loop runs.
+struct Conn {
+    session: actix_ws::Session,
+    /// The channel and snapshot size watched now.
+    want: Want,
+    sub: Subscription,
+    /// When the peer last sent anything (a pong, a message).
+    last_seen: Instant,
+    limits: Limits,
+    /// The latest subscribe not yet served (waiting for the rate limit).
+    pending: Option<Want>,
+}
+
 impl Viewer {
-    /// The session loop; returns why it ended.
+    /// The session loop: waits for the next event and hands it to its handler, which says
+    /// whether to go on; returns why it ended.
     async fn run(
         &self,
-        mut session: actix_ws::Session,
+        session: actix_ws::Session,
         mut stream: actix_ws::AggregatedMessageStream,
         mut want: Want,
     ) -> Option<CloseReason> {
-        // 1012: the page reconnects at once (through a proxy, to another replica).
-        let going_away = close(CloseCode::Restart, "server restarting");
-        let Some(mut sub) = self.feed.subscribe(want.clone()).await else {
-            return going_away;
+        let Some(sub) = self
+            .feed
+            .subscribe(want.clone())
+            .instrument(self.span.clone())
+            .await
+        else {
+            return going_away();
         };
-        if !self.send_first(&mut session, &sub, false).await {
-            return None;
-        }
         // Later subscribes switch channels; reconnect details only apply to the first.
         want.resume = None;
+        let mut conn = Conn {
+            session,
+            want,
+            sub,
+            last_seen: Instant::now(),
+            limits: Limits::new(),
+            pending: None,
+        };
+        let first = self.send_first(&mut conn.session, &conn.sub, false);
+        if !first.instrument(self.span.clone()).await {
+            return None;
+        }
         let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut last_seen = Instant::now();
-        let mut limits = Limits::new();
-        let mut pending: Option<Want> = None;
         // Made once: a fresh one per turn would enter and leave the waiter list of the token
         // every session shares, on every update.
         let shutdown = self.shutdown.cancelled();
         tokio::pin!(shutdown);
+        // Armed (reset) only while a subscribe waits for its allowance.
+        let allowed = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(allowed);
         loop {
-            let allowed_at = limits.next_allowed();
             // Biased: the peer's own messages (pings, subscribes) are taken before the silence
-            // check, also when the loop was held up sending to a slow reader.
-            tokio::select! {
+            // check, also when the loop was held up sending to a slow reader. The shutdown
+            // comes last: its poll locks what every session shares, so it is polled once per
+            // turn (when all else waits), not on every wake-up too.
+            let next = tokio::select! {
                 biased;
-                _ = &mut shutdown => return going_away,
-                msg = stream.next() => {
-                    let msg = match msg {
-                        Some(Ok(msg)) => msg,
-                        Some(Err(e)) if too_large(&e) => {
-                            return close(CloseCode::Size, "messages from viewers are at most 4 KiB");
-                        }
-                        _ => return None,
-                    };
-                    last_seen = Instant::now();
-                    let counted = matches!(msg, AggregatedMessage::Text(_) | AggregatedMessage::Binary(_));
-                    if counted && limits.flooded() {
-                        return close(CloseCode::Policy, "too many messages");
-                    }
-                    match msg {
-                        AggregatedMessage::Ping(bytes) => {
-                            if !within_send_timeout(session.pong(&bytes)).await {
-                                return None;
-                            }
-                        }
-                        AggregatedMessage::Pong(_) | AggregatedMessage::Binary(_) => {}
-                        AggregatedMessage::Close(reason) => return reason,
-                        AggregatedMessage::Text(text) => match self.parse_subscribe(&text, &want) {
-                            // Only the latest subscribe waiting counts.
-                            Ok(next) => pending = Some(next),
-                            Err(e) => {
-                                let frame = ServerMsg::Error { error: &e }.to_text();
-                                if !send(&mut session, Frame::Text(frame)).await {
-                                    return None;
-                                }
-                            }
-                        },
-                    }
-                }
-                _ = tokio::time::sleep_until(allowed_at.into()), if pending.is_some() => {}
-                update = sub.updates.recv() => match update {
-                    Ok(update) => {
-                        if !send(&mut session, Frame::Text(update.frame)).await {
-                            return None;
-                        }
-                    }
-                    Err(RecvError::Lagged(missed)) => {
-                        // Fell behind: a fresh snapshot instead of a backlog.
-                        tracing::debug!(missed, "viewer lagged; resending the snapshot");
-                        metrics::counter!("candlewick_viewer_resyncs_total").increment(1);
-                        let Some(fresh) = self.feed.subscribe(want.clone()).await else { return going_away };
-                        sub = fresh;
-                        // The skipped frames may have held a status change: restate it.
-                        if !self.send_first(&mut session, &sub, true).await {
-                            return None;
-                        }
-                    }
-                    Err(RecvError::Closed) => return going_away,
-                },
-                _ = heartbeat.tick() => {
-                    if last_seen.elapsed() > CLIENT_TIMEOUT {
-                        return close(CloseCode::Policy, "no heartbeat");
-                    }
-                    if !within_send_timeout(session.ping(b"")).await {
-                        return None;
-                    }
-                }
+                msg = stream.next() => self.on_message(&mut conn, msg).await,
+                _ = &mut allowed, if conn.pending.is_some() => Next::Continue(()),
+                update = conn.sub.updates.recv() => self.on_update(&mut conn, update).await,
+                _ = heartbeat.tick() => on_heartbeat(&mut conn).await,
+                _ = &mut shutdown => Next::Break(going_away()),
+            };
+            if let Next::Break(reason) = next {
+                return reason;
             }
-            if pending.is_some() && limits.take_subscribe() {
-                want = pending.take().unwrap_or(want);
-                let Some(fresh) = self.feed.subscribe(want.clone()).await else {
-                    return going_away;
-                };
-                sub = fresh;
-                if !self.send_first(&mut session, &sub, false).await {
-                    return None;
-                }
+            if let Next::Break(reason) = self.serve_pending(&mut conn).await {
+                return reason;
+            }
+            if conn.pending.is_some() {
+                allowed.as_mut().reset(conn.limits.next_allowed().into());
             }
         }
+    }
+
+    /// A message from the peer (or the end of its stream).
+    async fn on_message(
+        &self,
+        conn: &mut Conn,
+        msg: Option<Result<AggregatedMessage, ProtocolError>>,
+    ) -> Next {
+        let msg = match msg {
+            Some(Ok(msg)) => msg,
+            Some(Err(e)) if too_large(&e) => {
+                return Next::Break(close(
+                    CloseCode::Size,
+                    "messages from viewers are at most 4 KiB",
+                ));
+            }
+            _ => return Next::Break(None),
+        };
+        conn.last_seen = Instant::now();
+        let counted = matches!(
+            msg,
+            AggregatedMessage::Text(_) | AggregatedMessage::Binary(_)
+        );
+        if counted && conn.limits.flooded() {
+            return Next::Break(close(CloseCode::Policy, "too many messages"));
+        }
+        match msg {
+            AggregatedMessage::Ping(bytes) => {
+                gone_unless(within_send_timeout(conn.session.pong(&bytes)).await)
+            }
+            AggregatedMessage::Pong(_) | AggregatedMessage::Binary(_) => Next::Continue(()),
+            AggregatedMessage::Close(reason) => Next::Break(reason),
+            AggregatedMessage::Text(text) => match self.parse_subscribe(&text, &conn.want) {
+                // Only the latest subscribe waiting counts.
+                Ok(next) => {
+                    conn.pending = Some(next);
+                    Next::Continue(())
+                }
+                Err(e) => {
+                    let frame = ServerMsg::Error { error: &e }.to_text();
+                    gone_unless(send(&mut conn.session, Frame::Text(frame)).await)
+                }
+            },
+        }
+    }
+
+    /// The channel's next update, or word that this viewer fell behind or the feed stopped.
+    async fn on_update(&self, conn: &mut Conn, update: Result<Update, RecvError>) -> Next {
+        match update {
+            Ok(update) => gone_unless(send(&mut conn.session, Frame::Text(update.frame)).await),
+            Err(RecvError::Lagged(missed)) => {
+                // Fell behind: a fresh snapshot instead of a backlog.
+                tracing::debug!(parent: &self.span, missed, "viewer lagged; resending the snapshot");
+                metrics::counter!("candlewick_viewer_resyncs_total").increment(1);
+                // The skipped frames may have held a status change: restate it.
+                self.switch(conn, true).await
+            }
+            Err(RecvError::Closed) => Next::Break(going_away()),
+        }
+    }
+
+    /// Serves the subscribe waiting, when the rate limit allows it now.
+    async fn serve_pending(&self, conn: &mut Conn) -> Next {
+        if conn.pending.is_none() || !conn.limits.take_subscribe() {
+            return Next::Continue(());
+        }
+        if let Some(next) = conn.pending.take() {
+            conn.want = next;
+        }
+        self.switch(conn, false).await
+    }
+
+    /// Subscribes afresh to `conn.want` and sends its first frames.
+    async fn switch(&self, conn: &mut Conn, always_status: bool) -> Next {
+        let span = self.span.clone();
+        let Some(fresh) = self
+            .feed
+            .subscribe(conn.want.clone())
+            .instrument(span.clone())
+            .await
+        else {
+            return Next::Break(going_away());
+        };
+        conn.sub = fresh;
+        let first = self.send_first(&mut conn.session, &conn.sub, always_status);
+        gone_unless(first.instrument(span).await)
     }
 
     /// The first frames, then the status when stale (or, with `always_status`, in any case).
@@ -385,6 +452,23 @@ impl Viewer {
         )?;
         next.format = current.format;
         Ok(next)
+    }
+}
+
+/// The heartbeat: drops a peer silent for too long, else pings it.
+async fn on_heartbeat(conn: &mut Conn) -> Next {
+    if conn.last_seen.elapsed() > CLIENT_TIMEOUT {
+        return Next::Break(close(CloseCode::Policy, "no heartbeat"));
+    }
+    gone_unless(within_send_timeout(conn.session.ping(b"")).await)
+}
+
+/// Goes on after a send that worked; ends without a close frame after one that did not.
+fn gone_unless(sent: bool) -> Next {
+    if sent {
+        Next::Continue(())
+    } else {
+        Next::Break(None)
     }
 }
 
@@ -495,7 +579,14 @@ fn fragments(bytes: Bytes, binary: bool) -> impl Iterator<Item = Item> {
 
 /// Any frame, pings and pongs included: a viewer whose queue stays full for SEND_TIMEOUT has
 /// stopped reading, and waiting on it without a limit would keep its session alive for good.
+/// A viewer that reads has room in its queue: that send is done at the first poll, and only a
+/// send that has to wait gets a timer.
 async fn within_send_timeout(sending: impl Future<Output = Result<(), actix_ws::Closed>>) -> bool {
+    let mut sending = std::pin::pin!(sending);
+    let first = std::future::poll_fn(|cx| Poll::Ready(sending.as_mut().poll(cx))).await;
+    if let Poll::Ready(sent) = first {
+        return sent.is_ok();
+    }
     matches!(
         tokio::time::timeout(SEND_TIMEOUT, sending).await,
         Ok(Ok(()))

@@ -1300,6 +1300,44 @@ async fn a_flood_of_subscribes_gets_few_snapshots_and_a_policy_close() {
     assert_eq!(code, Some(1008), "closed with a policy violation");
 }
 
+/// Subscribes beyond the burst wait for their allowance (two a second), the latest one
+/// only, and are served when it comes back: not at the next heartbeat or message.
+#[actix_web::test]
+async fn a_subscribe_held_by_the_rate_limit_is_served_when_its_allowance_returns() {
+    let app = spawn_app().await;
+    let minute = bucket_of(now(), 60) - 600;
+    assert_eq!(
+        app.post_ticks_json(&tick(minute + 1, "HLD/USD", 10.0, 1.0))
+            .await
+            .status(),
+        201
+    );
+    let (mut ws, _) = snapshot_with(&app, "symbol=HLD/USD&interval=1m", 1).await;
+    // Five at once (the burst), then one held and replaced by the last before it is served.
+    let intervals = ["5m", "15m", "1h", "4h", "1d", "1m", "5m"];
+    for interval in intervals {
+        let msg = json!({"type": "subscribe", "symbol": "HLD/USD", "interval": interval});
+        ws.feed(Message::text(msg.to_string()))
+            .await
+            .expect("queueing");
+    }
+    ws.flush().await.expect("sending");
+    for interval in &intervals[..5] {
+        let snapshot = recv(&mut ws, "a snapshot of the burst").await;
+        assert_eq!(snapshot["interval"], *interval, "{snapshot}");
+    }
+    // The allowance is back within half a second; the next heartbeat is 5 s after the join.
+    let held = recv_within(&mut ws, Duration::from_millis(2500))
+        .await
+        .expect("the held subscribe is served once its allowance is back");
+    assert_eq!(held["type"], "snapshot", "{held}");
+    assert_eq!(
+        held["interval"], "5m",
+        "only the latest held subscribe: {held}"
+    );
+    assert_quiet(&mut ws, "the replaced subscribe is never served").await;
+}
+
 #[actix_web::test]
 async fn a_frame_over_4_kib_closes_the_connection_with_1009() {
     let app = spawn_app().await;
