@@ -365,10 +365,12 @@ async fn a_snapshot_storm_never_holds_up_another_viewers_updates() {
         .await
         .expect("the storm thread");
 
-    // Assert: the storm was real, and every write acknowledged during it reached the calm
-    // viewer within two polls.
+    // Assert: the storm was real (more uncached snapshots were built than there are storm
+    // sockets; how many more depends on how busy the machine is, since building is bounded
+    // server-wide), and
+    // every write acknowledged during it reached the calm viewer within two polls.
     assert!(
-        snapshots >= STORM_SOCKETS * 2,
+        snapshots > STORM_SOCKETS,
         "the storm sockets got {snapshots} snapshots"
     );
     let latencies: Vec<Duration> = acks
