@@ -32,10 +32,11 @@ pub enum Flavour {
 pub enum MinuteSource {
     /// `one_min_candle`, exact in the writing transaction (plain PostgreSQL).
     Stored,
-    /// Recomputed from `ticks`: a continuous aggregate shows an edit to a materialized minute
-    /// only after a refresh. (Above the watermark the real-time view would be exact too, but
-    /// reading a minute through it costs more than recomputing it; see BENCHMARKS.md.)
-    Recomputed,
+    /// `candlewick_live_minutes`, exact in the writing transaction for the recent minutes, and
+    /// recomputed from `ticks` before them: a continuous aggregate shows an edit to a
+    /// materialized minute only after a refresh. (Reading a minute through the real-time view
+    /// costs more than recomputing it; see BENCHMARKS.md.)
+    Live,
 }
 
 impl Flavour {
@@ -76,7 +77,7 @@ impl Flavour {
     pub fn minute_source(self) -> MinuteSource {
         match self {
             Self::Postgres => MinuteSource::Stored,
-            Self::TimescaleDb => MinuteSource::Recomputed,
+            Self::TimescaleDb => MinuteSource::Live,
         }
     }
 
