@@ -6,6 +6,7 @@ pub mod candles;
 pub mod copy;
 pub mod flavour;
 pub mod journal;
+pub mod rereads;
 pub mod sessions;
 pub mod ticks;
 
