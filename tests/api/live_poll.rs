@@ -208,7 +208,7 @@ pub async fn viewers_stay_exact_under_concurrent_writers(app: &TestApp) {
 
 /// On TimescaleDB the poll reads the live minutes (migration 0012): from their start on, they
 /// hold exactly the candles recomputed from the ticks, one row per minute with usable ticks.
-async fn assert_live_minutes_match_ticks(app: &TestApp) {
+async fn assert_live_minutes_match_ticks(app: &TestApp) -> usize {
     let live_from: i64 = sqlx::query_scalar(
         "SELECT value::bigint FROM candlewick_meta WHERE key = 'live_minutes_from'",
     )
@@ -241,13 +241,13 @@ async fn assert_live_minutes_match_ticks(app: &TestApp) {
             .filter(|((_, t), _)| *t >= live_from)
             .map(|(k, c)| (k, (c.ohlcv, c.trades)))
             .collect();
-    assert!(want.len() >= 2, "live minutes written: {want:?}");
     let diff = crate::candles::differences(&want, &got);
     assert!(
         diff.is_empty(),
         "the live minutes differ from the ticks:\n{}",
         diff.join("\n")
     );
+    want.len()
 }
 
 #[actix_web::test]
@@ -264,6 +264,74 @@ async fn at_a_100ms_poll_viewers_stay_exact_under_concurrent_writers_on_timescal
     let ts = crate::timescale::TsDatabase::create(&server).await;
     let app = ts.app_with_args(&["--poll-interval", "100ms"]).await;
     viewers_stay_exact_under_concurrent_writers(&app).await;
-    assert_live_minutes_match_ticks(&app).await;
+    let minutes = assert_live_minutes_match_ticks(&app).await;
+    assert!(minutes >= 2, "only {minutes} live minutes written");
+    ts.drop(Some(app)).await;
+}
+
+/// The journal prune moves the live minutes' start to what the journal keeps and drops the
+/// rows before it; a write before the start then leaves the table alone (the poll recomputes
+/// such a minute), one after it is merged as before.
+#[actix_web::test]
+async fn on_timescaledb_the_prune_moves_the_live_minutes_forward() {
+    let Some(server) = crate::timescale::server_url() else {
+        return;
+    };
+    let ts = crate::timescale::TsDatabase::create(&server).await;
+    let app = ts.app_with_args(&[]).await;
+    let pool = &app.pool;
+    // A start two hours back, as a database migrated then would have, with a row there.
+    let now = Utc::now().timestamp();
+    let old = now.div_euclid(60) * 60 - 7_200;
+    sqlx::query("UPDATE candlewick_meta SET value = $1 WHERE key = 'live_minutes_from'")
+        .bind(old.to_string())
+        .execute(pool)
+        .await
+        .expect("moving the start back");
+    let insert = "INSERT INTO ticks VALUES (to_timestamp($1), 'PRUNE/A', 10, 1)";
+    let minute = now.div_euclid(60) * 60;
+    for t in [old + 5, minute + 10] {
+        sqlx::query(insert)
+            .bind(t as f64)
+            .execute(pool)
+            .await
+            .expect("a tick");
+    }
+    let live = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT extract(epoch FROM bucket)::bigint FROM candlewick_live_minutes ORDER BY 1",
+        )
+        .fetch_all(pool)
+        .await
+        .expect("the live minutes")
+    };
+    assert_eq!(live().await, [old, minute]);
+
+    candlewick::db::journal::prune(pool, Duration::from_secs(3_600))
+        .await
+        .expect("pruning");
+    let start: i64 = sqlx::query_scalar(
+        "SELECT value::bigint FROM candlewick_meta WHERE key = 'live_minutes_from'",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("the start");
+    assert!(
+        (now - 3_660..=now - 3_540).contains(&start),
+        "the start {start} is an hour before {now}"
+    );
+    assert_eq!(live().await, [minute], "the old row is dropped");
+    sqlx::query(insert)
+        .bind((old + 6) as f64)
+        .execute(pool)
+        .await
+        .expect("a tick before the start");
+    sqlx::query(insert)
+        .bind((minute + 20) as f64)
+        .execute(pool)
+        .await
+        .expect("a tick after the start");
+    assert_eq!(live().await, [minute]);
+    assert_eq!(assert_live_minutes_match_ticks(&app).await, 1);
     ts.drop(Some(app)).await;
 }
