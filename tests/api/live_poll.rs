@@ -215,24 +215,35 @@ async fn assert_live_minutes_match_ticks(app: &TestApp) -> usize {
     .fetch_one(&app.pool)
     .await
     .expect("the live minutes' start");
-    let rows: Vec<(String, i64, f64, f64, f64, f64, f64, i64)> = sqlx::query_as(
-        "SELECT symbol, extract(epoch FROM bucket)::bigint, open, high, low, close, volume, trades \
-         FROM candlewick_live_minutes",
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        symbol: String,
+        t: i64,
+        open: f64,
+        high: f64,
+        low: f64,
+        close: f64,
+        volume: f64,
+        trades: i64,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT symbol, extract(epoch FROM bucket)::bigint AS t, open, high, low, close, volume, \
+         trades FROM candlewick_live_minutes",
     )
     .fetch_all(&app.pool)
     .await
     .expect("reading the live minutes");
     let got: BTreeMap<(String, i64), (Ohlcv, i64)> = rows
         .into_iter()
-        .map(|(s, t, open, high, low, close, volume, trades)| {
+        .map(|r| {
             let ohlcv = Ohlcv {
-                open,
-                high,
-                low,
-                close,
-                volume,
+                open: r.open,
+                high: r.high,
+                low: r.low,
+                close: r.close,
+                volume: r.volume,
             };
-            ((s, t), (ohlcv, trades))
+            ((r.symbol, r.t), (ohlcv, r.trades))
         })
         .collect();
     let want: BTreeMap<(String, i64), (Ohlcv, i64)> =
