@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use candlewick::config::EmbeddedTimescaleDb;
 use candlewick::embedded;
 use clap::{Args, ValueEnum};
@@ -71,6 +71,11 @@ pub struct FeedArgs {
     /// Skip plain PostgreSQL.
     #[arg(long)]
     pub no_plain: bool,
+    /// The baseline for the poll's cost on TimescaleDB: the poll recomputes every changed
+    /// minute from `ticks`, as before migration 0012 (the live minutes are made to start
+    /// after year 9999, so writers keep none and the poll reads none).
+    #[arg(long)]
+    pub recompute_minutes: bool,
     #[command(flatten)]
     pub work: WorkArgs,
 }
@@ -131,6 +136,15 @@ async fn flavour(ws: &Workspace, cluster: Cluster, args: &FeedArgs) -> anyhow::R
             let storage = db.flavour.describe(&db.pool).await?;
             let baseline = Baseline::of(db.flavour);
             baseline.create(db).await?;
+            if args.recompute_minutes {
+                sqlx::query(
+                    "UPDATE candlewick_meta SET value = '253402300800' \
+                     WHERE key = 'live_minutes_from'",
+                )
+                .execute(&db.pool)
+                .await
+                .context("moving the live minutes' start past year 9999")?;
+            }
             say!("{storage}: feed beside the {:?}", baseline);
             let server = ws.spawn_server(&db.url, "feed-server").await?;
             let phases = watched_phases(cluster, db, &server, baseline, args).await;

@@ -200,10 +200,20 @@ const CHANGES_STORED: &str = changes_sql!(
      WHERE m.symbol = k.symbol AND m.bucket = k.bucket"
 );
 /// On TimescaleDB an edit to a materialized minute shows in the aggregate only after a
-/// refresh: recompute the minute from `ticks`.
-const CHANGES_RECOMPUTED: &str = changes_sql!(
-    "SELECT m.open, m.high, m.low, m.close, m.volume \
-     FROM candlewick_minute_candle(k.symbol, k.bucket) m WHERE m.trades > 0"
+/// refresh: a changed minute is read from `candlewick_live_minutes`, kept exact in the writing
+/// transaction from `live_minutes_from` on (migration 0012), and recomputed from `ticks` before
+/// that. Either way one row per changed minute, whatever it holds of ticks only before then.
+const CHANGES_LIVE: &str = changes_sql!(
+    "SELECT m.open, m.high, m.low, m.close, m.volume FROM candlewick_live_minutes m \
+     WHERE k.bucket >= (SELECT to_timestamp(value::bigint) FROM candlewick_meta \
+                        WHERE key = 'live_minutes_from') \
+       AND m.symbol = k.symbol AND m.bucket = k.bucket \
+     UNION ALL \
+     SELECT m.open, m.high, m.low, m.close, m.volume \
+     FROM candlewick_minute_candle(k.symbol, k.bucket) m \
+     WHERE coalesce(k.bucket < (SELECT to_timestamp(value::bigint) FROM candlewick_meta \
+                                WHERE key = 'live_minutes_from'), true) \
+       AND m.trades > 0"
 );
 
 /// One poll: the changes since `from` of the symbols asked for, recomputed or read as the
@@ -297,7 +307,7 @@ async fn read(
     }
     let sql = match flavour.minute_source() {
         MinuteSource::Stored => CHANGES_STORED,
-        MinuteSource::Recomputed => CHANGES_RECOMPUTED,
+        MinuteSource::Live => CHANGES_LIVE,
     };
     let rows: Vec<Row> = sqlx::query_as(sql)
         .bind(&from.0)

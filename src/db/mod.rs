@@ -6,6 +6,7 @@ pub mod candles;
 pub mod copy;
 pub mod flavour;
 pub mod journal;
+pub mod rereads;
 pub mod sessions;
 pub mod ticks;
 
@@ -160,6 +161,10 @@ pub const RELEASED: &[(i64, &str)] = &[
     (
         8,
         "7c0684a82a52ef1b765d27ba2315e7dfc41fb5ddf4b1155f93fa23b0ca8313dc0d2d023ea71e6ecf7da142415c00ec11",
+    ),
+    (
+        12,
+        "82895fa2ca60bb2dadf8a6427497f5a654769027d0334f9d50c1a81a85f7fd6af4515f0c6c18d4ba5bfdc6a0f8b8e20b",
     ),
 ];
 

@@ -1,8 +1,8 @@
 //! One poll's database work, run as a task beside the poller's loop: the journal's changes since
-//! the last poll, the changed bars of every held channel read again at its interval, then the
-//! channels to load. All in this order, in one task: a channel loaded here was read after the
-//! journal position this poll returns, so the next poll (from that position) brings every
-//! change its read may have missed.
+//! the last poll, the changed bars of every held channel read again at its interval (all of
+//! them in one statement), then the channels to load. All in this order, in one task: a channel
+//! loaded here was read after the journal position this poll returns, so the next poll (from
+//! that position) brings every change its read may have missed.
 
 use std::collections::BTreeSet;
 
@@ -12,6 +12,7 @@ use sqlx::PgPool;
 use crate::db::Flavour;
 use crate::db::candles::{CandleRange, CandleRow, fetch_candles};
 use crate::db::journal::{self, PollRequest, PollResult, Position, ResumeFrom};
+use crate::db::rereads::{Reread, fetch_rereads};
 use crate::domain::{Candle, Interval};
 
 /// A channel: a symbol at an interval.
@@ -89,20 +90,32 @@ pub async fn run(pool: &PgPool, flavour: Flavour, plan: &PollPlan) -> anyhow::Re
     let journal = journal::poll_resuming(pool, flavour, &request, &plan.resumes).await?;
     let mut outcome = PollOutcome::default();
     if !journal.changes.reload {
-        for held in &plan.held {
-            for (start, end) in ranges_to_read(held, &journal, plan) {
-                let candles = read(pool, &held.key, Some(start), Some(end), None).await?;
-                outcome.reread.push(ReadRange {
-                    key: held.key.clone(),
-                    start,
-                    end,
-                    candles,
-                });
-            }
+        let ranges: Vec<Reread> = plan
+            .held
+            .iter()
+            .flat_map(|held| {
+                ranges_to_read(held, &journal, plan)
+                    .into_iter()
+                    .map(|(from, to)| Reread {
+                        symbol: held.key.0.clone(),
+                        interval: held.key.1,
+                        from,
+                        to,
+                    })
+            })
+            .collect();
+        let bars = fetch_rereads(pool, &ranges).await?;
+        for (range, rows) in ranges.into_iter().zip(bars) {
+            outcome.reread.push(ReadRange {
+                key: (range.symbol, range.interval),
+                start: range.from,
+                end: range.to,
+                candles: rows.iter().filter_map(candle).collect(),
+            });
         }
     }
     for (key, asked) in &plan.load {
-        let candles = read(pool, key, None, None, Some(*asked)).await?;
+        let candles = read(pool, key, *asked).await?;
         outcome.loaded.push(Loaded {
             key: key.clone(),
             asked: *asked,
@@ -113,25 +126,15 @@ pub async fn run(pool: &PgPool, flavour: Flavour, plan: &PollPlan) -> anyhow::Re
     Ok(outcome)
 }
 
-/// The bars of `key` in `[start, end)` (at most `limit`, the newest), ascending.
-async fn read(
-    pool: &PgPool,
-    key: &ChannelKey,
-    start: Option<i64>,
-    end: Option<i64>,
-    limit: Option<usize>,
-) -> anyhow::Result<Vec<Candle>> {
+/// The newest `limit` bars of `key`, ascending.
+async fn read(pool: &PgPool, key: &ChannelKey, limit: usize) -> anyhow::Result<Vec<Candle>> {
     let (symbol, interval) = key;
-    let bars = match (start, end) {
-        (Some(s), Some(e)) => (e - s).div_euclid(interval.seconds()),
-        _ => 0,
-    };
     let range = CandleRange {
         symbol: symbol.clone(),
         interval: *interval,
-        from: start.and_then(|t| DateTime::from_timestamp(t, 0)),
-        to: end.and_then(|t| DateTime::from_timestamp(t, 0)),
-        limit: limit.map_or(bars, |n| n as i64).max(1),
+        from: None,
+        to: None,
+        limit: (limit as i64).max(1),
     };
     let rows = fetch_candles(pool, &range).await?;
     let mut candles: Vec<Candle> = rows.iter().filter_map(candle).collect();

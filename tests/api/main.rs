@@ -20,6 +20,7 @@ mod helpers;
 mod history;
 mod import;
 mod journal;
+mod live_poll;
 mod memory;
 mod migrations;
 mod read_timeouts;

@@ -125,6 +125,11 @@ impl TsDatabase {
         spawn_app_on(self.name.clone(), self.url.clone(), &[]).await
     }
 
+    /// A server with these command-line flags (and the tests' defaults) over this database.
+    pub async fn app_with_args(&self, extra: &[&str]) -> TestApp {
+        spawn_app_on(self.name.clone(), self.url.clone(), extra).await
+    }
+
     /// A server with these settings over this database.
     pub async fn app_with(&self, settings: candlewick::config::Settings) -> TestApp {
         crate::helpers::spawn_app_with_settings(self.name.clone(), self.url.clone(), settings).await
