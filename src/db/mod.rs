@@ -161,6 +161,10 @@ pub const RELEASED: &[(i64, &str)] = &[
         8,
         "7c0684a82a52ef1b765d27ba2315e7dfc41fb5ddf4b1155f93fa23b0ca8313dc0d2d023ea71e6ecf7da142415c00ec11",
     ),
+    (
+        9,
+        "ff8358bf2bda99746c113188a584591635aedf6737b876ba8725754bc195e89a294c6a721eb749cc4b70837afa972bc8",
+    ),
 ];
 
 /// Applies the migrations (both storage flavours live in them) and reports the flavour.
