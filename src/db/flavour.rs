@@ -182,8 +182,9 @@ async fn watermark(
 const LOAD_REFRESH_STEP_SECS: i64 = 30 * 86_400;
 
 /// After a bulk load of ticks in `[first, last]` was committed, before it reports done: on
-/// TimescaleDB the aggregates are materialized over it (in steps, logging progress), then the
-/// planner's statistics are brought up to date for what changed, on both flavours.
+/// TimescaleDB the aggregates are materialized over it (in steps, logging progress), on plain
+/// PostgreSQL the hour and day rollups are folded, then the planner's statistics are brought
+/// up to date for what changed, on both flavours.
 ///
 /// `conn` is the connection that wrote the load, after its commit: it is told to flush its
 /// table statistics first, so that the count of changes since the last ANALYZE, which it

@@ -163,7 +163,7 @@ pub const RELEASED: &[(i64, &str)] = &[
     ),
     (
         9,
-        "ff8358bf2bda99746c113188a584591635aedf6737b876ba8725754bc195e89a294c6a721eb749cc4b70837afa972bc8",
+        "837ea88f6510081b672ce5b208820104ed87822a433dddb490160bfc7c0d8cfc03b9af67e5fec7d48897378774194067",
     ),
 ];
 
