@@ -210,11 +210,13 @@ $flavour$;
 -- Both flavours: the prune also moves the live minutes' start to what the journal keeps, where
 -- they exist (TimescaleDB), and drops the rows before it. A writer that read the old start may
 -- still merge into a minute before the new one: the poll no longer reads that row, and the next
--- prune drops it.
+-- prune drops it. As in 0009, on plain PostgreSQL it folds the hour and day rollups first and
+-- never drops a journal entry the fold has not taken in.
 CREATE OR REPLACE FUNCTION candlewick_prune_journal(keep INTERVAL) RETURNS BIGINT
 LANGUAGE plpgsql AS $fn$
 DECLARE
     horizon XID8;
+    folded XID8;
     pruned BIGINT;
     live_from TIMESTAMPTZ;
 BEGIN
@@ -236,6 +238,13 @@ BEGIN
     LIMIT 1;
     IF horizon IS NULL THEN
         RETURN 0;
+    END IF;
+    IF EXISTS (SELECT FROM candlewick_meta WHERE key = 'flavour' AND value = 'postgresql') THEN
+        PERFORM candlewick_fold_rollups();
+        SELECT folded_from INTO folded FROM candlewick_rollup_state;
+        IF folded IS NOT NULL AND folded < horizon THEN
+            horizon := folded;
+        END IF;
     END IF;
     DELETE FROM candle_changes WHERE xid < horizon;
     GET DIAGNOSTICS pruned = ROW_COUNT;

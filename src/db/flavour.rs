@@ -110,6 +110,8 @@ impl Flavour {
         to: DateTime<Utc>,
     ) -> anyhow::Result<()> {
         if self == Self::Postgres {
+            // The minutes are exact; the hour and day rows catch up (reads are exact anyway).
+            fold_rollups(pool).await?;
             return Ok(());
         }
         let mut conn = pool
@@ -118,6 +120,19 @@ impl Flavour {
             .context("connecting to refresh the aggregates")?;
         refresh_all(&mut conn, from, to).await
     }
+}
+
+/// Plain PostgreSQL: folds the hours and days changed since the last fold into the stored
+/// hour and day rows (migration 0009: writers only journal their minutes, so that writers of
+/// one hour never wait on each other); returns how many hours it folded. Reads of
+/// `one_hour_candle` / `one_day_candle` are exact either way (they fold what is pending); the
+/// fold keeps that pending set, and so their cost, small. A no-op on TimescaleDB.
+pub async fn fold_rollups<'e>(conn: impl sqlx::PgExecutor<'e>) -> anyhow::Result<u64> {
+    let folded: i64 = sqlx::query_scalar("SELECT candlewick_fold_rollups()")
+        .fetch_one(conn)
+        .await
+        .context("folding the hour and day rollups")?;
+    Ok(u64::try_from(folded).unwrap_or_default())
 }
 
 /// Refreshes the minutes, then the rollups on top of them, up to `to`.
@@ -168,8 +183,9 @@ async fn watermark(
 const LOAD_REFRESH_STEP_SECS: i64 = 30 * 86_400;
 
 /// After a bulk load of ticks in `[first, last]` was committed, before it reports done: on
-/// TimescaleDB the aggregates are materialized over it (in steps, logging progress), then the
-/// planner's statistics are brought up to date for what changed, on both flavours.
+/// TimescaleDB the aggregates are materialized over it (in steps, logging progress), on plain
+/// PostgreSQL the hour and day rollups are folded, then the planner's statistics are brought
+/// up to date for what changed, on both flavours.
 ///
 /// `conn` is the connection that wrote the load, after its commit: it is told to flush its
 /// table statistics first, so that the count of changes since the last ANALYZE, which it
@@ -191,6 +207,8 @@ pub async fn after_load(
             .context("reading the storage flavour")?;
     if flavour.as_deref() == Some("timescaledb") {
         materialize(conn, first, last).await?;
+    } else {
+        fold_rollups(&mut *conn).await?;
     }
     sqlx::query("SELECT candlewick_analyze_loaded($1, $2)")
         .bind(first)

@@ -163,8 +163,12 @@ pub const RELEASED: &[(i64, &str)] = &[
         "7c0684a82a52ef1b765d27ba2315e7dfc41fb5ddf4b1155f93fa23b0ca8313dc0d2d023ea71e6ecf7da142415c00ec11",
     ),
     (
+        9,
+        "837ea88f6510081b672ce5b208820104ed87822a433dddb490160bfc7c0d8cfc03b9af67e5fec7d48897378774194067",
+    ),
+    (
         12,
-        "82895fa2ca60bb2dadf8a6427497f5a654769027d0334f9d50c1a81a85f7fd6af4515f0c6c18d4ba5bfdc6a0f8b8e20b",
+        "590c2fdde46bc2175a0a27ea25f072872dac30f04501239b8f2abf469a3627fc10c70971d10fc71d360d9dfcce04e80d",
     ),
 ];
 

@@ -71,6 +71,8 @@ pub enum Task {
     Poll,
     Refresh,
     Prune,
+    /// Plain PostgreSQL: folds the changed hours and days into the stored rollups.
+    Fold,
 }
 
 /// Fault injection for tests: a hook called as each [`Task`] starts; a panic in it is a panic
@@ -169,6 +171,7 @@ enum Done {
     },
     Refresh(anyhow::Result<()>),
     Prune(anyhow::Result<u64>),
+    Fold(anyhow::Result<u64>),
 }
 
 /// The loop's spawned work: each task's kind is kept, so that one that panics is known and its
@@ -257,6 +260,8 @@ struct Poller {
     next_attempt: Instant,
     stale_since: Option<Instant>,
     last_prune: Instant,
+    /// A fold of the rollups is running.
+    folding: bool,
     /// Channels the next poll must load, with the viewers waiting for them.
     to_load: HashMap<ChannelKey, Vec<Subscribe>>,
     /// Reconnecting viewers whose token the hub's kept updates do not cover: the next poll
@@ -287,6 +292,7 @@ impl Poller {
             next_attempt: Instant::now(),
             stale_since: None,
             last_prune: Instant::now(),
+            folding: false,
             to_load: HashMap::new(),
             to_resume: Vec::new(),
             resuming: Vec::new(),
@@ -332,6 +338,7 @@ impl Poller {
                 let lost = self.after_refresh.refreshing.take();
                 self.after_refresh.waiting = span(self.after_refresh.waiting, lost);
             }
+            Task::Fold => self.folding = false,
             Task::Prune | Task::Poller => {}
         }
     }
@@ -457,6 +464,12 @@ impl Poller {
                     tracing::warn!(error.cause_chain = ?e, "pruning the change journal");
                 }
             }
+            Done::Fold(result) => {
+                self.folding = false;
+                if let Err(e) = result {
+                    tracing::warn!(error.cause_chain = ?e, "folding the hour and day rollups");
+                }
+            }
         }
     }
 
@@ -547,6 +560,7 @@ impl Poller {
         }
         self.health.set_poll_ok(true);
         self.record_gauges();
+        self.start_fold(tasks);
         if self.last_prune.elapsed() > PRUNE_EVERY {
             self.last_prune = Instant::now();
             let pool = self.pool.clone();
@@ -607,6 +621,20 @@ impl Poller {
         metrics::gauge!("candlewick_ws_channels").set(self.hub.channel_count() as f64);
         let held: usize = self.bars.values().map(Bars::len).sum();
         metrics::gauge!("candlewick_window_candles").set(held as f64);
+    }
+
+    /// After each successful poll (plain PostgreSQL), unless one runs: the hours and days
+    /// changed since the last fold go into the stored rollups, so that reads of
+    /// `one_hour_candle` / `one_day_candle` fold only about a poll's worth of changes.
+    fn start_fold(&mut self, tasks: &mut Tasks) {
+        if self.folding || self.settings.flavour != Flavour::Postgres {
+            return;
+        }
+        self.folding = true;
+        let pool = self.pool.clone();
+        tasks.spawn(Task::Fold, &self.settings.faults, async move {
+            Done::Fold(crate::db::flavour::fold_rollups(&pool).await)
+        });
     }
 
     fn start_refresh(&mut self, tasks: &mut Tasks) {

@@ -286,12 +286,13 @@ async fn the_journal_catches_every_kind_of_psql_write() {
     psql_writes_reach_the_journal(&pool, &url).await;
 }
 
-/// `n` minutes from `first` on, each in a day of its own: writers of one symbol's minute, hour
-/// or day share that candle row (plain flavour) and wait on each other's commit, so the
-/// out-of-order test's open transactions write where they never wait for each other.
-fn minutes_on_distinct_days(first: &str, n: usize) -> Vec<chrono::DateTime<chrono::Utc>> {
+/// `n` consecutive minutes from `first` on, in one hour and day: writers of one symbol's
+/// minute share that candle row (plain flavour) and wait on each other's commit, but writers
+/// of its other minutes in the same hour and day do not (the hour and day rollups are folded
+/// outside the writing transaction, migration 0009).
+fn consecutive_minutes(first: &str, n: usize) -> Vec<chrono::DateTime<chrono::Utc>> {
     (0..n as i64)
-        .map(|i| at(first) + chrono::Duration::minutes(i * (24 * 60 + 1)))
+        .map(|i| at(first) + chrono::Duration::minutes(i))
         .collect()
 }
 
@@ -334,7 +335,7 @@ async fn insert(
 /// after it. Each poll sees exactly the transactions committed since the previous one.
 pub async fn out_of_order_commits_are_not_missed(pool: &PgPool) {
     const S: &str = "OOO/USD";
-    let m = minutes_on_distinct_days("2024-07-03T06:40:00Z", 3);
+    let m = consecutive_minutes("2024-07-03T06:40:00Z", 3);
     // On TimescaleDB the first insert into a chunk creates it, and other transactions
     // inserting into its range wait for it to commit: have the chunks exist beforehand.
     for t in &m {
