@@ -167,6 +167,10 @@ pub const RELEASED: &[(i64, &str)] = &[
         "837ea88f6510081b672ce5b208820104ed87822a433dddb490160bfc7c0d8cfc03b9af67e5fec7d48897378774194067",
     ),
     (
+        10,
+        "5c8a675dd3053ab84d244f74389dfc89d7e91156a68cd48e90cadb927c73e3892d47f09442e789fad550c4e6a177645c",
+    ),
+    (
         12,
         "590c2fdde46bc2175a0a27ea25f072872dac30f04501239b8f2abf469a3627fc10c70971d10fc71d360d9dfcce04e80d",
     ),
