@@ -163,21 +163,39 @@ macro_rules! changes_sql {
         prev AS (
             SELECT $1::text::pg_snapshot AS snap
         ),
+        -- The xid ranges that can hold new entries: from the previous xmin up to this
+        -- snapshot's xmax, around the transactions still running (their entries are invisible
+        -- anyway; an import running for minutes has millions, which the index then skips).
+        stops AS (
+            SELECT x
+            FROM prev, pg_snapshot_xip(pg_current_snapshot()) AS x
+            WHERE x >= pg_snapshot_xmin(prev.snap)
+            UNION ALL
+            SELECT pg_snapshot_xmax(pg_current_snapshot())
+        ),
+        spans AS MATERIALIZED (
+            SELECT
+                coalesce(
+                    lag((x::text::bigint + 1)::text::xid8) OVER (ORDER BY x),
+                    (SELECT pg_snapshot_xmin(snap) FROM prev)
+                ) AS lo,
+                x AS hi
+            FROM stops
+        ),
+        new_entries AS NOT MATERIALIZED (
+            SELECT c.symbol, c.bucket
+            FROM spans s
+            JOIN candle_changes c ON c.xid >= s.lo AND c.xid < s.hi, prev
+            WHERE NOT pg_visible_in_snapshot(c.xid, prev.snap)
+        ),
         backlog AS MATERIALIZED (
             SELECT count(*) > $5 AS too_long
-            FROM (
-                SELECT FROM candle_changes c, prev
-                WHERE c.xid >= pg_snapshot_xmin(prev.snap)
-                  AND NOT pg_visible_in_snapshot(c.xid, prev.snap)
-                LIMIT $5 + 1
-            ) n
+            FROM (SELECT FROM new_entries LIMIT $5 + 1) n
         ),
         changed AS MATERIALIZED (
             SELECT DISTINCT c.symbol, c.bucket
-            FROM candle_changes c, prev
+            FROM new_entries c
             WHERE NOT (SELECT too_long FROM backlog)
-              AND c.xid >= pg_snapshot_xmin(prev.snap)
-              AND NOT pg_visible_in_snapshot(c.xid, prev.snap)
               -- A minute no Unix second can name (another writer's `infinity`) is no change
               -- candlewick can show; journals written before migration 0007 may hold one.
               AND (c.symbol IS NULL OR "#,
