@@ -2,9 +2,11 @@
 //! `candlewick import` while the server runs, then looks at it: the import's rate, the time
 //! until every aggregate is materialized, and, from one second after the import returned, every
 //! page back through all history at each interval (`/api/candles?before=`, gzip, as the chart
-//! asks) and a 1,500-bar `/ws` snapshot at 1d.
+//! asks), a 1,500-bar `/ws` snapshot at 1d (first) and, in headless Chromium, the chart page at 1d to
+//! its first drawn screen; optionally the same reads of a baseline build on the same database.
 
 use std::io::{BufWriter, Read, Write};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -47,6 +49,19 @@ pub struct HistoryArgs {
     /// The embedded cluster: `auto` (TimescaleDB when installed) or `off` (plain PostgreSQL).
     #[arg(long, value_enum, default_value_t = EmbeddedTimescaleDb::Auto)]
     pub embedded_timescaledb: EmbeddedTimescaleDb,
+    /// Loads of the chart page at 1d to time in Chromium (the first cold; 0: skip).
+    #[arg(long, default_value_t = 3)]
+    pub chromium_runs: usize,
+    #[arg(long, default_value = "chromium")]
+    pub chromium: String,
+    /// Another candlewick binary (e.g. a build of an older commit) whose reads are measured in
+    /// the same run on the same database, after this build's (the import is this build's).
+    #[arg(long)]
+    pub baseline_bin: Option<PathBuf>,
+    /// Pages per interval the baseline walks at most (its slow intervals can take many minutes
+    /// through ten years); by default as many as this build's walk.
+    #[arg(long)]
+    pub baseline_max_pages: Option<usize>,
     #[command(flatten)]
     pub work: WorkArgs,
 }
@@ -123,19 +138,40 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<Value> {
                 ),
             )
             .await;
-            let mut reports = Vec::new();
-            for &interval in &intervals {
-                match walk(&server, interval, args.page).await {
-                    Ok(r) => reports.push(r),
-                    Err(e) => {
-                        server.stop().await;
-                        return Err(e);
-                    }
+            let ours = match reads(&server, &intervals, &args, MAX_PAGES, "").await {
+                Ok(r) => r,
+                Err(e) => {
+                    server.stop().await;
+                    return Err(e);
                 }
-            }
-            let snapshot = snapshot(&server, args.snapshot).await;
+            };
+            let baseline = match &args.baseline_bin {
+                Some(bin) => {
+                    let base = match ws.spawn_server_from(bin, &db.url, "history-baseline").await {
+                        Ok(b) => b,
+                        Err(e) => {
+                            server.stop().await;
+                            return Err(e);
+                        }
+                    };
+                    let max = args.baseline_max_pages.unwrap_or(MAX_PAGES);
+                    let r = reads(&base, &intervals, &args, max, "baseline ").await;
+                    let pages = if args.chromium_runs == 0 {
+                        json!({ "skipped": "--chromium-runs 0" })
+                    } else {
+                        first_screen(&args, &[("", &server), ("baseline ", &base)]).await
+                    };
+                    base.stop().await;
+                    Some((r?, pages))
+                }
+                None => None,
+            };
+            let page_1d = match &baseline {
+                Some((_, pages)) => pages.clone(),
+                None if args.chromium_runs == 0 => json!({ "skipped": "--chromium-runs 0" }),
+                None => first_screen(&args, &[("", &server)]).await,
+            };
             server.stop().await;
-            let (snapshot_bars, snapshot_time) = snapshot?;
             Ok(json!({
                 "storage": storage,
                 "ticks": ticks,
@@ -144,14 +180,66 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<Value> {
                 "aggregates_ready": ready,
                 "aggregates_ready_after_import_seconds": ready_after_import,
                 "page": args.page,
-                "intervals": reports,
-                "snapshot_1d_bars": snapshot_bars,
-                "snapshot_1d_ms": snapshot_time.as_secs_f64() * 1e3,
+                "reads": ours,
+                "baseline": baseline.map(|(r, _)| r),
+                "chart_page_1d_first_screen": page_1d,
                 "load_before": load_before,
                 "load_after": system::load_average(),
             }))
         })
         .await
+}
+
+/// The 1d snapshot, then every page of every interval, from `server`.
+async fn reads(
+    server: &Server,
+    intervals: &[Interval],
+    args: &HistoryArgs,
+    max_pages: usize,
+    label: &str,
+) -> anyhow::Result<Value> {
+    // The snapshot first: for this build, one second after the import returned, as a user
+    // opening the chart at 1d would meet it.
+    let (bars, took) = snapshot(server, args.snapshot, label).await?;
+    let mut reports = Vec::new();
+    for &interval in intervals {
+        reports.push(walk(server, interval, args.page, max_pages, label).await?);
+    }
+    Ok(json!({
+        "intervals": reports,
+        "snapshot_1d_bars": bars,
+        "snapshot_1d_ms": took.as_secs_f64() * 1e3,
+    }))
+}
+
+/// The chart page at 1d in headless Chromium, from navigation to its first drawn screen of
+/// candles (the payload bench's probe), each server's loads alternating.
+async fn first_screen(args: &HistoryArgs, servers: &[(&str, &Server)]) -> Value {
+    let urls: Vec<String> = servers
+        .iter()
+        .map(|(_, s)| format!("{}/?symbol=BTC%2FUSD&interval=1d", s.http()))
+        .collect();
+    match crate::payload::first_candle(&args.chromium, &urls, args.chromium_runs).await {
+        Ok(loads) => {
+            let mut out = serde_json::Map::new();
+            for ((label, _), loads) in servers.iter().zip(loads) {
+                let ms: Vec<f64> = loads
+                    .iter()
+                    .map(|l| l.first_candle.as_secs_f64() * 1e3)
+                    .collect();
+                say!("{label}chart page at 1d: first screen drawn after {ms:.0?} ms");
+                out.insert(
+                    format!("{label}page").trim().replace(' ', "_"),
+                    json!({ "first_screen_ms": ms }),
+                );
+            }
+            Value::Object(out)
+        }
+        Err(e) => {
+            say!("chromium: {e:#}");
+            json!({ "error": format!("{e:#}") })
+        }
+    }
 }
 
 /// BTC/USD: one tick a minute for --years up to `now`; then the other symbols, each one tick
@@ -238,12 +326,18 @@ async fn aggregates_ready(db: &setup::Scratch, now: i64) -> anyhow::Result<Strin
 }
 
 /// Every page back from the newest bar to the oldest.
-async fn walk(server: &Server, interval: Interval, page: usize) -> anyhow::Result<IntervalReport> {
+async fn walk(
+    server: &Server,
+    interval: Interval,
+    page: usize,
+    max_pages: usize,
+    label: &str,
+) -> anyhow::Result<IntervalReport> {
     let client = reqwest::Client::new();
     let mut times = Vec::new();
     let mut before: Option<i64> = None;
     let mut candles = 0;
-    while times.len() < MAX_PAGES {
+    while times.len() < max_pages {
         let mut url = format!(
             "{}/api/candles?symbol={}&interval={interval}&limit={page}",
             server.http(),
@@ -287,7 +381,7 @@ async fn walk(server: &Server, interval: Interval, page: usize) -> anyhow::Resul
     }
     let page_http = Summary::of(&times);
     say!(
-        "{interval}: {} pages, {candles} candles; per page p50 {:.2} p99 {:.2} ms",
+        "{label}{interval}: {} pages, {candles} candles; per page p50 {:.2} p99 {:.2} ms",
         times.len(),
         page_http.p50_ms,
         page_http.p99_ms
@@ -301,7 +395,7 @@ async fn walk(server: &Server, interval: Interval, page: usize) -> anyhow::Resul
 }
 
 /// Connect → the snapshot frame of `/ws?interval=1d&limit=bars`: (bars, time).
-async fn snapshot(server: &Server, bars: usize) -> anyhow::Result<(usize, Duration)> {
+async fn snapshot(server: &Server, bars: usize, label: &str) -> anyhow::Result<(usize, Duration)> {
     let url = server.ws(&format!(
         "symbol={}&interval=1d&limit={bars}",
         setup::SYMBOL.replace('/', "%2F")
@@ -317,7 +411,7 @@ async fn snapshot(server: &Server, bars: usize) -> anyhow::Result<(usize, Durati
                 let took = t.elapsed();
                 let n = v["candles"].as_array().map_or(0, Vec::len);
                 say!(
-                    "1d snapshot: {n} bars in {:.1} ms",
+                    "{label}1d snapshot: {n} bars in {:.1} ms",
                     took.as_secs_f64() * 1e3
                 );
                 return Ok((n, took));

@@ -174,8 +174,8 @@ fn gzip(data: &[u8]) -> anyhow::Result<usize> {
 }
 
 /// One page load: time to the first drawn candle and the data bytes received until then.
-struct Load {
-    first_candle: Duration,
+pub(crate) struct Load {
+    pub(crate) first_candle: Duration,
     ws_bytes: u64,
     api_bytes: u64,
 }
@@ -242,7 +242,7 @@ const PROBE: &str = r#"
 
 /// Loads each of `pages` `runs` times (alternating, in one browser) to the first drawn
 /// candle; returns each page's loads, the first one cold.
-async fn first_candle(
+pub(crate) async fn first_candle(
     chromium: &str,
     pages: &[String],
     runs: usize,

@@ -2,6 +2,10 @@
 //! aggregates or maintained tables) for the API and snapshots: any range of all stored
 //! history, newest first, paged back with `before`.
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -77,12 +81,58 @@ macro_rules! view_name {
     };
 }
 
+/// Where an aggregate's materialized rows are and where they end (TimescaleDB), or `None`.
+type Materialized = Option<(String, Option<DateTime<Utc>>)>;
+
+/// How long [`materialized`] answers from memory. A remembered watermark is at or below the
+/// true one (refreshes only move it forward), and below the watermark the materialization and
+/// the real-time view agree while above it the view is exact: reads stay exact, and a page no
+/// longer costs a third round trip.
+const MATERIALIZED_TTL: Duration = Duration::from_secs(1);
+
+/// Per database (host, port, name) and view: when read, and what.
+type MaterializedCache = Mutex<HashMap<(String, &'static str), (Instant, Materialized)>>;
+static MATERIALIZED: LazyLock<MaterializedCache> = LazyLock::new(Default::default);
+
+async fn materialized(pool: &PgPool, view: &'static str) -> anyhow::Result<Materialized> {
+    let options = pool.connect_options();
+    let key = (
+        format!(
+            "{}:{}/{}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or_default()
+        ),
+        view,
+    );
+    let remembered = MATERIALIZED
+        .lock()
+        .ok()
+        .and_then(|cache| cache.get(&key).cloned())
+        .filter(|(at, _)| at.elapsed() < MATERIALIZED_TTL);
+    if let Some((_, answer)) = remembered {
+        return Ok(answer);
+    }
+    let answer: Materialized =
+        sqlx::query_as("SELECT relation, watermark FROM candlewick_materialized($1)")
+            .bind(view)
+            .fetch_optional(pool)
+            .await
+            .context("finding the materialized candles")?;
+    if let Ok(mut cache) = MATERIALIZED.lock() {
+        cache.insert(key, (Instant::now(), answer.clone()));
+    }
+    Ok(answer)
+}
+
 /// The newest `limit` candles of `range` (bounds are `coalesce`d rather than `IS NULL OR`ed, so
 /// they stay index conditions in a prepared statement's generic plan). 1m, 1h and 1d candles
 /// are stored (the hour and day rollups are kept exact on every write): they are read by the
-/// index in order. 5m, 15m and 4h ones are rolled up from the nearest finer rollup over a span
-/// that holds `limit` of them when the history has no gaps, widened (doubling) until it holds
-/// enough or reaches the oldest candle: the cost follows the page, not the history stored.
+/// index in order. 5m, 15m and 4h ones are rolled up here from the nearest finer rollup, read
+/// the same way, newest first, in batches of as many rows as the missing bars can hold, until
+/// `limit` bars are whole or the rows run out: the cost follows the page, not the history
+/// stored (a `GROUP BY date_bin(…)` in SQL sorted or hashed every row of the span instead, and
+/// on TimescaleDB went through the real-time view).
 #[tracing::instrument(name = "Fetch candles", skip(pool))]
 pub async fn fetch_candles(pool: &PgPool, range: &CandleRange) -> anyhow::Result<Vec<CandleRow>> {
     let secs = range.interval.seconds();
@@ -90,31 +140,112 @@ pub async fn fetch_candles(pool: &PgPool, range: &CandleRange) -> anyhow::Result
     let upper = range.to.map(|t| ceil_to(t, secs));
     let lower = range.from.map(|t| floor_to(t, secs));
     let source = Source::of(range.interval);
+    let limit = range.limit.max(1);
     if source.seconds() == secs {
-        return stored(pool, source, &range.symbol, lower, upper, range.limit).await;
+        return stored(pool, source, &range.symbol, lower, upper, limit).await;
     }
-    let Some((oldest, newest)) = stored_span(pool, source, &range.symbol, upper).await? else {
-        return Ok(Vec::new());
-    };
-    let newest = floor_to(newest, secs) + chrono::Duration::seconds(secs);
-    let floor = lower.map_or(floor_to(oldest, secs), |l| l.max(floor_to(oldest, secs)));
-    let mut span = chrono::Duration::seconds(secs.saturating_mul(range.limit.max(1)));
+    let per_bar = secs / source.seconds();
+    let mut rollup = Rollup::new(secs, usize::try_from(limit).unwrap_or(usize::MAX));
+    let mut before = upper;
     loop {
-        let start = (newest - span).max(floor);
-        let rows = rolled_up(
-            pool,
-            source,
-            &range.symbol,
-            range.interval,
-            start,
-            newest,
-            range.limit,
-        )
-        .await?;
-        if rows.len() as i64 >= range.limit || start <= floor {
-            return Ok(rows);
+        // Enough rows for the bars still missing and the one being rolled up, when whole.
+        let missing = i64::try_from(rollup.missing()).unwrap_or(i64::MAX);
+        let batch = missing.saturating_add(1).saturating_mul(per_bar);
+        // Only the bar being rolled up is missing: read no further back than its start.
+        let from = match rollup.last_needed() {
+            Some(start) => Some(lower.map_or(start, |l| l.max(start))),
+            None => lower,
+        };
+        let rows = stored(pool, source, &range.symbol, from, before, batch).await?;
+        let short = (rows.len() as i64) < batch;
+        before = rows.last().map(|r| r.bucket);
+        for row in rows {
+            if rollup.push(row) {
+                return Ok(rollup.finish());
+            }
         }
-        span = span * 2;
+        if short || before.is_none() {
+            return Ok(rollup.finish());
+        }
+    }
+}
+
+/// Rolls finer candles, pushed newest first, up into bars `secs` wide: open of the oldest, close
+/// of the newest, high and low over all, volume summed oldest first (as the ticks are).
+struct Rollup {
+    secs: i64,
+    limit: usize,
+    done: Vec<CandleRow>,
+    /// The bar being rolled up and its rows so far (newest first).
+    current: Option<(DateTime<Utc>, Vec<CandleRow>)>,
+}
+
+impl Rollup {
+    fn new(secs: i64, limit: usize) -> Self {
+        Self {
+            secs,
+            limit,
+            done: Vec::new(),
+            current: None,
+        }
+    }
+
+    /// Bars still missing, the one being rolled up included.
+    fn missing(&self) -> usize {
+        self.limit.saturating_sub(self.done.len())
+    }
+
+    /// The start of the bar being rolled up when it is the last one needed.
+    fn last_needed(&self) -> Option<DateTime<Utc>> {
+        match &self.current {
+            Some((bucket, _)) if self.missing() == 1 => Some(*bucket),
+            _ => None,
+        }
+    }
+
+    /// Adds the next older row; returns whether `limit` bars are whole (this row starts the
+    /// bar after them and is not needed).
+    fn push(&mut self, row: CandleRow) -> bool {
+        let bucket = floor_to(row.bucket, self.secs);
+        match &mut self.current {
+            Some((b, rows)) if *b == bucket => rows.push(row),
+            _ => {
+                if let Some((b, rows)) = self.current.take() {
+                    self.done.push(combine(b, &rows));
+                }
+                if self.done.len() >= self.limit {
+                    return true;
+                }
+                self.current = Some((bucket, vec![row]));
+            }
+        }
+        false
+    }
+
+    /// The bars, newest first.
+    fn finish(mut self) -> Vec<CandleRow> {
+        if self.done.len() < self.limit
+            && let Some((b, rows)) = self.current.take()
+        {
+            self.done.push(combine(b, &rows));
+        }
+        self.done
+    }
+}
+
+/// One bar from its rows, newest first (what `(array_agg(open ORDER BY bucket))[1]`, `max`,
+/// `min`, `(array_agg(close ORDER BY bucket DESC))[1]` and `sum` give in SQL).
+fn combine(bucket: DateTime<Utc>, rows: &[CandleRow]) -> CandleRow {
+    fn fold(values: impl Iterator<Item = Option<f64>>, f: fn(f64, f64) -> f64) -> Option<f64> {
+        values.flatten().reduce(f)
+    }
+    CandleRow {
+        bucket,
+        open: rows.last().and_then(|r| r.open),
+        high: fold(rows.iter().map(|r| r.high), f64::max),
+        low: fold(rows.iter().map(|r| r.low), f64::min),
+        close: rows.first().and_then(|r| r.close),
+        volume: fold(rows.iter().rev().map(|r| r.volume), |a, b| a + b),
     }
 }
 
@@ -159,13 +290,7 @@ async fn stored(
             )
         };
     }
-    let view = per_source!(source, view_name);
-    let materialized: Option<(String, Option<DateTime<Utc>>)> =
-        sqlx::query_as("SELECT relation, watermark FROM candlewick_materialized($1)")
-            .bind(view)
-            .fetch_optional(pool)
-            .await
-            .context("finding the materialized candles")?;
+    let materialized = materialized(pool, per_source!(source, view_name)).await?;
     // TimescaleDB: the real-time tail through the view, then the materialized rows straight
     // from their hypertable in index order (through the view every matching row is sorted).
     let Some((relation, Some(watermark))) = materialized else {
@@ -225,85 +350,6 @@ async fn stored(
     Ok(rows)
 }
 
-/// The oldest and the newest bucket of `symbol` in `source` before `to` (two index probes).
-async fn stored_span(
-    pool: &PgPool,
-    source: Source,
-    symbol: &str,
-    to: Option<DateTime<Utc>>,
-) -> anyhow::Result<Option<(DateTime<Utc>, DateTime<Utc>)>> {
-    macro_rules! sql {
-        ($relation:literal) => {
-            concat!(
-                r#"
-                SELECT min(bucket), max(bucket)
-                FROM "#,
-                $relation,
-                r#"
-                WHERE symbol = $1
-                  AND "#,
-                storable_time_sql!("bucket"),
-                r#"
-                  AND bucket < coalesce($2::timestamptz, 'infinity')
-                "#
-            )
-        };
-    }
-    let (oldest, newest): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
-        sqlx::query_as(per_source!(source, sql))
-            .bind(symbol)
-            .bind(to)
-            .fetch_one(pool)
-            .await
-            .context("finding the stored span")?;
-    Ok(oldest.zip(newest))
-}
-
-/// `interval` candles rolled up from the `source` candles in `[from, to)`, newest first.
-async fn rolled_up(
-    pool: &PgPool,
-    source: Source,
-    symbol: &str,
-    interval: Interval,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    limit: i64,
-) -> anyhow::Result<Vec<CandleRow>> {
-    macro_rules! sql {
-        ($relation:literal) => {
-            concat!(
-                r#"
-                SELECT
-                    date_bin(make_interval(secs => $2), bucket, 'epoch') AS bucket,
-                    (array_agg(open ORDER BY bucket))[1] AS open,
-                    max(high) AS high,
-                    min(low) AS low,
-                    (array_agg(close ORDER BY bucket DESC))[1] AS close,
-                    sum(volume) AS volume
-                FROM "#,
-                $relation,
-                r#"
-                WHERE symbol = $1
-                  AND bucket >= $3
-                  AND bucket < $4
-                GROUP BY 1
-                ORDER BY 1 DESC
-                LIMIT $5
-                "#
-            )
-        };
-    }
-    sqlx::query_as(per_source!(source, sql))
-        .bind(symbol)
-        .bind(interval.seconds() as f64)
-        .bind(from)
-        .bind(to)
-        .bind(limit)
-        .fetch_all(pool)
-        .await
-        .context("rolling up candles")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,5 +364,66 @@ mod tests {
         assert_eq!(ceil_to(t(3_600), 3_600), t(3_600));
         assert_eq!(ceil_to(t(3_601), 3_600), t(7_200));
         assert_eq!(ceil_to(t(-1), 60), t(0));
+    }
+
+    fn row(minute: i64, price: f64, volume: f64) -> CandleRow {
+        CandleRow {
+            bucket: t(minute * 60),
+            open: Some(price),
+            high: Some(price + 1.0),
+            low: Some(price - 1.0),
+            close: Some(price + 0.5),
+            volume: Some(volume),
+        }
+    }
+
+    #[test]
+    fn rows_pushed_newest_first_roll_up_into_whole_bars() {
+        // Minutes 0..=11 with minute 6 missing, at 5m: bars at 10 (10, 11), 5 (5, 7..9), 0.
+        let mut rollup = Rollup::new(300, 10);
+        for m in (0..12).rev().filter(|m| *m != 6) {
+            assert!(!rollup.push(row(m, m as f64, 1.0)));
+        }
+        let bars = rollup.finish();
+        assert_eq!(
+            bars.iter()
+                .map(|b| b.bucket.timestamp())
+                .collect::<Vec<_>>(),
+            vec![600, 300, 0]
+        );
+        let five = &bars[1];
+        assert_eq!(five.open, Some(5.0), "the oldest minute's open");
+        assert_eq!(five.close, Some(9.5), "the newest minute's close");
+        assert_eq!((five.high, five.low), (Some(10.0), Some(4.0)));
+        assert_eq!(five.volume, Some(4.0));
+    }
+
+    #[test]
+    fn a_rollup_stops_at_the_row_after_limit_bars_and_asks_only_for_the_last_bar() {
+        let mut rollup = Rollup::new(300, 2);
+        for m in [14, 13, 12, 11, 10, 9] {
+            assert!(!rollup.push(row(m, 1.0, 1.0)));
+        }
+        assert_eq!(rollup.missing(), 1);
+        assert_eq!(rollup.last_needed(), Some(t(300)), "only bar 5 is missing");
+        assert!(rollup.push(row(4, 1.0, 1.0)), "bar 0 is not needed");
+        let bars = rollup.finish();
+        assert_eq!(bars.len(), 2);
+        assert_eq!(bars[1].volume, Some(1.0), "bar 5 holds minute 9 only");
+    }
+
+    #[test]
+    fn empty_values_are_left_out_as_sql_aggregates_leave_out_null() {
+        let mut rollup = Rollup::new(300, 1);
+        let mut gap = row(1, 7.0, 2.0);
+        gap.high = None;
+        gap.volume = None;
+        rollup.push(row(2, 3.0, 1.0));
+        rollup.push(gap);
+        let bar = &rollup.finish()[0];
+        assert_eq!(
+            (bar.high, bar.volume, bar.open),
+            (Some(4.0), Some(1.0), Some(7.0))
+        );
     }
 }

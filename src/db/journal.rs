@@ -142,9 +142,17 @@ impl CandleRecord {
     }
 }
 
+/// Journal entries one poll reads at most. More (an import of years commits millions at once)
+/// are a wholesale change, as a TRUNCATE is: the poller reloads the bars it holds and refreshes
+/// every aggregate instead of sorting every entry. Listing them took longer than a poll may
+/// (10 s after ten years of minutes), and a failed poll starts again from the same place: the
+/// feed stayed stale until the journal was pruned an hour later.
+pub const MAX_CHANGES_PER_POLL: i64 = 100_000;
+
 /// The changes statement; `$candle` reads a changed minute `k` as `a(open, high, low, close,
-/// volume)`. Its first CTE takes the lock on `ticks` before the journal's, as
-/// `TRUNCATE ticks, candle_changes, …` does: in the other order each could wait for the other.
+/// volume)`; past `$5` entries it reads none and reports a wholesale change. Its first CTE takes
+/// the lock on `ticks` before the journal's, as `TRUNCATE ticks, candle_changes, …` does: in the
+/// other order each could wait for the other.
 macro_rules! changes_sql {
     ($candle:literal) => {
         concat!(
@@ -155,11 +163,39 @@ macro_rules! changes_sql {
         prev AS (
             SELECT $1::text::pg_snapshot AS snap
         ),
+        -- The xid ranges that can hold new entries: from the previous xmin up to this
+        -- snapshot's xmax, around the transactions still running (their entries are invisible
+        -- anyway; an import running for minutes has millions, which the index then skips).
+        stops AS (
+            SELECT x
+            FROM prev, pg_snapshot_xip(pg_current_snapshot()) AS x
+            WHERE x >= pg_snapshot_xmin(prev.snap)
+            UNION ALL
+            SELECT pg_snapshot_xmax(pg_current_snapshot())
+        ),
+        spans AS MATERIALIZED (
+            SELECT
+                coalesce(
+                    lag((x::text::bigint + 1)::text::xid8) OVER (ORDER BY x),
+                    (SELECT pg_snapshot_xmin(snap) FROM prev)
+                ) AS lo,
+                x AS hi
+            FROM stops
+        ),
+        new_entries AS NOT MATERIALIZED (
+            SELECT c.symbol, c.bucket
+            FROM spans s
+            JOIN candle_changes c ON c.xid >= s.lo AND c.xid < s.hi, prev
+            WHERE NOT pg_visible_in_snapshot(c.xid, prev.snap)
+        ),
+        backlog AS MATERIALIZED (
+            SELECT count(*) > $5 AS too_long
+            FROM (SELECT FROM new_entries LIMIT $5 + 1) n
+        ),
         changed AS MATERIALIZED (
             SELECT DISTINCT c.symbol, c.bucket
-            FROM candle_changes c, prev
-            WHERE c.xid >= pg_snapshot_xmin(prev.snap)
-              AND NOT pg_visible_in_snapshot(c.xid, prev.snap)
+            FROM new_entries c
+            WHERE NOT (SELECT too_long FROM backlog)
               -- A minute no Unix second can name (another writer's `infinity`) is no change
               -- candlewick can show; journals written before migration 0007 may hold one.
               AND (c.symbol IS NULL OR "#,
@@ -168,7 +204,8 @@ macro_rules! changes_sql {
         ),
         summary AS (
             SELECT
-                coalesce(bool_or(symbol IS NULL), false) AS wholesale,
+                coalesce(bool_or(symbol IS NULL), false)
+                    OR (SELECT too_long FROM backlog) AS wholesale,
                 extract(epoch FROM min(bucket) FILTER (WHERE bucket < $4))::bigint AS old_from,
                 extract(epoch FROM max(bucket) FILTER (WHERE bucket < $4))::bigint AS old_to
             FROM changed
@@ -314,6 +351,7 @@ async fn read(
         .bind(req.symbols)
         .bind(req.since)
         .bind(req.old_before)
+        .bind(MAX_CHANGES_PER_POLL)
         .fetch_all(&mut *conn)
         .await
         .context("reading changed minutes")?;

@@ -421,3 +421,49 @@ async fn storm_socket(url: String, i: usize) -> usize {
     }
     snapshots
 }
+
+/// An import of more minutes than one poll reads (see `journal::MAX_CHANGES_PER_POLL`) while a
+/// chart is open: the poller reloads the bars it holds, the viewer gets the imported days as an
+/// update and the feed stays live.
+#[actix_web::test]
+async fn after_more_changed_minutes_than_a_poll_reads_a_viewer_gets_the_new_days() {
+    // Arrange: a 1d viewer of three days.
+    let app = crate::helpers::spawn_app().await;
+    let today = one_tick_a_day(&app, "BIG", 3).await;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(app.ws_url("symbol=BIG&interval=1d&limit=500"))
+            .await
+            .expect("WebSocket handshake");
+    let snapshot = next_json(&mut ws).await;
+    assert_eq!(snapshot["candles"].as_array().map(Vec::len), Some(3));
+
+    // Act: one statement writes a minute more than a poll reads, 200 days back and on.
+    let minutes = candlewick::db::journal::MAX_CHANGES_PER_POLL + 1;
+    let first = today - 200 * DAY;
+    sqlx::query(
+        "INSERT INTO ticks (time, symbol, price, volume) \
+         SELECT to_timestamp($1) + m * interval '1 minute', 'BIG', 2, 1 \
+         FROM generate_series(0, $2 - 1) AS m",
+    )
+    .bind(first as f64)
+    .bind(minutes)
+    .execute(&app.pool)
+    .await
+    .expect("INSERT … SELECT");
+
+    // Assert: the first imported day arrives whole, with the others.
+    let days = minutes.div_euclid(1_440);
+    let mut got: Vec<Value> = Vec::new();
+    while got.len() < days as usize {
+        let msg = next_json(&mut ws).await;
+        if msg["type"] == "update" {
+            got.extend(msg["candles"].as_array().cloned().unwrap_or_default());
+        }
+    }
+    let first_day = got
+        .iter()
+        .find(|c| c[0] == first)
+        .unwrap_or_else(|| panic!("no bar for the first imported day in {} bars", got.len()));
+    assert_eq!(*first_day, json!([first, 2.0, 2.0, 2.0, 2.0, 1_440.0]));
+    readyz_becomes(&app, 200).await;
+}

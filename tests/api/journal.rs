@@ -535,3 +535,45 @@ async fn a_truncate_never_deadlocks_with_the_poll() {
             .unwrap_or_else(|e| panic!("round {round}: TRUNCATE failed: {e}"));
     }
 }
+
+/// One statement that changes more minutes than a poll reads (an import of years) is reported
+/// as a wholesale change, listing none of them: the poller reloads instead of sorting millions
+/// of entries for longer than a poll may take. Fewer are listed one by one, as ever.
+#[actix_web::test]
+async fn a_poll_reports_more_changed_minutes_than_it_reads_as_a_wholesale_change() {
+    let (_, url) = fresh_database().await;
+    let pool = candlewick::db::build_pool(candlewick::db::connect_options(&url).expect("URL"));
+    let (start, _) = load_window(&pool, at("2024-07-01T00:00:00Z"))
+        .await
+        .expect("a start position");
+    let insert = |symbol: &'static str, minutes: i64| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(
+                "INSERT INTO ticks (time, symbol, price, volume) \
+                 SELECT timestamptz '2020-01-01 00:00:00+00' + m * interval '1 minute', $1, 1, 1 \
+                 FROM generate_series(0, $2 - 1) AS m",
+            )
+            .bind(symbol)
+            .bind(minutes)
+            .execute(&pool)
+            .await
+            .expect("INSERT … SELECT");
+        }
+    };
+    insert("FEW/USD", 10).await;
+    let (after_few, changes) = poll_changes(&pool, &start).await.expect("a poll");
+    assert!(!changes.reload, "ten minutes are no wholesale change");
+    assert_eq!(changes.minutes.len(), 10);
+
+    insert("MANY/USD", journal::MAX_CHANGES_PER_POLL + 1).await;
+    let (after_many, changes) = poll_changes(&pool, &after_few).await.expect("a poll");
+    assert!(
+        changes.reload,
+        "{} changed minutes read one by one",
+        journal::MAX_CHANGES_PER_POLL + 1
+    );
+    assert!(changes.minutes.is_empty(), "none listed");
+    let (_, changes) = poll_changes(&pool, &after_many).await.expect("a poll");
+    assert_eq!(changes, Changes::default(), "the position moved past them");
+}
