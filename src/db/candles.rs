@@ -81,6 +81,66 @@ macro_rules! view_name {
     };
 }
 
+/// A page of plain PostgreSQL's `one_hour_candle` or `one_day_candle` (migration 0010), whose
+/// union PostgreSQL sorts whole: the stored rows but the pending ones, newest first by the
+/// index and no more than the page, beside the handful of pending buckets folded at read time;
+/// only those are sorted.
+macro_rules! plain_rollup_sql {
+    ("one_min_candle") => {
+        unreachable!("minutes are not rolled up")
+    };
+    ("one_hour_candle") => {
+        plain_rollup_sql!(
+            "candlewick_hour_candles",
+            "candlewick_pending_hours",
+            "candlewick_pending_hour_candles"
+        )
+    };
+    ("one_day_candle") => {
+        plain_rollup_sql!(
+            "candlewick_day_candles",
+            "candlewick_pending_days",
+            "candlewick_pending_day_candles"
+        )
+    };
+    ($stored:literal, $pending:literal, $folded:literal) => {
+        concat!(
+            r#"
+            SELECT bucket, open, high, low, close, volume FROM (
+                (SELECT s.bucket, s.open, s.high, s.low, s.close, s.volume
+                 FROM "#,
+            $stored,
+            r#" s
+                 WHERE s.symbol = $1
+                   AND "#,
+            storable_time_sql!("s.bucket"),
+            r#"
+                   AND s.bucket >= coalesce($2::timestamptz, '-infinity')
+                   AND s.bucket < coalesce($3::timestamptz, 'infinity')
+                   AND (s.symbol, s.bucket) NOT IN (SELECT p.symbol, p.bucket FROM "#,
+            $pending,
+            r#"() p)
+                 ORDER BY s.bucket DESC
+                 LIMIT $4)
+                UNION ALL
+                (SELECT f.bucket, f.open, f.high, f.low, f.close, f.volume
+                 FROM "#,
+            $folded,
+            r#"() f
+                 WHERE f.symbol = $1
+                   AND "#,
+            storable_time_sql!("f.bucket"),
+            r#"
+                   AND f.bucket >= coalesce($2::timestamptz, '-infinity')
+                   AND f.bucket < coalesce($3::timestamptz, 'infinity'))
+            ) AS page
+            ORDER BY bucket DESC
+            LIMIT $4
+            "#
+        )
+    };
+}
+
 /// Where an aggregate's materialized rows are and where they end (TimescaleDB), or `None`.
 type Materialized = Option<(String, Option<DateTime<Utc>>)>;
 
@@ -291,10 +351,22 @@ async fn stored(
         };
     }
     let materialized = materialized(pool, per_source!(source, view_name)).await?;
+    if materialized.is_none() && source != Source::Minutes {
+        // Plain PostgreSQL's hour and day views are a union PostgreSQL does not read in order
+        // (migrations 0009, 0010): read their halves apart.
+        return sqlx::query_as(per_source!(source, plain_rollup_sql))
+            .bind(symbol)
+            .bind(from)
+            .bind(to)
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+            .context("reading rolled-up candles");
+    }
     // TimescaleDB: the real-time tail through the view, then the materialized rows straight
     // from their hypertable in index order (through the view every matching row is sorted).
     let Some((relation, Some(watermark))) = materialized else {
-        // Plain PostgreSQL's tables, or nothing materialized yet (or a watermark chrono cannot
+        // Plain PostgreSQL's minutes, or nothing materialized yet (or a watermark chrono cannot
         // hold): all of it through the view.
         return sqlx::query_as(per_source!(source, sql))
             .bind(symbol)

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use candlewick::db::Flavour;
 use candlewick::db::audit::Author;
+use candlewick::db::candles::{CandleRange, CandleRow, fetch_candles};
+use candlewick::domain::Interval;
 use candlewick::ingest::import::import_path;
 use chrono::{DateTime, Utc};
 use rand::rngs::StdRng;
@@ -103,6 +105,39 @@ async fn assert_relations_match_ticks(
         counts.push(n);
     }
     (counts[0], counts[1])
+}
+
+/// The server's reads of hours and days (which take plain PostgreSQL's views apart, stored and
+/// pending rows) give what the views hold: every bar, and the newest few, of each symbol.
+async fn assert_pages_match_views(pool: &PgPool, context: &str, symbols: &[&str]) {
+    for symbol in symbols {
+        for (interval, view) in [
+            (Interval::H1, "one_hour_candle"),
+            (Interval::D1, "one_day_candle"),
+        ] {
+            let sql = format!(
+                "SELECT bucket, open, high, low, close, volume FROM {view}
+                 WHERE symbol = $1 ORDER BY bucket DESC"
+            );
+            let want: Vec<CandleRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(symbol)
+                .fetch_all(pool)
+                .await
+                .unwrap();
+            for limit in [3, 100_000] {
+                let range = CandleRange {
+                    symbol: (*symbol).to_owned(),
+                    interval,
+                    from: None,
+                    to: None,
+                    limit,
+                };
+                let got = fetch_candles(pool, &range).await.unwrap();
+                let n = want.len().min(usize::try_from(limit).unwrap());
+                assert_eq!(got, want[..n], "{context}: {symbol} {view}, limit {limit}");
+            }
+        }
+    }
 }
 
 const SYMBOLS: [&str; 3] = ["R/A", "R/B", "R/C"];
@@ -677,6 +712,7 @@ async fn an_import_then_edits_keeps_rollups_exact(pool: &PgPool, flavour: Flavou
         let ctx = format!("edit {i}: {edit}");
         if flavour == Flavour::Postgres {
             assert_rollups_match_ticks(pool, &ctx).await;
+            assert_pages_match_views(pool, &ctx, &["IMP/A", "IMP/B"]).await;
         }
         flavour
             .refresh(pool, DateTime::<Utc>::UNIX_EPOCH, to)
