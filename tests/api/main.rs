@@ -26,6 +26,7 @@ mod read_timeouts;
 mod replicas;
 mod rollups;
 mod smoke;
+mod stopping;
 mod storage;
 mod times;
 mod timescale;
