@@ -15,6 +15,7 @@ mod candles;
 mod chart_page;
 mod chart_paging;
 mod corrections;
+mod demo;
 mod feed;
 mod helpers;
 mod history;
