@@ -236,6 +236,8 @@ impl Application {
                 }
             }
         };
+        // Now, not after the demo feed's last write: what is left of the server stops at once.
+        drop(server);
         self.shutdown.cancel();
         if let Some(demo) = self.demo {
             let _ = demo.await;
