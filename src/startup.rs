@@ -217,12 +217,17 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let mut server = self.server;
         let handle = server.handle();
+        let mut poller = self.poller;
+        let mut poller_ended = false;
         let res = tokio::select! {
             res = &mut server => res.context("serving HTTP"),
-            ended = self.poller => {
+            // A stop has drained everything: dropping the server (below) stops its workers at
+            // once, closing the idle connections left.
+            _ = self.drained.cancelled() => Ok(()),
+            ended = &mut poller => {
+                poller_ended = true;
                 if self.shutdown.is_cancelled() {
-                    // A stop: the poller ended as asked. Once the drain is done, dropping the
-                    // server stops its workers at once, closing the idle connections left.
+                    // A stop: the poller ended as asked.
                     tokio::select! {
                         res = &mut server => res.context("serving HTTP"),
                         _ = self.drained.cancelled() => Ok(()),
@@ -239,6 +244,9 @@ impl Application {
         // Now, not after the demo feed's last write: what is left of the server stops at once.
         drop(server);
         self.shutdown.cancel();
+        if !poller_ended {
+            let _ = poller.await;
+        }
         if let Some(demo) = self.demo {
             let _ = demo.await;
         }
