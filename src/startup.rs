@@ -1,12 +1,16 @@
 //! Building and running the application over an open database: the poller, the demo feed and
 //! the HTTP server.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
 use actix_web::middleware::{Compress, Next, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
@@ -14,6 +18,7 @@ use secrecy::SecretString;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::auth::Auth;
 use crate::config::Settings;
@@ -27,15 +32,23 @@ use crate::state::AppState;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a stop waits to see the listener closed (it closes within microseconds).
 const UNBIND_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a stop waits for the viewers' close frames to be handed to their sockets.
+const CLOSE_VIEWERS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a stop then lets connections close by themselves (actix closes idle ones at once on
+/// a stop, and a viewer's once its close frame is out) before it drops what is left.
+const LINGER_TIMEOUT: Duration = Duration::from_millis(250);
 
 pub struct Application {
     port: u16,
-    /// The bound address, as a client reaches it (for checking that it stopped accepting).
-    local: SocketAddr,
+    /// The listening socket, to see when the server has closed it.
+    listener: ListenerFd,
     server: Server,
     shutdown: CancellationToken,
-    /// Requests being served (WebSocket sessions are not: their handler returns at the upgrade).
-    in_flight: TaskTracker,
+    /// What a stop waits for: requests being served, and viewers' sockets.
+    trackers: Trackers,
+    /// Cancelled once a stop has drained everything; the server's workers are then stopped
+    /// without waiting for idle connections.
+    drained: CancellationToken,
     demo: Option<tokio::task::JoinHandle<()>>,
     poller: tokio::task::JoinHandle<()>,
 }
@@ -54,15 +67,12 @@ impl Application {
             .map_err(anyhow::Error::msg)?;
         let listener = TcpListener::bind(settings.bind)
             .with_context(|| format!("binding {}", settings.bind))?;
-        let mut local = listener.local_addr().context("reading the bound address")?;
-        let port = local.port();
-        if local.ip().is_unspecified() {
-            local.set_ip(match local {
-                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
-        let in_flight = TaskTracker::new();
+        let port = listener
+            .local_addr()
+            .context("reading the bound address")?
+            .port();
+        let listener_fd = ListenerFd::of(&listener);
+        let trackers = Trackers::default();
         let shutdown = CancellationToken::new();
         let health = Arc::new(Health::default());
         let (feed, poller) = Feed::start(
@@ -95,7 +105,8 @@ impl Application {
         let auth = web::Data::new(Auth::new(admin_token));
         let admin = web::Data::new(AdminState::new(&settings.db.data_dir));
         let trust_forwarded = settings.trust_forwarded;
-        let tracker = in_flight.clone();
+        let tracker = trackers.clone();
+        let connections = trackers.connections.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(tracker.clone())
@@ -109,10 +120,15 @@ impl Application {
                 .app_data(admin.clone())
                 .configure(routes::configure(&state, &auth))
         })
-        .on_connect(routes::ws::on_connect)
+        .on_connect(move |conn, ext| {
+            routes::ws::on_connect(conn, ext);
+            // Dropped with the connection.
+            ext.insert(Connection(connections.token()));
+        })
         .listen(listener)
         .context("listening")?
-        // Viewers hold long-lived sockets; sessions end themselves on `shutdown`.
+        // The drain (see `stopper`) does the graceful part; this only bounds a stop that did not
+        // go through it.
         .shutdown_timeout(5)
         .disable_signals()
         .max_connections(50_000)
@@ -120,10 +136,11 @@ impl Application {
         .run();
         Ok(Self {
             port,
-            local,
+            listener: listener_fd,
             server,
             shutdown,
-            in_flight,
+            trackers,
+            drained: CancellationToken::new(),
             demo,
             poller,
         })
@@ -135,31 +152,62 @@ impl Application {
 
     /// A handle that drains and stops the server when called: it stops accepting (the listener
     /// closes, so a proxy sends new connections to another replica), lets the requests in
-    /// flight finish, then closes every viewer with 1012 (service restart), on which the chart
-    /// page reconnects at once — to another replica, or to this one once it is back.
+    /// flight finish (their whole response), then closes every viewer with 1012 (service
+    /// restart), on which the chart page reconnects at once — to another replica, or to this
+    /// one once it is back. Connections left then are idle: they are closed without waiting.
     pub fn stopper(&self) -> impl Fn() -> futures_util::future::BoxFuture<'static, ()> + use<> {
         let handle = self.server.handle();
         let shutdown = self.shutdown.clone();
-        let in_flight = self.in_flight.clone();
-        let local = self.local;
+        let trackers = self.trackers.clone();
+        let listener = self.listener.clone();
+        let drained = self.drained.clone();
         move || {
+            // The accept thread closes the listener as soon as it takes this command.
             let stopped = handle.stop(true);
-            let shutdown = shutdown.clone();
-            let in_flight = in_flight.clone();
+            let (shutdown, trackers) = (shutdown.clone(), trackers.clone());
+            let (listener, drained) = (listener.clone(), drained.clone());
             Box::pin(async move {
                 let stopped = actix_web::rt::spawn(stopped);
-                until_refused(local).await;
-                in_flight.close();
-                if tokio::time::timeout(DRAIN_TIMEOUT, in_flight.wait())
+                listener.until_closed().await;
+                let Trackers {
+                    requests,
+                    viewers,
+                    connections,
+                } = trackers;
+                requests.close();
+                if tokio::time::timeout(DRAIN_TIMEOUT, requests.wait())
                     .await
                     .is_err()
                 {
                     tracing::warn!(
-                        requests = in_flight.len(),
+                        requests = requests.len(),
                         "requests still in flight after {DRAIN_TIMEOUT:?}; closing viewers anyway"
                     );
                 }
                 shutdown.cancel();
+                viewers.close();
+                if tokio::time::timeout(CLOSE_VIEWERS_TIMEOUT, viewers.wait())
+                    .await
+                    .is_err()
+                {
+                    tracing::debug!(
+                        viewers = viewers.len(),
+                        "viewers not closed after {CLOSE_VIEWERS_TIMEOUT:?}; dropping them"
+                    );
+                }
+                connections.close();
+                if tokio::time::timeout(LINGER_TIMEOUT, connections.wait())
+                    .await
+                    .is_err()
+                {
+                    tracing::debug!(
+                        connections = connections.len(),
+                        "connections still open after {LINGER_TIMEOUT:?}; dropping them"
+                    );
+                }
+                // `run_until_stopped` now drops the server, which closes what is left at once
+                // (actix's own graceful stop would look again only a second later).
+                drained.cancel();
                 let _ = stopped.await;
             })
         }
@@ -170,12 +218,21 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let mut server = self.server;
         let handle = server.handle();
+        let mut poller = self.poller;
+        let mut poller_ended = false;
         let res = tokio::select! {
             res = &mut server => res.context("serving HTTP"),
-            ended = self.poller => {
+            // A stop has drained everything: dropping the server (below) stops its workers at
+            // once, closing the idle connections left.
+            _ = self.drained.cancelled() => Ok(()),
+            ended = &mut poller => {
+                poller_ended = true;
                 if self.shutdown.is_cancelled() {
                     // A stop: the poller ended as asked.
-                    server.await.context("serving HTTP")
+                    tokio::select! {
+                        res = &mut server => res.context("serving HTTP"),
+                        _ = self.drained.cancelled() => Ok(()),
+                    }
                 } else {
                     tracing::error!(error = ?ended.err(), "the poller stopped; stopping the server");
                     self.shutdown.cancel();
@@ -185,7 +242,12 @@ impl Application {
                 }
             }
         };
+        // Now, not after the demo feed's last write: what is left of the server stops at once.
+        drop(server);
         self.shutdown.cancel();
+        if !poller_ended {
+            let _ = poller.await;
+        }
         if let Some(demo) = self.demo {
             let _ = demo.await;
         }
@@ -193,33 +255,105 @@ impl Application {
     }
 }
 
-/// Counts a request in flight while it is served, for the drain (see [`Application::stopper`]).
+/// What a stop waits for (see [`Application::stopper`]).
+#[derive(Clone, Default)]
+struct Trackers {
+    /// Requests being served, until the last byte of their response is handed to the socket.
+    requests: TaskTracker,
+    /// WebSocket connections (the response to the upgrade is the socket), until the session
+    /// has sent its close frame.
+    viewers: TaskTracker,
+    /// Open connections, until they close.
+    connections: TaskTracker,
+}
+
+/// A connection's place in [`Trackers::connections`], kept in its extensions.
+struct Connection(#[allow(dead_code)] TaskTrackerToken);
+
+/// Counts a request in flight while it is served and its response is written, or a viewer's
+/// socket while it is open, for the drain (see [`Application::stopper`]).
 async fn track_in_flight(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    match req.app_data::<TaskTracker>().cloned() {
-        Some(tracker) => tracker.track_future(next.call(req)).await,
-        None => next.call(req).await,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<Tracked>, actix_web::Error> {
+    let trackers = req.app_data::<Trackers>().cloned();
+    let token = trackers.as_ref().map(|t| t.requests.token());
+    let res = next.call(req).await?;
+    let token = match trackers {
+        // Kept to the end of the session: a 101's body is the WebSocket.
+        Some(t) if res.status() == StatusCode::SWITCHING_PROTOCOLS => Some(t.viewers.token()),
+        _ => token,
+    };
+    Ok(res.map_body(|_, body| Tracked {
+        body: body.boxed(),
+        _token: token,
+    }))
+}
+
+/// A response body that holds its request's place in a [`TaskTracker`] until it is all sent
+/// (or dropped with its connection).
+struct Tracked {
+    body: BoxBody,
+    _token: Option<TaskTrackerToken>,
+}
+
+impl MessageBody for Tracked {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<bytes::Bytes, Self::Error>>> {
+        Pin::new(&mut self.body).poll_next(cx)
+    }
+
+    fn try_into_bytes(self) -> Result<bytes::Bytes, Self> {
+        let Self { body, _token } = self;
+        body.try_into_bytes().map_err(|body| Self { body, _token })
     }
 }
 
-/// Waits (briefly) until `addr` refuses connections: the server stopped accepting. The accept
-/// thread closes the listener as soon as it takes the stop command.
-async fn until_refused(addr: SocketAddr) {
-    let deadline = tokio::time::Instant::now() + UNBIND_TIMEOUT;
-    while tokio::time::Instant::now() < deadline {
-        match tokio::time::timeout(
-            Duration::from_millis(100),
-            tokio::net::TcpStream::connect(addr),
-        )
-        .await
-        {
-            Ok(Err(_)) => return,
-            Ok(Ok(_)) | Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+/// The listening socket as `/proc/self/fd` names it (`socket:[inode]`). The server's accept
+/// thread closes it when it takes the stop command; reading the link shows when that has
+/// happened without connecting to it (a probe connection taken after the workers stopped made
+/// actix log an error).
+#[derive(Clone)]
+struct ListenerFd {
+    path: PathBuf,
+    /// `None` where there is no `/proc` (then a stop does not wait to see it closed).
+    link: Option<PathBuf>,
+}
+
+impl ListenerFd {
+    fn of(listener: &TcpListener) -> Self {
+        use std::os::fd::AsRawFd;
+        // actix takes the listener over with this same descriptor.
+        let path = PathBuf::from(format!("/proc/self/fd/{}", listener.as_raw_fd()));
+        let link = std::fs::read_link(&path).ok();
+        Self { path, link }
+    }
+
+    /// Whether the descriptor still names the listening socket (once closed, its number is
+    /// either unused or names something else).
+    fn is_open(&self) -> bool {
+        self.link.is_some() && std::fs::read_link(&self.path).ok() == self.link
+    }
+
+    /// Waits (briefly) until the listener is closed: new connections are refused from then on.
+    async fn until_closed(&self) {
+        let deadline = tokio::time::Instant::now() + UNBIND_TIMEOUT;
+        while self.is_open() {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!("the listener is still open after {UNBIND_TIMEOUT:?}");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
-    tracing::warn!(%addr, "the listener still accepts after {UNBIND_TIMEOUT:?}");
 }
 
 /// Every viewer holds a socket: lift the open-file soft limit to the hard limit (often 1,024

@@ -32,6 +32,9 @@ const BTC_SHARE: f64 = 0.6;
 /// Mean gap between backfilled ticks of one symbol.
 const BACKFILL_GAP_SECS: f64 = 6.0;
 const BACKFILL: TimeDelta = TimeDelta::days(7);
+/// A start that finds the demo's newest tick older than this fills the time since (up to
+/// [`BACKFILL`]): a backfill cut short by a stop, or the time the server was down.
+const FILL_AFTER: TimeDelta = TimeDelta::minutes(1);
 
 struct Walk {
     symbol: Symbol,
@@ -65,10 +68,16 @@ fn normal(rng: &mut impl Rng) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
-/// Runs until `stop`; database errors are logged and retried, never fatal.
+/// Runs until `stop`; database errors are logged and retried, never fatal. A stop during the
+/// backfill ends it at once (the day being written is not stored); the next start goes on
+/// from the last stored day.
 pub async fn run(pool: PgPool, stop: CancellationToken) {
     let mut walks = loop {
-        match prepare(&pool).await {
+        let prepared = tokio::select! {
+            _ = stop.cancelled() => return,
+            prepared = prepare(&pool) => prepared,
+        };
+        match prepared {
             Ok(w) => break w,
             Err(e) => {
                 tracing::warn!(error = %e, "demo feed waiting for the database");
@@ -105,12 +114,19 @@ pub async fn run(pool: PgPool, stop: CancellationToken) {
     }
 }
 
-/// Picks up where the stored prices are, or backfills a week into an empty database.
+/// Picks up where the stored prices are, or backfills a week into an empty database; fills
+/// the time since the demo's newest tick when that is over [`FILL_AFTER`] old.
 async fn prepare(pool: &PgPool) -> anyhow::Result<Vec<Walk>> {
     let empty: bool = sqlx::query_scalar("SELECT NOT EXISTS (SELECT FROM ticks)")
         .fetch_one(pool)
         .await
         .context("checking for existing ticks")?;
+    let newest: Option<DateTime<Utc>> =
+        sqlx::query_scalar("SELECT max(time) FROM ticks WHERE symbol = ANY($1)")
+            .bind(MARKETS.map(|m| m.0).to_vec())
+            .fetch_one(pool)
+            .await
+            .context("reading the demo's newest tick")?;
     let mut walks = Vec::new();
     for (symbol, start, size) in MARKETS {
         let last: Option<f64> = sqlx::query_scalar(
@@ -129,21 +145,33 @@ async fn prepare(pool: &PgPool) -> anyhow::Result<Vec<Walk>> {
             size,
         });
     }
-    if empty {
-        backfill(pool, &mut walks).await?;
+    let end = Utc::now();
+    let start = end - BACKFILL;
+    match newest {
+        None if empty => backfill(pool, &mut walks, start, end).await?,
+        Some(newest) if newest < end - FILL_AFTER => {
+            backfill(pool, &mut walks, newest.max(start), end).await?;
+        }
+        _ => {}
     }
     Ok(walks)
 }
 
-async fn backfill(pool: &PgPool, walks: &mut [Walk]) -> anyhow::Result<()> {
-    let end = Utc::now();
+/// Writes history from `start` to `end`, a day per transaction.
+async fn backfill(
+    pool: &PgPool,
+    walks: &mut [Walk],
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let mut rng = SmallRng::from_rng(&mut rand::rng());
     let mut total = 0u64;
-    tracing::info!("demo feed: backfilling one week of history");
-    let days = BACKFILL.num_days();
+    tracing::info!(from = %start, "demo feed: backfilling history");
+    let span = end - start;
+    let days = (span.num_seconds() + 86_399) / 86_400;
     for day in 0..days {
-        let from = end - BACKFILL + TimeDelta::days(day);
+        let from = start + TimeDelta::days(day);
         let to = (from + TimeDelta::days(1)).min(end);
         let mut batch = Vec::new();
         for (i, w) in walks.iter_mut().enumerate() {

@@ -494,6 +494,22 @@ async fn sessions(client: &reqwest::Client, port: u16) -> u64 {
         .map_or(0, |v| v as u64)
 }
 
+/// The ticks a replica has written through the API (its `/metrics`).
+async fn api_writes(client: &reqwest::Client, port: u16) -> u64 {
+    let text = client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(r#"candlewick_ticks_inserted_total{via="api"} "#))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
 /// The database's 1m candles of the symbol, as the wire has them.
 async fn db_candles(pool: &sqlx::PgPool) -> BTreeMap<i64, Value> {
     let rows: Vec<(i64, f64, f64, f64, f64, f64)> = sqlx::query_as(
@@ -594,6 +610,17 @@ async fn replicas_behind_nginx_restart_one_by_one_and_viewers_resume_without_los
         .await;
         let before = acked();
         until("writes after the restart", WAIT, || acked() >= before + 10).await;
+        // As the README's rolling upgrade says: the next restart waits until the proxy sends
+        // this replica requests again (nginx skips a refusing one for `fail_timeout`); three
+        // restarts inside that time would leave it none to send to.
+        let deadline = Instant::now() + WAIT;
+        while api_writes(&client, ports[i]).await == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "nginx never sent replica {i} a write again"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     let graceful: Vec<Dropped> = states.iter().flat_map(|s| lock(s).drops.clone()).collect();
 
