@@ -1,18 +1,18 @@
 //! `GET /admin/ticks/delete` asks for confirmation; `POST` deletes.
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
 use super::{
-    TickKeyQuery, changed_meanwhile, key_query, no_such_tick, parse_key, parse_seen, seen_field,
+    TickKeyQuery, changed_page, key_query, no_such_tick, parse_key, parse_seen, seen_field,
+    tick_page,
 };
 use crate::db::audit::Author;
 use crate::db::ticks::{TickRow, Written};
 use crate::domain::time::rfc3339;
 use crate::error::{AppError, PageError};
-use crate::routes::admin::{Admin, Chrome, FlashKind, Section, number, page, see_other};
+use crate::routes::admin::{Admin, Chrome, FlashKind, number, see_other};
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
 
@@ -53,11 +53,7 @@ pub async fn confirm_delete(
     q: web::Query<TickKeyQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
-    let (time, tick) = q.fetch(&state.pool).await?;
-    page(
-        StatusCode::OK,
-        &ConfirmDeletePage::of(admin.chrome(Section::Ticks), time, &tick, None),
-    )
+    tick_page(&admin, &q, &state.pool, ConfirmDeletePage::of).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,11 +88,7 @@ pub async fn delete_tick(
         Written::Done(_) => {}
         Written::Missing => return Err(no_such_tick(time, symbol.as_str())),
         Written::Changed(now) => {
-            tracing::info!("tick changed since the page was loaded: nothing deleted");
-            let message = changed_meanwhile(&now, "deleted");
-            let reshown =
-                ConfirmDeletePage::of(admin.chrome(Section::Ticks), time, &now, Some(message));
-            return page(StatusCode::CONFLICT, &reshown);
+            return changed_page(&admin, time, &now, "deleted", ConfirmDeletePage::of);
         }
     }
     admin.flash(

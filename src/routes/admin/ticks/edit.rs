@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::{
-    FieldErrors, TickKeyQuery, changed_meanwhile, key_query, no_such_tick, parse_key, parse_seen,
-    seen_field,
+    FieldErrors, TickKeyQuery, changed_page, key_query, no_such_tick, parse_key, parse_seen,
+    seen_field, tick_page,
 };
 use crate::db::audit::Author;
 use crate::db::ticks::TickRow;
@@ -73,11 +73,7 @@ pub async fn edit_tick_form(
     q: web::Query<TickKeyQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
-    let (time, tick) = q.fetch(&state.pool).await?;
-    page(
-        StatusCode::OK,
-        &EditTickPage::of(admin.chrome(Section::Ticks), time, &tick, None),
-    )
+    tick_page(&admin, &q, &state.pool, EditTickPage::of).await
 }
 
 #[tracing::instrument(name = "Admin update tick", skip_all, fields(symbol = ?form.symbol, time = ?form.time))]
@@ -123,10 +119,7 @@ pub async fn update_tick(
         Written::Done(row) => row,
         Written::Missing => return Err(no_such_tick(time, symbol.as_str())),
         Written::Changed(now) => {
-            tracing::info!("tick changed since the form was loaded: nothing written");
-            let message = changed_meanwhile(&now, "updated");
-            let reshown = EditTickPage::of(admin.chrome(Section::Ticks), time, &now, Some(message));
-            return page(StatusCode::CONFLICT, &reshown);
+            return changed_page(&admin, time, &now, "updated", EditTickPage::of);
         }
     };
     admin.flash(

@@ -5,11 +5,14 @@ pub mod edit;
 pub mod list;
 pub mod new;
 
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
+use askama::Template;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::PgPool;
 
-use super::query;
+use super::{Admin, Chrome, Section, page, query};
 use crate::db::ticks::{Seen, TickRow};
 use crate::domain::time::{TimeError, parse_form_time, rfc3339};
 use crate::domain::{Price, Symbol, Volume};
@@ -130,11 +133,45 @@ pub fn parse_seen(price: Option<&str>, volume: Option<&str>) -> Result<Option<Se
 }
 
 /// The message over a form whose tick was changed by another writer after it was loaded.
-pub fn changed_meanwhile(now: &TickRow, what: &str) -> String {
+fn changed_meanwhile(now: &TickRow, what: &str) -> String {
     format!(
         "Nothing was {what}: this tick was changed by another writer after you opened this form. \
          It now has price {} and volume {}, shown here; check them and submit again.",
         super::number(now.price),
         super::number(now.volume)
+    )
+}
+
+/// Makes a page about one tick (the edit form, the delete confirmation) from the tick as
+/// stored, with a message when another writer changed it meanwhile.
+pub type TickPageOf<P> = fn(Chrome, DateTime<Utc>, &TickRow, Option<String>) -> P;
+
+/// `GET` of a page about the tick a link names (404 when it is not there).
+pub async fn tick_page<P: Template>(
+    admin: &Admin,
+    q: &TickKeyQuery,
+    pool: &PgPool,
+    of: TickPageOf<P>,
+) -> Result<HttpResponse, PageError> {
+    let (time, tick) = q.fetch(pool).await?;
+    page(
+        StatusCode::OK,
+        &of(admin.chrome(Section::Ticks), time, &tick, None),
+    )
+}
+
+/// The page again (409) with the tick as another writer left it: nothing was `what`.
+pub fn changed_page<P: Template>(
+    admin: &Admin,
+    time: DateTime<Utc>,
+    now: &TickRow,
+    what: &str,
+    of: TickPageOf<P>,
+) -> Result<HttpResponse, PageError> {
+    tracing::info!("tick changed since the page was loaded: nothing {what}");
+    let message = changed_meanwhile(now, what);
+    page(
+        StatusCode::CONFLICT,
+        &of(admin.chrome(Section::Ticks), time, now, Some(message)),
     )
 }
