@@ -322,6 +322,26 @@ fn ceil_to(t: DateTime<Utc>, secs: i64) -> DateTime<Utc> {
     }
 }
 
+/// Runs one of the page statements above: `$1` the symbol, `$2`/`$3` the bounds, `$4` the limit.
+async fn read_page(
+    pool: &PgPool,
+    sql: &'static str,
+    symbol: &str,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    limit: i64,
+    what: &'static str,
+) -> anyhow::Result<Vec<CandleRow>> {
+    sqlx::query_as(sql)
+        .bind(symbol)
+        .bind(from)
+        .bind(to)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+        .context(what)
+}
+
 async fn stored(
     pool: &PgPool,
     source: Source,
@@ -354,28 +374,25 @@ async fn stored(
     if materialized.is_none() && source != Source::Minutes {
         // Plain PostgreSQL's hour and day views are a union PostgreSQL does not read in order
         // (migrations 0009, 0010): read their halves apart.
-        return sqlx::query_as(per_source!(source, plain_rollup_sql))
-            .bind(symbol)
-            .bind(from)
-            .bind(to)
-            .bind(limit)
-            .fetch_all(pool)
-            .await
-            .context("reading rolled-up candles");
+        let sql = per_source!(source, plain_rollup_sql);
+        return read_page(
+            pool,
+            sql,
+            symbol,
+            from,
+            to,
+            limit,
+            "reading rolled-up candles",
+        )
+        .await;
     }
     // TimescaleDB: the real-time tail through the view, then the materialized rows straight
     // from their hypertable in index order (through the view every matching row is sorted).
     let Some((relation, Some(watermark))) = materialized else {
         // Plain PostgreSQL's minutes, or nothing materialized yet (or a watermark chrono cannot
         // hold): all of it through the view.
-        return sqlx::query_as(per_source!(source, sql))
-            .bind(symbol)
-            .bind(from)
-            .bind(to)
-            .bind(limit)
-            .fetch_all(pool)
-            .await
-            .context("reading candles");
+        let sql = per_source!(source, sql);
+        return read_page(pool, sql, symbol, from, to, limit, "reading candles").await;
     };
     let mut rows: Vec<CandleRow> = Vec::new();
     if to.is_none_or(|t| t > watermark) {
