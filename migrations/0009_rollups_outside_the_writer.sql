@@ -231,52 +231,86 @@ BEGIN
         CREATE TRIGGER ticks_truncate_rollups AFTER TRUNCATE ON ticks
             FOR EACH STATEMENT EXECUTE FUNCTION candlewick_truncate_rollups();
 
-        -- Same names and columns as in 0008. The stored rows but the pending ones (`NOT IN`
-        -- over the hashed pending set keeps the index order of the stored rows), and the
-        -- pending buckets folded from their minutes (a pending hour with no minute left has no
-        -- row at all).
+        -- Each pending hour (of `candlewick_pending_hours()`) folded from its minutes; a
+        -- pending hour with no minute left has no row. PL/pgSQL, as the pending sets: the
+        -- planner takes the result as the handful of rows it is.
+        CREATE FUNCTION candlewick_pending_hour_candles()
+        RETURNS TABLE (bucket TIMESTAMPTZ, symbol TEXT, open DOUBLE PRECISION,
+                       high DOUBLE PRECISION, low DOUBLE PRECISION, close DOUBLE PRECISION,
+                       volume DOUBLE PRECISION, trades BIGINT)
+        LANGUAGE plpgsql STABLE ROWS 10 AS $fn$
+        BEGIN
+            RETURN QUERY
+                SELECT p.bucket, p.symbol, a.open, a.high, a.low, a.close, a.volume, a.trades
+                FROM candlewick_pending_hours() p
+                CROSS JOIN LATERAL (
+                    SELECT
+                        (array_agg(f.open ORDER BY f.open_time))[1] AS open,
+                        max(f.high) AS high,
+                        min(f.low) AS low,
+                        (array_agg(f.close ORDER BY f.close_time DESC))[1] AS close,
+                        sum(f.volume) AS volume,
+                        sum(f.trades)::bigint AS trades
+                    FROM candlewick_candles f
+                    WHERE f.symbol = p.symbol
+                      AND f.bucket >= p.bucket
+                      AND f.bucket < p.bucket + INTERVAL '1 hour'
+                ) AS a
+                WHERE a.trades IS NOT NULL;
+        END
+        $fn$;
+
+        CREATE FUNCTION candlewick_pending_day_candles()
+        RETURNS TABLE (bucket TIMESTAMPTZ, symbol TEXT, open DOUBLE PRECISION,
+                       high DOUBLE PRECISION, low DOUBLE PRECISION, close DOUBLE PRECISION,
+                       volume DOUBLE PRECISION, trades BIGINT)
+        LANGUAGE plpgsql STABLE ROWS 5 AS $fn$
+        BEGIN
+            RETURN QUERY
+                SELECT p.bucket, p.symbol, a.open, a.high, a.low, a.close, a.volume, a.trades
+                FROM candlewick_pending_days() p
+                CROSS JOIN LATERAL (
+                    SELECT
+                        (array_agg(f.open ORDER BY f.open_time))[1] AS open,
+                        max(f.high) AS high,
+                        min(f.low) AS low,
+                        (array_agg(f.close ORDER BY f.close_time DESC))[1] AS close,
+                        sum(f.volume) AS volume,
+                        sum(f.trades)::bigint AS trades
+                    FROM candlewick_candles f
+                    WHERE f.symbol = p.symbol
+                      AND f.bucket >= p.bucket
+                      AND f.bucket < p.bucket + INTERVAL '24 hours'
+                ) AS a
+                WHERE a.trades IS NOT NULL;
+        END
+        $fn$;
+
+        -- Same names and columns as in 0008: the stored rows but the pending ones (`NOT IN` over
+        -- the hashed pending set keeps the index order of the stored rows), and the pending
+        -- buckets folded from their minutes. PostgreSQL does not read such a union in order, so
+        -- the server reads the two halves apart (src/db/candles.rs); the views read the same.
         CREATE OR REPLACE VIEW one_hour_candle AS
             SELECT h.bucket, h.symbol, h.open, h.high, h.low, h.close, h.volume, h.trades
             FROM candlewick_hour_candles h
             WHERE (h.symbol, h.bucket) NOT IN (SELECT p.symbol, p.bucket FROM candlewick_pending_hours() p)
             UNION ALL
-            SELECT p.bucket, p.symbol, a.open, a.high, a.low, a.close, a.volume, a.trades
-            FROM candlewick_pending_hours() p
-            CROSS JOIN LATERAL (
-                SELECT
-                    (array_agg(f.open ORDER BY f.open_time))[1] AS open,
-                    max(f.high) AS high,
-                    min(f.low) AS low,
-                    (array_agg(f.close ORDER BY f.close_time DESC))[1] AS close,
-                    sum(f.volume) AS volume,
-                    sum(f.trades)::bigint AS trades
-                FROM candlewick_candles f
-                WHERE f.symbol = p.symbol
-                  AND f.bucket >= p.bucket
-                  AND f.bucket < p.bucket + INTERVAL '1 hour'
-            ) AS a
-            WHERE a.trades IS NOT NULL;
+            SELECT c.bucket, c.symbol, c.open, c.high, c.low, c.close, c.volume, c.trades
+            FROM candlewick_pending_hour_candles() c;
         CREATE OR REPLACE VIEW one_day_candle AS
             SELECT d.bucket, d.symbol, d.open, d.high, d.low, d.close, d.volume, d.trades
             FROM candlewick_day_candles d
             WHERE (d.symbol, d.bucket) NOT IN (SELECT p.symbol, p.bucket FROM candlewick_pending_days() p)
             UNION ALL
-            SELECT p.bucket, p.symbol, a.open, a.high, a.low, a.close, a.volume, a.trades
-            FROM candlewick_pending_days() p
-            CROSS JOIN LATERAL (
-                SELECT
-                    (array_agg(f.open ORDER BY f.open_time))[1] AS open,
-                    max(f.high) AS high,
-                    min(f.low) AS low,
-                    (array_agg(f.close ORDER BY f.close_time DESC))[1] AS close,
-                    sum(f.volume) AS volume,
-                    sum(f.trades)::bigint AS trades
-                FROM candlewick_candles f
-                WHERE f.symbol = p.symbol
-                  AND f.bucket >= p.bucket
-                  AND f.bucket < p.bucket + INTERVAL '24 hours'
-            ) AS a
-            WHERE a.trades IS NOT NULL;
+            SELECT c.bucket, c.symbol, c.open, c.high, c.low, c.close, c.volume, c.trades
+            FROM candlewick_pending_day_candles() c;
     END IF;
 END
 $flavour$;
+
+-- Both flavours: 0008's rollup trigger functions (created on both, called only by the plain
+-- flavour's triggers dropped above) and the recomputations only they called.
+DROP FUNCTION candlewick_rollup_hours();
+DROP FUNCTION candlewick_rollup_days();
+DROP FUNCTION candlewick_recompute_hours(TEXT[], TIMESTAMPTZ[]);
+DROP FUNCTION candlewick_recompute_days(TEXT[], TIMESTAMPTZ[]);

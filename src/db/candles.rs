@@ -81,7 +81,7 @@ macro_rules! view_name {
     };
 }
 
-/// A page of plain PostgreSQL's `one_hour_candle` or `one_day_candle` (migration 0010), whose
+/// A page of plain PostgreSQL's `one_hour_candle` or `one_day_candle` (migration 0009), whose
 /// union PostgreSQL sorts whole: the stored rows but the pending ones, newest first by the
 /// index and no more than the page, beside the handful of pending buckets folded at read time;
 /// only those are sorted.
@@ -373,7 +373,7 @@ async fn stored(
     let materialized = materialized(pool, per_source!(source, view_name)).await?;
     if materialized.is_none() && source != Source::Minutes {
         // Plain PostgreSQL's hour and day views are a union PostgreSQL does not read in order
-        // (migrations 0009, 0010): read their halves apart.
+        // (migration 0009): read their halves apart.
         let sql = per_source!(source, plain_rollup_sql);
         return read_page(
             pool,

@@ -164,11 +164,7 @@ pub const RELEASED: &[(i64, &str)] = &[
     ),
     (
         9,
-        "837ea88f6510081b672ce5b208820104ed87822a433dddb490160bfc7c0d8cfc03b9af67e5fec7d48897378774194067",
-    ),
-    (
-        10,
-        "5c8a675dd3053ab84d244f74389dfc89d7e91156a68cd48e90cadb927c73e3892d47f09442e789fad550c4e6a177645c",
+        "268b9683dea5845807c4ac6923f417ad129e771f698ce6aadb1a7b59f7cbc961c66af3f9b66e38b9802dd83b09e41197",
     ),
     (
         12,
