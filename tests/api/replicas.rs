@@ -635,6 +635,19 @@ async fn replicas_behind_nginx_restart_one_by_one_and_viewers_resume_without_los
     let killed_at = Instant::now();
     replicas[victim].signal(nix::sys::signal::Signal::SIGKILL);
     replicas[victim].exited().await;
+    // The viewers learn of the kill only when nginx passes the closed upstream on: wait for
+    // that before asking whether they are live again.
+    let dropped_since = || {
+        states
+            .iter()
+            .zip(&drops_before)
+            .map(|(s, n)| lock(s).drops.len() - n)
+            .sum::<usize>()
+    };
+    until("the killed replica's viewers to notice", WAIT, || {
+        dropped_since() as u64 >= held[victim]
+    })
+    .await;
     until("every viewer live after the kill", WAIT, || {
         states.iter().zip(&drops_before).all(|(s, n)| {
             let s = lock(s);
