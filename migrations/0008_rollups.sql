@@ -476,6 +476,9 @@ BEGIN
         ANALYZE candlewick_hour_candles;
         ANALYZE candlewick_day_candles;
     END IF;
+    -- The journal too: the load wrote a row per minute it changed, and the poll's reads of it
+    -- are planned from its statistics.
+    ANALYZE candle_changes;
 END
 $fn$;
 

@@ -160,11 +160,11 @@ pub const RELEASED: &[(i64, &str)] = &[
     ),
     (
         8,
-        "7c0684a82a52ef1b765d27ba2315e7dfc41fb5ddf4b1155f93fa23b0ca8313dc0d2d023ea71e6ecf7da142415c00ec11",
+        "7bb5707499dc6c33c7578f15ad799ced131a58fb3ea72667f93b858d6292f362b7295880dcdcfb4c267538f692793cd3",
     ),
     (
         9,
-        "268b9683dea5845807c4ac6923f417ad129e771f698ce6aadb1a7b59f7cbc961c66af3f9b66e38b9802dd83b09e41197",
+        "6acaec60f90761a2dece25189e2ad45f51799ce85286bd64468d29e0923bf70ce111012efbef6251628b3b2bd0301543",
     ),
     (
         12,
