@@ -77,6 +77,7 @@ pub async fn run(args: JoinStormArgs) -> anyhow::Result<Value> {
 fn plan(server: &Server, args: &JoinStormArgs, count: usize, rate: f64) -> Plan {
     Plan {
         urls: vec![server.ws(&args.join.query(setup::SYMBOL))],
+        upstreams: Vec::new(),
         count,
         rate,
         processes: 0,

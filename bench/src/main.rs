@@ -7,6 +7,7 @@ mod feed;
 mod history;
 mod ingest;
 mod join_storm;
+mod nginx_conf;
 mod page;
 mod paging;
 mod payload;

@@ -370,6 +370,7 @@ async fn statements_per_second(
             } else {
                 let plan = Plan {
                     urls: vec![server.ws(&JoinArgs::default().query(setup::SYMBOL))],
+                    upstreams: Vec::new(),
                     count: n,
                     rate: args.rate,
                     processes: 0,

@@ -125,6 +125,11 @@ impl Embedded {
 }
 
 impl Workspace {
+    /// Where the bench keeps what it runs.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The cluster to run on: the one `--database-url` names, or the embedded one.
     pub async fn cluster(&self, embedded: Embedded) -> anyhow::Result<Cluster> {
         match &self.database_url {

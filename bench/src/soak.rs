@@ -110,6 +110,7 @@ async fn soak(db: &Scratch, server: &Server, args: &SoakArgs) -> anyhow::Result<
     let url = server.ws(&args.join.query(setup::SYMBOL));
     let plan = Plan {
         urls: vec![url.clone()],
+        upstreams: Vec::new(),
         count: args.viewers,
         rate: args.rate,
         processes: 0,

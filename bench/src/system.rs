@@ -52,6 +52,26 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks as f64 / hz)
 }
 
+/// The processes whose parent is `pid` (from each process's /proc/<pid>/stat).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = &stat[stat.rfind(')')? + 2..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
 /// The process listening on 127.0.0.1:`port` (via /proc/net/tcp and the processes' fds).
 pub fn pid_listening_on(port: u16) -> Option<u32> {
     let table = std::fs::read_to_string("/proc/net/tcp").ok()?;

@@ -69,6 +69,9 @@ pub struct Message {
     pub hash: u64,
 }
 
+/// The upgrade response's header naming the server behind a proxy (lowercase, with its colon).
+pub const UPSTREAM_HEADER: &str = "x-candlewick-upstream:";
+
 pub struct Viewer {
     stream: TcpStream,
     /// Bytes read from the socket so far, the upgrade response included.
@@ -77,6 +80,8 @@ pub struct Viewer {
     start: usize,
     end: usize,
     msg: Assembler,
+    /// Behind a proxy that names it (`viewers --proxy nginx`): the server it chose.
+    upstream: Option<String>,
 }
 
 impl Viewer {
@@ -100,6 +105,7 @@ impl Viewer {
             start: 0,
             end: 0,
             msg: Assembler::default(),
+            upstream: None,
         };
         v.handshake(target).await?;
         Ok(v)
@@ -145,8 +151,17 @@ impl Viewer {
         {
             bail!("the upgrade response has a wrong Sec-WebSocket-Accept");
         }
+        self.upstream = head
+            .lines()
+            .find_map(|l| l.strip_prefix(UPSTREAM_HEADER))
+            .map(|v| v.trim().to_owned());
         self.start = head_end;
         Ok(())
+    }
+
+    /// The server behind the proxy, as the proxy named it in the upgrade response.
+    pub fn upstream(&self) -> Option<&str> {
+        self.upstream.as_deref()
     }
 
     /// The next complete message; `None` when the connection ended without a close frame, an

@@ -121,6 +121,43 @@ fn twenty_viewers_are_held_and_get_every_update() {
 }
 
 #[test]
+fn viewers_through_nginx_are_judged_against_their_own_server_and_nginx_is_measured() {
+    if !["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .iter()
+        .any(|p| std::path::Path::new(p).is_file())
+    {
+        eprintln!("skipped: nginx is not installed (.ci/run installs nginx-light)");
+        return;
+    }
+    let r = bench(&[
+        "viewers",
+        "--spawn-servers",
+        "2",
+        "--proxy",
+        "nginx",
+        "--count",
+        "20",
+        "--rate",
+        "200",
+        "--duration",
+        "4s",
+        "--history",
+        "2h",
+        "--history-rate",
+        "1",
+    ]);
+    assert_eq!(num(&r, "/held"), 20.0, "{r:#}");
+    assert_eq!(num(&r, "/servers"), 2.0, "{r:#}");
+    // Each server sends its own frames; a viewer that was judged against the other server's
+    // too would miss about half.
+    assert!(num(&r, "/frames_in_window") >= 2.0, "{r:#}");
+    assert_eq!(num(&r, "/missed_updates"), 0.0, "{r:#}");
+    assert!(num(&r, "/proxy/workers") >= 1.0, "{r:#}");
+    assert!(num(&r, "/proxy/rss_end_bytes") > 0.0, "{r:#}");
+    assert!(num(&r, "/proxy/cpu_seconds") >= 0.0, "{r:#}");
+}
+
+#[test]
 fn poll_cost_times_all_three_queries_and_counts_statements() {
     let r = bench(&[
         "poll-cost",

@@ -24,6 +24,9 @@ mod journal;
 mod live_poll;
 mod memory;
 mod migrations;
+// The shipped nginx config made to run on loopback, shared with `candlewick-bench viewers --proxy nginx`.
+#[path = "../../bench/src/nginx_conf.rs"]
+mod nginx_conf;
 mod read_timeouts;
 mod replicas;
 mod rollups;

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::{TOKEN, eventually_ok, fresh_database};
+use crate::nginx_conf;
 
 const SYMBOL: &str = "REP/USD";
 const VIEWERS: usize = 30;
@@ -62,84 +63,25 @@ fn nginx_site(
     tls: Option<(&Path, &Path)>,
 ) -> String {
     let shipped = std::fs::read_to_string(repo("deploy/nginx.conf")).expect("deploy/nginx.conf");
-    let mut upstreams = replicas.iter();
-    let mut out = String::new();
-    for line in shipped.lines() {
-        let t = line.trim_start();
-        let indent = &line[..line.len() - t.len()];
-        let replaced = if let Some(rest) = t.strip_prefix("server 127.0.0.1:") {
-            let port = upstreams
-                .next()
-                .expect("as many replicas as upstream servers");
-            let params = rest.split_once(' ').map_or(";", |(_, p)| p);
-            format!("{indent}server 127.0.0.1:{port} {params}")
-        } else if t == "listen 80;" {
-            format!("{indent}listen 127.0.0.1:{redirect_port};")
-        } else if t == "listen 443 ssl http2;" {
-            match tls {
-                Some(_) => format!("{indent}listen 127.0.0.1:{port} ssl http2;"),
-                None => format!("{indent}listen 127.0.0.1:{port};"),
-            }
-        } else if t.starts_with("listen [::]") {
-            continue;
-        } else if let Some((cert, key)) = tls {
-            if t.starts_with("ssl_certificate ") {
-                format!("{indent}ssl_certificate {};", cert.display())
-            } else if t.starts_with("ssl_certificate_key ") {
-                format!("{indent}ssl_certificate_key {};", key.display())
-            } else {
-                line.to_owned()
-            }
-        } else if t.starts_with("ssl_") {
-            continue;
-        } else {
-            line.to_owned()
-        };
-        out.push_str(&replaced);
-        out.push('\n');
-    }
-    assert!(
-        upstreams.next().is_none(),
-        "the shipped upstream has fewer servers than the test's replicas"
-    );
-    out
+    let site = nginx_conf::Site {
+        replicas,
+        port,
+        redirect_port,
+        tls,
+        reuseport: false,
+        location_extra: "",
+    };
+    nginx_conf::site(&shipped, &site).expect("the shipped site, made to run here")
 }
 
 /// The main config around the site, with every path in `dir` (nginx runs unprivileged there).
 fn nginx_main(dir: &Path, site: &str) -> PathBuf {
-    for sub in ["body", "proxy", "fastcgi", "uwsgi", "scgi"] {
-        std::fs::create_dir_all(dir.join("temp").join(sub)).expect("nginx temp dirs");
-    }
-    std::fs::write(dir.join("candlewick.conf"), site).expect("writing the site");
-    let d = dir.display();
-    let main = format!(
-        "worker_processes 1;\n\
-         pid {d}/nginx.pid;\n\
-         error_log {d}/error.log warn;\n\
-         events {{ worker_connections 2048; }}\n\
-         http {{\n\
-             access_log off;\n\
-             client_body_temp_path {d}/temp/body;\n\
-             proxy_temp_path {d}/temp/proxy;\n\
-             fastcgi_temp_path {d}/temp/fastcgi;\n\
-             uwsgi_temp_path {d}/temp/uwsgi;\n\
-             scgi_temp_path {d}/temp/scgi;\n\
-             include {d}/candlewick.conf;\n\
-         }}\n"
-    );
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, main).expect("writing nginx.conf");
-    // Workers run as nobody when the test runs as root: let them into the temp dirs.
-    let _ = std::process::Command::new("chmod")
-        .args(["-R", "a+rwX"])
-        .arg(dir)
-        .status();
-    path
+    nginx_conf::main_conf(dir, site, 1, 2048).expect("writing nginx's config")
 }
 
 #[tokio::test]
 async fn the_shipped_nginx_config_is_valid_with_tls_as_shipped() {
-    let (Some(nginx), Some(openssl)) = (find_tool("nginx"), find_tool("openssl")) else {
+    let (Some(nginx), Some(openssl)) = (nginx_conf::find_nginx(), find_tool("openssl")) else {
         eprintln!("skipped: nginx or openssl is not installed (.ci/run installs nginx-light)");
         return;
     };
@@ -527,7 +469,7 @@ async fn db_candles(pool: &sqlx::PgPool) -> BTreeMap<i64, Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_behind_nginx_restart_one_by_one_and_viewers_resume_without_losing_a_write() {
-    let Some(nginx) = find_tool("nginx") else {
+    let Some(nginx) = nginx_conf::find_nginx() else {
         eprintln!("skipped: nginx is not installed (.ci/run installs nginx-light)");
         return;
     };

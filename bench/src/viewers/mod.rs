@@ -19,6 +19,7 @@ mod feed;
 mod plan;
 mod processes;
 mod protocol;
+mod proxy;
 mod report;
 mod viewer;
 mod worker;
@@ -37,6 +38,7 @@ pub use report::{Deliveries, JoinReport, PeakRss, Probe, Ramp, ViewersReport, Wi
 pub use worker::worker_main;
 
 use protocol::WorkerResult;
+use proxy::{Nginx, ProxyReport};
 use report::Start;
 
 use crate::page::JoinArgs;
@@ -101,11 +103,26 @@ pub struct ViewersArgs {
     /// With --spawn-servers: ticks per second in that history.
     #[arg(long, default_value_t = 0.2)]
     pub history_rate: f64,
+    /// With --spawn-servers: `nginx` puts the servers behind nginx running the shipped
+    /// deploy/nginx.conf and the viewers connect through it; the report gains what nginx
+    /// cost (`proxy`). Run once with and once without to compare.
+    #[arg(long, value_enum, default_value_t = ProxyKind::None)]
+    pub proxy: ProxyKind,
+}
+
+/// What stands between the viewers and the servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProxyKind {
+    /// Viewers connect to the servers directly, round-robin.
+    None,
+    /// Through nginx with the shipped configuration (round-robin there).
+    Nginx,
 }
 
 pub async fn run_cli(args: ViewersArgs) -> anyhow::Result<serde_json::Value> {
     let plan = Plan {
         urls: args.urls.iter().map(|u| args.join.apply_to(u)).collect(),
+        upstreams: Vec::new(),
         count: args.count,
         rate: args.rate,
         processes: args.processes,
@@ -117,7 +134,10 @@ pub async fn run_cli(args: ViewersArgs) -> anyhow::Result<serde_json::Value> {
         feed_every: args.feed_every,
         rcvbuf: args.rcvbuf,
     };
-    let report = match (args.spawn_servers, &args.urls[..]) {
+    if args.proxy != ProxyKind::None && args.spawn_servers == 0 {
+        bail!("--proxy needs --spawn-servers");
+    }
+    let (report, proxy) = match (args.spawn_servers, &args.urls[..]) {
         (0, []) => bail!("give --url (one per server) or --spawn-servers N"),
         (0, [first, ..]) => {
             let feed = match &args.feed_token {
@@ -127,19 +147,28 @@ pub async fn run_cli(args: ViewersArgs) -> anyhow::Result<serde_json::Value> {
                 )),
                 None => None,
             };
-            run(&Plan { feed, ..plan }, |_| async {
+            let report = run(&Plan { feed, ..plan }, |_| async {
                 serde_json::Value::Null
             })
-            .await?
+            .await?;
+            (report, None)
         }
         _ => run_on_spawned_servers(&args, plan).await?,
     };
-    Ok(serde_json::to_value(report)?)
+    let mut value = serde_json::to_value(report)?;
+    if let Some(proxy) = proxy {
+        value["proxy"] = serde_json::to_value(proxy)?;
+    }
+    Ok(value)
 }
 
-/// Starts the servers on a scratch database holding the history, feeds them a tick a second,
-/// and counts the statements they run during the window.
-async fn run_on_spawned_servers(args: &ViewersArgs, plan: Plan) -> anyhow::Result<ViewersReport> {
+/// Starts the servers on a scratch database holding the history (behind nginx with
+/// `--proxy nginx`), feeds them a tick a second, and counts the statements they run during the
+/// window.
+async fn run_on_spawned_servers(
+    args: &ViewersArgs,
+    plan: Plan,
+) -> anyhow::Result<(ViewersReport, Option<ProxyReport>)> {
     let ws = args.work.open()?;
     // pg_stat_statements preloaded: the servers' statements are counted during the window.
     let cluster = ws
@@ -162,30 +191,74 @@ async fn run_on_spawned_servers(args: &ViewersArgs, plan: Plan) -> anyhow::Resul
                 say!("starting server {}", i + 1);
                 servers.push(ws.spawn_server(&db.url, &format!("server-{i}")).await?);
             }
+            let query = args.join.query(setup::SYMBOL);
+            let proxy = match args.proxy {
+                ProxyKind::None => None,
+                ProxyKind::Nginx => {
+                    let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
+                    let nginx = Nginx::start(&ws.dir().join("nginx"), &ports, args.count).await?;
+                    say!("nginx in front, {} worker(s)", nginx.workers);
+                    Some(nginx)
+                }
+            };
             let plan = Plan {
-                urls: servers
-                    .iter()
-                    .map(|s| s.ws(&args.join.query(setup::SYMBOL)))
-                    .collect(),
+                urls: match &proxy {
+                    Some(nginx) => vec![nginx.ws(&query)],
+                    None => servers.iter().map(|s| s.ws(&query)).collect(),
+                },
+                upstreams: match &proxy {
+                    Some(_) => servers
+                        .iter()
+                        .map(|s| format!("127.0.0.1:{}", s.port))
+                        .collect(),
+                    None => Vec::new(),
+                },
                 server_pids: servers.iter().map(|s| s.pid).collect(),
                 feed: Some((servers[0].http(), setup::TOKEN.to_owned())),
                 ..plan
             };
             let counting = statements::enable(cluster).await;
             let servers_n = servers.len();
+            let proxy_pids = proxy.as_ref().map(Nginx::pids).unwrap_or_default();
+            let proxy_rss_before = report::rss_bytes(&proxy_pids);
+            let proxy_window = std::sync::Mutex::new(None);
+            let (pids, window) = (&proxy_pids, &proxy_window);
             let report = run(&plan, |dur| async move {
-                if !counting {
-                    return serde_json::Value::Null;
-                }
-                count_statements(cluster, &db.name, servers_n, dur)
-                    .await
-                    .unwrap_or_else(|e| serde_json::json!({ "error": format!("{e:#}") }))
+                let (cpu0, rss_held) = (report::cpu_seconds(pids), report::rss_bytes(pids));
+                let statements = async {
+                    if !counting {
+                        return serde_json::Value::Null;
+                    }
+                    count_statements(cluster, &db.name, servers_n, dur)
+                        .await
+                        .unwrap_or_else(|e| serde_json::json!({ "error": format!("{e:#}") }))
+                };
+                let (statements, ()) = tokio::join!(statements, tokio::time::sleep(dur));
+                let cpu = report::cpu_seconds(pids) - cpu0;
+                *window.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((cpu, rss_held, report::rss_bytes(pids)));
+                statements
             })
             .await;
+            if let Some(nginx) = proxy {
+                nginx.stop().await;
+            }
             for s in servers {
                 s.stop().await;
             }
-            report
+            let report = report?;
+            let proxy = match (args.proxy, proxy_window.into_inner().unwrap_or_default()) {
+                (ProxyKind::Nginx, Some((cpu, held, end))) => Some(ProxyReport::of(
+                    &report,
+                    proxy_pids.len() - 1,
+                    proxy_rss_before,
+                    held,
+                    end,
+                    cpu,
+                )),
+                _ => None,
+            };
+            Ok((report, proxy))
         })
         .await
 }
@@ -235,7 +308,7 @@ where
     let probe = Probe::new(&plan.server_pids, &layout.targets);
     let start = Start {
         requested: plan.count,
-        servers: layout.targets.len(),
+        servers: layout.targets.len().max(plan.upstreams.len()),
         processes: layout.processes,
         source_ips: layout.sources.len(),
         rss: probe.rss(),

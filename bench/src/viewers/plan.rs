@@ -19,6 +19,9 @@ const PER_SOURCE_IP: usize = 20_000;
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub urls: Vec<String>,
+    /// When the URLs are a proxy's: the servers behind it (`host:port`), which it names in
+    /// each upgrade response.
+    pub upstreams: Vec<String>,
     pub count: usize,
     pub rate: f64,
     pub processes: usize,
@@ -93,6 +96,7 @@ impl Layout {
                 let count = plan.count / processes + usize::from(w < plan.count % processes);
                 let cfg = WorkerConfig {
                     urls: plan.urls.clone(),
+                    upstreams: plan.upstreams.clone(),
                     count,
                     offset,
                     rate: plan.rate / processes as f64,

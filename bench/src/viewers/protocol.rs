@@ -16,6 +16,8 @@ pub type Receipt = (u16, u64, u64);
 #[derive(Debug, Serialize, Deserialize)]
 pub struct WorkerConfig {
     pub urls: Vec<String>,
+    /// Behind a proxy: the servers it proxies to (`host:port`, as it names them).
+    pub upstreams: Vec<String>,
     pub count: usize,
     /// Global index of this worker's first viewer (spreads servers and sources evenly).
     pub offset: usize,

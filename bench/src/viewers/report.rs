@@ -98,12 +98,17 @@ impl Probe {
 
     /// The servers' VmRSS together, in bytes.
     pub fn rss(&self) -> u64 {
-        self.pids.iter().filter_map(|p| system::rss_bytes(*p)).sum()
+        rss_bytes(&self.pids)
     }
 
     pub fn cpu_seconds(&self) -> f64 {
         cpu_seconds(&self.pids)
     }
+}
+
+/// The VmRSS of `pids` together, in bytes.
+pub fn rss_bytes(pids: &[u32]) -> u64 {
+    pids.iter().filter_map(|p| system::rss_bytes(*p)).sum()
 }
 
 /// The CPU seconds `pids` have used together.

@@ -85,6 +85,9 @@ impl Shared {
 pub struct Route {
     pub target: Arc<Target>,
     pub server: u16,
+    /// Behind a proxy: the servers it proxies to. A viewer's server is then the one the proxy
+    /// named in the upgrade response (its place in this list).
+    pub upstreams: Arc<[String]>,
     pub source: Ipv4Addr,
     pub rcvbuf: u32,
 }
@@ -98,6 +101,13 @@ pub async fn viewer(route: Route, shared: Arc<Shared>, log: SharedLog) {
     };
     {
         let mut log = lock(&log);
+        if !route.upstreams.is_empty() {
+            // A frame is judged against the other viewers of the server that sent it.
+            log.server = v
+                .upstream()
+                .and_then(|u| route.upstreams.iter().position(|s| s == u))
+                .map_or(u16::MAX, |i| i as u16);
+        }
         log.connected = true;
         log.snapshots = 1;
         log.join = Some(Join {

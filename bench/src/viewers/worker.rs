@@ -78,6 +78,7 @@ async fn open_viewers(
         .iter()
         .map(|u| Target::parse(u).map(Arc::new))
         .collect::<Result<_, _>>()?;
+    let upstreams: Arc<[String]> = cfg.upstreams.clone().into();
     let started = tokio::time::Instant::now();
     let gap = Duration::from_secs_f64(1.0 / cfg.rate.max(0.001));
     let mut logs = Vec::with_capacity(cfg.count);
@@ -90,6 +91,7 @@ async fn open_viewers(
         let route = Route {
             target: targets[server].clone(),
             server: server as u16,
+            upstreams: upstreams.clone(),
             source: cfg.sources[(g / targets.len()) % cfg.sources.len()],
             rcvbuf: cfg.rcvbuf,
         };
