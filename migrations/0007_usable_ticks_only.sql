@@ -211,9 +211,23 @@ BEGIN
                            SELECT * FROM unnest(symbols, buckets)))
                 GROUP BY 1, 2
             ),
+            -- A bulk statement (an import: more minutes than a poll lists, see
+            -- `MAX_CHANGES_PER_POLL` in src/db/journal.rs) is journaled by the hours it changed
+            -- and one wholesale entry (NULL, as a TRUNCATE): a poll reloads what it holds
+            -- after it either way, and the hours are what the rollup fold needs. A row per
+            -- minute cost three years of minutes 5.8 million journal rows, 7 s to write and
+            -- more to fold and prune.
+            bulk AS (
+                SELECT count(*) > 100000 AS yes FROM merged
+            ),
             journal AS (
                 INSERT INTO candle_changes (symbol, bucket)
-                SELECT symbol, bucket FROM merged
+                SELECT symbol, bucket FROM merged WHERE NOT (SELECT yes FROM bulk)
+                UNION ALL
+                SELECT DISTINCT symbol, date_bin('1 hour', bucket, 'epoch')
+                FROM merged WHERE (SELECT yes FROM bulk)
+                UNION ALL
+                SELECT NULL, NULL WHERE (SELECT yes FROM bulk)
             )
             INSERT INTO candlewick_candles AS c
                 (bucket, symbol, open, high, low, close, volume, trades, open_time, close_time)

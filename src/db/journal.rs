@@ -219,8 +219,11 @@ macro_rules! changes_sql {
             extract(epoch FROM k.bucket)::bigint AS t,
             a.open, a.high, a.low, a.close, a.volume
         FROM summary s
+        -- A wholesale change lists no minutes: the poller reloads what it holds instead (a
+        -- bulk statement journals its hours beside the wholesale entry, for the rollups).
         LEFT JOIN changed k
-          ON k.symbol IS NOT NULL
+          ON NOT s.wholesale
+         AND k.symbol IS NOT NULL
          AND ($2::text[] IS NULL OR k.symbol = ANY($2))
          AND k.bucket >= $3
         LEFT JOIN LATERAL ("#,

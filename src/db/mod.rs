@@ -156,7 +156,7 @@ pub const RELEASED: &[(i64, &str)] = &[
     ),
     (
         7,
-        "0f7b00eca1c872904802ecc8fac84609570116aece57a9e533d61b0bb55dfb2a99ca608c16ef0fd3f839ee04dbccb90b",
+        "854239cb59b7c918a064c4c86563485bc98e86cd4f76399a35e9a3f348fadfba72d62809d5c72961bbe43b5c3fd3fe2f",
     ),
     (
         8,

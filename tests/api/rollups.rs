@@ -743,3 +743,56 @@ async fn on_timescaledb_an_import_followed_by_edits_keeps_the_rollups_equal_to_t
     an_import_then_edits_keeps_rollups_exact(&app.pool, Flavour::TimescaleDb).await;
     ts.drop(Some(app)).await;
 }
+
+#[actix_web::test]
+async fn a_bulk_statement_is_journaled_by_its_hours_and_the_rollups_stay_exact() {
+    // Plain flavour: more minutes in one statement than a poll lists are journaled as their
+    // hours and one wholesale entry, not a row per minute; the views fold those hours before
+    // the fold does, and the fold takes them in.
+    let (_, url) = crate::helpers::fresh_database().await;
+    let pool = candlewick::db::build_pool(candlewick::db::connect_options(&url).expect("URL"));
+    let minutes = candlewick::db::journal::MAX_CHANGES_PER_POLL + 500;
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM candle_changes")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO ticks (time, symbol, price, volume) \
+         SELECT to_timestamp($1) + m * interval '1 minute' + interval '7 seconds', 'BULK/USD', \
+                100 + m % 97, 1 + m % 5 \
+         FROM generate_series(0, $2 - 1) AS m",
+    )
+    .bind(BASE as f64)
+    .bind(minutes)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let (entries, wholesale): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE symbol IS NULL) FROM candle_changes",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let hours = (minutes + 59) / 60;
+    assert_eq!(wholesale, 1, "one wholesale entry");
+    assert_eq!(
+        entries - before,
+        hours + 1,
+        "an entry per changed hour and the wholesale one, not {minutes} minutes"
+    );
+    assert_rollups_match_ticks(&pool, "before a fold").await;
+    Flavour::Postgres
+        .refresh(&pool, DateTime::<Utc>::UNIX_EPOCH, Utc::now())
+        .await
+        .unwrap();
+    assert_stored_rollups_match_ticks(&pool, "folded").await;
+    sql(
+        &pool,
+        &format!(
+            "UPDATE ticks SET price = 5000 WHERE symbol = 'BULK/USD' AND time = '{}'",
+            time_sql((BASE + 40 * 86_400 + 7) * 1_000_000)
+        ),
+    )
+    .await;
+    assert_rollups_match_ticks(&pool, "an edit after the bulk statement").await;
+}
