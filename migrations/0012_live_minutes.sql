@@ -142,10 +142,22 @@ BEGIN
         END IF;
 
         -- New rows (of an INSERT, or of an UPDATE outside the minutes just recomputed).
+        -- A bulk INSERT (more minutes than a poll lists: an import) is journaled as one
+        -- wholesale entry, as on plain PostgreSQL (0007): every poll reloads after it anyway,
+        -- and the continuous aggregates need no journal to refresh.
         IF TG_OP = 'INSERT' THEN
+            WITH minutes AS MATERIALIZED (
+                SELECT DISTINCT symbol, date_bin('1 minute', time, 'epoch') AS bucket
+                FROM new_rows
+                WHERE time >= '0001-01-01 00:00:00+00' AND time < '10000-01-01 00:00:00+00'
+            ),
+            bulk AS (
+                SELECT count(*) > 100000 AS yes FROM minutes
+            )
             INSERT INTO candle_changes (symbol, bucket)
-            SELECT DISTINCT symbol, date_bin('1 minute', time, 'epoch') FROM new_rows
-            WHERE time >= '0001-01-01 00:00:00+00' AND time < '10000-01-01 00:00:00+00';
+            SELECT symbol, bucket FROM minutes WHERE NOT (SELECT yes FROM bulk)
+            UNION ALL
+            SELECT NULL, NULL WHERE (SELECT yes FROM bulk);
         ELSE
             INSERT INTO candle_changes (symbol, bucket)
             SELECT DISTINCT symbol, date_bin('1 minute', time, 'epoch') FROM new_rows

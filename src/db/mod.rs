@@ -168,7 +168,7 @@ pub const RELEASED: &[(i64, &str)] = &[
     ),
     (
         12,
-        "590c2fdde46bc2175a0a27ea25f072872dac30f04501239b8f2abf469a3627fc10c70971d10fc71d360d9dfcce04e80d",
+        "7836ab9b394045742257096d9b2b57f4102ab949347147e2a9873966dddf13d5f6d2796d412ab65b11ac3f93e93f42e8",
     ),
 ];
 
