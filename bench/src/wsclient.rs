@@ -14,6 +14,8 @@ use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
+use crate::system::now_ns;
+
 /// Per-connection read buffer.
 const BUF: usize = 8192;
 /// Bytes kept from the start of each message to tell its type.
@@ -82,6 +84,10 @@ pub struct Viewer {
     msg: Assembler,
     /// Behind a proxy that names it (`viewers --proxy nginx`): the server it chose.
     upstream: Option<String>,
+    /// When the last ping came and when its pong was written (CLOCK_MONOTONIC ns; 0: none):
+    /// after a close for missed heartbeats they say on which leg the heartbeat stalled.
+    last_ping_ns: u64,
+    last_pong_ns: u64,
 }
 
 impl Viewer {
@@ -106,6 +112,8 @@ impl Viewer {
             end: 0,
             msg: Assembler::default(),
             upstream: None,
+            last_ping_ns: 0,
+            last_pong_ns: 0,
         };
         v.handshake(target).await?;
         Ok(v)
@@ -159,6 +167,11 @@ impl Viewer {
         Ok(())
     }
 
+    /// (last ping received, its pong written), CLOCK_MONOTONIC nanoseconds, 0 before any.
+    pub fn heartbeat(&self) -> (u64, u64) {
+        (self.last_ping_ns, self.last_pong_ns)
+    }
+
     /// The server behind the proxy, as the proxy named it in the upgrade response.
     pub fn upstream(&self) -> Option<&str> {
         self.upstream.as_deref()
@@ -172,7 +185,11 @@ impl Viewer {
             while let Some(step) = self.step()? {
                 match step {
                     Step::Message(m) => return Ok(Some(m)),
-                    Step::Ping(payload) => self.send_control(0xA, &payload).await?,
+                    Step::Ping(payload) => {
+                        self.last_ping_ns = now_ns();
+                        self.send_control(0xA, &payload).await?;
+                        self.last_pong_ns = now_ns();
+                    }
                     Step::Close(payload) => {
                         let _ = self.send_control(0x8, &[]).await;
                         let code = payload

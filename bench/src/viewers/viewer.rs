@@ -132,7 +132,7 @@ pub async fn viewer(route: Route, shared: Arc<Shared>, log: SharedLog) {
                         None
                     }
                     Ok(None) => Some("the connection ended without a close frame".to_owned()),
-                    Err(e) => Some(format!("{e:#}")),
+                    Err(e) => Some(format!("{e:#}{}", heartbeat_note(&v))),
                 };
                 if let Some(why) = ended {
                     lock(&log).dropped = Some(why);
@@ -190,4 +190,20 @@ async fn snapshot_taken(route: &Route) -> anyhow::Result<Viewer> {
             None => bail!("closed before the snapshot"),
         }
     }
+}
+
+/// After a close, how long ago (whole seconds) the last ping came and its pong went: with a
+/// close for missed heartbeats, it tells whether pings stopped coming or pongs were not taken.
+fn heartbeat_note(v: &Viewer) -> String {
+    let now = now_ns();
+    let ago = |t: u64| match t {
+        0 => "never".to_owned(),
+        t => format!("{} s ago", now.saturating_sub(t) / 1_000_000_000),
+    };
+    let (ping, pong) = v.heartbeat();
+    format!(
+        " (last ping {}, last pong written {})",
+        ago(ping),
+        ago(pong)
+    )
 }
