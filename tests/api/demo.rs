@@ -20,6 +20,21 @@ async fn stored(pool: &sqlx::PgPool) -> (i64, f64) {
     .expect("counting ticks")
 }
 
+/// Runs the demo feed until `done` holds of [`stored`], then stops it and waits for it to end.
+async fn run_feed_until(pool: &sqlx::PgPool, what: &str, done: impl Fn((i64, f64)) -> bool) {
+    let stop = CancellationToken::new();
+    let feed = tokio::spawn(candlewick::feed::demo::run(pool.clone(), stop.clone()));
+    eventually(WAIT, what, || async {
+        done(stored(pool).await).then_some(())
+    })
+    .await;
+    stop.cancel();
+    tokio::time::timeout(WAIT, feed)
+        .await
+        .expect("the feed to end")
+        .expect("the feed task");
+}
+
 #[tokio::test]
 async fn a_stop_ends_the_demo_backfill_and_the_next_start_completes_it() {
     let (_, url) = fresh_database().await;
@@ -28,17 +43,7 @@ async fn a_stop_ends_the_demo_backfill_and_the_next_start_completes_it() {
         .expect("connecting");
 
     // First start: stopped as soon as the first day of history is stored.
-    let stop = CancellationToken::new();
-    let feed = tokio::spawn(candlewick::feed::demo::run(pool.clone(), stop.clone()));
-    eventually(WAIT, "the first backfilled day", || async {
-        (stored(&pool).await.0 > 0).then_some(())
-    })
-    .await;
-    stop.cancel();
-    tokio::time::timeout(WAIT, feed)
-        .await
-        .expect("the feed to end")
-        .expect("the feed task");
+    run_feed_until(&pool, "the first backfilled day", |(count, _)| count > 0).await;
     let (_, behind) = stored(&pool).await;
     assert!(
         behind > 3600.0,
@@ -46,17 +51,7 @@ async fn a_stop_ends_the_demo_backfill_and_the_next_start_completes_it() {
     );
 
     // Second start: the history is filled up to now, with no hole where the first was cut.
-    let stop = CancellationToken::new();
-    let feed = tokio::spawn(candlewick::feed::demo::run(pool.clone(), stop.clone()));
-    eventually(WAIT, "history up to now", || async {
-        (stored(&pool).await.1 < 60.0).then_some(())
-    })
-    .await;
-    stop.cancel();
-    tokio::time::timeout(WAIT, feed)
-        .await
-        .expect("the feed to end")
-        .expect("the feed task");
+    run_feed_until(&pool, "history up to now", |(_, behind)| behind < 60.0).await;
     let (first, widest): (f64, f64) = sqlx::query_as(
         "SELECT extract(epoch FROM now() - min(time))::float8, \
                 extract(epoch FROM max(gap))::float8 \

@@ -422,22 +422,21 @@ async fn until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
 
 /// The WebSocket sessions a replica holds (its `/metrics`).
 async fn sessions(client: &reqwest::Client, port: u16) -> u64 {
-    let text = client
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("the metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix("candlewick_ws_sessions "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+    metric(client, port, "candlewick_ws_sessions ").await
 }
 
 /// The ticks a replica has written through the API (its `/metrics`).
 async fn api_writes(client: &reqwest::Client, port: u16) -> u64 {
+    metric(
+        client,
+        port,
+        r#"candlewick_ticks_inserted_total{via="api"} "#,
+    )
+    .await
+}
+
+/// The value of the replica's `/metrics` line that starts with `prefix` (0 when absent).
+async fn metric(client: &reqwest::Client, port: u16, prefix: &str) -> u64 {
     let text = client
         .get(format!("http://127.0.0.1:{port}/metrics"))
         .send()
@@ -447,7 +446,7 @@ async fn api_writes(client: &reqwest::Client, port: u16) -> u64 {
         .await
         .expect("the metrics");
     text.lines()
-        .find_map(|l| l.strip_prefix(r#"candlewick_ticks_inserted_total{via="api"} "#))
+        .find_map(|l| l.strip_prefix(prefix))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map_or(0, |v| v as u64)
 }
