@@ -119,13 +119,14 @@ pub fn main_conf(
     Ok(path)
 }
 
-/// Where nginx is installed: on PATH or in Debian's sbin.
-pub fn find_nginx() -> Option<PathBuf> {
+/// Where a program (nginx, and the tools the replicas test also uses) is installed: on PATH or
+/// in Debian's sbin, which root's PATH may lack; `None` when it is not.
+pub fn find_tool(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default()
         .into_iter()
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join("nginx"))
+        .map(|dir| dir.join(name))
         .find(|p| p.is_file())
 }

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::{TOKEN, eventually_ok, fresh_database};
-use crate::nginx_conf;
+use crate::nginx_conf::{self, find_tool};
 
 const SYMBOL: &str = "REP/USD";
 const VIEWERS: usize = 30;
@@ -31,17 +31,6 @@ const WAIT: Duration = Duration::from_secs(20);
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
-
-/// The program's path, or `None` (the caller says it skips).
-fn find_tool(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
 }
 
 fn free_port() -> u16 {
@@ -81,7 +70,7 @@ fn nginx_main(dir: &Path, site: &str) -> PathBuf {
 
 #[tokio::test]
 async fn the_shipped_nginx_config_is_valid_with_tls_as_shipped() {
-    let (Some(nginx), Some(openssl)) = (nginx_conf::find_nginx(), find_tool("openssl")) else {
+    let (Some(nginx), Some(openssl)) = (find_tool("nginx"), find_tool("openssl")) else {
         eprintln!("skipped: nginx or openssl is not installed (.ci/run installs nginx-light)");
         return;
     };
@@ -468,7 +457,7 @@ async fn db_candles(pool: &sqlx::PgPool) -> BTreeMap<i64, Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_behind_nginx_restart_one_by_one_and_viewers_resume_without_losing_a_write() {
-    let Some(nginx) = nginx_conf::find_nginx() else {
+    let Some(nginx) = find_tool("nginx") else {
         eprintln!("skipped: nginx is not installed (.ci/run installs nginx-light)");
         return;
     };

@@ -34,7 +34,7 @@ impl Nginx {
     /// Starts nginx on a free port in `dir` in front of the servers on `replicas`, with as
     /// many workers as `viewers` need, and waits until it answers `/healthz`.
     pub async fn start(dir: &Path, replicas: &[u16], viewers: usize) -> anyhow::Result<Self> {
-        let nginx = nginx_conf::find_nginx()
+        let nginx = nginx_conf::find_tool("nginx")
             .context("--proxy nginx needs nginx (Debian: apt-get install nginx-light)")?;
         std::fs::create_dir_all(dir)?;
         let port = candlewick::embedded::free_port()?;
