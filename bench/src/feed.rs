@@ -9,21 +9,20 @@
 //! Workloads: `one-row` (N writers, M symbols, writer 0 on one hot symbol), `batches` (the same
 //! with several rows per INSERT) and `hot` (one writer, one symbol).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use candlewick::config::EmbeddedTimescaleDb;
-use candlewick::embedded;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::page::JoinArgs;
-use crate::probe::{Latency, Probe};
+use crate::probe::{Latency, Probe, Via};
 use crate::say;
 use crate::server_metrics::{PollTimer, Polls};
-use crate::setup::{Cluster, Embedded, Scratch, Server, WorkArgs, Workspace};
-use crate::stats::ratio;
+use crate::setup::{self, Cluster, Scratch, Server, WorkArgs, Workspace};
+use crate::stats::{ratio, share};
 use crate::tables::{self, Baseline};
 use crate::viewers::{PeakRss, Probe as ServerProbe};
 use crate::watchers::Watchers;
@@ -96,37 +95,14 @@ const PROBE_SYMBOL: &str = "PROBE";
 const SCRATCH: &str = "candlewick_bench_feed";
 
 pub async fn run(args: FeedArgs) -> anyhow::Result<Value> {
-    let timescaledb = args.embedded_timescaledb == EmbeddedTimescaleDb::Auto;
-    if args.no_plain && !timescaledb {
-        bail!("--no-plain with --embedded-timescaledb off leaves nothing to measure");
-    }
     let ws = args.work.open()?;
-    let mut report = serde_json::Map::new();
-    if !args.no_plain {
-        let cluster = ws
-            .cluster(Embedded {
-                count_statements: true,
-                ..Embedded::PLAIN
-            })
-            .await?;
-        report.insert("postgresql".into(), flavour(&ws, cluster, &args).await?);
-    }
-    if timescaledb && args.work.database_url.is_none() {
-        let bindir = embedded::find_bindir()?;
-        let measured = if embedded::timescaledb_installed(&bindir) {
-            let cluster = ws
-                .embedded_cluster(Embedded {
-                    timescaledb: EmbeddedTimescaleDb::Auto,
-                    count_statements: true,
-                })
-                .await?;
-            flavour(&ws, cluster, &args).await?
-        } else {
-            json!({ "skipped": format!("TimescaleDB is not installed for {}", bindir.display()) })
-        };
-        report.insert("timescaledb".into(), measured);
-    }
-    Ok(Value::Object(report))
+    setup::each_flavour(
+        &ws,
+        args.embedded_timescaledb,
+        args.no_plain,
+        async |cluster| flavour(&ws, cluster, &args).await,
+    )
+    .await
 }
 
 /// Every workload into `ticks` and into the baseline, on a scratch database of `cluster`.
@@ -173,7 +149,14 @@ async fn watched_phases(
         let symbol = tables::symbol(i as u32 % args.watched.max(1));
         viewers.add(&server.ws(&args.join.query(&symbol))).await?;
     }
-    let probe = Probe::start(&db.url, server, PROBE_SYMBOL, args.probe_every, &args.join).await?;
+    let probe = Probe::start(
+        Via::Database(&db.url),
+        server,
+        PROBE_SYMBOL,
+        args.probe_every,
+        &args.join,
+    )
+    .await?;
     let watch = Watch {
         cluster,
         db,
@@ -261,9 +244,9 @@ impl Watch<'_> {
         statements::enable(self.cluster).await;
         let polls = PollTimer::start(&self.server.http()).await?;
         let updates_before = self.viewers.updates();
-        let started = Instant::now();
+        let started = system::now_ns();
         let written = writers::write(&self.db.url, &load).await?;
-        let ended = Instant::now();
+        let ended = system::now_ns();
         let polls = polls.stop().await?;
         let viewer_updates = self.viewers.updates() - updates_before;
         // The probe's last ticks need a poll or two to show.
@@ -309,13 +292,6 @@ fn compare(phases: &[Phase]) -> Vec<Value> {
     let mut out = Vec::new();
     for pair in phases.chunks(2) {
         let [ticks, base] = pair else { continue };
-        let share = |a: f64, b: f64| {
-            if b > 0.0 {
-                (a / b * 1000.0).round() / 1000.0
-            } else {
-                0.0
-            }
-        };
         out.push(json!({
             "workload": ticks.workload,
             "rows_per_sec": ticks.written.rows_per_sec,

@@ -7,6 +7,7 @@ mod feed;
 mod history;
 mod ingest;
 mod join_storm;
+mod latency;
 mod nginx_conf;
 mod page;
 mod paging;
@@ -61,6 +62,9 @@ enum Command {
     Paging(paging::PagingArgs),
     /// Years of history through `candlewick import`: import rate, aggregates ready, every page back at every interval.
     History(history::HistoryArgs),
+    /// A tick's way from the API's answer to every viewer, with many viewers and a feed, at
+    /// several poll intervals: latency per viewer, missed updates, the writers' rate, the cost.
+    Latency(latency::LatencyArgs),
     /// Internal: one process of viewers, driven by `viewers` over stdin/stdout.
     #[command(hide = true)]
     ViewersWorker {
@@ -89,6 +93,7 @@ fn main() -> std::process::ExitCode {
                     Command::Startup(args) => startup::run(args).await?,
                     Command::Paging(args) => paging::run(args).await?,
                     Command::History(args) => history::run(args).await?,
+                    Command::Latency(args) => latency::run(args).await?,
                     Command::ViewersWorker { .. } => unreachable!("handled above"),
                 };
                 println!("{}", serde_json::to_string_pretty(&report)?);

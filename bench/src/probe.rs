@@ -1,10 +1,13 @@
-//! Tick → update-frame latency: a probe writes a tick for its own symbol every so often straight
-//! into `ticks` (as any writer would), each at a higher price than the last, while a viewer of
-//! that symbol reads every update. A tick has arrived once an update shows a close at or above
-//! its price; the latency is from its INSERT returning to that frame.
+//! Tick → update-frame latency: a probe writes a tick for its own symbol every so often (straight
+//! into `ticks`, as any writer would, or through `POST /api/ticks`), each at a higher price than
+//! the last, while a viewer of that symbol reads every update. A tick has arrived once an update
+//! shows a close at or above its price; the latency is from its INSERT returning (or the API's
+//! answer) to that frame. Times are CLOCK_MONOTONIC nanoseconds, the clock the `viewers` workers
+//! stamp their receipts with, and each frame keeps the hash they name it by: the probe's ticks
+//! can be timed at every other viewer of the symbol too.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chrono::Utc;
@@ -17,13 +20,16 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::page::JoinArgs;
-use crate::setup::Server;
+use crate::setup::{self, Server};
 use crate::stats::Summary;
+use crate::system::now_ns;
+use crate::viewers::Receipt;
+use crate::wsclient::message_hash;
 
-/// (price, when its INSERT returned).
-type Commits = Arc<Mutex<Vec<(f64, Instant)>>>;
-/// (when an update came, the highest close in it).
-type Frames = Arc<Mutex<Vec<(Instant, f64)>>>;
+/// (price, when its write was acknowledged).
+type Commits = Arc<Mutex<Vec<(f64, u64)>>>;
+/// (when an update came, its hash, the highest close in it).
+type Frames = Arc<Mutex<Vec<(u64, u64, f64)>>>;
 
 pub struct Probe {
     stop: CancellationToken,
@@ -32,11 +38,20 @@ pub struct Probe {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// How the probe writes its ticks.
+#[derive(Clone, Copy)]
+pub enum Via<'a> {
+    /// One-row INSERTs on its own connection to this database.
+    Database(&'a SecretString),
+    /// `POST /api/ticks` to the server it watches, as the admin.
+    Api,
+}
+
 /// The probe's ticks of a span.
 #[derive(Debug, Clone, Serialize)]
 pub struct Latency {
     pub ticks: usize,
-    /// From the INSERT returning to the first update frame that includes the tick.
+    /// From the write's acknowledgement to the first update frame that includes the tick.
     pub tick_to_update: Summary,
     /// Ticks no update showed by the time it was read.
     pub unseen: usize,
@@ -44,9 +59,9 @@ pub struct Latency {
 
 impl Probe {
     /// Subscribes to `symbol` on `server` (joining as `join` says), then writes a tick for it
-    /// every `every` on `db_url`.
+    /// every `every` as `via` says.
     pub async fn start(
-        db_url: &SecretString,
+        via: Via<'_>,
         server: &Server,
         symbol: &str,
         every: Duration,
@@ -55,15 +70,23 @@ impl Probe {
         let ws = joined(&server.ws(&join.query(symbol)))
             .await
             .context("the probe's viewer")?;
-        let conn = PgConnection::connect_with(&candlewick::db::connect_options(db_url)?)
-            .await
-            .context("connecting the probe's writer")?;
+        let writer = match via {
+            Via::Database(url) => Writer::Database(
+                PgConnection::connect_with(&candlewick::db::connect_options(url)?)
+                    .await
+                    .context("connecting the probe's writer")?,
+            ),
+            Via::Api => Writer::Api {
+                client: reqwest::Client::new(),
+                url: format!("{}/api/ticks", server.http()),
+            },
+        };
         let stop = CancellationToken::new();
         let commits = Commits::default();
         let frames = Frames::default();
         let watch = tokio::spawn(watch(ws, frames.clone(), stop.clone()));
         let write = tokio::spawn(write(
-            conn,
+            writer,
             symbol.to_owned(),
             every,
             commits.clone(),
@@ -77,25 +100,45 @@ impl Probe {
         })
     }
 
-    /// The probe's ticks written in `[from, to)`.
-    pub fn latency(&self, from: Instant, to: Instant) -> Latency {
-        let commits: Vec<(f64, Instant)> = lock(&self.commits)
+    /// The probe's ticks acknowledged in `[from, to)` (CLOCK_MONOTONIC nanoseconds).
+    pub fn latency(&self, from: u64, to: u64) -> Latency {
+        self.timed(from, to).0
+    }
+
+    /// The probe's ticks acknowledged in `[from, to)`, and for each tick an update showed, the
+    /// frame that first did as seen from `server` (its index among the viewers' servers) with
+    /// the tick's acknowledgement as its reference time: what the other viewers are judged on.
+    pub fn references(&self, server: u16, from: u64, to: u64) -> (Latency, Vec<Receipt>) {
+        let (latency, shown) = self.timed(from, to);
+        let refs = shown
+            .into_iter()
+            .map(|(hash, acked)| (server, hash, acked))
+            .collect();
+        (latency, refs)
+    }
+
+    /// The ticks of `[from, to)`, and (frame hash, acknowledgement) of each one shown.
+    fn timed(&self, from: u64, to: u64) -> (Latency, Vec<(u64, u64)>) {
+        let commits: Vec<(f64, u64)> = lock(&self.commits)
             .iter()
-            .filter(|(_, t)| *t >= from && *t < to)
+            .filter(|(_, t)| (from..to).contains(t))
             .copied()
             .collect();
         let frames = lock(&self.frames).clone();
         let mut took = Vec::new();
-        for (price, committed) in &commits {
-            if let Some((seen, _)) = frames.iter().find(|(_, close)| close >= price) {
-                took.push(seen.saturating_duration_since(*committed));
+        let mut shown = Vec::new();
+        for (price, acked) in &commits {
+            if let Some((seen, hash, _)) = frames.iter().find(|(_, _, close)| close >= price) {
+                took.push(Duration::from_nanos(seen.saturating_sub(*acked)));
+                shown.push((*hash, *acked));
             }
         }
-        Latency {
+        let latency = Latency {
             ticks: commits.len(),
             unseen: commits.len() - took.len(),
             tick_to_update: Summary::of(&took),
-        }
+        };
+        (latency, shown)
     }
 
     pub async fn stop(self) {
@@ -141,11 +184,11 @@ async fn watch(mut ws: Ws, frames: Frames, stop: CancellationToken) {
             m = ws.next() => m,
         };
         let Some(Ok(msg)) = msg else { break };
-        let now = Instant::now();
+        let now = now_ns();
         if let Message::Text(text) = msg
             && let Some(close) = highest_close(&text)
         {
-            lock(&frames).push((now, close));
+            lock(&frames).push((now, message_hash(text.as_bytes()), close));
         }
     }
     let _ = ws.close(None).await;
@@ -164,9 +207,59 @@ fn highest_close(text: &str) -> Option<f64> {
         .reduce(f64::max)
 }
 
+/// Where the probe's ticks go.
+enum Writer {
+    Database(PgConnection),
+    Api {
+        client: reqwest::Client,
+        url: String,
+    },
+}
+
+impl Writer {
+    /// Writes one tick and waits for its acknowledgement.
+    async fn tick(&mut self, symbol: &str, price: f64) -> anyhow::Result<()> {
+        match self {
+            Self::Database(conn) => {
+                sqlx::query(
+                    "INSERT INTO ticks (time, symbol, price, volume) VALUES ($1, $2, $3, 1.0)",
+                )
+                .bind(Utc::now())
+                .bind(symbol)
+                .bind(price)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Self::Api { client, url } => {
+                let answer = client
+                    .post(url.as_str())
+                    .bearer_auth(setup::TOKEN)
+                    .json(&serde_json::json!({
+                        "time": Utc::now(),
+                        "symbol": symbol,
+                        "price": price,
+                        "volume": 1.0,
+                    }))
+                    .send()
+                    .await?;
+                if !answer.status().is_success() {
+                    bail!("{}: {}", answer.status(), answer.text().await?);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn close(self) {
+        if let Self::Database(conn) = self {
+            conn.close().await.ok();
+        }
+    }
+}
+
 /// Writes one tick every `every`, each priced one above the last.
 async fn write(
-    mut conn: PgConnection,
+    mut writer: Writer,
     symbol: String,
     every: Duration,
     commits: Commits,
@@ -181,19 +274,12 @@ async fn write(
             _ = tick.tick() => {}
         }
         price += 1.0;
-        let done =
-            sqlx::query("INSERT INTO ticks (time, symbol, price, volume) VALUES ($1, $2, $3, 1.0)")
-                .bind(Utc::now())
-                .bind(&symbol)
-                .bind(price)
-                .execute(&mut conn)
-                .await;
-        match done {
-            Ok(_) => lock(&commits).push((price, Instant::now())),
-            Err(e) => crate::say!("probe: {e}"),
+        match writer.tick(&symbol, price).await {
+            Ok(()) => lock(&commits).push((price, now_ns())),
+            Err(e) => crate::say!("probe: {e:#}"),
         }
     }
-    conn.close().await.ok();
+    writer.close().await;
 }
 
 #[cfg(test)]

@@ -101,6 +101,50 @@ fn default_server_bin() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// Runs `measure` on plain PostgreSQL (unless `no_plain`; the embedded cluster or
+/// `--database-url`) and then, when `timescaledb` is `auto` and no `--database-url` was given,
+/// on an embedded cluster with TimescaleDB preloaded (or says why not). Both clusters preload
+/// pg_stat_statements. The report has one member per flavour: `postgresql`, `timescaledb`.
+pub async fn each_flavour(
+    ws: &Workspace,
+    timescaledb: EmbeddedTimescaleDb,
+    no_plain: bool,
+    measure: impl AsyncFn(Cluster) -> anyhow::Result<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    let timescaledb = timescaledb == EmbeddedTimescaleDb::Auto;
+    if no_plain && !timescaledb {
+        bail!("--no-plain with --embedded-timescaledb off leaves nothing to measure");
+    }
+    let mut report = serde_json::Map::new();
+    if !no_plain {
+        let cluster = ws
+            .cluster(Embedded {
+                count_statements: true,
+                ..Embedded::PLAIN
+            })
+            .await?;
+        report.insert("postgresql".into(), measure(cluster).await?);
+    }
+    if timescaledb && ws.database_url.is_none() {
+        let bindir = embedded::find_bindir()?;
+        let measured = if embedded::timescaledb_installed(&bindir) {
+            let cluster = ws
+                .embedded_cluster(Embedded {
+                    timescaledb: EmbeddedTimescaleDb::Auto,
+                    count_statements: true,
+                })
+                .await?;
+            measure(cluster).await?
+        } else {
+            let why = format!("TimescaleDB is not installed for {}", bindir.display());
+            say!("{why}: measuring plain PostgreSQL only");
+            serde_json::json!({ "skipped": why })
+        };
+        report.insert("timescaledb".into(), measured);
+    }
+    Ok(serde_json::Value::Object(report))
+}
+
 /// A run's work dir, server binary and database.
 pub struct Workspace {
     dir: PathBuf,
@@ -145,7 +189,18 @@ impl Workspace {
 
     /// Starts a server named `name` (its data dir and log are named after it) on `db_url`.
     pub async fn spawn_server(&self, db_url: &SecretString, name: &str) -> anyhow::Result<Server> {
-        Server::spawn(&self.bin, db_url, &self.dir, name).await
+        Server::spawn(&self.bin, db_url, &self.dir, name, &[]).await
+    }
+
+    /// Starts a server as [`Self::spawn_server`] does, with these settings in its environment
+    /// (e.g. `CANDLEWICK_POLL_INTERVAL`).
+    pub async fn spawn_server_with(
+        &self,
+        db_url: &SecretString,
+        name: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Server> {
+        Server::spawn(&self.bin, db_url, &self.dir, name, env).await
     }
 
     /// Starts a server as [`Self::spawn_server`] does, from another binary (e.g. a build to
@@ -156,7 +211,7 @@ impl Workspace {
         db_url: &SecretString,
         name: &str,
     ) -> anyhow::Result<Server> {
-        Server::spawn(bin, db_url, &self.dir, name).await
+        Server::spawn(bin, db_url, &self.dir, name, &[]).await
     }
 
     /// Where the server named `name` writes its log.
@@ -361,6 +416,7 @@ impl Server {
         db_url: &SecretString,
         work_dir: &Path,
         name: &str,
+        env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
         let port = embedded::free_port()?;
         let data_dir = work_dir.join(name);
@@ -379,6 +435,7 @@ impl Server {
             .arg(&data_dir)
             .env("DATABASE_URL", db_url.expose_secret())
             .env("CANDLEWICK_LOG_FORMAT", "json")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

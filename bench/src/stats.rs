@@ -62,6 +62,15 @@ pub fn ratio(baseline: f64, ours: f64) -> f64 {
     (baseline / ours * 10.0).round() / 10.0
 }
 
+/// `a / b` to three decimals, a share for reading (0 when `b` is).
+pub fn share(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        (a / b * 1000.0).round() / 1000.0
+    } else {
+        0.0
+    }
+}
+
 /// Least-squares slope of y over x.
 pub fn slope(points: &[(f64, f64)]) -> Option<f64> {
     if points.len() < 2 {

@@ -335,6 +335,18 @@ struct Assembler {
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
+/// `hash` (FNV-1a) carried on over `data`.
+fn fnv1a(hash: u64, data: &[u8]) -> u64 {
+    data.iter()
+        .fold(hash, |h, &b| (h ^ u64::from(b)).wrapping_mul(FNV_PRIME))
+}
+
+/// The hash a [`Message`] carries for a whole message of these bytes (its text, reassembled):
+/// how a reader of whole messages names the same update as these viewers do.
+pub fn message_hash(bytes: &[u8]) -> u64 {
+    fnv1a(FNV_OFFSET, bytes)
+}
+
 impl Assembler {
     fn begin_frame(&mut self, h: Header) -> anyhow::Result<()> {
         let control = (h.opcode & 0x8 != 0).then_some(h.opcode);
@@ -379,9 +391,7 @@ impl Assembler {
                 || (self.prefix_len >= 18
                     && self.prefix[..self.prefix_len].starts_with(b"{\"type\":\"snapshot\""));
             if !snapshot {
-                for &b in data {
-                    self.hash = (self.hash ^ u64::from(b)).wrapping_mul(FNV_PRIME);
-                }
+                self.hash = fnv1a(self.hash, data);
             }
         }
         if frame.remaining > 0 {
@@ -505,6 +515,11 @@ mod tests {
         assert_eq!(
             whole[0].1, a[1].1,
             "a fragmented message hashes like a whole one"
+        );
+        assert_eq!(
+            message_hash(upd),
+            a[1].1,
+            "a reader of whole messages names the update the same"
         );
     }
 }

@@ -397,6 +397,71 @@ fn a_feed_is_measured_beside_its_baseline_on_every_installed_flavour() {
 }
 
 #[test]
+fn latency_times_every_probe_tick_at_every_viewer_on_every_installed_flavour() {
+    let r = bench(&[
+        "latency",
+        "--viewers",
+        "30",
+        "--poll-intervals",
+        "250ms,100ms",
+        "--write-rate",
+        "200",
+        "--symbols",
+        "5",
+        "--probe-every",
+        "100ms",
+        "--duration",
+        "3s",
+        "--settle",
+        "500ms",
+    ]);
+    let mut flavours = vec!["postgresql"];
+    if timescaledb_installed() {
+        flavours.push("timescaledb");
+    } else {
+        assert!(r["timescaledb"]["skipped"].is_string(), "{r:#}");
+    }
+    for flavour in flavours {
+        let runs = r[flavour]["runs"].as_array().expect("runs");
+        let intervals: Vec<f64> = runs.iter().map(|x| num(x, "/poll_interval_ms")).collect();
+        assert_eq!(intervals, [250.0, 100.0], "{r:#}");
+        for run in runs {
+            let v = &run["viewers"];
+            assert_eq!(num(v, "/held"), 30.0, "{run:#}");
+            assert!(num(v, "/frames") >= 5.0, "{run:#}");
+            assert_eq!(num(v, "/missed_updates"), 0.0, "{run:#}");
+            assert_eq!(
+                num(v, "/deliveries"),
+                30.0 * num(v, "/frames"),
+                "every viewer got every frame: {run:#}"
+            );
+            // Every probe tick the probe's viewer saw, timed at each of the 30.
+            assert_eq!(
+                num(v, "/tick_to_update/n"),
+                30.0 * num(run, "/watched/probe/tick_to_update/n"),
+                "{run:#}"
+            );
+            assert_percentiles(v, "/tick_to_update");
+            assert_eq!(num(v, "/viewer_p99/n"), 30.0, "one p99 per viewer: {run:#}");
+            assert!(
+                num(v, "/viewer_p99/max_ms") <= num(v, "/tick_to_update/max_ms"),
+                "{run:#}"
+            );
+            assert!(num(v, "/server_cpu_us_per_delivery") > 0.0, "{run:#}");
+            for phase in ["alone", "watched"] {
+                let p = &run[phase];
+                assert_eq!(num(p, "/written/errors"), 0.0, "{p:#}");
+                assert!(num(p, "/written/rows_per_sec") > 0.0, "{p:#}");
+                assert!(num(p, "/database/polls_per_sec") > 0.0, "{p:#}");
+                assert!(num(p, "/probe/ticks") >= 5.0, "{p:#}");
+                assert_eq!(num(p, "/probe/unseen"), 0.0, "{p:#}");
+            }
+            assert!(num(run, "/writers_watched_over_alone") > 0.0, "{run:#}");
+        }
+    }
+}
+
+#[test]
 fn a_start_on_many_stored_symbols_is_timed_and_cold_symbols_load_on_their_first_viewer() {
     let r = bench(&[
         "startup",

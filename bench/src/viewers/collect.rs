@@ -44,17 +44,24 @@ pub fn in_window(first: &HashMap<(u16, u64), u64>, start: u64, end: u64) -> Vec<
         .collect()
 }
 
-/// One worker's viewers judged against `frames` (each with its first receipt over all
-/// workers): who was held, dropped or failed, the spread of every delivery, and what each missed.
+/// One worker's viewers judged against `frames`, each (server, hash) with a reference time: its
+/// first receipt over all workers (the spread), or, when latency is measured, when each tick
+/// the frame first showed was acknowledged (a frame may be listed once per such tick). Reports
+/// who was held, dropped or failed, every delivery's time from each of its frame's references,
+/// each viewer's own p99 of those, and the frames each viewer missed.
 pub fn judge<'a>(logs: impl IntoIterator<Item = &'a Log>, frames: Vec<Receipt>) -> WorkerResult {
-    let mut judged: HashMap<(u16, u64), u64> = HashMap::new();
-    let mut per_server: HashMap<u16, u64> = HashMap::new();
+    let mut judged: HashMap<(u16, u64), Vec<u64>> = HashMap::new();
     for (s, h, t) in frames {
-        judged.insert((s, h), t);
-        *per_server.entry(s).or_default() += 1;
+        judged.entry((s, h)).or_default().push(t);
+    }
+    let mut per_server: HashMap<u16, u64> = HashMap::new();
+    for (s, _) in judged.keys() {
+        *per_server.entry(*s).or_default() += 1;
     }
     let mut result = WorkerResult::default();
     let mut hist = new_hist();
+    let mut viewer_p99 = new_hist();
+    let mut own: Vec<u64> = Vec::new();
     for log in logs {
         result.retries += u64::from(log.retries);
         if let Some(why) = log.retry_reason.as_ref().map(|w| format!("(retried) {w}")) {
@@ -73,12 +80,22 @@ pub fn judge<'a>(logs: impl IntoIterator<Item = &'a Log>, frames: Vec<Receipt>) 
         }
         result.resyncs += log.snapshots.saturating_sub(1);
         let mut seen = HashSet::new();
+        own.clear();
         for (hash, t) in &log.frames {
-            if let Some(first) = judged.get(&(log.server, *hash))
+            if let Some(references) = judged.get(&(log.server, *hash))
                 && seen.insert(*hash)
             {
-                hist.record(t.saturating_sub(*first) / 1_000).ok();
+                own.extend(references.iter().map(|r| t.saturating_sub(*r) / 1_000));
             }
+        }
+        for us in &own {
+            hist.record(*us).ok();
+        }
+        if !own.is_empty() {
+            own.sort_unstable();
+            // Nearest rank.
+            let rank = (own.len() * 99).div_ceil(100).max(1);
+            viewer_p99.record(own[rank - 1]).ok();
         }
         result.deliveries += seen.len() as u64;
         let missed = per_server
@@ -93,6 +110,7 @@ pub fn judge<'a>(logs: impl IntoIterator<Item = &'a Log>, frames: Vec<Receipt>) 
         }
     }
     result.spread_us = pairs(&hist);
+    result.viewer_p99_us = pairs(&viewer_p99);
     result
 }
 
@@ -152,9 +170,18 @@ fn note_error(errors: &mut Vec<String>, e: &str) {
 
 /// The spread histograms of all workers in one (microseconds).
 pub fn spread(results: &[WorkerResult]) -> Histogram<u64> {
+    merged(results.iter().map(|r| &r.spread_us))
+}
+
+/// Every viewer's own p99 over all workers, in one histogram (microseconds).
+pub fn viewer_p99(results: &[WorkerResult]) -> Histogram<u64> {
+    merged(results.iter().map(|r| &r.viewer_p99_us))
+}
+
+fn merged<'a>(all: impl IntoIterator<Item = &'a Vec<(u64, u64)>>) -> Histogram<u64> {
     let mut hist = new_hist();
-    for r in results {
-        for (v, n) in &r.spread_us {
+    for pairs in all {
+        for (v, n) in pairs {
             hist.record_n(*v, *n).ok();
         }
     }
@@ -209,6 +236,26 @@ mod tests {
         let spread = spread(std::slice::from_ref(&r));
         assert_eq!(spread.len(), 3);
         assert_eq!(spread.max(), 2_000, "2 ms after the first receipt, in µs");
+    }
+
+    #[test]
+    fn a_frame_with_several_references_times_each_and_counts_once() {
+        // Frame 7 showed two ticks, acknowledged at 1 ms and 2 ms; frame 8 one, at 5 ms.
+        let refs = vec![(0, 7, 1_000_000), (0, 7, 2_000_000), (0, 8, 5_000_000)];
+        let logs = [
+            held(0, &[(7, 3_000_000), (8, 6_000_000)]),
+            held(0, &[(7, 12_000_000)]),
+        ];
+        let r = judge(&logs, refs);
+        assert_eq!(r.deliveries, 3, "frames, not ticks");
+        assert_eq!(r.missed, 1, "the second viewer missed frame 8");
+        let all = spread(std::slice::from_ref(&r));
+        assert_eq!(all.len(), 5, "one time per tick each viewer got");
+        assert!(all.equivalent(all.max(), 11_000), "{}", all.max());
+        let own = viewer_p99(std::slice::from_ref(&r));
+        assert_eq!(own.len(), 2, "one p99 per viewer");
+        assert!(own.equivalent(own.min(), 2_000), "{}", own.min());
+        assert!(own.equivalent(own.max(), 11_000), "{}", own.max());
     }
 
     #[test]

@@ -34,7 +34,10 @@ use clap::Args;
 pub use feed::Feed;
 pub use plan::{Layout, Plan};
 pub use processes::{Group, Workers};
-pub use report::{Deliveries, JoinReport, PeakRss, Probe, Ramp, ViewersReport, Window};
+pub use protocol::Receipt;
+pub use report::{
+    Deliveries, JoinReport, PeakRss, Probe, Ramp, ViewersReport, Window, cpu_seconds,
+};
 pub use worker::worker_main;
 
 use protocol::WorkerResult;

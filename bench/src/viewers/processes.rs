@@ -3,7 +3,7 @@
 //! messages wait in the worker's queue until asked for. Workers can be added while others run
 //! (a join storm starts its newcomers after the residents), and addressed by index range.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::Range;
 use std::process::Stdio;
 use std::time::Duration;
@@ -178,9 +178,24 @@ impl Workers {
         start: u64,
         end: u64,
     ) -> anyhow::Result<(usize, Vec<WorkerResult>)> {
+        self.judge_with(group, |first| collect::in_window(first, start, end))
+            .await
+    }
+
+    /// Has `group` judged against the frames `pick` chooses (with their reference times) from
+    /// every frame's first receipt over all workers; the distinct frames judged, and the results.
+    pub async fn judge_with(
+        &mut self,
+        group: Group,
+        pick: impl FnOnce(&HashMap<(u16, u64), u64>) -> Vec<Receipt>,
+    ) -> anyhow::Result<(usize, Vec<WorkerResult>)> {
         let first = self.first_receipts(group.clone()).await?;
-        let judged = collect::in_window(&first, start, end);
-        let frames = judged.len();
+        let judged = pick(&first);
+        let frames = judged
+            .iter()
+            .map(|(s, h, _)| (*s, *h))
+            .collect::<HashSet<_>>()
+            .len();
         Ok((frames, self.judge(group, judged).await?))
     }
 

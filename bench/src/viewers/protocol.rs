@@ -89,6 +89,8 @@ pub struct WorkerResult {
     pub max_missed: u64,
     /// (microseconds, count) pairs of the spread histogram.
     pub spread_us: Vec<(u64, u64)>,
+    /// (microseconds, count) pairs of the histogram of each viewer's own p99.
+    pub viewer_p99_us: Vec<(u64, u64)>,
     pub errors: Vec<String>,
 }
 

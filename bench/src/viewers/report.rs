@@ -210,6 +210,8 @@ pub struct Deliveries {
     pub max_missed_per_viewer: u64,
     /// Per update frame: time from its first receipt by any viewer to each other viewer's.
     pub spread: Summary,
+    /// Each viewer's own p99 of the above, summed up over the viewers (its max: the worst).
+    pub viewer_p99: Summary,
     pub errors: Vec<String>,
 }
 
@@ -227,6 +229,7 @@ impl Deliveries {
             viewers_missing_updates: results.iter().map(|r| r.viewers_missing).sum(),
             max_missed_per_viewer: results.iter().map(|r| r.max_missed).max().unwrap_or(0),
             spread: Summary::of_hist(&collect::spread(results)),
+            viewer_p99: Summary::of_hist(&collect::viewer_p99(results)),
             errors: results
                 .iter()
                 .flat_map(|r| r.errors.iter().cloned())
