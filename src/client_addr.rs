@@ -8,7 +8,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use actix_web::HttpRequest;
-use actix_web::http::header::{self, HeaderName};
+use actix_web::http::header::{self, HeaderMap, HeaderName};
 
 /// `--trust-forwarded`, registered as app data: whether [`resolve`] believes the proxy.
 #[derive(Debug, Clone, Copy)]
@@ -22,20 +22,30 @@ pub fn resolve(req: &HttpRequest) -> Option<IpAddr> {
 }
 
 fn resolve_trusting(req: &HttpRequest, trust_forwarded: bool) -> Option<IpAddr> {
-    let peer = req.peer_addr().map(|a| a.ip());
+    resolve_from(req.peer_addr(), req.headers(), trust_forwarded)
+}
+
+/// [`resolve`] from a request's parts, where there is no app to ask (a WebSocket upgrade):
+/// its peer, its headers and whether to believe the proxy.
+pub fn resolve_from(
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+    trust_forwarded: bool,
+) -> Option<IpAddr> {
+    let peer = peer.map(|a| a.ip());
     if !trust_forwarded {
         return peer;
     }
-    forwarded_for(req)
+    forwarded_for(headers)
         .or_else(|| {
-            last_entry(req, &HeaderName::from_static("x-forwarded-for")).and_then(parse_node)
+            last_entry(headers, &HeaderName::from_static("x-forwarded-for")).and_then(parse_node)
         })
         .or(peer)
 }
 
 /// `Forwarded: for=192.0.2.60;proto=https, for="[2001:db8::17]:4711"` → the last `for`.
-fn forwarded_for(req: &HttpRequest) -> Option<IpAddr> {
-    let last = last_entry(req, &header::FORWARDED)?;
+fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
+    let last = last_entry(headers, &header::FORWARDED)?;
     last.split(';').find_map(|pair| {
         let (key, value) = pair.split_once('=')?;
         key.trim()
@@ -46,8 +56,8 @@ fn forwarded_for(req: &HttpRequest) -> Option<IpAddr> {
 }
 
 /// The last comma-separated entry over every line of header `name`.
-fn last_entry<'a>(req: &'a HttpRequest, name: &HeaderName) -> Option<&'a str> {
-    req.headers()
+fn last_entry<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+    headers
         .get_all(name)
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))

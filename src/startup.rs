@@ -4,18 +4,23 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use actix_codec::Framed;
+use actix_http::{Extensions, HttpService, Request, h1};
+use actix_server::Server;
+use actix_service::{IntoServiceFactory, ServiceFactoryExt, fn_service, map_config};
 use actix_web::body::{BodySize, BoxBody, MessageBody};
-use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
-use actix_web::http::StatusCode;
+use actix_web::dev::{AppConfig, ServiceRequest, ServiceResponse};
 use actix_web::middleware::{Compress, Next, from_fn};
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, web};
 use anyhow::Context;
 use secrecy::SecretString;
 use sqlx::PgPool;
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
@@ -107,33 +112,54 @@ impl Application {
         let trust_forwarded = settings.trust_forwarded;
         let tracker = trackers.clone();
         let connections = trackers.connections.clone();
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(tracker.clone())
-                .wrap(from_fn(track_in_flight))
-                .wrap(routes::security_headers())
-                .wrap(Compress::default())
-                .wrap(crate::telemetry::request_logger())
-                .app_data(crate::client_addr::TrustForwarded(trust_forwarded))
-                .app_data(web::Data::new(state.clone()))
-                .app_data(auth.clone())
-                .app_data(admin.clone())
-                .configure(routes::configure(&state, &auth))
-        })
-        .on_connect(move |conn, ext| {
-            routes::ws::on_connect(conn, ext);
-            // Dropped with the connection.
-            ext.insert(Connection(connections.token()));
-        })
-        .listen(listener)
-        .context("listening")?
-        // The drain (see `stopper`) does the graceful part; this only bounds a stop that did not
-        // go through it.
-        .shutdown_timeout(5)
-        .disable_signals()
-        .max_connections(50_000)
-        .backlog(4096)
-        .run();
+        let local_addr = listener.local_addr().context("reading the bound address")?;
+        // actix-web's HttpServer, but for the upgrade service `/ws` needs (see routes::ws).
+        let server = actix_server::Server::build()
+            .listen("candlewick", listener, move || {
+                let app = App::new()
+                    .app_data(tracker.clone())
+                    .wrap(from_fn(track_in_flight))
+                    .wrap(routes::security_headers())
+                    .wrap(Compress::default())
+                    .wrap(crate::telemetry::request_logger())
+                    .app_data(crate::client_addr::TrustForwarded(trust_forwarded))
+                    .app_data(web::Data::new(state.clone()))
+                    .app_data(auth.clone())
+                    .app_data(admin.clone())
+                    .configure(routes::configure(&state, &auth))
+                    .into_factory()
+                    .map_err(|e| e.error_response());
+                let upgrades = Rc::new(routes::ws::Upgrades {
+                    state: state.clone(),
+                    trust_forwarded,
+                    viewers: tracker.viewers.clone(),
+                });
+                let connections = connections.clone();
+                HttpService::build()
+                    .client_request_timeout(Duration::from_secs(5))
+                    .client_disconnect_timeout(Duration::from_secs(1))
+                    .local_addr(local_addr)
+                    .on_connect_ext(move |io: &TcpStream, ext: &mut Extensions| {
+                        routes::ws::on_connect(io, ext);
+                        // Dropped with the connection.
+                        ext.insert(Connection(connections.token()));
+                    })
+                    .upgrade(fn_service(
+                        move |(req, framed): (Request, Framed<TcpStream, h1::Codec>)| {
+                            routes::ws::upgrade(req, framed, upgrades.clone())
+                        },
+                    ))
+                    .finish(map_config(app, move |()| AppConfig::default()))
+                    .tcp()
+            })
+            .context("listening")?
+            // The drain (see `stopper`) does the graceful part; this only bounds a stop that did not
+            // go through it.
+            .shutdown_timeout(5)
+            .disable_signals()
+            .max_concurrent_connections(50_000)
+            .backlog(4096)
+            .run();
         Ok(Self {
             port,
             listener: listener_fd,
@@ -260,8 +286,8 @@ impl Application {
 struct Trackers {
     /// Requests being served, until the last byte of their response is handed to the socket.
     requests: TaskTracker,
-    /// WebSocket connections (the response to the upgrade is the socket), until the session
-    /// has sent its close frame.
+    /// Viewers' sessions (which never pass through the app: see `routes::ws::upgrade`), until
+    /// the session has sent its close frame.
     viewers: TaskTracker,
     /// Open connections, until they close.
     connections: TaskTracker,
@@ -270,20 +296,14 @@ struct Trackers {
 /// A connection's place in [`Trackers::connections`], kept in its extensions.
 struct Connection(#[allow(dead_code)] TaskTrackerToken);
 
-/// Counts a request in flight while it is served and its response is written, or a viewer's
-/// socket while it is open, for the drain (see [`Application::stopper`]).
+/// Counts a request in flight while it is served and its response is written, for the drain
+/// (see [`Application::stopper`]).
 async fn track_in_flight(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<Tracked>, actix_web::Error> {
-    let trackers = req.app_data::<Trackers>().cloned();
-    let token = trackers.as_ref().map(|t| t.requests.token());
+    let token = req.app_data::<Trackers>().map(|t| t.requests.token());
     let res = next.call(req).await?;
-    let token = match trackers {
-        // Kept to the end of the session: a 101's body is the WebSocket.
-        Some(t) if res.status() == StatusCode::SWITCHING_PROTOCOLS => Some(t.viewers.token()),
-        _ => token,
-    };
     Ok(res.map_body(|_, body| Tracked {
         body: body.boxed(),
         _token: token,

@@ -1,20 +1,34 @@
 //! `GET /ws`: a snapshot (or, for a reconnecting viewer, what it missed), then updates, for one
 //! symbol and interval at a time. The protocol is in README.md, "The WebSocket protocol".
+//!
+//! actix-http hands every request that asks to switch protocols to [`upgrade`], with its
+//! connection: a `/ws` request that passes the checks gets its 101 and the connection becomes
+//! the viewer's session (see [`socket`] for why not actix-ws); anything else gets its error
+//! and the connection closes. A `GET /ws` that does not ask to upgrade reaches the app's route,
+//! which says what is wrong with it.
 
-use std::future::Future;
+mod socket;
+
 use std::ops::ControlFlow;
-use std::task::Poll;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use actix_codec::Framed;
+use actix_http::body::{BodySize, MessageBody};
+use actix_http::header::HeaderMap;
+use actix_http::{ConnectionType, Request, Response, h1, ws};
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, rt, web};
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Item, ProtocolError};
-use bytes::Bytes;
-use futures_util::StreamExt;
+use actix_web::{HttpMessage, HttpRequest, ResponseError, web};
+use futures_util::SinkExt;
 use serde::Deserialize;
+use tokio::net::TcpStream;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
+use ws::{CloseCode, CloseReason};
+
+use socket::{Control, Incoming, ReadError, Socket};
 
 use crate::config::AllowedOrigins;
 use crate::domain::{Interval, Symbol};
@@ -29,16 +43,13 @@ const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
 /// A viewer that has not taken a frame for this long is closed.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the close frame may wait for room in the queue of a viewer that stopped reading.
+/// How long the close frame may wait for room in the socket of a viewer that stopped reading,
+/// and how long the viewer then has to close its end.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long sent data may stay unacknowledged (the peer's receive window shut) before the
 /// kernel drops the connection. Ending the session alone leaves a stuck peer's socket, with
 /// megabytes in its buffers, open for as long as the peer likes.
 const STALLED_WRITE_TIMEOUT: Duration = SEND_TIMEOUT;
-/// The largest WebSocket frame sent; a larger message (a snapshot) goes out in fragments. The
-/// connection's write buffer starts at 8 KiB and, once a frame has grown it, keeps the grown
-/// capacity (up to 128 KiB) for as long as the viewer stays: frames under a page keep it small.
-const FRAGMENT_BYTES: usize = 4096 - 16;
 /// Viewers only send small `subscribe` messages.
 const MAX_FRAME_BYTES: usize = 4 * 1024;
 /// Snapshots a viewer may ask for in a burst, and how fast that allowance comes back: a
@@ -54,15 +65,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/ws", web::get().to(ws_candles));
 }
 
-/// For `HttpServer::on_connect`: every accepted socket gets TCP_USER_TIMEOUT, so a peer that
-/// stops reading (a stuck viewer, or any client of a large response) is closed by the kernel;
-/// and TCP_NODELAY, so the last small write of a response (a compressed body's tail, the next
-/// fragment of a snapshot) leaves at once instead of waiting up to 40 ms for the peer's
-/// delayed acknowledgement of the previous one (Nagle's algorithm; actix leaves it on).
-pub fn on_connect(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
-    let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else {
-        return;
-    };
+/// For every accepted connection: TCP_USER_TIMEOUT, so a peer that stops reading (a stuck
+/// viewer, or any client of a large response) is closed by the kernel; and TCP_NODELAY, so the
+/// last small write of a response (a compressed body's tail, the next fragment of a snapshot)
+/// leaves at once instead of waiting up to 40 ms for the peer's delayed acknowledgement of the
+/// previous one (Nagle's algorithm; actix leaves it on).
+pub fn on_connect(tcp: &TcpStream, _: &mut actix_http::Extensions) {
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "setting TCP_NODELAY");
     }
@@ -155,53 +163,139 @@ impl WsQuery {
     }
 }
 
+/// A `GET /ws` that does not ask to upgrade (those go to [`upgrade`]): what is wrong with it.
 async fn ws_candles(
     req: HttpRequest,
-    body: web::Payload,
     q: web::Query<WsQuery>,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, actix_web::Error> {
-    check_origin(&req, &state.allowed_origins)?;
+) -> Result<actix_web::HttpResponse, AppError> {
+    check_origin(req.headers(), &state.allowed_origins)?;
+    q.want(&state.default_symbol)
+        .map_err(AppError::BadRequest)?;
+    Err(AppError::BadRequest(
+        "expected a WebSocket upgrade: no Connection: upgrade and Upgrade: websocket headers"
+            .into(),
+    ))
+}
+
+/// What the upgrade service needs, one per worker.
+pub struct Upgrades {
+    pub state: AppState,
+    /// Whether the client's address comes from `Forwarded` / `X-Forwarded-For`.
+    pub trust_forwarded: bool,
+    /// Viewers' sessions, until their close frame is out (for the drain).
+    pub viewers: TaskTracker,
+}
+
+/// actix-http's upgrade service: a request that asks to switch protocols, with its connection.
+/// A viewer's whole session runs in here, so the connection (and actix's count of them) lasts
+/// as long as the viewer.
+pub async fn upgrade(
+    req: Request,
+    framed: Framed<TcpStream, h1::Codec>,
+    up: Rc<Upgrades>,
+) -> Result<(), actix_web::Error> {
+    let accepted = accept(&req, &up);
+    let (want, viewer) = match accepted {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            tracing::debug!(path = req.path(), error = %e, "upgrade refused");
+            refuse(framed, &e).await;
+            return Ok(());
+        }
+    };
+    let response = ws::handshake_response(req.head()).finish();
+    drop(req);
+    let mut framed = framed;
+    if framed
+        .send(h1::Message::Item((response.drop_body(), BodySize::None)))
+        .await
+        .is_err()
+    {
+        return Ok(());
+    }
+    let parts = framed.into_parts();
+    // Frames the peer sent right behind its request are in the read buffer.
+    let mut socket = Socket::new(parts.io, &parts.read_buf, MAX_FRAME_BYTES);
+    // The connection's 8 KiB buffers go now, not when the viewer does.
+    drop((parts.read_buf, parts.write_buf));
+    let in_session = up.viewers.token();
+    metrics::gauge!("candlewick_ws_sessions").increment(1.0);
+    let reason = viewer.run(&mut socket, want).await;
+    metrics::gauge!("candlewick_ws_sessions").decrement(1.0);
+    tracing::debug!(parent: &viewer.span, ?reason, "viewer disconnected");
+    // A viewer that stopped reading has no room for the close frame: don't wait on it long
+    // (one that is gone fails at once).
+    let closed = socket.close(reason, CLOSE_TIMEOUT).await;
+    // A stop waits for the close frames, not for the viewers to answer them.
+    drop(in_session);
+    if closed {
+        socket.linger(CLOSE_TIMEOUT).await;
+    }
+    Ok(())
+}
+
+/// A `/ws` upgrade that passes the checks: what it watches, and the viewer.
+fn accept(req: &Request, up: &Upgrades) -> Result<(Want, Viewer), AppError> {
+    if req.path() != "/ws" {
+        return Err(AppError::NotFound(format!(
+            "no WebSocket at {}: viewers connect to /ws",
+            req.path()
+        )));
+    }
+    let state = &up.state;
+    check_origin(req.headers(), &state.allowed_origins)?;
+    let q: WsQuery = serde_urlencoded::from_str(req.uri().query().unwrap_or_default())
+        .map_err(|e| AppError::BadRequest(format!("invalid query string: {e}")))?;
     let want = q
         .want(&state.default_symbol)
         .map_err(AppError::BadRequest)?;
-    let (response, session, stream) = actix_ws::handle(&req, body)
+    ws::verify_handshake(req.head())
         .map_err(|e| AppError::BadRequest(format!("expected a WebSocket upgrade: {e}")))?;
-    let stream = stream
-        .max_frame_size(MAX_FRAME_BYTES)
-        .aggregate_continuations()
-        .max_continuation_size(MAX_FRAME_BYTES);
-    let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let peer = req.peer_addr();
     let viewer = Viewer {
-        client: crate::client_addr::resolve(&req),
+        client: crate::client_addr::resolve_from(peer, req.headers(), up.trust_forwarded),
         feed: state.feed.clone(),
         default_symbol: state.default_symbol.clone(),
         shutdown: state.shutdown.clone(),
-        span: tracing::info_span!("viewer", %peer, symbol = %want.symbol, interval = %want.interval),
+        span: tracing::info_span!(
+            "viewer",
+            peer = %peer.map(|a| a.to_string()).unwrap_or_default(),
+            symbol = %want.symbol,
+            interval = %want.interval
+        ),
     };
-    // MessageStream is !Send: the session runs on this worker's local task set. Not
-    // instrumented as a whole: entering the span on every wake-up of every viewer cost more
-    // than the rest of the session loop; the rare paths enter it (see `Viewer::span`).
-    rt::spawn(async move {
-        metrics::gauge!("candlewick_ws_sessions").increment(1.0);
-        let reason = viewer.run(session.clone(), stream, want).await;
-        metrics::gauge!("candlewick_ws_sessions").decrement(1.0);
-        tracing::debug!(parent: &viewer.span, ?reason, "viewer disconnected");
-        // A viewer that stopped reading has no room for the close frame: don't wait on it.
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.close(reason)).await;
-    });
-    Ok(response)
+    Ok((want, viewer))
+}
+
+/// Answers a refused upgrade with its error (JSON, as every other route) and closes.
+async fn refuse(mut framed: Framed<TcpStream, h1::Codec>, e: &AppError) {
+    let response: Response<_> = e.error_response().into();
+    let (mut head, body) = response.into_parts();
+    head.head_mut().set_connection_type(ConnectionType::Close);
+    let body = body.try_into_bytes().unwrap_or_default();
+    // One write: a client may read what came with the head and no more.
+    let sent = async {
+        framed
+            .feed(h1::Message::Item((
+                head,
+                BodySize::Sized(body.len() as u64),
+            )))
+            .await?;
+        framed.feed(h1::Message::Chunk(Some(body))).await?;
+        framed.send(h1::Message::Chunk(None)).await
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sent).await;
 }
 
 /// A browser's `Origin` must be this server's own or an allowed one: another site's page may
 /// not open viewers in its visitors' browsers. Scripts send no `Origin` and are let in.
-fn check_origin(req: &HttpRequest, allowed: &AllowedOrigins) -> Result<(), AppError> {
-    let Some(origin) = req.headers().get(header::ORIGIN) else {
+fn check_origin(headers: &HeaderMap, allowed: &AllowedOrigins) -> Result<(), AppError> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
     };
     let origin = origin.to_str().unwrap_or_default();
-    let own = req
-        .headers()
+    let own = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .is_some_and(|host| {
@@ -251,8 +345,8 @@ fn going_away() -> Option<CloseReason> {
 type Next = ControlFlow<Option<CloseReason>>;
 
 /// The state of one viewer's session while its loop runs.
-struct Conn {
-    session: actix_ws::Session,
+struct Conn<'s> {
+    socket: &'s mut Socket,
     /// The channel and snapshot size watched now.
     want: Want,
     sub: Subscription,
@@ -266,12 +360,7 @@ struct Conn {
 impl Viewer {
     /// The session loop: waits for the next event and hands it to its handler, which says
     /// whether to go on; returns why it ended.
-    async fn run(
-        &self,
-        session: actix_ws::Session,
-        mut stream: actix_ws::AggregatedMessageStream,
-        mut want: Want,
-    ) -> Option<CloseReason> {
+    async fn run(&self, socket: &mut Socket, mut want: Want) -> Option<CloseReason> {
         let Some(sub) = self
             .feed
             .subscribe(want.clone())
@@ -283,14 +372,14 @@ impl Viewer {
         // Later subscribes switch channels; reconnect details only apply to the first.
         want.resume = None;
         let mut conn = Conn {
-            session,
+            socket,
             want,
             sub,
             last_seen: Instant::now(),
             limits: Limits::new(),
             pending: None,
         };
-        let first = self.send_first(&mut conn.session, &conn.sub, false);
+        let first = self.send_first(conn.socket, &conn.sub, false);
         if !first.instrument(self.span.clone()).await {
             return None;
         }
@@ -310,7 +399,7 @@ impl Viewer {
             // turn (when all else waits), not on every wake-up too.
             let next = tokio::select! {
                 biased;
-                msg = stream.next() => self.on_message(&mut conn, msg).await,
+                readable = conn.socket.readable() => self.on_readable(&mut conn, readable).await,
                 _ = &mut allowed, if conn.pending.is_some() => Next::Continue(()),
                 update = conn.sub.updates.recv() => self.on_update(&mut conn, update).await,
                 _ = heartbeat.tick() => on_heartbeat(&mut conn).await,
@@ -328,37 +417,43 @@ impl Viewer {
         }
     }
 
-    /// A message from the peer (or the end of its stream).
-    async fn on_message(
-        &self,
-        conn: &mut Conn,
-        msg: Option<Result<AggregatedMessage, ProtocolError>>,
-    ) -> Next {
-        let msg = match msg {
-            Some(Ok(msg)) => msg,
-            Some(Err(e)) if too_large(&e) => {
-                return Next::Break(close(
-                    CloseCode::Size,
-                    "messages from viewers are at most 4 KiB",
-                ));
+    /// The peer sent something: its next whole message, if there is one yet.
+    async fn on_readable(&self, conn: &mut Conn<'_>, readable: Result<(), ReadError>) -> Next {
+        if readable.is_err() {
+            return Next::Break(None);
+        }
+        match conn.socket.try_next() {
+            Ok(Some(msg)) => self.on_message(conn, msg).await,
+            Ok(None) => Next::Continue(()),
+            Err(ReadError::TooLarge(_)) => Next::Break(close(
+                CloseCode::Size,
+                "messages from viewers are at most 4 KiB",
+            )),
+            Err(ReadError::NotUtf8) => {
+                Next::Break(close(CloseCode::Invalid, "text that is not UTF-8"))
             }
-            _ => return Next::Break(None),
-        };
+            Err(ReadError::Protocol(e)) => Next::Break(close(CloseCode::Protocol, &e)),
+            Err(ReadError::Gone(_)) => Next::Break(None),
+        }
+    }
+
+    /// A message from the peer.
+    async fn on_message(&self, conn: &mut Conn<'_>, msg: Incoming) -> Next {
         conn.last_seen = Instant::now();
-        let counted = matches!(
-            msg,
-            AggregatedMessage::Text(_) | AggregatedMessage::Binary(_)
-        );
+        let counted = matches!(msg, Incoming::Text(_) | Incoming::Binary(_));
         if counted && conn.limits.flooded() {
             return Next::Break(close(CloseCode::Policy, "too many messages"));
         }
         match msg {
-            AggregatedMessage::Ping(bytes) => {
-                gone_unless(within_send_timeout(conn.session.pong(&bytes)).await)
-            }
-            AggregatedMessage::Pong(_) | AggregatedMessage::Binary(_) => Next::Continue(()),
-            AggregatedMessage::Close(reason) => Next::Break(reason),
-            AggregatedMessage::Text(text) => match self.parse_subscribe(&text, &conn.want) {
+            Incoming::Ping(bytes) => gone_unless(
+                conn.socket
+                    .send_control(Control::Pong(&bytes), SEND_TIMEOUT)
+                    .await
+                    .is_ok(),
+            ),
+            Incoming::Pong | Incoming::Binary(_) => Next::Continue(()),
+            Incoming::Close(reason) => Next::Break(reason),
+            Incoming::Text(text) => match self.parse_subscribe(&text, &conn.want) {
                 // Only the latest subscribe waiting counts.
                 Ok(next) => {
                     conn.pending = Some(next);
@@ -366,16 +461,16 @@ impl Viewer {
                 }
                 Err(e) => {
                     let frame = ServerMsg::Error { error: &e }.to_text();
-                    gone_unless(send(&mut conn.session, Frame::Text(frame)).await)
+                    gone_unless(send(conn.socket, Frame::Text(frame)).await)
                 }
             },
         }
     }
 
     /// The channel's next update, or word that this viewer fell behind or the feed stopped.
-    async fn on_update(&self, conn: &mut Conn, update: Result<Update, RecvError>) -> Next {
+    async fn on_update(&self, conn: &mut Conn<'_>, update: Result<Update, RecvError>) -> Next {
         match update {
-            Ok(update) => gone_unless(send(&mut conn.session, Frame::Text(update.frame)).await),
+            Ok(update) => gone_unless(send(conn.socket, Frame::Text(update.frame)).await),
             Err(RecvError::Lagged(missed)) => {
                 // Fell behind: a fresh snapshot instead of a backlog.
                 tracing::debug!(parent: &self.span, missed, "viewer lagged; resending the snapshot");
@@ -388,7 +483,7 @@ impl Viewer {
     }
 
     /// Serves the subscribe waiting, when the rate limit allows it now.
-    async fn serve_pending(&self, conn: &mut Conn) -> Next {
+    async fn serve_pending(&self, conn: &mut Conn<'_>) -> Next {
         if conn.pending.is_none() || !conn.limits.take_subscribe() {
             return Next::Continue(());
         }
@@ -399,7 +494,7 @@ impl Viewer {
     }
 
     /// Subscribes afresh to `conn.want` and sends its first frames.
-    async fn switch(&self, conn: &mut Conn, always_status: bool) -> Next {
+    async fn switch(&self, conn: &mut Conn<'_>, always_status: bool) -> Next {
         let span = self.span.clone();
         let Some(fresh) = self
             .feed
@@ -410,25 +505,20 @@ impl Viewer {
             return Next::Break(going_away());
         };
         conn.sub = fresh;
-        let first = self.send_first(&mut conn.session, &conn.sub, always_status);
+        let first = self.send_first(conn.socket, &conn.sub, always_status);
         gone_unless(first.instrument(span).await)
     }
 
     /// The first frames, then the status when stale (or, with `always_status`, in any case).
-    async fn send_first(
-        &self,
-        session: &mut actix_ws::Session,
-        sub: &Subscription,
-        always_status: bool,
-    ) -> bool {
+    async fn send_first(&self, socket: &Socket, sub: &Subscription, always_status: bool) -> bool {
         for frame in self.feed.first_frames(sub, self.client).await {
-            if !send(session, frame).await {
+            if !send(socket, frame).await {
                 return false;
             }
         }
         if sub.stale || always_status {
             let status = ServerMsg::Status { stale: sub.stale }.to_text();
-            return send(session, Frame::Text(status)).await;
+            return send(socket, Frame::Text(status)).await;
         }
         true
     }
@@ -456,11 +546,16 @@ impl Viewer {
 }
 
 /// The heartbeat: drops a peer silent for too long, else pings it.
-async fn on_heartbeat(conn: &mut Conn) -> Next {
+async fn on_heartbeat(conn: &mut Conn<'_>) -> Next {
     if conn.last_seen.elapsed() > CLIENT_TIMEOUT {
         return Next::Break(close(CloseCode::Policy, "no heartbeat"));
     }
-    gone_unless(within_send_timeout(conn.session.ping(b"")).await)
+    gone_unless(
+        conn.socket
+            .send_control(Control::Ping, SEND_TIMEOUT)
+            .await
+            .is_ok(),
+    )
 }
 
 /// Goes on after a send that worked; ends without a close frame after one that did not.
@@ -527,70 +622,13 @@ impl Limits {
     }
 }
 
-/// Whether the stream ended on a frame, or a message in fragments, over [`MAX_FRAME_BYTES`].
-/// actix-ws 0.4 reports the fragments' case only as an I/O error with this text (its
-/// `aggregated.rs`); the test of 1009 on fragments catches a change of it.
-fn too_large(e: &ProtocolError) -> bool {
-    match e {
-        ProtocolError::Overflow => true,
-        ProtocolError::Io(io) => io.to_string() == "Exceeded maximum continuation size",
-        _ => false,
-    }
-}
-
 /// Sends one message; false when the viewer is gone or has not read for SEND_TIMEOUT.
-async fn send(session: &mut actix_ws::Session, frame: Frame) -> bool {
-    let (bytes, binary) = match frame {
-        Frame::Text(text) if text.len() <= FRAGMENT_BYTES => {
-            return within_send_timeout(session.text(text)).await;
-        }
-        Frame::Binary(bytes) if bytes.len() <= FRAGMENT_BYTES => {
-            return within_send_timeout(session.binary(bytes)).await;
-        }
-        Frame::Text(text) => (text.into_bytes(), false),
-        Frame::Binary(bytes) => (bytes, true),
+async fn send(socket: &Socket, frame: Frame) -> bool {
+    let sent = match &frame {
+        Frame::Text(text) => socket.send(false, text.as_bytes(), SEND_TIMEOUT).await,
+        Frame::Binary(bytes) => socket.send(true, bytes, SEND_TIMEOUT).await,
     };
-    for (i, item) in fragments(bytes, binary).enumerate() {
-        if i > 0 {
-            // Lets the connection write the previous fragment out before this one is queued.
-            tokio::task::yield_now().await;
-        }
-        if !within_send_timeout(session.continuation(item)).await {
-            return false;
-        }
-    }
-    true
-}
-
-/// `bytes` as one fragmented message (RFC 6455 §5.4): a first frame, continuations and a last
-/// one, each at most [`FRAGMENT_BYTES`].
-fn fragments(bytes: Bytes, binary: bool) -> impl Iterator<Item = Item> {
-    let count = bytes.len().div_ceil(FRAGMENT_BYTES);
-    (0..count).map(move |i| {
-        let part = bytes.slice(i * FRAGMENT_BYTES..((i + 1) * FRAGMENT_BYTES).min(bytes.len()));
-        match i {
-            0 if binary => Item::FirstBinary(part),
-            0 => Item::FirstText(part),
-            _ if i + 1 == count => Item::Last(part),
-            _ => Item::Continue(part),
-        }
-    })
-}
-
-/// Any frame, pings and pongs included: a viewer whose queue stays full for SEND_TIMEOUT has
-/// stopped reading, and waiting on it without a limit would keep its session alive for good.
-/// A viewer that reads has room in its queue: that send is done at the first poll, and only a
-/// send that has to wait gets a timer.
-async fn within_send_timeout(sending: impl Future<Output = Result<(), actix_ws::Closed>>) -> bool {
-    let mut sending = std::pin::pin!(sending);
-    let first = std::future::poll_fn(|cx| Poll::Ready(sending.as_mut().poll(cx))).await;
-    if let Poll::Ready(sent) = first {
-        return sent.is_ok();
-    }
-    matches!(
-        tokio::time::timeout(SEND_TIMEOUT, sending).await,
-        Ok(Ok(()))
-    )
+    sent.is_ok()
 }
 
 #[cfg(test)]
@@ -606,7 +644,7 @@ mod tests {
         let (tcp, _) = accepted.unwrap();
         assert!(!tcp.nodelay().unwrap(), "Nagle is on by default");
 
-        on_connect(&tcp, &mut actix_web::dev::Extensions::new());
+        on_connect(&tcp, &mut actix_http::Extensions::new());
 
         assert!(tcp.nodelay().unwrap());
         #[cfg(target_os = "linux")]
