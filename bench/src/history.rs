@@ -147,7 +147,10 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<Value> {
             };
             let baseline = match &args.baseline_bin {
                 Some(bin) => {
-                    let base = match ws.spawn_server_from(bin, &db.url, "history-baseline").await {
+                    let base = match ws
+                        .spawn_server_from(bin, &db.url, "history-baseline", &[])
+                        .await
+                    {
                         Ok(b) => b,
                         Err(e) => {
                             server.stop().await;

@@ -66,6 +66,7 @@ pub async fn run(args: JoinStormArgs) -> anyhow::Result<Value> {
         timescaledb: args.embedded_timescaledb,
         history: args.history,
         history_rate: args.history_rate,
+        env: &[],
         baseline_bin: None,
     };
     server

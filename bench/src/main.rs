@@ -3,6 +3,9 @@
 //! Every subcommand prints progress on stderr and one JSON document on stdout. It only ever
 //! talks to loopback addresses, and every loop in it is bounded in count and time.
 
+mod browser;
+mod chart_soak;
+mod chromium_flags;
 mod feed;
 mod history;
 mod ingest;
@@ -65,6 +68,9 @@ enum Command {
     /// A tick's way from the API's answer to every viewer, with many viewers and a feed, at
     /// several poll intervals: latency per viewer, missed updates, the writers' rate, the cost.
     Latency(latency::LatencyArgs),
+    /// The chart page in headless Chromium at several updates a second for minutes: does it
+    /// keep up (updates, redraws, frames) without growing memory?
+    ChartSoak(chart_soak::ChartSoakArgs),
     /// Internal: one process of viewers, driven by `viewers` over stdin/stdout.
     #[command(hide = true)]
     ViewersWorker {
@@ -94,6 +100,7 @@ fn main() -> std::process::ExitCode {
                     Command::Paging(args) => paging::run(args).await?,
                     Command::History(args) => history::run(args).await?,
                     Command::Latency(args) => latency::run(args).await?,
+                    Command::ChartSoak(args) => chart_soak::run(args).await?,
                     Command::ViewersWorker { .. } => unreachable!("handled above"),
                 };
                 println!("{}", serde_json::to_string_pretty(&report)?);

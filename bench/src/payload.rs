@@ -5,17 +5,17 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use candlewick::config::EmbeddedTimescaleDb;
 use chrono::Utc;
 use clap::Args;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::browser::Browser;
 use crate::say;
 use crate::setup::{HistoryServer, Server, WorkArgs};
 use crate::stats::Summary;
@@ -53,6 +53,7 @@ pub async fn run(args: PayloadArgs) -> anyhow::Result<Value> {
         timescaledb: args.embedded_timescaledb,
         history: args.history,
         history_rate: args.history_rate,
+        env: &[],
         baseline_bin: args.baseline_bin.as_deref(),
     };
     server
@@ -247,82 +248,25 @@ pub(crate) async fn first_candle(
     pages: &[String],
     runs: usize,
 ) -> anyhow::Result<Vec<Vec<Load>>> {
-    let port = candlewick::embedded::free_port()?;
-    let profile =
-        std::env::temp_dir().join(format!("candlewick-bench-chromium-{}", std::process::id()));
-    std::fs::create_dir_all(&profile)?;
-    let mut child = tokio::process::Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--window-size=1280,800",
-            "--remote-debugging-address=127.0.0.1",
-        ])
-        .arg(format!("--remote-debugging-port={port}"))
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg("about:blank")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {chromium} (apt-get install -y chromium)"))?;
+    let mut browser = Browser::start(chromium).await?;
     let result = async {
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let ws_url = loop {
-            if let Ok(r) = client
-                .get(format!("http://127.0.0.1:{port}/json/list"))
-                .send()
-                .await
-                && let Ok(targets) = r.json::<Vec<Value>>().await
-                && let Some(u) = targets
-                    .iter()
-                    .find(|t| t["type"] == "page")
-                    .and_then(|t| t["webSocketDebuggerUrl"].as_str())
-            {
-                break u.to_owned();
-            }
-            if Instant::now() > deadline {
-                bail!("chromium's DevTools endpoint did not come up");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
-        let (mut cdp, _) = tokio_tungstenite::connect_async(ws_url.as_str())
-            .await
-            .context("connecting to DevTools")?;
-        let mut id = 0u64;
-        call(&mut cdp, &mut id, "Page.enable", json!({})).await?;
-        call(
-            &mut cdp,
-            &mut id,
-            "Page.addScriptToEvaluateOnNewDocument",
-            json!({ "source": PROBE }),
-        )
-        .await?;
+        browser.call("Page.enable", json!({})).await?;
+        browser
+            .call(
+                "Page.addScriptToEvaluateOnNewDocument",
+                json!({ "source": PROBE }),
+            )
+            .await?;
         let mut loads: Vec<Vec<Load>> = pages.iter().map(|_| Vec::new()).collect();
         for _ in 0..runs {
             for (page, loads) in pages.iter().zip(&mut loads) {
-                call(&mut cdp, &mut id, "Page.navigate", json!({ "url": page })).await?;
+                browser.call("Page.navigate", json!({ "url": page })).await?;
                 let deadline = Instant::now() + Duration::from_secs(30);
                 loop {
                     tokio::time::sleep(Duration::from_millis(20)).await;
-                    let r = call(
-                        &mut cdp,
-                        &mut id,
-                        "Runtime.evaluate",
-                        json!({
-                            "expression": "window.__cwFirstCandle ? [window.__cwFirstCandle, window.__cwJoinBytes] : 0",
-                            "returnByValue": true,
-                        }),
-                    )
-                    .await?;
-                    let v = &r["result"]["value"];
+                    let v = browser
+                        .eval("window.__cwFirstCandle ? [window.__cwFirstCandle, window.__cwJoinBytes] : 0")
+                        .await?;
                     if let Some(ms) = v[0].as_f64() {
                         loads.push(Load {
                             first_candle: Duration::from_secs_f64(ms / 1e3),
@@ -340,35 +284,6 @@ pub(crate) async fn first_candle(
         anyhow::Ok(loads)
     }
     .await;
-    let _ = child.kill().await;
-    let _ = std::fs::remove_dir_all(&profile);
+    browser.stop().await;
     result
-}
-
-type Cdp =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// One DevTools call; events in between are skipped.
-async fn call(cdp: &mut Cdp, id: &mut u64, method: &str, params: Value) -> anyhow::Result<Value> {
-    *id += 1;
-    let msg = json!({ "id": *id, "method": method, "params": params });
-    cdp.send(Message::Text(msg.to_string().into())).await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let next = tokio::time::timeout_at(deadline.into(), cdp.next())
-            .await
-            .with_context(|| format!("{method}: no answer"))?;
-        let Some(frame) = next else {
-            bail!("DevTools closed")
-        };
-        if let Message::Text(t) = frame? {
-            let v: Value = serde_json::from_str(&t)?;
-            if v["id"].as_u64() == Some(*id) {
-                if let Some(e) = v.get("error") {
-                    bail!("{method}: {e}");
-                }
-                return Ok(v["result"].clone());
-            }
-        }
-    }
 }

@@ -210,8 +210,9 @@ impl Workspace {
         bin: &Path,
         db_url: &SecretString,
         name: &str,
+        env: &[(&str, &str)],
     ) -> anyhow::Result<Server> {
-        Server::spawn(bin, db_url, &self.dir, name, &[]).await
+        Server::spawn(bin, db_url, &self.dir, name, env).await
     }
 
     /// Where the server named `name` writes its log.
@@ -233,6 +234,8 @@ pub struct HistoryServer<'a> {
     pub timescaledb: EmbeddedTimescaleDb,
     pub history: Duration,
     pub history_rate: f64,
+    /// Settings in the servers' environment (e.g. `CANDLEWICK_POLL_INTERVAL`).
+    pub env: &'a [(&'a str, &'a str)],
     /// Another build to start beside it on the same database (`<server>-baseline`), to
     /// compare against.
     pub baseline_bin: Option<&'a Path>,
@@ -262,11 +265,11 @@ impl HistoryServer<'_> {
                 load_history(db, Utc::now(), self.history, self.history_rate).await?;
                 let storage = db.flavour.describe(&db.pool).await?;
                 db.pool.close().await;
-                let server = ws.spawn_server(&db.url, self.server).await?;
+                let server = ws.spawn_server_with(&db.url, self.server, self.env).await?;
                 let baseline = match self.baseline_bin {
                     Some(bin) => {
                         let name = format!("{}-baseline", self.server);
-                        Some(ws.spawn_server_from(bin, &db.url, &name).await?)
+                        Some(ws.spawn_server_from(bin, &db.url, &name, self.env).await?)
                     }
                     None => None,
                 };

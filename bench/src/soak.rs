@@ -82,6 +82,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<Value> {
         timescaledb: args.embedded_timescaledb,
         history: args.history,
         history_rate: args.history_rate,
+        env: &[],
         baseline_bin: None,
     };
     let mut report = server

@@ -462,6 +462,46 @@ fn latency_times_every_probe_tick_at_every_viewer_on_every_installed_flavour() {
 }
 
 #[test]
+fn a_chart_soak_reads_the_live_page_and_its_memory_in_chromium() {
+    if which("chromium").is_none() {
+        eprintln!("skipped: no chromium on PATH (apt-get install -y chromium)");
+        return;
+    }
+    let r = bench(&[
+        "chart-soak",
+        "--duration",
+        "14s",
+        "--warm-up",
+        "4s",
+        "--sample-every",
+        "2s",
+        "--ticks-per-sec",
+        "20",
+        "--history",
+        "2h",
+    ]);
+    assert_eq!(num(&r, "/poll_interval_ms"), 100.0, "{r:#}");
+    assert_eq!(num(&r, "/samples_not_live"), 0.0, "{r:#}");
+    assert!(num(&r, "/updates_per_sec") > 1.0, "{r:#}");
+    assert!(num(&r, "/legend_redraws_per_sec") > 1.0, "{r:#}");
+    assert!(num(&r, "/frames_per_sec") > 1.0, "{r:#}");
+    assert!(num(&r, "/js_heap_used_last_bytes") > 0.0, "{r:#}");
+    assert!(num(&r, "/dom_nodes_last") > 0.0, "{r:#}");
+    assert!(
+        r["samples"].as_array().is_some_and(|s| s.len() >= 5),
+        "{r:#}"
+    );
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(tool))
+            .find(|p| p.is_file())
+    })
+}
+
+#[test]
 fn a_start_on_many_stored_symbols_is_timed_and_cold_symbols_load_on_their_first_viewer() {
     let r = bench(&[
         "startup",

@@ -18,17 +18,9 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TOKEN, TestApp, eventually, eventually_ok, spawn_app};
 
-/// How the browser runs: headless, no sandbox (CI runs as root), nothing that phones home.
-const CHROMIUM_FLAGS: [&str; 11] = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
+/// How the browser runs, beyond the bench's headless flags.
+const CHROMIUM_FLAGS: [&str; 3] = [
     "--disable-dev-shm-usage",
-    "--window-size=1280,800",
     // Prices are formatted for the browser's locale; pin it so the expected texts hold anywhere.
     "--lang=en-US",
     "--accept-lang=en-US",
@@ -213,7 +205,11 @@ impl Browser {
     pub(crate) async fn start_with_env(env: &[(&str, &str)]) -> Browser {
         let chromium = program("chromium");
         let driver = Driver::start(env).await;
-        let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|f| (*f).to_owned()).collect();
+        let mut args: Vec<String> = crate::chromium_flags::HEADLESS
+            .iter()
+            .chain(&CHROMIUM_FLAGS)
+            .map(|f| (*f).to_owned())
+            .collect();
         args.push(format!(
             "--user-data-dir={}",
             driver.dir.path().join("profile").display()

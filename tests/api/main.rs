@@ -27,6 +27,9 @@ mod migrations;
 // The shipped nginx config made to run on loopback, shared with `candlewick-bench viewers --proxy nginx`.
 #[path = "../../bench/src/nginx_conf.rs"]
 mod nginx_conf;
+// How Chromium runs headless, shared with the bench's page measurements.
+#[path = "../../bench/src/chromium_flags.rs"]
+mod chromium_flags;
 mod read_timeouts;
 mod replicas;
 mod rollups;

@@ -239,8 +239,8 @@ pub async fn upgrade(
 fn accept(req: &Request, up: &Upgrades) -> Result<(Want, Viewer), AppError> {
     if req.path() != "/ws" {
         return Err(AppError::NotFound(format!(
-            "no WebSocket at {}: viewers connect to /ws",
-            req.path()
+            "no WebSocket at {:?}: viewers connect to /ws",
+            req.uri().to_string()
         )));
     }
     let state = &up.state;

@@ -133,10 +133,10 @@ impl Socket {
             let decoded = self.codec.decode(&mut self.read);
             let max = self.max_message;
             let Some(frame) = decoded.map_err(|e| ReadError::from_codec(e, max))? else {
-                // A whole frame of the largest size allowed is this long at most: anything
-                // longer still incomplete is a frame over the limit, not worth reading on.
-                if self.read.len() > self.max_message + 14 {
-                    return Err(ReadError::TooLarge(self.max_message));
+                // The codec waits for a whole frame, whatever length its header claims: one
+                // over the limit is refused from its header on, not read.
+                if declared_length(&self.read).is_some_and(|n| n > max as u64) {
+                    return Err(ReadError::TooLarge(max));
                 }
                 return Ok(None);
             };
@@ -303,6 +303,19 @@ fn text(bytes: Bytes) -> Result<Incoming, ReadError> {
         .map_err(|_| ReadError::NotUtf8)
 }
 
+/// The payload length a frame's header (at the start of `buf`) declares, once that much of the
+/// header is in (RFC 6455 §5.2).
+fn declared_length(buf: &[u8]) -> Option<u64> {
+    match *buf.get(1)? & 0x7f {
+        126 => buf.get(2..4).map(|b| u64::from(u16::from_be_bytes([b[0], b[1]]))),
+        127 => buf
+            .get(2..10)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes),
+        n => Some(u64::from(n)),
+    }
+}
+
 /// The header of a server frame (not masked) of `len` payload bytes, and its length.
 fn header(op: OpCode, fin: bool, len: usize) -> ([u8; MAX_HEADER], usize) {
     let mut h = [0u8; MAX_HEADER];
@@ -390,7 +403,15 @@ mod tests {
         let (mut s, mut peer) = pair(100).await;
         let big = client_frame(OpCode::Text, true, &[b'a'; 10_000]);
         // Only part of it is sent: the limit shows from the header's length on.
-        peer.write_all(&big[..500]).await.unwrap();
+        peer.write_all(&big[..20]).await.unwrap();
+        assert!(matches!(next(&mut s).await, Err(ReadError::TooLarge(100))));
+
+        // A header claiming 2^62 bytes, and nothing behind it.
+        let (mut s, mut peer) = pair(100).await;
+        let mut header = vec![0x81, 0xff];
+        header.extend((1u64 << 62).to_be_bytes());
+        header.extend([1, 2, 3, 4]);
+        peer.write_all(&header).await.unwrap();
         assert!(matches!(next(&mut s).await, Err(ReadError::TooLarge(100))));
 
         let (mut s, mut peer) = pair(100).await;
