@@ -192,21 +192,31 @@ pub struct Upgrades {
 /// as long as the viewer.
 pub async fn upgrade(
     req: Request,
-    framed: Framed<TcpStream, h1::Codec>,
+    mut framed: Framed<TcpStream, h1::Codec>,
     up: Rc<Upgrades>,
 ) -> Result<(), actix_web::Error> {
-    let accepted = accept(&req, &up);
-    let (want, viewer) = match accepted {
+    let (want, viewer) = match accept(&req, &up) {
         Ok(accepted) => accepted,
         Err(e) => {
-            tracing::debug!(path = req.path(), error = %e, "upgrade refused");
+            // As the app's request log says a refused request (it never sees upgrades).
+            let client = crate::client_addr::resolve_from(
+                req.peer_addr(),
+                req.headers(),
+                up.trust_forwarded,
+            );
+            tracing::warn!(
+                status = e.status_code().as_u16(),
+                http.method = %req.method(),
+                http.path = req.path(),
+                http.client_ip = %client.map(|ip| ip.to_string()).unwrap_or_default(),
+                "upgrade refused: {e}"
+            );
             refuse(framed, &e).await;
             return Ok(());
         }
     };
     let response = ws::handshake_response(req.head()).finish();
     drop(req);
-    let mut framed = framed;
     if framed
         .send(h1::Message::Item((response.drop_body(), BodySize::None)))
         .await

@@ -307,7 +307,9 @@ fn text(bytes: Bytes) -> Result<Incoming, ReadError> {
 /// header is in (RFC 6455 §5.2).
 fn declared_length(buf: &[u8]) -> Option<u64> {
     match *buf.get(1)? & 0x7f {
-        126 => buf.get(2..4).map(|b| u64::from(u16::from_be_bytes([b[0], b[1]]))),
+        126 => buf
+            .get(2..4)
+            .map(|b| u64::from(u16::from_be_bytes([b[0], b[1]]))),
         127 => buf
             .get(2..10)
             .and_then(|b| b.try_into().ok())
