@@ -316,7 +316,7 @@ impl Run<'_> {
                 plan.count,
                 plan.duration
             );
-            let phase = self.phase(probe, start).await?;
+            let mut phase = self.phase(probe, start).await?;
             let now = now_ns();
             if now < end {
                 tokio::time::sleep(Duration::from_nanos(end - now)).await;
@@ -327,7 +327,12 @@ impl Run<'_> {
             // The workers report once their grace after `end` has passed: by then the probe's
             // viewer has every frame of the window's ticks too.
             let (frames, results) = workers
-                .judge_with(group.clone(), |_| probe.references(0, start, end).1)
+                .judge_with(group.clone(), |_| {
+                    let (latency, references) = probe.references(0, start, end);
+                    // The probe's own figures over the same window as the viewers'.
+                    phase.probe = latency;
+                    references
+                })
                 .await?;
             let d = Deliveries::of(frames, &results);
             let per = |total: f64, n: f64| if n > 0.0 { total / n } else { 0.0 };
