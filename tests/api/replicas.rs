@@ -691,6 +691,15 @@ async fn replicas_behind_nginx_restart_one_by_one_and_viewers_resume_without_los
             "a reconnect after a crash resumes from the journal too"
         );
     }
-    let _ = proxy.start_kill();
-    let _ = proxy.wait().await;
+    // SIGTERM: nginx's master takes its workers with it (a SIGKILL leaves them running).
+    if let Some(pid) = proxy.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    if tokio::time::timeout(WAIT, proxy.wait()).await.is_err() {
+        let _ = proxy.start_kill();
+        let _ = proxy.wait().await;
+    }
 }
