@@ -12,7 +12,6 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use candlewick::config::EmbeddedTimescaleDb;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -21,7 +20,7 @@ use crate::page::JoinArgs;
 use crate::probe::{Latency, Probe, Via};
 use crate::say;
 use crate::server_metrics::{PollTimer, Polls};
-use crate::setup::{self, Cluster, Scratch, Server, WorkArgs, Workspace};
+use crate::setup::{Cluster, FlavourArgs, Scratch, Server, Workspace};
 use crate::stats::{ratio, share};
 use crate::tables::{self, Baseline};
 use crate::viewers::{PeakRss, Probe as ServerProbe};
@@ -63,20 +62,13 @@ pub struct FeedArgs {
     pub probe_every: Duration,
     #[command(flatten)]
     pub join: JoinArgs,
-    /// Beside plain PostgreSQL, TimescaleDB on an embedded cluster when it is installed (`auto`),
-    /// or not (`off`).
-    #[arg(long, value_enum, default_value_t = EmbeddedTimescaleDb::Auto)]
-    pub embedded_timescaledb: EmbeddedTimescaleDb,
-    /// Skip plain PostgreSQL.
-    #[arg(long)]
-    pub no_plain: bool,
     /// The baseline for the poll's cost on TimescaleDB: the poll recomputes every changed
     /// minute from `ticks`, as before migration 0012 (the live minutes are made to start
     /// after year 9999, so writers keep none and the poll reads none).
     #[arg(long)]
     pub recompute_minutes: bool,
     #[command(flatten)]
-    pub work: WorkArgs,
+    pub flavours: FlavourArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -95,14 +87,9 @@ const PROBE_SYMBOL: &str = "PROBE";
 const SCRATCH: &str = "candlewick_bench_feed";
 
 pub async fn run(args: FeedArgs) -> anyhow::Result<Value> {
-    let ws = args.work.open()?;
-    setup::each_flavour(
-        &ws,
-        args.embedded_timescaledb,
-        args.no_plain,
-        async |cluster| flavour(&ws, cluster, &args).await,
-    )
-    .await
+    args.flavours
+        .each(async |ws, cluster| flavour(ws, cluster, &args).await)
+        .await
 }
 
 /// Every workload into `ticks` and into the baseline, on a scratch database of `cluster`.

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::page::JoinArgs;
 use crate::say;
 use crate::setup::{self, HistoryServer, Server, WorkArgs};
-use crate::system::{self, now_ns};
+use crate::system::{self, now_ns, sleep_until_ns};
 use crate::viewers::{self, Deliveries, Feed, Layout, PeakRss, Plan, Probe, Workers};
 
 #[derive(Debug, Clone, Args)]
@@ -202,11 +202,4 @@ async fn storm(server: &Server, args: &JoinStormArgs) -> anyhow::Result<Value> {
         "load_before": load_before,
         "load_after": system::load_average(),
     }))
-}
-
-async fn sleep_until_ns(t: u64) {
-    let now = now_ns();
-    if t > now {
-        tokio::time::sleep(Duration::from_nanos(t - now)).await;
-    }
 }

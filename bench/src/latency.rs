@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use candlewick::config::{EmbeddedTimescaleDb, parse_duration};
+use candlewick::config::parse_duration;
 use clap::Args;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -26,7 +26,7 @@ use crate::page::JoinArgs;
 use crate::probe::{Latency, Probe, Via};
 use crate::say;
 use crate::server_metrics::{PollTimer, Polls};
-use crate::setup::{self, Cluster, Scratch, Server, WorkArgs, Workspace};
+use crate::setup::{Cluster, FlavourArgs, Scratch, Server, Workspace};
 use crate::statements;
 use crate::stats::{Summary, share};
 use crate::system::{self, now_ns};
@@ -68,15 +68,8 @@ pub struct LatencyArgs {
     pub processes: usize,
     #[command(flatten)]
     pub join: JoinArgs,
-    /// Beside plain PostgreSQL, TimescaleDB on an embedded cluster when it is installed (`auto`),
-    /// or not (`off`).
-    #[arg(long, value_enum, default_value_t = EmbeddedTimescaleDb::Auto)]
-    pub embedded_timescaledb: EmbeddedTimescaleDb,
-    /// Skip plain PostgreSQL.
-    #[arg(long)]
-    pub no_plain: bool,
     #[command(flatten)]
-    pub work: WorkArgs,
+    pub flavours: FlavourArgs,
 }
 
 /// The symbol the probe writes and every viewer watches (no writer writes it).
@@ -89,14 +82,9 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<Value> {
     if args.poll_intervals.is_empty() {
         anyhow::bail!("give at least one --poll-intervals");
     }
-    let ws = args.work.open()?;
-    setup::each_flavour(
-        &ws,
-        args.embedded_timescaledb,
-        args.no_plain,
-        async |cluster| flavour(&ws, cluster, &args).await,
-    )
-    .await
+    args.flavours
+        .each(async |ws, cluster| flavour(ws, cluster, &args).await)
+        .await
 }
 
 /// Every poll interval on a scratch database of `cluster`.
@@ -226,10 +214,7 @@ impl Run<'_> {
             rate: Some(self.args.write_rate),
             duration: self.args.duration,
         };
-        let now = now_ns();
-        if start > now {
-            tokio::time::sleep(Duration::from_nanos(start - now)).await;
-        }
+        system::sleep_until_ns(start).await;
         let load_before = system::load_average();
         statements::enable(self.cluster).await;
         let polls = PollTimer::start(&self.server.http()).await?;
@@ -317,10 +302,7 @@ impl Run<'_> {
                 plan.duration
             );
             let mut phase = self.phase(probe, start).await?;
-            let now = now_ns();
-            if now < end {
-                tokio::time::sleep(Duration::from_nanos(end - now)).await;
-            }
+            system::sleep_until_ns(end).await;
             let rss_end = server.rss();
             let server_cpu = server.cpu_seconds() - server_cpu0;
             let client_cpu = viewers::cpu_seconds(&worker_pids) - client_cpu0;

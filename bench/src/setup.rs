@@ -101,48 +101,65 @@ fn default_server_bin() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-/// Runs `measure` on plain PostgreSQL (unless `no_plain`; the embedded cluster or
-/// `--database-url`) and then, when `timescaledb` is `auto` and no `--database-url` was given,
-/// on an embedded cluster with TimescaleDB preloaded (or says why not). Both clusters preload
-/// pg_stat_statements. The report has one member per flavour: `postgresql`, `timescaledb`.
-pub async fn each_flavour(
-    ws: &Workspace,
-    timescaledb: EmbeddedTimescaleDb,
-    no_plain: bool,
-    measure: impl AsyncFn(Cluster) -> anyhow::Result<serde_json::Value>,
-) -> anyhow::Result<serde_json::Value> {
-    let timescaledb = timescaledb == EmbeddedTimescaleDb::Auto;
-    if no_plain && !timescaledb {
-        bail!("--no-plain with --embedded-timescaledb off leaves nothing to measure");
-    }
-    let mut report = serde_json::Map::new();
-    if !no_plain {
-        let cluster = ws
-            .cluster(Embedded {
-                count_statements: true,
-                ..Embedded::PLAIN
-            })
-            .await?;
-        report.insert("postgresql".into(), measure(cluster).await?);
-    }
-    if timescaledb && ws.database_url.is_none() {
-        let bindir = embedded::find_bindir()?;
-        let measured = if embedded::timescaledb_installed(&bindir) {
+/// Which flavours a measurement runs on, and where.
+#[derive(Debug, Clone, Args)]
+pub struct FlavourArgs {
+    /// Beside plain PostgreSQL, TimescaleDB on an embedded cluster when it is installed (`auto`),
+    /// or not (`off`).
+    #[arg(long, value_enum, default_value_t = EmbeddedTimescaleDb::Auto)]
+    pub embedded_timescaledb: EmbeddedTimescaleDb,
+    /// Skip plain PostgreSQL.
+    #[arg(long)]
+    pub no_plain: bool,
+    #[command(flatten)]
+    pub work: WorkArgs,
+}
+
+impl FlavourArgs {
+    /// Runs `measure` on plain PostgreSQL (unless `--no-plain`; the embedded cluster or
+    /// `--database-url`) and then, when `--embedded-timescaledb auto` and no `--database-url`
+    /// was given, on an embedded cluster with TimescaleDB preloaded (or says why not). Both
+    /// clusters preload pg_stat_statements. The report has one member per flavour:
+    /// `postgresql`, `timescaledb`.
+    pub async fn each(
+        &self,
+        measure: impl AsyncFn(&Workspace, Cluster) -> anyhow::Result<serde_json::Value>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let no_plain = self.no_plain;
+        let timescaledb = self.embedded_timescaledb == EmbeddedTimescaleDb::Auto;
+        if no_plain && !timescaledb {
+            bail!("--no-plain with --embedded-timescaledb off leaves nothing to measure");
+        }
+        let ws = self.work.open()?;
+        let mut report = serde_json::Map::new();
+        if !no_plain {
             let cluster = ws
-                .embedded_cluster(Embedded {
-                    timescaledb: EmbeddedTimescaleDb::Auto,
+                .cluster(Embedded {
                     count_statements: true,
+                    ..Embedded::PLAIN
                 })
                 .await?;
-            measure(cluster).await?
-        } else {
-            let why = format!("TimescaleDB is not installed for {}", bindir.display());
-            say!("{why}: measuring plain PostgreSQL only");
-            serde_json::json!({ "skipped": why })
-        };
-        report.insert("timescaledb".into(), measured);
+            report.insert("postgresql".into(), measure(&ws, cluster).await?);
+        }
+        if timescaledb && ws.database_url.is_none() {
+            let bindir = embedded::find_bindir()?;
+            let measured = if embedded::timescaledb_installed(&bindir) {
+                let cluster = ws
+                    .embedded_cluster(Embedded {
+                        timescaledb: EmbeddedTimescaleDb::Auto,
+                        count_statements: true,
+                    })
+                    .await?;
+                measure(&ws, cluster).await?
+            } else {
+                let why = format!("TimescaleDB is not installed for {}", bindir.display());
+                say!("{why}: measuring plain PostgreSQL only");
+                serde_json::json!({ "skipped": why })
+            };
+            report.insert("timescaledb".into(), measured);
+        }
+        Ok(serde_json::Value::Object(report))
     }
-    Ok(serde_json::Value::Object(report))
 }
 
 /// A run's work dir, server binary and database.

@@ -17,6 +17,14 @@ pub fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// Sleeps until `t` (CLOCK_MONOTONIC nanoseconds, see [`now_ns`]); at once when it has passed.
+pub async fn sleep_until_ns(t: u64) {
+    let now = now_ns();
+    if t > now {
+        tokio::time::sleep(std::time::Duration::from_nanos(t - now)).await;
+    }
+}
+
 /// The 1-, 5- and 15-minute load averages.
 pub fn load_average() -> [f64; 3] {
     let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();

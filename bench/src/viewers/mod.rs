@@ -422,10 +422,7 @@ where
     let seconds = Duration::from_nanos(end.saturating_sub(start));
     say!("measuring for {seconds:?}");
     let during = during(Duration::from_nanos(end.saturating_sub(now_ns()))).await;
-    let now = now_ns();
-    if now < end {
-        tokio::time::sleep(Duration::from_nanos(end - now)).await;
-    }
+    system::sleep_until_ns(end).await;
     let rss_end = probe.rss();
     let server_cpu = probe.cpu_seconds() - server_cpu0;
     let client_cpu = report::cpu_seconds(&worker_pids) - client_cpu0;

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use super::collect;
 use super::protocol::{self, FromWorker, ToWorker, WorkerConfig, emit};
 use super::viewer::{self, Route, Shared, SharedLog, lock};
-use crate::system::now_ns;
+use crate::system;
 use crate::wsclient::Target;
 
 /// After a window closes, how long late deliveries are still waited for.
@@ -134,9 +134,5 @@ async fn record_window(shared: &Shared, logs: &[SharedLog], start: u64, end: u64
     for log in logs {
         lock(log).frames.retain(|(_, t)| *t >= from);
     }
-    let stop_at = end + GRACE.as_nanos() as u64;
-    let now = now_ns();
-    if stop_at > now {
-        tokio::time::sleep(Duration::from_nanos(stop_at - now)).await;
-    }
+    system::sleep_until_ns(end + GRACE.as_nanos() as u64).await;
 }
