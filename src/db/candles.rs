@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
+use super::arrays::{Floats, Times};
 use super::storable_time_sql;
 use crate::domain::Interval;
 
@@ -81,6 +82,21 @@ macro_rules! view_name {
     };
 }
 
+/// A page statement as one row of six arrays, in the page's order: a row per candle cost the
+/// server ~0.8 µs each in the driver's per-row machinery (a 15m page reads 15,015 minutes),
+/// while PostgreSQL builds the arrays in a fraction of that and they decode in one loop.
+macro_rules! columns_sql {
+    ($page:expr) => {
+        concat!(
+            "SELECT array_agg(bucket) AS bucket, array_agg(open) AS open, array_agg(high) AS high,
+                    array_agg(low) AS low, array_agg(close) AS close, array_agg(volume) AS volume
+             FROM (",
+            $page,
+            ") AS page"
+        )
+    };
+}
+
 /// A page of plain PostgreSQL's `one_hour_candle` or `one_day_candle` (migration 0009), whose
 /// union PostgreSQL sorts whole: the stored rows but the pending ones, newest first by the
 /// index and no more than the page, beside the handful of pending buckets folded at read time;
@@ -104,7 +120,7 @@ macro_rules! plain_rollup_sql {
         )
     };
     ($stored:literal, $pending:literal, $folded:literal) => {
-        concat!(
+        columns_sql!(concat!(
             r#"
             SELECT bucket, open, high, low, close, volume FROM (
                 (SELECT s.bucket, s.open, s.high, s.low, s.close, s.volume
@@ -137,7 +153,7 @@ macro_rules! plain_rollup_sql {
             ORDER BY bucket DESC
             LIMIT $4
             "#
-        )
+        ))
     };
 }
 
@@ -322,24 +338,79 @@ fn ceil_to(t: DateTime<Utc>, secs: i64) -> DateTime<Utc> {
     }
 }
 
-/// Runs one of the page statements above: `$1` the symbol, `$2`/`$3` the bounds, `$4` the limit.
+/// A page as [`columns_sql`] returns it (`NULL`s when it is empty).
+#[derive(sqlx::FromRow)]
+struct Columns {
+    bucket: Option<Times>,
+    open: Option<Floats>,
+    high: Option<Floats>,
+    low: Option<Floats>,
+    close: Option<Floats>,
+    volume: Option<Floats>,
+}
+
+impl Columns {
+    /// The rows, newest first. `array_agg` keeps the order of a sorted subquery as it is read
+    /// here, which PostgreSQL does not promise in general: a page out of order is sorted.
+    fn into_rows(self) -> anyhow::Result<Vec<CandleRow>> {
+        let buckets = self.bucket.unwrap_or_default().0;
+        let n = buckets.len();
+        let column = |values: Option<Floats>| {
+            let values = values.unwrap_or_default().0;
+            anyhow::ensure!(values.len() == n, "a candle column of another length");
+            Ok(values)
+        };
+        let (open, high, low, close, volume) = (
+            column(self.open)?,
+            column(self.high)?,
+            column(self.low)?,
+            column(self.close)?,
+            column(self.volume)?,
+        );
+        let mut rows: Vec<CandleRow> = buckets
+            .into_iter()
+            .zip(open)
+            .zip(high)
+            .zip(low)
+            .zip(close)
+            .zip(volume)
+            .map(
+                |(((((bucket, open), high), low), close), volume)| CandleRow {
+                    bucket,
+                    open,
+                    high,
+                    low,
+                    close,
+                    volume,
+                },
+            )
+            .collect();
+        if !rows.is_sorted_by(|a, b| a.bucket > b.bucket) {
+            rows.sort_unstable_by_key(|r| std::cmp::Reverse(r.bucket));
+        }
+        Ok(rows)
+    }
+}
+
+/// Runs a [`columns_sql`] page statement: `$1` the symbol, `$2`/`$3` the bounds, `$4` the limit.
 async fn read_page(
     pool: &PgPool,
-    sql: &'static str,
+    sql: impl sqlx::SqlSafeStr,
     symbol: &str,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
     limit: i64,
     what: &'static str,
 ) -> anyhow::Result<Vec<CandleRow>> {
-    sqlx::query_as(sql)
+    let columns: Columns = sqlx::query_as(sql)
         .bind(symbol)
         .bind(from)
         .bind(to)
         .bind(limit)
-        .fetch_all(pool)
+        .fetch_one(pool)
         .await
-        .context(what)
+        .context(what)?;
+    columns.into_rows().context(what)
 }
 
 async fn stored(
@@ -352,7 +423,7 @@ async fn stored(
 ) -> anyhow::Result<Vec<CandleRow>> {
     macro_rules! sql {
         ($relation:literal) => {
-            concat!(
+            columns_sql!(concat!(
                 r#"
                 SELECT bucket, open, high, low, close, volume
                 FROM "#,
@@ -367,7 +438,7 @@ async fn stored(
                 ORDER BY bucket DESC
                 LIMIT $4
                 "#
-            )
+            ))
         };
     }
     let materialized = materialized(pool, per_source!(source, view_name)).await?;
@@ -396,21 +467,23 @@ async fn stored(
     };
     let mut rows: Vec<CandleRow> = Vec::new();
     if to.is_none_or(|t| t > watermark) {
-        rows = sqlx::query_as(per_source!(source, sql))
-            .bind(symbol)
-            .bind(from.map_or(watermark, |f| f.max(watermark)))
-            .bind(to)
-            .bind(limit)
-            .fetch_all(pool)
-            .await
-            .context("reading the real-time candles")?;
+        rows = read_page(
+            pool,
+            per_source!(source, sql),
+            symbol,
+            Some(from.map_or(watermark, |f| f.max(watermark))),
+            to,
+            limit,
+            "reading the real-time candles",
+        )
+        .await?;
     }
     let left = limit - rows.len() as i64;
     if left > 0 && from.is_none_or(|f| f < watermark) {
         let upper = to.map_or(watermark, |t| t.min(watermark));
         // `relation` comes from TimescaleDB's catalog, never from input.
         let sql = format!(
-            concat!(
+            columns_sql!(concat!(
                 r#"
                 SELECT bucket, open, high, low, close, volume
                 FROM {}
@@ -423,17 +496,19 @@ async fn stored(
                 ORDER BY bucket DESC
                 LIMIT $4
                 "#
-            ),
+            )),
             relation
         );
-        let older: Vec<CandleRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(symbol)
-            .bind(from)
-            .bind(upper)
-            .bind(left)
-            .fetch_all(pool)
-            .await
-            .context("reading materialized candles")?;
+        let older = read_page(
+            pool,
+            sqlx::AssertSqlSafe(sql),
+            symbol,
+            from,
+            Some(upper),
+            left,
+            "reading materialized candles",
+        )
+        .await?;
         rows.extend(older);
     }
     Ok(rows)

@@ -1,6 +1,7 @@
 //! Database access: opening it (URL or embedded cluster, migrations), then one async fn per
 //! query, grouped by what they touch.
 
+mod arrays;
 pub mod audit;
 pub mod candles;
 pub mod copy;
@@ -169,6 +170,10 @@ pub const RELEASED: &[(i64, &str)] = &[
     (
         12,
         "7836ab9b394045742257096d9b2b57f4102ab949347147e2a9873966dddf13d5f6d2796d412ab65b11ac3f93e93f42e8",
+    ),
+    (
+        13,
+        "c678f5c56fc9989eeedb78131407b098111e9ca2fe00a353aa3c42eca4bdec0ed0be97287a0ec3b41f8c9ad24fcfd6e9",
     ),
 ];
 

@@ -462,6 +462,39 @@ async fn an_import_leaves_fresh_statistics(app: &TestApp, flavour: Flavour) {
         .await
         .unwrap();
         assert_eq!(materialized, 20);
+        // Vacuumed: every heap page of the aggregates' chunks is marked all-visible, so a
+        // page of candles is read from the aggregate's covering index alone (migration 0013).
+        let chunks: Vec<(String, i32, i32)> = sqlx::query_as(
+            r#"
+            SELECT format('%I.%I', ch.chunk_schema, ch.chunk_name), k.relpages, k.relallvisible
+            FROM timescaledb_information.continuous_aggregates c
+            JOIN timescaledb_information.chunks ch
+              ON ch.hypertable_name = c.materialization_hypertable_name
+            JOIN pg_class k ON k.oid = format('%I.%I', ch.chunk_schema, ch.chunk_name)::regclass
+            "#,
+        )
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+        assert!(chunks.len() >= 3, "{chunks:?}");
+        for (chunk, pages, visible) in &chunks {
+            assert!(*pages > 0 && visible == pages, "{chunk}: {chunks:?}");
+        }
+        let covering: Vec<String> = sqlx::query_scalar(
+            "SELECT indexname::text FROM pg_indexes WHERE indexname LIKE 'one_%_candle_page' \
+             ORDER BY 1",
+        )
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            covering,
+            [
+                "one_day_candle_page",
+                "one_hour_candle_page",
+                "one_min_candle_page"
+            ]
+        );
     }
     assert_rollups_match_ticks(&app.pool, "after the import").await;
 }
