@@ -151,9 +151,9 @@ pub const MAX_CHANGES_PER_POLL: i64 = 100_000;
 
 /// The changes statement; `$candle` reads a changed minute `k` as `a(open, high, low, close,
 /// volume, recompute)` (`recompute`: leave the minute to [`RECOMPUTE`]); past `$5` entries it
-/// reads none and reports a wholesale change. Its first CTE takes
-/// the lock on `ticks` before the journal's, as `TRUNCATE ticks, candle_changes, …` does: in the
-/// other order each could wait for the other.
+/// reads none and reports a wholesale change. Its first CTE takes the lock on `ticks` before
+/// the journal's, as `TRUNCATE ticks, candle_changes, …` does: in the other order each could
+/// wait for the other.
 macro_rules! changes_sql {
     ($candle:literal) => {
         concat!(
