@@ -47,7 +47,9 @@ struct Cli {
 enum Command {
     /// Hold N WebSocket viewers on one or more servers; report fan-out spread, missed updates and memory.
     Viewers(viewers::ViewersArgs),
-    /// Poll cost against the tutorial's query, and database queries per second by viewer count.
+    /// Poll cost against the tutorial's query, and database queries per second by viewer count
+    /// (on plain PostgreSQL: --no-plain skips them). With --database-url the TimescaleDB costs
+    /// are measured on that cluster instead (reported as `external`).
     PollCost(poll_cost::PollCostArgs),
     /// Ticks per second through single-row INSERTs, the JSON API and COPY, with and without triggers.
     Ingest(ingest::IngestArgs),

@@ -18,7 +18,7 @@ use sqlx::Connection;
 
 use crate::page::JoinArgs;
 use crate::say;
-use crate::setup::{self, Cluster, Embedded, Scratch, Walk, WorkArgs, Workspace};
+use crate::setup::{self, Cluster, Embedded, FlavourArgs, Scratch, Walk, Workspace};
 use crate::stats::{Summary, ratio};
 use crate::viewers::{self, Plan};
 use crate::{statements, system};
@@ -69,16 +69,8 @@ pub struct PollCostArgs {
     /// Connections per second while opening viewers.
     #[arg(long, default_value_t = 500.0)]
     pub rate: f64,
-    /// Beside plain PostgreSQL, the query costs on TimescaleDB: `auto` on an embedded cluster
-    /// with it preloaded when it is installed, `off` not at all. With --database-url they are
-    /// measured on that cluster instead (reported as `external`).
-    #[arg(long, value_enum, default_value_t = EmbeddedTimescaleDb::Auto)]
-    pub embedded_timescaledb: EmbeddedTimescaleDb,
-    /// Skip plain PostgreSQL (and the statement counts, which run on it).
-    #[arg(long)]
-    pub no_plain: bool,
     #[command(flatten)]
-    pub work: WorkArgs,
+    pub flavours: FlavourArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -104,16 +96,16 @@ struct QueryCosts {
 }
 
 pub async fn run(args: PollCostArgs) -> anyhow::Result<Value> {
-    let timescaledb = args.embedded_timescaledb == EmbeddedTimescaleDb::Auto;
-    if args.no_plain && !timescaledb && args.work.database_url.is_none() {
+    let timescaledb = args.flavours.embedded_timescaledb == EmbeddedTimescaleDb::Auto;
+    if args.flavours.no_plain && !timescaledb && args.flavours.work.database_url.is_none() {
         bail!(
             "--no-plain with --embedded-timescaledb off and no --database-url leaves nothing to measure"
         );
     }
-    let ws = args.work.open()?;
+    let ws = args.flavours.work.open()?;
     let mut report = serde_json::Map::new();
     report.insert("load_before".into(), json!(system::load_average()));
-    if !args.no_plain {
+    if !args.flavours.no_plain {
         let cluster = ws
             .embedded_cluster(Embedded {
                 count_statements: true,
@@ -130,7 +122,7 @@ pub async fn run(args: PollCostArgs) -> anyhow::Result<Value> {
         report.insert("postgresql".into(), serde_json::to_value(costs)?);
         report.insert("statements".into(), qps);
     }
-    if let Some(url) = &args.work.database_url {
+    if let Some(url) = &args.flavours.work.database_url {
         let costs = Cluster::external(url.clone())
             .run_scratch(SCRATCH, async |_, db| query_costs(db, &args, None).await)
             .await?;
