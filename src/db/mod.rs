@@ -175,6 +175,10 @@ pub const RELEASED: &[(i64, &str)] = &[
         13,
         "c678f5c56fc9989eeedb78131407b098111e9ca2fe00a353aa3c42eca4bdec0ed0be97287a0ec3b41f8c9ad24fcfd6e9",
     ),
+    (
+        14,
+        "919084661f10f8f97e90aa40195732309198c01e109a9d659d3710f929434f86c0a1a20f2e81068c0f1d493daf468bb7",
+    ),
 ];
 
 /// Applies the migrations (both storage flavours live in them) and reports the flavour.

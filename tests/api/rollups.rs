@@ -59,52 +59,62 @@ async fn assert_relations_match_ticks(
     hours: &str,
     days: &str,
 ) -> (i64, i64) {
-    let mut counts = Vec::new();
-    for (relation, width) in [(hours, "1 hour"), (days, "24 hours")] {
-        let sql = format!(
-            r#"
-            WITH want AS (
-                SELECT
-                    date_bin('{width}', time, 'epoch') AS bucket,
-                    symbol,
-                    (array_agg(price ORDER BY time))[1] AS open,
-                    max(price) AS high,
-                    min(price) AS low,
-                    (array_agg(price ORDER BY time DESC))[1] AS close,
-                    sum(volume) AS volume,
-                    count(*) AS trades
-                FROM ticks
-                GROUP BY 1, 2
-            ),
-            got AS (
-                SELECT bucket, symbol, open, high, low, close, volume, trades FROM {relation}
-            )
+    (
+        assert_relation_matches_ticks(pool, context, hours, "1 hour").await,
+        assert_relation_matches_ticks(pool, context, days, "24 hours").await,
+    )
+}
+
+/// Every row of `relation` equals aggregating the ticks of its bucket (`width` wide), NULL
+/// prices and volumes included, and every bucket with ticks has its row; returns the buckets.
+async fn assert_relation_matches_ticks(
+    pool: &PgPool,
+    context: &str,
+    relation: &str,
+    width: &str,
+) -> i64 {
+    let sql = format!(
+        r#"
+        WITH want AS (
             SELECT
-                (SELECT count(*) FROM want),
-                ARRAY(
-                    SELECT format('%s %s: want %s, got %s', coalesce(w.symbol, g.symbol),
-                                  coalesce(w.bucket, g.bucket), w, g)
-                    FROM want w
-                    FULL JOIN got g ON g.symbol = w.symbol AND g.bucket = w.bucket
-                    WHERE (w.open, w.high, w.low, w.close, w.volume, w.trades)
-                          IS DISTINCT FROM (g.open, g.high, g.low, g.close, g.volume, g.trades)
-                    ORDER BY 1
-                    LIMIT 10
-                )
-            "#
-        );
-        let (n, diff): (i64, Vec<String>) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .fetch_one(pool)
-            .await
-            .unwrap_or_else(|e| panic!("{context}: comparing {relation} with the ticks: {e}"));
-        assert!(
-            diff.is_empty(),
-            "{context}: {relation} differs from aggregating the ticks:\n{}",
-            diff.join("\n")
-        );
-        counts.push(n);
-    }
-    (counts[0], counts[1])
+                date_bin('{width}', time, 'epoch') AS bucket,
+                symbol,
+                (array_agg(price ORDER BY time))[1] AS open,
+                max(price) AS high,
+                min(price) AS low,
+                (array_agg(price ORDER BY time DESC))[1] AS close,
+                sum(volume) AS volume,
+                count(*) AS trades
+            FROM ticks
+            GROUP BY 1, 2
+        ),
+        got AS (
+            SELECT bucket, symbol, open, high, low, close, volume, trades FROM {relation}
+        )
+        SELECT
+            (SELECT count(*) FROM want),
+            ARRAY(
+                SELECT format('%s %s: want %s, got %s', coalesce(w.symbol, g.symbol),
+                              coalesce(w.bucket, g.bucket), w, g)
+                FROM want w
+                FULL JOIN got g ON g.symbol = w.symbol AND g.bucket = w.bucket
+                WHERE (w.open, w.high, w.low, w.close, w.volume, w.trades)
+                      IS DISTINCT FROM (g.open, g.high, g.low, g.close, g.volume, g.trades)
+                ORDER BY 1
+                LIMIT 10
+            )
+        "#
+    );
+    let (n, diff): (i64, Vec<String>) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{context}: comparing {relation} with the ticks: {e}"));
+    assert!(
+        diff.is_empty(),
+        "{context}: {relation} differs from aggregating the ticks:\n{}",
+        diff.join("\n")
+    );
+    n
 }
 
 /// The server's reads of hours and days (which take plain PostgreSQL's views apart, stored and
@@ -857,4 +867,97 @@ async fn bulk_statement_keeps_rollups_exact(pool: &PgPool, flavour: Flavour) {
         .await
         .unwrap();
     assert_rollups_match_ticks(pool, "an edit after the bulk statement").await;
+}
+
+/// Three symbols × `minutes` minutes × four ticks a minute, from `start` plus `second` seconds,
+/// as one INSERT in scrambled order, with some NULL prices and volumes: 12 rows a minute
+/// across the symbols, so 1,000 minutes make a bulk statement (at least 10,000 rows).
+async fn insert_scrambled_minutes(pool: &PgPool, start: i64, minutes: i32, second: i32) {
+    sqlx::query(
+        "INSERT INTO ticks (time, symbol, price, volume) \
+         SELECT to_timestamp($1) + m * interval '1 minute' + ($3 + s * 13) * interval '1 second', \
+                'RACE/' || k, \
+                CASE WHEN (m + s) % 11 = 0 THEN NULL ELSE 100 + (m * 7 + s * 3 + k + $3) % 50 END, \
+                CASE WHEN (m + s + k) % 13 = 0 THEN NULL ELSE 1 + s END \
+         FROM generate_series(0, $2 - 1) AS m, generate_series(0, 3) AS s, \
+              generate_series(0, 2) AS k \
+         ORDER BY md5(m::text || '/' || s::text || '/' || k::text)",
+    )
+    .bind(start as f64)
+    .bind(minutes)
+    .bind(second)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+async fn assert_minutes_match_ticks(pool: &PgPool, context: &str) -> i64 {
+    assert_relation_matches_ticks(pool, context, "candlewick_candles", "1 minute").await
+}
+
+#[actix_web::test]
+async fn bulk_inserts_of_new_minutes_stay_exact_beside_stored_candles_and_a_racing_writer() {
+    // Plain flavour (migration 0014): a bulk INSERT whose minutes hold no candle inserts them
+    // rather than merging; beside stored candles it merges; when another writer's candle
+    // appears in one of its minutes meanwhile, the insert fails on the key and the merge
+    // takes over. Every way, each minute equals its ticks.
+    let (_, url) = crate::helpers::fresh_database().await;
+    let pool = candlewick::db::build_pool(candlewick::db::connect_options(&url).expect("URL"));
+    insert_scrambled_minutes(&pool, BASE, 1_000, 1).await;
+    assert_eq!(
+        assert_minutes_match_ticks(&pool, "new minutes").await,
+        3_000
+    );
+    insert_scrambled_minutes(&pool, BASE, 1_000, 8).await;
+    assert_minutes_match_ticks(&pool, "the same minutes again, other seconds").await;
+
+    // Another writer's tick in the last minute of RACE/1, not committed yet: its candle is
+    // invisible to the bulk statement's check, and the statement's insert waits for it.
+    let later = BASE + 10 * 86_400;
+    let mut writer = pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO ticks (time, symbol, price, volume) VALUES ($1, 'RACE/1', 7, 1)")
+        .bind(DateTime::from_timestamp(later + 999 * 60 + 59, 0).unwrap())
+        .execute(&mut *writer)
+        .await
+        .unwrap();
+    let bulk = tokio::spawn({
+        let pool = pool.clone();
+        async move { insert_scrambled_minutes(&pool, later, 1_000, 1).await }
+    });
+    eventually(
+        Duration::from_secs(30),
+        "the bulk INSERT to wait for the writer",
+        || {
+            let pool = pool.clone();
+            async move {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity \
+                 WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO ticks%SELECT%'",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                (waiting > 0).then_some(())
+            }
+        },
+    )
+    .await;
+    writer.commit().await.unwrap();
+    bulk.await
+        .expect("the bulk INSERT succeeds once the writer committed");
+    assert_minutes_match_ticks(&pool, "a bulk INSERT beside a racing writer").await;
+    let trades: i64 = sqlx::query_scalar(
+        "SELECT trades FROM candlewick_candles WHERE symbol = 'RACE/1' AND bucket = $1",
+    )
+    .bind(DateTime::from_timestamp(later + 999 * 60, 0).unwrap())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(trades, 5, "the writer's tick and the bulk statement's four");
+    let to = DateTime::from_timestamp(later + 2 * 86_400, 0).unwrap();
+    Flavour::Postgres
+        .refresh(&pool, DateTime::<Utc>::UNIX_EPOCH, to)
+        .await
+        .unwrap();
+    assert_stored_rollups_match_ticks(&pool, "folded").await;
 }
