@@ -1520,3 +1520,89 @@ async fn a_reconnect_resumes_on_another_server_of_the_same_database() {
     assert_eq!(frame["type"], "snapshot", "{frame}");
     assert_eq!(frame["candles"], json!([]));
 }
+
+/// Reads `ws` for `span`, answering pings (tungstenite queues the pong and sends it on the next
+/// read); returns how many pings came.
+async fn pings_within(ws: &mut Ws, span: Duration) -> usize {
+    let deadline = tokio::time::Instant::now() + span;
+    let mut pings = 0;
+    while let Ok(frame) = tokio::time::timeout_at(deadline, ws.next()).await {
+        match frame
+            .expect("the server ended the connection")
+            .expect("a WebSocket frame")
+        {
+            Message::Ping(_) => pings += 1,
+            Message::Text(_) | Message::Pong(_) => {}
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+    pings
+}
+
+#[actix_web::test]
+async fn only_quiet_viewers_are_pinged_and_one_that_never_answers_is_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Arrange: a viewer of a live channel (a tick every 400 ms), one of a symbol nobody writes,
+    // and one of that symbol that never reads, so never answers a ping.
+    let app = spawn_app().await;
+    let mut live = connect(&app, "symbol=BTC/USD").await;
+    let mut quiet = connect(&app, "symbol=QUIET/USD").await;
+    // The mute one is a bare socket: a WebSocket library would answer the pings on any read.
+    let mut mute = TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .expect("connecting");
+    let request = format!(
+        "GET /ws?symbol=QUIET/USD HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n",
+        app.port
+    );
+    mute.write_all(request.as_bytes()).await.expect("handshake");
+    let connected = tokio::time::Instant::now();
+    let writer = actix_web::rt::spawn({
+        let pool = app.pool.clone();
+        async move {
+            loop {
+                sqlx::query("INSERT INTO ticks VALUES (clock_timestamp(), 'BTC/USD', 61000, 0.1)")
+                    .execute(&pool)
+                    .await
+                    .expect("a tick");
+                tokio::time::sleep(Duration::from_millis(400)).await;
+            }
+        }
+    });
+
+    // Act: watch both for two heartbeats and a bit.
+    let span = Duration::from_secs(12);
+    let (live_pings, quiet_pings) = futures_util::join!(
+        pings_within(&mut live, span),
+        pings_within(&mut quiet, span)
+    );
+    writer.abort();
+
+    // Assert: the live viewer got the first beat's ping only (sent before any update); the
+    // quiet one a ping at every beat.
+    assert!(
+        live_pings <= 1,
+        "a viewer taking updates was pinged {live_pings} times"
+    );
+    assert!(
+        quiet_pings >= 2,
+        "a quiet viewer was pinged {quiet_pings} times"
+    );
+
+    // The mute viewer is closed once a ping has gone unanswered for 15 s (CLIENT_TIMEOUT),
+    // at the third or fourth beat: its socket then ends with the close frame.
+    tokio::time::sleep_until(connected + Duration::from_secs(22)).await;
+    let mut received = Vec::new();
+    tokio::time::timeout(WAIT, mute.read_to_end(&mut received))
+        .await
+        .expect("the server closed the mute viewer's connection")
+        .expect("reading the mute viewer's socket");
+    let close = [&[0x88, 14, 0x03, 0xf0][..], b"no heartbeat"].concat();
+    assert!(
+        received.ends_with(&close),
+        "the mute viewer's socket ends with a 1008 \"no heartbeat\" close frame: {:?}",
+        String::from_utf8_lossy(&received[received.len().saturating_sub(40)..])
+    );
+}
