@@ -397,7 +397,12 @@ impl Viewer {
         if !first.instrument(self.span.clone()).await {
             return None;
         }
-        let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
+        // The first beat one interval after the snapshot, not at once: by then a live channel
+        // has sent updates, and its viewer is never pinged.
+        let mut heartbeat = tokio::time::interval_at(
+            tokio::time::Instant::now() + HEARTBEAT_INTERVAL,
+            HEARTBEAT_INTERVAL,
+        );
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         // Made once: a fresh one per turn would enter and leave the waiter list of the token
         // every session shares, on every update.
