@@ -21,6 +21,26 @@ const PERIODIC_REFRESH_SECS: i64 = 60;
 /// retried; the waits grow by 100 ms per attempt, up to 1 s.
 const REFRESH_RETRIES: u32 = 20;
 
+/// What a bulk load was, for how long its clean-up may wait (see [`vacuum_materialized`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Load {
+    /// `candlewick import` or the admin import: reports done when every page reads fast.
+    Import,
+    /// An API batch over the bulk threshold: its writer waits for the answer.
+    Batch,
+}
+
+impl Load {
+    /// Pauses before each VACUUM of the chunks a load materialized while some of their pages
+    /// are not all-visible yet.
+    fn vacuum_pauses_ms(self) -> &'static [u64] {
+        match self {
+            Self::Import => &[0, 200, 400, 800, 1_600, 3_200],
+            Self::Batch => &[0],
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavour {
     TimescaleDb,
@@ -192,6 +212,7 @@ const LOAD_REFRESH_STEP_SECS: i64 = 30 * 86_400;
 /// reports later otherwise, is not added back after the ANALYZE here.
 pub async fn after_load(
     conn: &mut PgConnection,
+    load: Load,
     first: DateTime<Utc>,
     last: DateTime<Utc>,
 ) -> anyhow::Result<()> {
@@ -206,8 +227,9 @@ pub async fn after_load(
             .await
             .context("reading the storage flavour")?;
     if flavour.as_deref() == Some("timescaledb") {
-        materialize(conn, first, last).await?;
-        vacuum_materialized(conn, first, last).await?;
+        if let Some((from, to)) = materialize(conn, first, last).await? {
+            vacuum_materialized(conn, load, from, to).await?;
+        }
     } else {
         fold_rollups(&mut *conn).await?;
     }
@@ -220,13 +242,16 @@ pub async fn after_load(
     Ok(())
 }
 
-/// Marks the heap pages of the aggregates' chunks a load materialized all-visible, so that
-/// pages of candles are read from their covering indexes alone (migration 0013) from the
-/// first read after the load rather than once autovacuum gets to them.
+/// Marks the heap pages of the aggregates' chunks a load materialized (`[from, to)`) all-visible,
+/// so that pages of candles are read from their covering indexes alone (migration 0013) from
+/// the first read after the load rather than once autovacuum gets to them. An import tries
+/// again for up to 6 s while some pages cannot be marked yet; an API batch, whose writer waits,
+/// vacuums once and leaves the rest to autovacuum.
 async fn vacuum_materialized(
     conn: &mut PgConnection,
-    first: DateTime<Utc>,
-    last: DateTime<Utc>,
+    load: Load,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
 ) -> anyhow::Result<()> {
     let mut chunks: Vec<String> = sqlx::query_scalar(
         r#"
@@ -237,19 +262,19 @@ async fn vacuum_materialized(
          AND ch.hypertable_name = c.materialization_hypertable_name
         WHERE c.view_name IN ('one_min_candle', 'one_hour_candle', 'one_day_candle')
           AND ch.range_end > $1
-          AND ch.range_start <= $2
+          AND ch.range_start < $2
         "#,
     )
-    .bind(first)
-    .bind(last)
+    .bind(from)
+    .bind(to)
     .fetch_all(&mut *conn)
     .await
     .context("finding the materialized chunks of a load")?;
-    for pause_ms in [0, 200, 400, 800, 1_600, 3_200] {
+    for pause_ms in load.vacuum_pauses_ms() {
         if chunks.is_empty() {
             return Ok(());
         }
-        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        tokio::time::sleep(Duration::from_millis(*pause_ms)).await;
         // The names come from TimescaleDB's catalog, quoted by `format`, never from input.
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("VACUUM {}", chunks.join(", "))))
             .execute(&mut *conn)
@@ -279,12 +304,13 @@ async fn vacuum_materialized(
 /// materialized that far, from the oldest tick or the watermark, whichever is later) to the
 /// end of its last, not past what the poll treats as live ([`MATERIALIZED_AFTER_SECS`]); in steps of
 /// [`LOAD_REFRESH_STEP_SECS`], each its own transaction, while reads go on (real-time
-/// aggregation covers what is not materialized yet).
+/// aggregation covers what is not materialized yet). Returns the range refreshed, if any: a
+/// batch of the last minutes alone is left to the poll's refreshes.
 async fn materialize(
     conn: &mut PgConnection,
     first: DateTime<Utc>,
     last: DateTime<Utc>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<(DateTime<Utc>, DateTime<Utc>)>> {
     let (watermark, oldest): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = sqlx::query_as(
         r#"
         SELECT
@@ -311,7 +337,7 @@ async fn materialize(
     let end = (floor_secs(floor_to(last, 60).timestamp(), 86_400) + 86_400)
         .min(now.div_euclid(60) * 60 - MATERIALIZED_AFTER_SECS);
     if end <= start {
-        return Ok(());
+        return Ok(None);
     }
     // One aggregate over the whole load before the next: a refresh of hours (days) reads the
     // minutes (hours) through their real-time view, and the part of it above their watermark,
@@ -349,7 +375,7 @@ async fn materialize(
             }
         }
     }
-    Ok(())
+    Ok(DateTime::from_timestamp(start, 0).zip(DateTime::from_timestamp(end, 0)))
 }
 
 fn floor_secs(t: i64, secs: i64) -> i64 {

@@ -10,6 +10,7 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 
 use super::audit::{self, Action, Author, Record};
 use super::copy::TickCopy;
+use super::flavour::Load;
 use super::{WriteError, storable_time_sql, usable_tick_sql};
 use crate::domain::{Price, Tick, Volume};
 
@@ -60,7 +61,7 @@ pub async fn insert_ticks(
         let first = ticks.iter().map(|t| t.time).min();
         let last = ticks.iter().map(|t| t.time).max();
         if let (Some(first), Some(last)) = (first, last) {
-            after_load(&mut conn, first, last).await;
+            after_load(&mut conn, Load::Batch, first, last).await;
         }
     }
     Ok(inserted)
@@ -131,7 +132,7 @@ where
     .await?;
     tx.commit().await.context("committing the import")?;
     if let (Some(first), Some(last)) = (copied.first, copied.last) {
-        after_load(&mut conn, first, last).await;
+        after_load(&mut conn, Load::Import, first, last).await;
     }
     Ok(copied.rows)
 }
@@ -139,8 +140,13 @@ where
 /// Statistics (and, on TimescaleDB, materialized aggregates) after a committed bulk load. The
 /// ticks are stored whatever happens here, so a failure is logged, not returned: the poll's
 /// refreshes and autovacuum catch up later.
-async fn after_load(conn: &mut PgConnection, first: DateTime<Utc>, last: DateTime<Utc>) {
-    if let Err(e) = super::flavour::after_load(conn, first, last).await {
+async fn after_load(
+    conn: &mut PgConnection,
+    load: Load,
+    first: DateTime<Utc>,
+    last: DateTime<Utc>,
+) {
+    if let Err(e) = super::flavour::after_load(conn, load, first, last).await {
         tracing::warn!(error.cause_chain = ?e, "after a bulk load of ticks");
     }
 }
