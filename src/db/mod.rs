@@ -179,6 +179,10 @@ pub const RELEASED: &[(i64, &str)] = &[
         14,
         "919084661f10f8f97e90aa40195732309198c01e109a9d659d3710f929434f86c0a1a20f2e81068c0f1d493daf468bb7",
     ),
+    (
+        15,
+        "5da981b4ec0d3202723fc7c56d9b2c64f98af433b07e7b53dee3bb9b4ac449346032d2b95d6417387d1c421922c9eb1f",
+    ),
 ];
 
 /// Applies the migrations (both storage flavours live in them) and reports the flavour.

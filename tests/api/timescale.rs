@@ -411,3 +411,63 @@ async fn on_timescaledb_paging_back_gives_every_candle_once() {
     crate::history::pages_hold_every_candle_once(&app).await;
     ts.drop(Some(app)).await;
 }
+
+#[actix_web::test]
+async fn on_timescaledb_a_copy_across_chunks_below_the_watermark_shows_after_a_refresh() {
+    // A COPY logs no invalidation by itself: the insert trigger rewrites the rows at each
+    // chunk's oldest and newest copied time (migration 0015), and the invalidation of each
+    // chunk spans everything copied in between.
+    let Some(server) = server_url() else { return };
+    let ts = TsDatabase::create(&server).await;
+    let pool = &ts.pool;
+    // Materialized minutes over three weeks (three or four chunks of `ticks`).
+    crate::helpers::psql(
+        &ts.url,
+        "INSERT INTO ticks \
+         SELECT '2024-07-01 00:00:10+00'::timestamptz + d * interval '1 day', 'SPAN/USD', 100, 1 \
+         FROM generate_series(0, 20) AS d",
+    );
+    Flavour::TimescaleDb
+        .refresh(pool, at("2024-06-01T00:00:00Z"), chrono::Utc::now())
+        .await
+        .expect("materializing");
+
+    // COPY a tick into every one of those minutes, in no particular order.
+    let mut conn = pool.acquire().await.expect("a connection");
+    let mut copy = conn
+        .copy_in_raw("COPY ticks (time, symbol, price, volume) FROM STDIN WITH (FORMAT csv)")
+        .await
+        .expect("COPY");
+    let mut rows = String::new();
+    for d in [
+        10, 0, 20, 5, 15, 1, 19, 7, 13, 3, 17, 9, 11, 2, 18, 4, 16, 6, 14, 8, 12,
+    ] {
+        rows.push_str(&format!(
+            "2024-07-{:02}T00:00:40Z,SPAN/USD,{},2\n",
+            d + 1,
+            200 + d
+        ));
+    }
+    copy.send(rows.as_bytes()).await.expect("sending the rows");
+    copy.finish().await.expect("finishing COPY");
+    drop(conn);
+
+    Flavour::TimescaleDb
+        .refresh(pool, at("2024-06-01T00:00:00Z"), at("2024-08-01T00:00:00Z"))
+        .await
+        .expect("refreshing");
+    let stored = stored_candles(pool).await;
+    for d in 0..=20 {
+        let key = (
+            "SPAN/USD".to_owned(),
+            at(&format!("2024-07-{:02}T00:00:00Z", d + 1)).timestamp(),
+        );
+        assert_eq!(
+            stored.get(&key).map(|s| (s.ohlcv.close, s.trades)),
+            Some((f64::from(200 + d), 2)),
+            "day {d}'s minute after a COPY across chunks and a refresh"
+        );
+    }
+    crate::candles::assert_candles_match_ticks(pool, "after the COPY").await;
+    ts.drop(None).await;
+}
