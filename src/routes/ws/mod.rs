@@ -37,8 +37,8 @@ use crate::feed::wire::MAX_LIMIT;
 use crate::feed::{Feed, Format, Frame, Resume, ServerMsg, Subscription, Update, Want};
 use crate::state::AppState;
 
-/// Heartbeat cadence: a viewer sent nothing since the last beat is pinged. Keep ≤ a third of
-/// CLIENT_TIMEOUT.
+/// Heartbeat cadence: a viewer sent no update since the last beat is pinged. Keep ≤ a third
+/// of CLIENT_TIMEOUT.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 /// A peer that has not answered a ping (no pong, no message) for this long is dropped.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -569,9 +569,9 @@ impl Viewer {
 
 /// The heartbeat: drops a peer that has not answered a ping for too long, pings a quiet one.
 ///
-/// A viewer taken updates since the last beat is not pinged: were it gone, the kernel drops the
-/// connection once what was sent stays unacknowledged (`STALLED_WRITE_TIMEOUT`), and a viewer
-/// that stops reading fills its socket and times the next send out (`SEND_TIMEOUT`). At 10,000
+/// A viewer that took updates since the last beat is not pinged: were it gone, the kernel
+/// drops the connection once what was sent stays unacknowledged (`STALLED_WRITE_TIMEOUT`), and
+/// a viewer that stops reading fills its socket and times the next send out (`SEND_TIMEOUT`). At 10,000
 /// viewers of a live channel that spares 2,000 pings and as many pongs a second, and a server
 /// too busy to read the pongs in time no longer drops viewers that are there.
 async fn on_heartbeat(conn: &mut Conn<'_>) -> Next {
