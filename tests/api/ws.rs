@@ -1178,10 +1178,10 @@ async fn with_format_gzip_the_snapshot_is_one_compressed_binary_frame() {
     assert_eq!(app.get("/ws?symbol=GZ/USD&format=zip").await.status(), 400);
 }
 
-/// Frames as they come off the socket, for what a WebSocket library reassembles unseen:
-/// `(fin, opcode, payload)` up to and including the first frame with `fin` set.
-async fn raw_message(app: &TestApp, query: &str) -> Vec<(bool, u8, Vec<u8>)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// A bare socket that has sent the upgrade request for `/ws?{query}` and nothing else (the
+/// response is left unread): what no WebSocket library does for a test.
+async fn raw_upgrade(app: &TestApp, query: &str) -> TcpStream {
+    use tokio::io::AsyncWriteExt;
     let mut tcp = TcpStream::connect(("127.0.0.1", app.port))
         .await
         .expect("connecting");
@@ -1192,6 +1192,14 @@ async fn raw_message(app: &TestApp, query: &str) -> Vec<(bool, u8, Vec<u8>)> {
         app.port
     );
     tcp.write_all(request.as_bytes()).await.expect("handshake");
+    tcp
+}
+
+/// Frames as they come off the socket, for what a WebSocket library reassembles unseen:
+/// `(fin, opcode, payload)` up to and including the first frame with `fin` set.
+async fn raw_message(app: &TestApp, query: &str) -> Vec<(bool, u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut tcp = raw_upgrade(app, query).await;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let mut frames = Vec::new();
@@ -1541,23 +1549,14 @@ async fn pings_within(ws: &mut Ws, span: Duration) -> usize {
 
 #[actix_web::test]
 async fn only_quiet_viewers_are_pinged_and_one_that_never_answers_is_dropped() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     // Arrange: a viewer of a live channel (a tick every 400 ms), one of a symbol nobody writes,
     // and one of that symbol that never reads, so never answers a ping.
     let app = spawn_app().await;
     let mut live = connect(&app, "symbol=BTC/USD").await;
     let mut quiet = connect(&app, "symbol=QUIET/USD").await;
     // The mute one is a bare socket: a WebSocket library would answer the pings on any read.
-    let mut mute = TcpStream::connect(("127.0.0.1", app.port))
-        .await
-        .expect("connecting");
-    let request = format!(
-        "GET /ws?symbol=QUIET/USD HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUpgrade: websocket\r\n\
-         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-         Sec-WebSocket-Version: 13\r\n\r\n",
-        app.port
-    );
-    mute.write_all(request.as_bytes()).await.expect("handshake");
+    let mut mute = raw_upgrade(&app, "symbol=QUIET/USD").await;
     let connected = tokio::time::Instant::now();
     let writer = actix_web::rt::spawn({
         let pool = app.pool.clone();
